@@ -1,0 +1,157 @@
+#!/bin/sh
+# pgharness: entrypoint, healthcheck and build steps of the harness's node image.
+#
+#   pgharness primary [postgres args]   bootstrap a primary (first start) and run postgres
+#   pgharness standby [postgres args]   pg_basebackup from the primary (first start), run postgres
+#   pgharness health ready|streaming    healthcheck (exit 0 = healthy)
+#   pgharness check-image               build step: find the server binaries, put them on PATH
+#   pgharness make-template             build step: initdb a template cluster to copy at start
+#
+# POSIX sh on purpose: it runs in Debian, official and Alpine images alike.
+# Settings come from the environment (compose.yaml sets them):
+#   PGHARNESS_SETTINGS    postgresql.conf lines for this node, rewritten at every start
+#                         into $PGDATA/pgharness.conf (ALTER SYSTEM still wins over them)
+#   POSTGRES_PASSWORD     the postgres superuser's password (default: postgres)
+#   REPLICATION_USER      the replication role (default: repli)
+#   REPLICATION_PASSWORD  its password (default: repli)
+#   PRIMARY_HOST, PRIMARY_PORT   where a standby takes its base backup (default: primary:5432)
+#   BASEBACKUP_TIMEOUT    seconds a standby keeps retrying pg_basebackup (default: 120)
+set -eu
+
+PGDATA=${PGDATA:-/var/lib/pgharness/data}
+TEMPLATE=${PGHARNESS_TEMPLATE:-/opt/pgharness/template}
+
+say() { printf 'pgharness: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+# Where the server binaries are: PATH first, then pg_config, then the usual
+# package layouts. Prints the directory, or nothing.
+find_bindir() {
+    if p=$(command -v postgres 2>/dev/null) && [ -x "$p" ]; then
+        dirname "$p"; return
+    fi
+    if d=$(pg_config --bindir 2>/dev/null) && [ -x "$d/postgres" ]; then
+        echo "$d"; return
+    fi
+    for d in $(ls -d /usr/lib/postgresql/*/bin /usr/local/pgsql/bin /usr/pgsql-*/bin 2>/dev/null | sort -t/ -k4 -n -r); do
+        if [ -x "$d/postgres" ]; then echo "$d"; return; fi
+    done
+}
+
+check_image() {
+    bindir=$(find_bindir)
+    [ -n "$bindir" ] || die "no PostgreSQL server binaries in this image (looked on PATH, in pg_config --bindir, /usr/lib/postgresql/*/bin, /usr/local/pgsql/bin): choose an image that carries postgres, initdb and pg_basebackup"
+    for tool in initdb pg_ctl pg_basebackup pg_isready psql; do
+        [ -x "$bindir/$tool" ] || die "the image has postgres in $bindir but not $tool: choose an image with the full server and client tools"
+    done
+    id postgres >/dev/null 2>&1 || die "the image has no 'postgres' user to run the server as"
+    major=$("$bindir/postgres" -V | sed -n 's/^postgres (PostgreSQL) \([0-9]*\).*/\1/p')
+    [ -n "$major" ] || die "cannot read the server version from '$bindir/postgres -V'"
+    [ "$major" -ge 13 ] || die "PostgreSQL $major is not supported: the harness serves PostgreSQL 13 and later"
+    # Put the binaries on PATH when they are not (Debian's packages keep them in
+    # /usr/lib/postgresql/N/bin, with version-picking wrappers in /usr/bin).
+    if [ "$(command -v postgres 2>/dev/null)" != "$bindir/postgres" ]; then
+        for f in "$bindir"/*; do ln -sf "$f" /usr/local/bin/; done
+    fi
+    say "PostgreSQL $major, binaries in $bindir"
+}
+
+make_template() {
+    initdb -D "$TEMPLATE" --username=postgres --no-locale --encoding=UTF8 \
+        --auth-local=trust --auth-host=scram-sha-256 --no-sync >/dev/null
+    cat >>"$TEMPLATE/postgresql.conf" <<'EOF'
+
+# --- pgharness: node-neutral defaults; role settings come from compose.yaml ---
+listen_addresses = '*'
+port = 5432
+password_encryption = 'scram-sha-256'
+log_line_prefix = '%m [%p] %q%a '
+log_connections = off
+include_if_exists = 'pgharness.conf'
+EOF
+    rm -rf "$TEMPLATE"/pg_log "$TEMPLATE"/log
+}
+
+write_settings() {
+    {
+        echo "# Written by pgharness at every start from PGHARNESS_SETTINGS (compose.yaml)."
+        echo "# ALTER SYSTEM (postgresql.auto.conf) overrides these."
+        printf '%s\n' "${PGHARNESS_SETTINGS:-}"
+    } >"$PGDATA/pgharness.conf"
+}
+
+sql_literal() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/''/g")"; }
+
+bootstrap_primary() {
+    say "bootstrapping a primary in $PGDATA from the template"
+    mkdir -p "$PGDATA"
+    chmod 0700 "$PGDATA"
+    cp -a "$TEMPLATE/." "$PGDATA/"
+    repl_user=${REPLICATION_USER:-repli}
+    cat >"$PGDATA/pg_hba.conf" <<EOF
+# TYPE  DATABASE     USER          ADDRESS  METHOD
+local   all          all                    trust
+local   replication  all                    trust
+host    all          all           all      scram-sha-256
+host    replication  $repl_user    all      scram-sha-256
+EOF
+    write_settings
+    # Roles are made in single-user mode: no server to start and stop.
+    postgres --single -D "$PGDATA" -c archive_mode=off postgres >/dev/null <<EOF
+ALTER ROLE postgres PASSWORD $(sql_literal "${POSTGRES_PASSWORD:-postgres}");
+CREATE ROLE "$repl_user" WITH LOGIN REPLICATION PASSWORD $(sql_literal "${REPLICATION_PASSWORD:-repli}");
+EOF
+}
+
+bootstrap_standby() {
+    host=${PRIMARY_HOST:-primary}
+    port=${PRIMARY_PORT:-5432}
+    timeout=${BASEBACKUP_TIMEOUT:-120}
+    start=$(date +%s)
+    say "taking a base backup from $host:$port into $PGDATA"
+    export PGPASSWORD="${REPLICATION_PASSWORD:-repli}"
+    until pg_basebackup --pgdata="$PGDATA" --wal-method=stream --checkpoint=fast --no-sync \
+            --dbname="host=$host port=$port user=${REPLICATION_USER:-repli} application_name=pgharness_basebackup"; do
+        [ $(( $(date +%s) - start )) -lt "$timeout" ] \
+            || die "no base backup from $host:$port after ${timeout}s: is the primary up, and does it allow replication connections for ${REPLICATION_USER:-repli}?"
+        rm -rf "$PGDATA"
+        sleep 0.5  # retry back-off while the primary comes up
+    done
+    unset PGPASSWORD
+    chmod 0700 "$PGDATA"
+    # standby.signal replaces recovery.conf's standby_mode = on (PostgreSQL 12+).
+    touch "$PGDATA/standby.signal"
+}
+
+run_postgres() {
+    write_settings
+    exec postgres -D "$PGDATA" "$@"
+}
+
+health() {
+    pg_isready -q || exit 1
+    case "${1:-ready}" in
+    ready) exit 0 ;;
+    streaming)
+        # Healthy once streaming from its upstream, or once promoted.
+        ok=$(psql -XAtq -c "SELECT NOT pg_is_in_recovery() OR EXISTS (SELECT FROM pg_stat_wal_receiver WHERE status = 'streaming')")
+        [ "$ok" = t ] ;;
+    *) die "health: unknown check '$1' (ready, streaming)" ;;
+    esac
+}
+
+cmd=${1:-primary}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+primary)
+    [ -s "$PGDATA/PG_VERSION" ] || bootstrap_primary
+    run_postgres "$@" ;;
+standby)
+    [ -s "$PGDATA/PG_VERSION" ] || bootstrap_standby
+    run_postgres "$@" ;;
+health) health "$@" ;;
+check-image) check_image ;;
+make-template) make_template ;;
+-*) run_postgres "$cmd" "$@" ;;
+*) exec "$cmd" "$@" ;;
+esac
