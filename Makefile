@@ -1,0 +1,55 @@
+# A thin front for the harness: each target calls the real tool.
+#   make up      a primary (127.0.0.1:5433) and a streaming standby (:5434)
+#   make test    the whole suite (unit tests and scenarios)
+PG_VERSION   ?= 17
+PG_IMAGE     ?=
+PRIMARY_PORT ?= 5433
+STANDBY_PORT ?= 5434
+NAME         ?= pgharness
+PYTHON       ?= python3
+VENV         ?= .venv
+PYTEST_ARGS  ?=
+export PG_VERSION PG_IMAGE PRIMARY_PORT STANDBY_PORT
+
+BIN     := $(VENV)/bin
+HARNESS := $(BIN)/harness
+
+.PHONY: help venv image up down test unit lint format clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+venv: $(VENV)/.installed ## Create the virtual environment with the harness and its tools
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+image: venv ## Build the node image for PG_VERSION (or on PG_IMAGE); cached on its inputs
+	$(HARNESS) image
+
+up: venv ## Start the seed's primary and standby; print connection strings
+	$(HARNESS) up --name $(NAME)
+
+down: venv ## Remove the `make up` environment (its containers, volumes, network only)
+	$(HARNESS) down --name $(NAME)
+
+test: image ## Run the whole suite (builds the image first when needed)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: venv ## Run the unit tests only (no Docker needed)
+	$(BIN)/pytest -m 'not docker' tests/unit $(PYTEST_ARGS)
+
+lint: venv ## ruff (lint and format check) and mypy (strict on harness/)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: venv ## Apply ruff's formatting and safe fixes
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean: ## Remove the virtual environment and test results
+	rm -rf $(VENV) test-results .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,37 @@
+"""A PostgreSQL replication test harness.
+
+Real PostgreSQL primaries, standbys and a shared WAL archive in containers,
+described once in ``compose.yaml``; `Cluster` and `Node` drive them, `wait`
+holds the deadline-bound waits, and the pytest plugin (``harness.pytest_plugin``)
+gives tests fresh or shared clusters.
+"""
+
+from harness.cluster import Cluster, Node
+from harness.errors import (
+    ClusterError,
+    DockerUnavailable,
+    HarnessError,
+    ImageError,
+    PortInUse,
+    UnknownNode,
+    UnsupportedVersion,
+    WaitTimeout,
+)
+from harness.lsn import Lsn, walfile_name
+from harness.wait import poll_until
+
+__all__ = [
+    "Cluster",
+    "ClusterError",
+    "DockerUnavailable",
+    "HarnessError",
+    "ImageError",
+    "Lsn",
+    "Node",
+    "PortInUse",
+    "UnknownNode",
+    "UnsupportedVersion",
+    "WaitTimeout",
+    "poll_until",
+    "walfile_name",
+]

@@ -1,0 +1,541 @@
+"""Clusters and nodes: one compose project, one `Node` per compose service.
+
+A `Cluster` owns one compose project on `compose.yaml` (a unique project name,
+every resource labelled) and removes it in `destroy()`, which also runs when
+start-up fails halfway. A `Node` is named after its compose service, which is
+also its ``application_name`` on the primary: ``cluster.node("standby")``.
+
+    with Cluster(image="pgharness/postgres:17") as cluster:
+        cluster.primary.sql("CREATE TABLE hoge (col integer)")
+        cluster.primary.wait_for_catchup(cluster.standby)
+
+Host-to-node traffic goes only to ports published on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import docker.errors
+import psycopg
+from docker.models.containers import Container
+from psycopg import sql as pgsql
+from psycopg.abc import Params, Query
+
+from harness.compose import (
+    MANAGED_LABEL,
+    PROJECT_LABEL,
+    SERVICE_LABEL,
+    ComposeProject,
+    check_compose_v2,
+    docker_client,
+)
+from harness.errors import ClusterError, HarnessError, PortInUse, UnknownNode
+from harness.lsn import Lsn, previous_walfile
+from harness.wait import log_tails, poll_until
+
+log = logging.getLogger("harness")
+
+#: Where nodes are reached from the host: published ports on loopback only.
+HOST = "127.0.0.1"
+#: Size of the header that starts every WAL segment (SizeOfXLogLongPHD).
+LONG_PAGE_HEADER_SIZE = 40
+#: The port PostgreSQL listens on inside every node.
+CONTAINER_PORT = 5432
+
+LsnMode = Literal["insert", "write", "flush", "receive", "replay"]
+StopMode = Literal["smart", "fast", "immediate"]
+
+_LSN_FUNCTIONS: dict[str, str] = {
+    "insert": "pg_current_wal_insert_lsn()",
+    "write": "pg_current_wal_lsn()",
+    "flush": "pg_current_wal_flush_lsn()",
+    "receive": "pg_last_wal_receive_lsn()",
+    "replay": "pg_last_wal_replay_lsn()",
+}
+_STOP_SIGNALS: dict[str, str] = {"smart": "SIGTERM", "fast": "SIGINT", "immediate": "SIGQUIT"}
+
+
+def new_cluster_name(prefix: str = "pgh") -> str:
+    """A compose project name unique on this engine: ``pgh-1a2b3c4d``."""
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def port_is_free(port: int) -> bool:
+    """Whether `port` on 127.0.0.1 can be bound now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+class Node:
+    """One PostgreSQL server: a compose service of a `Cluster`."""
+
+    def __init__(self, cluster: Cluster, name: str) -> None:
+        self.cluster = cluster
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Node({self.name!r}, cluster={self.cluster.name!r})"
+
+    # --- the container -------------------------------------------------
+
+    @property
+    def container(self) -> Container:
+        """The node's container (Docker SDK), looked up by its compose labels."""
+        return self.cluster.container(self.name)
+
+    @property
+    def port(self) -> int:
+        """The host port on 127.0.0.1 that reaches this node's PostgreSQL."""
+        container = self.container
+        bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{CONTAINER_PORT}/tcp") or []
+        for binding in bindings:
+            if binding.get("HostIp") == HOST:
+                return int(binding["HostPort"])
+        raise ClusterError(
+            f"node {self.name!r} publishes no port for {CONTAINER_PORT}/tcp (status: {container.status}); "
+            "is it running? start it with node.start()"
+        )
+
+    def logs(self, tail: int = 200) -> str:
+        """The last `tail` lines of the node's log (PostgreSQL logs to stderr)."""
+        return str(self.container.logs(tail=tail).decode(errors="replace"))
+
+    def exec(self, *argv: str, check: bool = True) -> str:
+        """Run a command inside the node as postgres; return its output."""
+        result = self.container.exec_run(list(argv), user="postgres", demux=False)
+        output = (result.output or b"").decode(errors="replace")
+        if check and result.exit_code != 0:
+            raise ClusterError(
+                f"{' '.join(argv)!r} failed on node {self.name!r} (exit {result.exit_code}): {output.strip()}"
+            )
+        return output
+
+    def status(self) -> str:
+        """The container's state: running, exited, paused, ... (with health when it has one)."""
+        container = self.container
+        health = container.attrs["State"].get("Health", {}).get("Status")
+        return f"{container.status} ({health})" if health else str(container.status)
+
+    # --- SQL -----------------------------------------------------------
+
+    def dsn(self, dbname: str = "postgres", user: str = "postgres") -> str:
+        """A libpq connection string for this node from the host."""
+        password = self.cluster.password if user == "postgres" else None
+        parts = [f"host={HOST}", f"port={self.port}", f"dbname={dbname}", f"user={user}"]
+        if password:
+            parts.append(f"password={password}")
+        return " ".join(parts)
+
+    def connect(self, dbname: str = "postgres", *, autocommit: bool = True, **kwargs: Any) -> psycopg.Connection[Any]:
+        """A new psycopg connection to this node (autocommit unless told otherwise)."""
+        kwargs.setdefault("connect_timeout", 10)
+        kwargs.setdefault("application_name", "pgharness")
+        return psycopg.connect(self.dsn(dbname), autocommit=autocommit, **kwargs)
+
+    def sql(self, query: Query, params: Params | None = None, *, dbname: str = "postgres") -> list[tuple[Any, ...]]:
+        """Run one statement on a fresh connection; return its rows ([] when it returns none)."""
+        with self.connect(dbname) as conn:
+            cur = conn.execute(query, params)
+            return cur.fetchall() if cur.description else []
+
+    def scalar(self, query: Query, params: Params | None = None, *, dbname: str = "postgres") -> Any:
+        """The first column of the first row of `query` (None when there is no row)."""
+        rows = self.sql(query, params, dbname=dbname)
+        return rows[0][0] if rows else None
+
+    def is_in_recovery(self) -> bool:
+        return bool(self.scalar("SELECT pg_is_in_recovery()"))
+
+    def lsn(self, mode: LsnMode = "write") -> Lsn | None:
+        """A WAL position of this node.
+
+        insert/write/flush are the primary's (``pg_current_wal_*_lsn``);
+        receive/replay are a standby's (``pg_last_wal_*_lsn``), None when it has
+        none yet.
+        """
+        if mode not in _LSN_FUNCTIONS:
+            raise ValueError(f"unknown LSN mode {mode!r}: one of {', '.join(_LSN_FUNCTIONS)}")
+        value = self.scalar(pgsql.SQL("SELECT {}").format(pgsql.SQL(_LSN_FUNCTIONS[mode])))
+        return None if value is None else Lsn.parse(str(value))
+
+    def timeline(self) -> int:
+        """The timeline this node writes (primary) or receives/replays (standby)."""
+        tli = self.scalar(
+            """
+            SELECT CASE WHEN pg_is_in_recovery()
+                        THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver),
+                                      (SELECT timeline_id FROM pg_control_checkpoint()))
+                        ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
+                   END
+            """
+        )
+        return int(tli)
+
+    def poll_query_until(self, query: Query, expected: Any = True, *, timeout: float | None = None) -> Any:
+        """Run `query` until its single value equals `expected`; return it."""
+        return poll_until(
+            lambda: self.scalar(query),
+            lambda value: value == expected,
+            what=f"{query!r} to return {expected!r} on node {self.name!r}",
+            timeout=timeout,
+            nodes=(self,),
+        )
+
+    # --- replication ---------------------------------------------------
+
+    def wait_for_catchup(
+        self,
+        standby: Node | str,
+        mode: Literal["write", "flush", "replay"] = "replay",
+        target_lsn: Lsn | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Lsn:
+        """Wait until `standby` has written/flushed/replayed this node's WAL up to `target_lsn`.
+
+        Called on the upstream (the primary, or a cascading standby); polls
+        ``pg_stat_replication.<mode>_lsn`` for the row whose application_name
+        is the standby's name. `target_lsn` defaults to this node's current
+        write LSN (its replay LSN when it is itself a standby).
+        """
+        name = standby.name if isinstance(standby, Node) else standby
+        standby_node = self.cluster.node(name)
+        if mode not in ("write", "flush", "replay"):
+            raise ValueError(f"unknown catch-up mode {mode!r}: write, flush or replay")
+        if target_lsn is None:
+            target_lsn = self.lsn("replay" if self.is_in_recovery() else "write")
+            assert target_lsn is not None
+        query = pgsql.SQL("SELECT {} FROM pg_stat_replication WHERE application_name = %s").format(
+            pgsql.Identifier(f"{mode}_lsn")
+        )
+        target = target_lsn
+
+        def probe() -> Lsn | str:
+            value = self.scalar(query, (name,))
+            if value is None:
+                return f"no {mode}_lsn for application_name {name!r} in pg_stat_replication"
+            return Lsn.parse(str(value))
+
+        poll_until(
+            probe,
+            lambda seen: isinstance(seen, Lsn) and seen >= target,
+            what=f"node {name!r} to {mode} up to {target} (pg_stat_replication.{mode}_lsn on {self.name!r})",
+            timeout=timeout,
+            nodes=(self, standby_node),
+        )
+        return target
+
+    def wait_for_archived(self, walfile: str, *, timeout: float | None = None) -> None:
+        """Wait until this node's archiver has archived `walfile`.
+
+        Archived means: no ``.ready`` file waits for it in archive_status, and
+        either its ``.done`` is there or ``pg_stat_archiver.last_archived_wal``
+        has reached it.
+        """
+        query = """
+            SELECT coalesce(last_archived_wal, '(none)')
+                   || CASE WHEN EXISTS (SELECT FROM pg_ls_archive_statusdir() WHERE name = %(f)s || '.ready')
+                           THEN ' (' || %(f)s || '.ready pending)' ELSE '' END,
+                   NOT EXISTS (SELECT FROM pg_ls_archive_statusdir() WHERE name = %(f)s || '.ready')
+                   AND (EXISTS (SELECT FROM pg_ls_archive_statusdir() WHERE name = %(f)s || '.done')
+                        OR left(last_archived_wal, 24) >= %(f)s),
+                   failed_count, last_failed_wal
+              FROM pg_stat_archiver
+        """
+
+        def probe() -> tuple[Any, ...]:
+            return self.sql(query, {"f": walfile})[0]
+
+        poll_until(
+            probe,
+            lambda row: bool(row[1]),
+            what=f"{walfile} to be archived by node {self.name!r} (pg_stat_archiver, archive_status)",
+            timeout=timeout,
+            nodes=(self,),
+        )
+
+    def switch_wal(self) -> str:
+        """Close the current WAL segment (``pg_switch_wal()``); return the name of the last completed file.
+
+        With no WAL written since the previous switch, nothing is closed and the
+        previous segment is returned: ``pg_switch_wal()`` then answers the
+        position just after the page header of the new, empty segment.
+        """
+        name, offset, segment_size = self.sql(
+            """SELECT file_name, file_offset, (SELECT setting::int FROM pg_settings WHERE name = 'wal_segment_size')
+                 FROM pg_walfile_name_offset(pg_switch_wal())"""
+        )[0]
+        if offset <= LONG_PAGE_HEADER_SIZE:
+            return previous_walfile(name, segment_size)
+        return str(name)
+
+    def list_archive(self, path: str = "/archive") -> list[str]:
+        """The files in the shared WAL archive, as this node's mount of it shows them."""
+        return sorted(self.exec("ls", "-1", path).split())
+
+    def promote(self, *, timeout: int = 60) -> None:
+        """Promote this standby (``pg_promote(wait => true)``); return once it accepts writes."""
+        log.info("### Promoting node %r", self.name)
+        if not self.scalar("SELECT pg_promote(true, %s)", (timeout,)):
+            raise ClusterError(
+                f"node {self.name!r} did not finish promotion within {timeout} s\n{log_tails((self,))}"
+            )
+
+    # --- process control -------------------------------------------------
+
+    def stop(self, mode: StopMode = "fast", *, timeout: float = 30) -> None:
+        """Shut PostgreSQL down (smart / fast / immediate) and wait until the container exits."""
+        log.info("### Stopping node %r (%s)", self.name, mode)
+        container = self.container
+        container.kill(signal=_STOP_SIGNALS[mode])
+        try:
+            container.wait(timeout=timeout)
+        except Exception as e:  # requests' ReadTimeout, among others
+            raise ClusterError(
+                f"node {self.name!r} did not stop ({mode}) within {timeout} s: {e}\n{log_tails((self,))}"
+            ) from None
+
+    def kill(self) -> None:
+        """SIGKILL the node's container: a crash, no shutdown checkpoint."""
+        log.info("### Killing node %r", self.name)
+        container = self.container
+        container.kill()
+        container.wait(timeout=30)
+
+    def start(self, *, wait: bool = True, timeout: float | None = None) -> None:
+        """Start the node's container again; wait until its healthcheck passes."""
+        log.info("### Starting node %r", self.name)
+        self.container.start()
+        if wait:
+            self.wait_healthy(timeout=timeout)
+
+    def restart(self, mode: StopMode = "fast") -> None:
+        self.stop(mode)
+        self.start()
+
+    def wait_healthy(self, *, timeout: float | None = None) -> None:
+        """Wait until the container's healthcheck reports healthy."""
+
+        def probe() -> str:
+            container = self.container
+            if container.status == "exited":
+                raise ClusterError(f"node {self.name!r} exited while starting\n{log_tails((self,))}")
+            return str(container.attrs["State"].get("Health", {}).get("Status", container.status))
+
+        poll_until(probe, lambda s: s == "healthy", what=f"node {self.name!r} to be healthy", timeout=timeout,
+                   nodes=(self,))
+
+
+class Cluster:
+    """One compose project: a primary, its standbys and the shared WAL archive.
+
+    `ports` maps service names to fixed host ports; services not named there
+    (the default) get ephemeral ports, so clusters live side by side. `start()`
+    brings the project up and waits for the healthchecks; `destroy()` removes
+    its containers, volumes and network, and runs also when start-up fails.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        image: str,
+        ports: Mapping[str, int] | None = None,
+        password: str | None = None,
+        owner: str | None = None,
+        services: Sequence[str] = (),
+        start_timeout: float = 120.0,
+        keep: bool = False,
+    ) -> None:
+        self.name = name or new_cluster_name()
+        self.image = image
+        self.ports = dict(ports or {})
+        self.password = password or os.environ.get("POSTGRES_PASSWORD") or "postgres"
+        self.keep = keep
+        variables = {
+            "HARNESS_IMAGE": image,
+            "POSTGRES_PASSWORD": self.password,
+            "PGHARNESS_OWNER": owner or f"pid-{os.getpid()}",
+            # Empty means "an ephemeral port" in compose.yaml's ${PRIMARY_PORT-5433}.
+            "PRIMARY_PORT": "",
+            "STANDBY_PORT": "",
+        }
+        variables.update({f"{service.upper().replace('-', '_')}_PORT": str(p) for service, p in self.ports.items()})
+        self.compose = ComposeProject.for_cluster(self.name, variables, wait_timeout=start_timeout)
+        self.compose.services = list(services) or None
+        self._client = docker_client()
+        self._nodes: dict[str, Node] = {}
+
+    def __repr__(self) -> str:
+        return f"Cluster({self.name!r}, image={self.image!r})"
+
+    # --- lifecycle -------------------------------------------------------
+
+    def start(self) -> Self:
+        """Bring the project up (``compose up --wait``); on any failure, remove it and raise."""
+        check_compose_v2()
+        # A port held by this project's own containers is not in use by someone else.
+        own = self.containers()
+        for service, port in self.ports.items():
+            if service not in own and not port_is_free(port):
+                raise PortInUse(
+                    f"port {port} on {HOST} (for {service}) is already in use: stop what holds it "
+                    f"(another environment? `make down`) or choose another with {service.upper()}_PORT=..."
+                )
+        log.info("### Starting cluster %r (image %s)", self.name, self.image)
+        _live.add(self)
+        try:
+            self.compose.start()
+        except BaseException as e:
+            evidence = self.describe_failure() if isinstance(e, HarnessError) else ""
+            self.destroy()
+            if isinstance(e, HarnessError):
+                raise ClusterError(f"cluster {self.name!r} did not start: {e}\n{evidence}".rstrip()) from None
+            raise
+        return self
+
+    def destroy(self) -> None:
+        """Remove the project's containers, volumes and network (nothing else)."""
+        _live.discard(self)
+        log.info("### Removing cluster %r", self.name)
+        self.compose.down()
+
+    def release(self) -> None:
+        """Leave the cluster running after this process exits (`harness up`)."""
+        _live.discard(self)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.keep and exc is not None:
+            log.warning("keeping cluster %r for inspection: remove it with `%s`", self.name, self.down_command)
+            _live.discard(self)
+            return
+        self.destroy()
+
+    @property
+    def down_command(self) -> str:
+        return f"docker compose --project-name {self.name} down --volumes"
+
+    # --- nodes -------------------------------------------------------------
+
+    def containers(self) -> dict[str, Container]:
+        """The project's containers (running or not), by service name."""
+        found = self._client.containers.list(all=True, filters={"label": [f"{PROJECT_LABEL}={self.name}"]})
+        return {c.labels[SERVICE_LABEL]: c for c in found}
+
+    def container(self, service: str) -> Container:
+        try:
+            return self.containers()[service]
+        except KeyError:
+            raise UnknownNode(self._unknown(service)) from None
+        except docker.errors.NotFound:
+            raise UnknownNode(self._unknown(service)) from None
+
+    def _unknown(self, name: str) -> str:
+        known = ", ".join(sorted(self.containers())) or "none: is the cluster up?"
+        return f"cluster {self.name!r} has no node {name!r}; its nodes: {known}"
+
+    def node(self, name: str) -> Node:
+        """The node of service `name`; `UnknownNode` lists the valid names."""
+        if name not in self._nodes:
+            if name not in self.containers():
+                raise UnknownNode(self._unknown(name))
+            self._nodes[name] = Node(self, name)
+        return self._nodes[name]
+
+    @property
+    def nodes(self) -> list[Node]:
+        return [self.node(name) for name in sorted(self.containers())]
+
+    @property
+    def primary(self) -> Node:
+        return self.node("primary")
+
+    @property
+    def standby(self) -> Node:
+        return self.node("standby")
+
+    # --- evidence ------------------------------------------------------------
+
+    def describe_failure(self) -> str:
+        """Container states and the recent log of every node, for an error message."""
+        try:
+            nodes = [Node(self, name) for name in sorted(self.containers())]
+            states = ", ".join(f"{n.name}: {n.status()}" for n in nodes) or "no containers"
+            return f"nodes: {states}\n{log_tails(nodes)}"
+        except Exception as e:  # evidence gathering must not mask the failure
+            return f"(could not describe the cluster: {e})"
+
+    def save_evidence(self, directory: Path) -> Path:
+        """Write each node's log and status (container state, replication views) as files."""
+        directory.mkdir(parents=True, exist_ok=True)
+        status: dict[str, Any] = {"cluster": self.name, "image": self.image, "nodes": {}}
+        for name, container in sorted(self.containers().items()):
+            (directory / f"{name}.log").write_bytes(container.logs())
+            node_status: dict[str, Any] = {"state": container.attrs["State"]}
+            if container.status == "running":
+                node_status["sql"] = _sql_snapshot(self.node(name))
+            status["nodes"][name] = node_status
+        (directory / "status.json").write_text(json.dumps(status, indent=2, default=str))
+        return directory
+
+
+_SNAPSHOT_QUERIES = {
+    "in_recovery": "SELECT pg_is_in_recovery()",
+    "pg_stat_replication": "SELECT * FROM pg_stat_replication",
+    "pg_stat_wal_receiver": "SELECT * FROM pg_stat_wal_receiver",
+    "pg_stat_archiver": "SELECT * FROM pg_stat_archiver",
+}
+
+
+def _sql_snapshot(node: Node) -> dict[str, Any]:
+    snapshot: dict[str, Any] = {}
+    try:
+        with node.connect(connect_timeout=3) as conn:
+            for key, query in _SNAPSHOT_QUERIES.items():
+                cur = conn.execute(query)  # type: ignore[arg-type]  # constant queries
+                cols = [d.name for d in cur.description or []]
+                snapshot[key] = [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+    except psycopg.Error as e:
+        snapshot["error"] = f"{type(e).__name__}: {e}"
+    return snapshot
+
+
+# Clusters started by this process and not yet removed: removed at exit, so an
+# interrupted run leaves nothing behind.
+_live: set[Cluster] = set()
+_live_lock = threading.Lock()
+
+
+@atexit.register
+def _destroy_live_clusters() -> None:
+    with _live_lock:
+        clusters = list(_live)
+    for cluster in clusters:
+        try:
+            cluster.destroy()
+        except Exception as e:
+            log.error("could not remove cluster %r: %s", cluster.name, e)
+
+
+__all__ = ["Cluster", "Node", "MANAGED_LABEL"]

@@ -1,0 +1,125 @@
+"""The compose project behind a cluster: testcontainers' DockerCompose, one project per cluster.
+
+`compose.yaml` at the top of the repository is the one description of the
+topology. A `ComposeProject` runs it under its own project name with its own
+variables (image, host ports, owner label), so that several clusters live side
+by side and each is removed on its own. Commands are argument lists; the
+variables are passed to the compose process explicitly, so a user's exported
+PRIMARY_PORT does not leak into a test cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import docker
+import docker.errors
+from testcontainers.compose import DockerCompose
+
+from harness.errors import ClusterError, DockerUnavailable
+
+#: The repository's compose file (PGHARNESS_COMPOSE_FILE overrides it).
+COMPOSE_FILE = Path(os.environ.get("PGHARNESS_COMPOSE_FILE", Path(__file__).resolve().parent.parent / "compose.yaml"))
+
+#: Label that every container, volume and network of the harness carries.
+MANAGED_LABEL = "org.pgharness.managed"
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+
+
+def docker_client() -> docker.DockerClient:
+    """A Docker SDK client for the engine in DOCKER_HOST (or the default socket).
+
+    Raises `DockerUnavailable` with what to do when no engine answers.
+    """
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except docker.errors.DockerException as e:
+        where = os.environ.get("DOCKER_HOST", "the default socket /var/run/docker.sock")
+        raise DockerUnavailable(
+            f"no Docker engine answers at {where}: start dockerd (or Docker Desktop), "
+            f"or point DOCKER_HOST at a running engine ({type(e).__name__})"
+        ) from None
+    return client
+
+
+def check_compose_v2() -> str:
+    """The Compose v2 version string, or `DockerUnavailable` saying how to get it."""
+    if shutil.which("docker") is None:
+        raise DockerUnavailable("no 'docker' command on PATH: install the Docker CLI with the Compose v2 plugin")
+    proc = subprocess.run(
+        ["docker", "compose", "version", "--short"], capture_output=True, text=True, check=False
+    )
+    version = proc.stdout.strip().lstrip("v")
+    if proc.returncode != 0 or not version[:1].isdigit() or int(version.split(".")[0]) < 2:
+        raise DockerUnavailable(
+            "'docker compose' (Compose v2) is not available: install the Compose v2 plugin "
+            "(Debian: docker-compose from trixie; elsewhere: docker-compose-plugin); "
+            "the old docker-compose v1 is not supported"
+        )
+    return version
+
+
+def last_lines(text: str, n: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-n:])
+
+
+@dataclass
+class ComposeProject(DockerCompose):
+    """One compose project on `compose.yaml`, with its own name and variables."""
+
+    project_name: str = "pgharness"
+    variables: dict[str, str] = field(default_factory=dict)
+    wait_timeout: float = 120.0
+
+    @classmethod
+    def for_cluster(cls, project_name: str, variables: dict[str, str], wait_timeout: float = 120.0) -> ComposeProject:
+        return cls(
+            context=str(COMPOSE_FILE.parent),
+            compose_file_name=[COMPOSE_FILE.name],
+            project_name=project_name,
+            variables=variables,
+            wait_timeout=wait_timeout,
+        )
+
+    @cached_property
+    def compose_command_property(self) -> list[str]:
+        base = super().compose_command_property
+        return [*base[:2], "--project-name", self.project_name, *base[2:]]
+
+    def _run_command(
+        self, cmd: str | list[str], context: str | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        env = {**os.environ, **self.variables, "COMPOSE_PROJECT_NAME": self.project_name}
+        proc = subprocess.run(cmd, capture_output=True, check=False, cwd=context or str(self.context), env=env)
+        if proc.returncode != 0:
+            verb = next((c for c in cmd if c in ("up", "down", "stop", "start", "exec", "ps", "logs", "port")), cmd)
+            stderr = proc.stderr.decode(errors="replace")
+            raise ClusterError(
+                f"docker compose {verb} failed for project {self.project_name!r} "
+                f"(exit {proc.returncode}):\n{last_lines(stderr)}"
+            )
+        return proc
+
+    def start(self) -> None:
+        """``compose up --wait``: healthchecks decide readiness, within `wait_timeout`."""
+        services = list(self.services or [])
+        self._run_command(
+            [*self.compose_command_property, "up", "--wait", "--wait-timeout", str(int(self.wait_timeout)), *services]
+        )
+
+    def down(self) -> None:
+        """Remove the project's containers, volumes (named and anonymous) and network."""
+        self._run_command([*self.compose_command_property, "down", "--volumes", "--remove-orphans", "--timeout", "10"])
+
+    def stop(self, down: bool = True) -> None:
+        if down:
+            self.down()
+        else:
+            super().stop(down=False)

@@ -1,0 +1,57 @@
+"""The harness's exceptions: one base class, one line that says what to do.
+
+Every error the harness raises on purpose derives from `HarnessError`. Its
+message is a single line naming what is wrong and what the user can do; the
+command line prints it as it is, without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class HarnessError(Exception):
+    """Base of every error the harness raises on purpose."""
+
+
+class DockerUnavailable(HarnessError):
+    """No Docker engine answers, or Compose v2 is missing."""
+
+
+class ImageError(HarnessError):
+    """The node image cannot be built or does not carry PostgreSQL."""
+
+
+class UnsupportedVersion(HarnessError):
+    """A PostgreSQL version outside the range the harness serves."""
+
+
+class PortInUse(HarnessError):
+    """A host port the environment should publish is already taken."""
+
+
+class ClusterError(HarnessError):
+    """A cluster could not be started, found or operated on."""
+
+
+class UnknownNode(ClusterError, KeyError):
+    """A node name that the cluster does not have."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class WaitTimeout(HarnessError, TimeoutError):
+    """A wait ran out of time.
+
+    `what` is the condition that was awaited, `last_seen` the last value
+    observed, and `log_tail` the recent log of the nodes involved.
+    """
+
+    def __init__(self, what: str, timeout: float, last_seen: object, log_tail: str = "") -> None:
+        self.what = what
+        self.timeout = timeout
+        self.last_seen = last_seen
+        self.log_tail = log_tail
+        message = f"timed out after {timeout:.1f} s waiting for {what}; last seen: {last_seen!r}"
+        if log_tail:
+            message += "\n" + log_tail
+        super().__init__(message)

@@ -1,0 +1,218 @@
+"""The node image: built offline from Debian packages, or on top of an image the user brings.
+
+Two steps, each cached on its inputs (a label on the image holds their digest;
+an image whose label matches is not built again):
+
+1. the base: a Debian rootfs with ``postgresql-N`` made by ``mmdebstrap`` and
+   ``docker import``-ed (about a minute; no registry needed). Skipped when the
+   user brings a base image (``PG_IMAGE=postgres:17``).
+2. the node image: ``docker/Dockerfile`` on top of the base (entrypoint,
+   healthcheck, template cluster), tagged ``pgharness/postgres:<version>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import docker
+import docker.errors
+
+from harness.compose import COMPOSE_FILE, MANAGED_LABEL, docker_client
+from harness.errors import ImageError
+from harness.versions import DebianSuite, suite_for
+
+DOCKER_DIR = COMPOSE_FILE.parent / "docker"
+INPUTS_LABEL = "org.pgharness.inputs"
+#: Bump when the base recipe below changes in a way its digest does not see.
+RECIPE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """Which node image to use: a PostgreSQL version built from Debian, or a user's base image."""
+
+    pg_version: int
+    base_image: str | None = None  #: the user's image (PG_IMAGE); None for the Debian build
+
+    @property
+    def tag(self) -> str:
+        if self.base_image:
+            return f"pgharness/postgres:from-{sanitize_tag(self.base_image)}"
+        return f"pgharness/postgres:{self.pg_version}"
+
+    @property
+    def base_tag(self) -> str:
+        if self.base_image:
+            return self.base_image
+        return f"pgharness/base:{self.pg_version}-{suite_for(self.pg_version).name}"
+
+
+def sanitize_tag(image: str) -> str:
+    """A Docker tag made from an image reference (``postgres:17-alpine`` -> ``postgres-17-alpine``)."""
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "-", image).strip("-.")
+    return tag[:120] or "image"
+
+
+def mmdebstrap_command(suite: DebianSuite, mirror: str | None = None) -> list[str]:
+    """The mmdebstrap call that writes a rootfs tarball with PostgreSQL to stdout."""
+    cmd = [
+        "mmdebstrap",
+        "--variant=apt",
+        "--include=" + ",".join(suite.packages),
+        # No "main" cluster from postgresql-common: the image makes its own template.
+        "--essential-hook=mkdir -p \"$1/etc/postgresql-common/createcluster.d\" && "
+        "echo 'create_main_cluster = false' > \"$1/etc/postgresql-common/createcluster.d/pgharness.conf\"",
+        "--dpkgopt=path-exclude=/usr/share/doc/*",
+        "--dpkgopt=path-exclude=/usr/share/man/*",
+        "--dpkgopt=path-exclude=/usr/share/locale/*",
+    ]
+    cmd += [f"--aptopt={opt}" for opt in suite.apt_options]
+    cmd += [suite.name, "-"]
+    if mirror:
+        cmd.append(mirror)
+    return cmd
+
+
+def digest(*parts: str | bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def base_inputs(suite: DebianSuite, mirror: str | None) -> str:
+    return digest(RECIPE_VERSION, *mmdebstrap_command(suite, mirror))
+
+
+def node_inputs(base_id: str) -> str:
+    """Digest of what the node image is made of: its base and the files of docker/."""
+    files = sorted(p for p in DOCKER_DIR.rglob("*") if p.is_file())
+    return digest(base_id, *(f"{p.relative_to(DOCKER_DIR)}" for p in files), *(p.read_bytes() for p in files))
+
+
+class ImageBuilder:
+    """Builds (or finds, when its inputs are unchanged) the node image of an `ImageSpec`."""
+
+    def __init__(self, spec: ImageSpec, *, mirror: str | None = None, out: IO[str] = sys.stderr) -> None:
+        self.spec = spec
+        self.mirror = mirror
+        self.out = out
+        self.client = docker_client()
+
+    def say(self, message: str) -> None:
+        print(f"### {message}", file=self.out, flush=True)
+
+    def label_of(self, tag: str) -> str | None:
+        try:
+            image = self.client.images.get(tag)
+        except docker.errors.ImageNotFound:
+            return None
+        return (image.labels or {}).get(INPUTS_LABEL, "")
+
+    def ensure(self) -> str:
+        """Return the node image's tag, building what is missing or stale."""
+        base_id = self.ensure_base()
+        inputs = node_inputs(base_id)
+        if self.label_of(self.spec.tag) == inputs:
+            return self.spec.tag
+        self.say(f"building {self.spec.tag} on {self.spec.base_tag}")
+        cmd = [
+            "docker", "build", "--progress=plain",
+            "--build-arg", f"BASE_IMAGE={self.spec.base_tag}",
+            "--label", f"{INPUTS_LABEL}={inputs}",
+            "--tag", self.spec.tag,
+            str(DOCKER_DIR),
+        ]  # fmt: skip
+        self.run(cmd, what=f"docker build of {self.spec.tag}")
+        return self.spec.tag
+
+    def ensure_base(self) -> str:
+        """The base image's id; built with mmdebstrap (Debian) or pulled (a user's image) if missing."""
+        if self.spec.base_image:
+            return self.user_base()
+        suite = suite_for(self.spec.pg_version)
+        inputs = base_inputs(suite, self.mirror)
+        tag = self.spec.base_tag
+        if self.label_of(tag) != inputs:
+            self.build_base(suite, tag, inputs)
+        return str(self.client.images.get(tag).id)
+
+    def user_base(self) -> str:
+        image = self.spec.base_image
+        assert image is not None
+        try:
+            return str(self.client.images.get(image).id)
+        except docker.errors.ImageNotFound:
+            pass
+        self.say(f"pulling {image}")
+        try:
+            return str(self.client.images.pull(image).id)
+        except docker.errors.APIError as e:
+            raise ImageError(
+                f"image {image!r} is not on this engine and cannot be pulled ({e.explanation or e}): "
+                "pull or build it first, or leave PG_IMAGE empty to build from Debian packages"
+            ) from None
+
+    def build_base(self, suite: DebianSuite, tag: str, inputs: str) -> None:
+        self.say(f"building {tag} from Debian {suite.name} packages ({', '.join(suite.packages)}); about a minute")
+        debootstrap = mmdebstrap_command(suite, self.mirror)
+        importer = ["docker", "import", "--change", f"LABEL {INPUTS_LABEL}={inputs}", "-", tag]
+        try:
+            producer = subprocess.Popen(debootstrap, stdout=subprocess.PIPE)
+        except FileNotFoundError:
+            raise ImageError(
+                "mmdebstrap is not installed: install it (Debian: apt-get install mmdebstrap) "
+                "or bring an image with PostgreSQL, e.g. PG_IMAGE=postgres:17"
+            ) from None
+        assert producer.stdout is not None
+        consumer = subprocess.run(importer, stdin=producer.stdout, stdout=subprocess.DEVNULL, check=False)
+        producer.stdout.close()
+        if producer.wait() != 0 or consumer.returncode != 0:
+            raise ImageError(
+                f"building {tag} failed: {shlex.join(debootstrap)} exited {producer.returncode}, "
+                f"docker import exited {consumer.returncode} (output above)"
+            )
+
+    def run(self, cmd: list[str], *, what: str) -> None:
+        """Run a build step, showing its output as progress; fail with the image script's own reason."""
+        reasons: list[str] = []
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                self.out.write(line)
+                # docker/pgharness.sh explains a refused base image on a line of its own.
+                if m := re.search(r"pgharness: (.*)$", line.rstrip()):
+                    reasons.append(m.group(1))
+        if proc.returncode != 0:
+            reason = reasons[-1] if reasons else "the build output above says why"
+            raise ImageError(f"{what} failed: {reason}")
+
+
+def ensure_image(spec: ImageSpec, *, out: IO[str] = sys.stderr) -> str:
+    """The tag of the node image for `spec`, built if missing or stale."""
+    return ImageBuilder(spec, out=out).ensure()
+
+
+def image_exists(tag: str) -> bool:
+    try:
+        docker_client().images.get(tag)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def server_version(tag: str) -> str:
+    """``postgres -V`` of an image, e.g. ``postgres (PostgreSQL) 17.2 (Debian 17.2-1)``."""
+    client: docker.DockerClient = docker_client()
+    output = client.containers.run(
+        tag, ["postgres", "-V"], entrypoint=[], remove=True, network_mode="none", labels={MANAGED_LABEL: "true"}
+    )
+    return bytes(output).decode().strip()

@@ -1,0 +1,233 @@
+"""The harness's pytest plugin (registered through the ``pytest11`` entry point).
+
+Fixtures:
+    cluster_factory   make fresh clusters in a test: ``cluster_factory()``; each
+                      is removed after the test (kept with --keep-on-failure when
+                      the test failed)
+    cluster           a fresh primary + standby for a test that changes roles
+    shared_cluster    one primary + standby for the session, for tests that only
+                      read and write their own tables
+    harness_image     the node image's tag, built once per session if missing
+
+Options (each with an ini twin and an environment default):
+    --pg-version N        PostgreSQL major version   [PG_VERSION, default 17]
+    --pg-image IMAGE      build on a user's image     [PG_IMAGE]
+    --keep-on-failure     leave a failed test's cluster running  [PGHARNESS_KEEP=1]
+    --evidence-dir DIR    where failed tests' logs and status go [PGHARNESS_EVIDENCE_DIR]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.cluster import Cluster
+from harness.errors import HarnessError
+from harness.image import ImageSpec, ensure_image, image_exists, server_version
+from harness.versions import DEFAULT_VERSION, parse_version_arg
+
+log = logging.getLogger("harness")
+
+MARKERS = {
+    "streaming": "streaming replication from a primary to a standby",
+    "archive": "WAL archiving and restore_command (log shipping)",
+    "readonly": "read-only behaviour of a hot standby",
+    "promotion": "promoting a standby to primary",
+    "docker": "needs a Docker engine (set on every test that uses a cluster)",
+}
+
+_reports = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The session's harness settings, from options, ini values and the environment."""
+
+    spec: ImageSpec
+    keep_on_failure: bool
+    evidence_dir: Path
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Settings:
+        def get(name: str, env: str, default: str) -> str:
+            value = config.getoption(name) or config.getini(name) or os.environ.get(env) or default
+            return str(value)
+
+        keep = config.getoption("keep_on_failure") or _truthy(get("keep_on_failure", "PGHARNESS_KEEP", ""))
+        return cls(
+            spec=ImageSpec(
+                parse_version_arg(get("pg_version", "PG_VERSION", str(DEFAULT_VERSION))),
+                get("pg_image", "PG_IMAGE", "") or None,
+            ),
+            keep_on_failure=bool(keep),
+            evidence_dir=Path(get("evidence_dir", "PGHARNESS_EVIDENCE_DIR", "test-results/evidence")),
+        )
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("pgharness", "PostgreSQL replication harness")
+    group.addoption("--pg-version", dest="pg_version", metavar="N",
+                    help=f"PostgreSQL major version under test (env PG_VERSION; default {DEFAULT_VERSION})")
+    group.addoption("--pg-image", dest="pg_image", metavar="IMAGE",
+                    help="build the node image on this image, e.g. postgres:17 (env PG_IMAGE)")
+    group.addoption("--keep-on-failure", dest="keep_on_failure", action="store_true", default=False,
+                    help="leave a failed test's cluster running for inspection (env PGHARNESS_KEEP=1)")
+    group.addoption("--evidence-dir", dest="evidence_dir", metavar="DIR",
+                    help="where failed tests' node logs and status are written "
+                    "(env PGHARNESS_EVIDENCE_DIR; default test-results/evidence)")
+    parser.addini("pg_version", "PostgreSQL major version under test")
+    parser.addini("pg_image", "base image with PostgreSQL server binaries")
+    parser.addini("keep_on_failure", "leave a failed test's cluster running")
+    parser.addini("evidence_dir", "where failed tests' node logs and status are written")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, description in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {description}")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    try:
+        settings = Settings.from_config(config)
+    except HarnessError as e:
+        return [f"pgharness: {e}"]
+    tag = settings.spec.tag
+    try:
+        version = server_version(tag) if image_exists(tag) else "not built yet: the first test builds it"
+    except HarnessError as e:
+        version = str(e)
+    except Exception as e:  # a header must never stop the run
+        version = f"unknown ({type(e).__name__}: {e})"
+    return [f"pgharness: image {tag} ({version})"]
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    report: pytest.TestReport = yield
+    item.stash.setdefault(_reports, {})[report.when] = report
+    shared = getattr(item, "funcargs", {}).get("shared_cluster")
+    if report.failed and report.when == "call" and isinstance(shared, Cluster):
+        settings = Settings.from_config(item.config)
+        try:
+            shared.save_evidence(evidence_path(settings, item, shared))
+        except Exception as e:
+            log.error("could not save evidence of cluster %r: %s", shared.name, e)
+    return report
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    cluster_fixtures = {"cluster", "cluster_factory", "shared_cluster", "harness_image"}
+    for item in items:
+        if cluster_fixtures & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.docker)
+
+
+def failed_in(node: pytest.Item) -> bool:
+    """Whether the test's setup or call phase failed (or errored)."""
+    reports = node.stash.get(_reports, {})
+    return any(r.failed for r in reports.values())
+
+
+def evidence_path(settings: Settings, node: pytest.Item, cluster: Cluster) -> Path:
+    test = re.sub(r"[^A-Za-z0-9_.-]+", "_", node.nodeid).strip("_")
+    return settings.evidence_dir / test / cluster.name
+
+
+@pytest.fixture(scope="session")
+def harness_settings(pytestconfig: pytest.Config) -> Settings:
+    return Settings.from_config(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def harness_image(harness_settings: Settings) -> str:
+    """The node image's tag; built (once, cached on its inputs) when missing or stale."""
+    try:
+        return ensure_image(harness_settings.spec)
+    except HarnessError as e:
+        pytest.exit(f"pgharness: {e}", returncode=1)
+
+
+def _finish(cluster: Cluster, settings: Settings, item: pytest.Item, failed: bool) -> None:
+    """After a test: keep evidence of a failure as files, then remove (or keep) the cluster."""
+    if failed:
+        try:
+            path = cluster.save_evidence(evidence_path(settings, item, cluster))
+            log.warning("evidence of %s written to %s", item.nodeid, path)
+        except Exception as e:
+            log.error("could not save evidence of cluster %r: %s", cluster.name, e)
+    if failed and settings.keep_on_failure:
+        cluster.release()
+        print(f"\npgharness: kept cluster {cluster.name!r} of failed {item.nodeid}; remove it with: "
+              f"{cluster.down_command}")
+        return
+    cluster.destroy()
+
+
+ClusterFactory = Callable[..., Cluster]
+
+
+@pytest.fixture
+def cluster_factory(
+    request: pytest.FixtureRequest, harness_image: str, harness_settings: Settings
+) -> Iterator[ClusterFactory]:
+    """Make fresh clusters for this test: ``cluster_factory(**Cluster kwargs)``.
+
+    Each is started at once and removed after the test, also when it failed;
+    a failed test's clusters leave their logs and status under --evidence-dir.
+    """
+    made: list[Cluster] = []
+
+    def make(**kwargs: Any) -> Cluster:
+        kwargs.setdefault("image", harness_image)
+        kwargs.setdefault("owner", f"pytest-{os.getpid()}")
+        cluster = Cluster(**kwargs)
+        made.append(cluster)
+        try:
+            return cluster.start()
+        except HarnessError as e:
+            made.remove(cluster)
+            pytest.fail(str(e), pytrace=False)
+
+    yield make
+    failed = failed_in(request.node)
+    errors = []
+    for cluster in reversed(made):
+        try:
+            _finish(cluster, harness_settings, request.node, failed)
+        except Exception as e:  # remove every cluster; report each failure
+            errors.append(f"{cluster.name}: {e}")
+    if errors:
+        pytest.fail("could not remove clusters: " + "; ".join(errors), pytrace=False)
+
+
+@pytest.fixture
+def cluster(cluster_factory: ClusterFactory) -> Cluster:
+    """A fresh primary + standby for this test alone (use it when the test changes roles)."""
+    return cluster_factory()
+
+
+@pytest.fixture(scope="session")
+def shared_cluster(harness_image: str) -> Iterator[Cluster]:
+    """A primary + standby shared by the session: for tests that do not change roles.
+
+    Tests write only to tables of their own. A test that fails leaves the
+    shared cluster's logs and status under --evidence-dir.
+    """
+    cluster = Cluster(image=harness_image, owner=f"pytest-{os.getpid()}")
+    try:
+        cluster.start()
+    except HarnessError as e:
+        pytest.fail(str(e), pytrace=False)
+    yield cluster
+    cluster.destroy()

@@ -1,0 +1,135 @@
+"""What differs between PostgreSQL versions, in one place.
+
+The harness serves PostgreSQL 13 and later. This module holds the table of
+supported versions, the Debian suite each default image is built from, the
+parsing of the server's own version report, and the translation of the seed's
+pre-12 settings (recovery.conf, wal_keep_segments, pg_basebackup --xlog) into
+what each version uses now. Pure logic: unit-tested without Docker.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from harness.errors import UnsupportedVersion
+
+#: The oldest major version the harness serves (wal_keep_size arrived in 13).
+MIN_SUPPORTED = 13
+#: The major version used when none is asked for.
+DEFAULT_VERSION = 17
+
+
+@dataclass(frozen=True)
+class DebianSuite:
+    """A Debian suite that ships ``postgresql-<major>``, for the offline image build."""
+
+    name: str
+    major: int
+    #: Extra apt options for mmdebstrap (forky's Release file is past Valid-Until).
+    apt_options: tuple[str, ...] = ()
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        return (f"postgresql-{self.major}",)
+
+
+SUITES: dict[int, DebianSuite] = {
+    13: DebianSuite("bullseye", 13),
+    15: DebianSuite("bookworm", 15),
+    17: DebianSuite("trixie", 17),
+    18: DebianSuite("forky", 18, ('Acquire::Check-Valid-Until "false"',)),
+}
+
+
+def suite_for(major: int) -> DebianSuite:
+    """The Debian suite to build PostgreSQL `major` from, or `UnsupportedVersion`."""
+    require_supported(major)
+    try:
+        return SUITES[major]
+    except KeyError:
+        built = ", ".join(str(v) for v in sorted(SUITES))
+        raise UnsupportedVersion(
+            f"no Debian suite ships PostgreSQL {major} for the offline build (versions: {built}); "
+            f"bring an image with PG_IMAGE=postgres:{major}"
+        ) from None
+
+
+def require_supported(major: int) -> None:
+    """Refuse versions the harness cannot serve, naming the supported range."""
+    if major < MIN_SUPPORTED:
+        raise UnsupportedVersion(
+            f"PostgreSQL {major} is not supported: the harness serves PostgreSQL {MIN_SUPPORTED} and later"
+        )
+
+
+def parse_version_arg(text: str) -> int:
+    """Parse a user's ``--pg-version`` / ``PG_VERSION`` (``17``, ``17.2``) into a major version."""
+    m = re.fullmatch(r"\s*(\d+)(?:\.\d+)?\s*", text)
+    if not m:
+        raise UnsupportedVersion(f"not a PostgreSQL version: {text!r} (expected a major version such as 17)")
+    major = int(m.group(1))
+    require_supported(major)
+    return major
+
+
+def major_from_version_num(version_num: int) -> int:
+    """The major version from ``server_version_num`` (170002 -> 17)."""
+    if version_num < 100000:
+        raise UnsupportedVersion(
+            f"server_version_num {version_num} is from before PostgreSQL 10; "
+            f"the harness serves PostgreSQL {MIN_SUPPORTED} and later"
+        )
+    return version_num // 10000
+
+
+def parse_postgres_v(output: str) -> int:
+    """The major version from ``postgres -V`` (``postgres (PostgreSQL) 17.2 (Debian 17.2-1)``)."""
+    m = re.search(r"\(PostgreSQL\)\s+(\d+)", output)
+    if not m:
+        raise UnsupportedVersion(f"cannot read a PostgreSQL version from {output.strip()!r}")
+    return int(m.group(1))
+
+
+@dataclass(frozen=True)
+class Modernized:
+    """Where one of the seed's pre-12 settings lives in a current server."""
+
+    setting: str | None  #: the postgresql.conf setting, or None when a file replaces it
+    value: str | None
+    where: str  #: the file or option that carries it now
+
+
+#: Bytes in a WAL segment of a default initdb, to turn segment counts into sizes.
+_SEGMENT_MB = 16
+
+
+def modernize(setting: str, value: str, major: int) -> Modernized:
+    """Translate a pre-12 setting from the seed (recovery.conf, wal_keep_segments, ...).
+
+    Settings that recovery.conf held become ordinary settings in postgresql.conf
+    (any included file, or ALTER SYSTEM); ``standby_mode = on`` becomes the file
+    ``standby.signal``; ``wal_keep_segments = N`` becomes ``wal_keep_size`` of N
+    segments of 16 MB.
+    """
+    require_supported(major)
+    if setting == "standby_mode":
+        if value.lower() in ("on", "true", "1", "yes"):
+            return Modernized(None, None, "standby.signal (an empty file in the data directory)")
+        return Modernized(None, None, "no standby.signal (and no recovery.signal)")
+    if setting in ("restore_command", "primary_conninfo", "primary_slot_name", "recovery_target_timeline",
+                   "archive_cleanup_command", "recovery_end_command", "recovery_min_apply_delay"):
+        return Modernized(setting, value, "postgresql.conf")
+    if setting == "trigger_file":
+        # promote_trigger_file was removed in PostgreSQL 16.
+        if major >= 16:
+            return Modernized(None, None, "pg_ctl promote or SELECT pg_promote()")
+        return Modernized("promote_trigger_file", value, "postgresql.conf")
+    if setting == "wal_keep_segments":
+        return Modernized("wal_keep_size", f"{int(value) * _SEGMENT_MB}MB", "postgresql.conf")
+    raise KeyError(f"{setting} is not one of the seed's pre-12 settings")
+
+
+#: pg_basebackup options of the seed and what replaced them in PostgreSQL 10
+#: (--xlog fetched the WAL at the end; streaming it alongside is the default now).
+BASEBACKUP_OPTIONS = {"--xlog": "--wal-method=stream", "-x": "--wal-method=stream", "--xlog-method": "--wal-method"}

@@ -1,0 +1,96 @@
+"""Waits: conditions polled under a deadline, never fixed sleeps.
+
+Like PostgreSQL's own ``poll_query_until``: probe every `interval` seconds
+until the condition holds or the deadline passes; a wait that times out
+raises `WaitTimeout` naming what it waited for, the last value it saw and the
+recent log of the nodes involved.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Protocol, TypeVar
+
+import psycopg
+
+from harness.errors import WaitTimeout
+
+T = TypeVar("T")
+
+#: Default deadline of a wait, in seconds (``PGHARNESS_TIMEOUT`` overrides it).
+DEFAULT_TIMEOUT = float(os.environ.get("PGHARNESS_TIMEOUT", "60"))
+#: Seconds between two probes.
+DEFAULT_INTERVAL = 0.1
+#: Log lines of each node attached to a timeout.
+LOG_TAIL_LINES = 30
+
+#: Errors a probe may raise while a node is still coming up; they are retried.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (psycopg.OperationalError,)
+
+
+class HasLogs(Protocol):
+    name: str
+
+    def logs(self, tail: int = ...) -> str: ...
+
+
+class Deadline:
+    """A point in time after which a wait gives up."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._end = time.monotonic() + timeout
+
+    @property
+    def remaining(self) -> float:
+        return max(0.0, self._end - time.monotonic())
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() >= self._end
+
+
+def log_tails(nodes: Iterable[HasLogs], lines: int = LOG_TAIL_LINES) -> str:
+    """The last `lines` log lines of each node, headed by its name."""
+    parts = []
+    for node in nodes:
+        try:
+            text = node.logs(tail=lines)
+        except Exception as e:  # evidence gathering must not mask the timeout
+            text = f"(log unavailable: {e})"
+        parts.append(f"--- last {lines} log lines of node {node.name!r} ---\n{text.rstrip()}")
+    return "\n".join(parts)
+
+
+def poll_until(
+    probe: Callable[[], T],
+    done: Callable[[T], bool] = bool,
+    *,
+    what: str,
+    timeout: float | None = None,
+    interval: float = DEFAULT_INTERVAL,
+    nodes: Iterable[HasLogs] = (),
+    retry_on: tuple[type[BaseException], ...] = TRANSIENT_ERRORS,
+) -> T:
+    """Call `probe` until `done(result)` holds; return that result.
+
+    Exceptions in `retry_on` count as "not yet" and are reported as the last
+    value seen. On timeout, raises `WaitTimeout` with `what`, the last value
+    and the log tails of `nodes`.
+    """
+    deadline = Deadline(DEFAULT_TIMEOUT if timeout is None else timeout)
+    last: object = "(nothing yet)"
+    while True:
+        try:
+            result = probe()
+        except retry_on as e:
+            last = f"{type(e).__name__}: {str(e).strip()}"
+        else:
+            if done(result):
+                return result
+            last = result
+        if deadline.expired:
+            raise WaitTimeout(what, deadline.timeout, last, log_tails(nodes))
+        time.sleep(min(interval, deadline.remaining))

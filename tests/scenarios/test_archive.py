@@ -1,0 +1,49 @@
+"""Exercise 26-1, archive: archive_command copies completed segments into the shared archive."""
+
+import pytest
+
+pytestmark = pytest.mark.archive
+
+
+def test_switched_segment_lands_in_the_shared_archive(shared_cluster):
+    primary, standby = shared_cluster.primary, shared_cluster.standby
+    archived_before = primary.scalar("SELECT archived_count FROM pg_stat_archiver")
+
+    # Write something, then close the current segment so it becomes archivable.
+    primary.sql("CREATE TABLE hoge_archive AS SELECT 1 AS col")
+    segment = primary.switch_wal()
+
+    # Wait until the primary's archiver reports it archived.
+    primary.wait_for_archived(segment)
+
+    # The standby, through its read-only mount of the archive, sees the segment.
+    assert segment in standby.list_archive()
+
+    # pg_stat_archiver counted it, and nothing failed.
+    archived_count, failed_count = primary.sql("SELECT archived_count, failed_count FROM pg_stat_archiver")[0]
+    assert archived_count > archived_before
+    assert failed_count == 0
+
+
+def test_standby_cannot_write_to_the_archive(shared_cluster):
+    standby = shared_cluster.standby
+
+    # The archive is mounted read-only in the standby: it only restores from it.
+    result = standby.container.exec_run(["touch", "/archive/written-by-standby"], user="postgres")
+    assert result.exit_code != 0
+    assert "written-by-standby" not in standby.list_archive()
+
+
+def test_archive_command_refuses_to_overwrite_a_segment(shared_cluster):
+    primary = shared_cluster.primary
+
+    # A segment that is already archived ...
+    segment = primary.switch_wal()
+    primary.wait_for_archived(segment)
+
+    # ... is not overwritten: the archive_command fails for an existing file.
+    archive_command = primary.scalar("SHOW archive_command")
+    command = archive_command.replace("%p", f"pg_wal/{segment}").replace("%f", segment)
+    data_dir = primary.scalar("SHOW data_directory")
+    result = primary.container.exec_run(["sh", "-c", command], user="postgres", workdir=data_dir)
+    assert result.exit_code != 0

@@ -1,0 +1,35 @@
+from harness.image import ImageSpec, base_inputs, mmdebstrap_command, sanitize_tag
+from harness.versions import suite_for
+
+
+def test_tags_for_debian_builds():
+    spec = ImageSpec(17)
+    assert spec.tag == "pgharness/postgres:17"
+    assert spec.base_tag == "pgharness/base:17-trixie"
+
+
+def test_tags_for_a_user_image():
+    spec = ImageSpec(17, "registry.example.com/team/postgres:16-alpine")
+    assert spec.base_tag == "registry.example.com/team/postgres:16-alpine"
+    assert spec.tag == "pgharness/postgres:from-registry.example.com-team-postgres-16-alpine"
+
+
+def test_sanitize_tag_never_empty():
+    assert sanitize_tag("///") == "image"
+
+
+def test_mmdebstrap_writes_a_tarball_of_the_suite_to_stdout():
+    cmd = mmdebstrap_command(suite_for(18))
+    assert cmd[0] == "mmdebstrap"
+    assert "--include=postgresql-18" in cmd
+    assert cmd[-2:] == ["forky", "-"]
+    assert '--aptopt=Acquire::Check-Valid-Until "false"' in cmd
+
+
+def test_mirror_goes_last():
+    assert mmdebstrap_command(suite_for(17), "http://mirror.invalid/debian")[-1] == "http://mirror.invalid/debian"
+
+
+def test_base_inputs_change_with_the_suite_only():
+    assert base_inputs(suite_for(17), None) == base_inputs(suite_for(17), None)
+    assert base_inputs(suite_for(17), None) != base_inputs(suite_for(15), None)

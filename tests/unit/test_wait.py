@@ -1,0 +1,60 @@
+import itertools
+
+import psycopg
+import pytest
+
+from harness.errors import WaitTimeout
+from harness.wait import poll_until
+
+
+class FakeNode:
+    name = "standby"
+
+    def logs(self, tail=30):
+        return "LOG:  started streaming WAL\nLOG:  last line"
+
+
+def test_returns_the_first_value_that_satisfies():
+    counter = itertools.count()
+    assert poll_until(lambda: next(counter), lambda v: v >= 3, what="three", interval=0) == 3
+
+
+def test_transient_errors_are_retried():
+    attempts = iter([psycopg.OperationalError("the database system is starting up"), "ok"])
+
+    def probe():
+        item = next(attempts)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    assert poll_until(probe, what="ok", interval=0) == "ok"
+
+
+def test_other_errors_propagate():
+    def probe():
+        raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        poll_until(probe, what="never", interval=0)
+
+
+def test_timeout_says_what_was_awaited_what_was_seen_and_the_log():
+    with pytest.raises(WaitTimeout) as excinfo:
+        poll_until(lambda: "0/3000000", lambda v: False, what="replay up to 0/3000060", timeout=0.05,
+                   interval=0.01, nodes=[FakeNode()])
+    e = excinfo.value
+    assert e.what == "replay up to 0/3000060"
+    assert e.last_seen == "0/3000000"
+    assert "last line" in e.log_tail
+    assert "replay up to 0/3000060" in str(e)
+    assert "'standby'" in str(e)
+
+
+def test_timeout_reports_the_last_transient_error():
+    def probe():
+        raise psycopg.OperationalError("connection refused")
+
+    with pytest.raises(WaitTimeout) as excinfo:
+        poll_until(probe, what="a connection", timeout=0.05, interval=0.01)
+    assert "OperationalError" in str(excinfo.value.last_seen)
