@@ -92,10 +92,22 @@ def image(pg_version: str, pg_image: str) -> None:
 @main.command()
 @click.option("--name", default=DEFAULT_NAME, show_default=True, help="Environment (compose project) name.")
 @image_options
-@click.option("--primary-port", envvar="PRIMARY_PORT", default=5433, show_default=True, type=click.IntRange(1, 65535),
-              help="Host port on 127.0.0.1 for the primary. [env: PRIMARY_PORT]")
-@click.option("--standby-port", envvar="STANDBY_PORT", default=5434, show_default=True, type=click.IntRange(1, 65535),
-              help="Host port on 127.0.0.1 for the standby. [env: STANDBY_PORT]")
+@click.option(
+    "--primary-port",
+    envvar="PRIMARY_PORT",
+    default=5433,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Host port on 127.0.0.1 for the primary. [env: PRIMARY_PORT]",
+)
+@click.option(
+    "--standby-port",
+    envvar="STANDBY_PORT",
+    default=5434,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Host port on 127.0.0.1 for the standby. [env: STANDBY_PORT]",
+)
 @clean_errors
 def up(name: str, pg_version: str, pg_image: str, primary_port: int, standby_port: int) -> None:
     """Start a primary and a streaming standby sharing a WAL archive; print how to connect.
@@ -110,10 +122,11 @@ def up(name: str, pg_version: str, pg_image: str, primary_port: int, standby_por
     else:
         cluster.start()
     cluster.release()
+    click.echo(f"{'node':<10} {'role':<8} connection")
     for node in cluster.nodes:
         click.echo(describe(node))
-    click.echo(f"psql: psql 'host=127.0.0.1 port={primary_port} user=postgres'  (password: {cluster.password})")
-    click.echo(f"down: harness down --name {name}   (or: make down)")
+    click.echo(f"\nconnect: psql postgresql://postgres:{cluster.password}@127.0.0.1:{primary_port}/postgres")
+    click.echo(f"remove:  make down   (or: harness down --name {name})")
 
 
 @main.command()

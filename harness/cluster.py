@@ -24,13 +24,13 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, LiteralString, Self
 
 import docker.errors
 import psycopg
 from docker.models.containers import Container
 from psycopg import sql as pgsql
-from psycopg.abc import Params, Query
+from psycopg.abc import Params
 
 from harness.compose import (
     MANAGED_LABEL,
@@ -53,6 +53,8 @@ LONG_PAGE_HEADER_SIZE = 40
 #: The port PostgreSQL listens on inside every node.
 CONTAINER_PORT = 5432
 
+#: A statement: a literal string, or one composed with psycopg.sql.
+Query = LiteralString | bytes | pgsql.SQL | pgsql.Composed
 LsnMode = Literal["insert", "write", "flush", "receive", "replay"]
 StopMode = Literal["smart", "fast", "immediate"]
 
@@ -114,11 +116,14 @@ class Node:
 
     def logs(self, tail: int = 200) -> str:
         """The last `tail` lines of the node's log (PostgreSQL logs to stderr)."""
-        return str(self.container.logs(tail=tail).decode(errors="replace"))
+        raw = self.container.logs(tail=tail, stream=False)
+        assert isinstance(raw, bytes)
+        return raw.decode(errors="replace")
 
     def exec(self, *argv: str, check: bool = True) -> str:
         """Run a command inside the node as postgres; return its output."""
         result = self.container.exec_run(list(argv), user="postgres", demux=False)
+        assert isinstance(result.output, bytes | None)
         output = (result.output or b"").decode(errors="replace")
         if check and result.exit_code != 0:
             raise ClusterError(
@@ -293,9 +298,7 @@ class Node:
         """Promote this standby (``pg_promote(wait => true)``); return once it accepts writes."""
         log.info("### Promoting node %r", self.name)
         if not self.scalar("SELECT pg_promote(true, %s)", (timeout,)):
-            raise ClusterError(
-                f"node {self.name!r} did not finish promotion within {timeout} s\n{log_tails((self,))}"
-            )
+            raise ClusterError(f"node {self.name!r} did not finish promotion within {timeout} s\n{log_tails((self,))}")
 
     # --- process control -------------------------------------------------
 
@@ -338,8 +341,9 @@ class Node:
                 raise ClusterError(f"node {self.name!r} exited while starting\n{log_tails((self,))}")
             return str(container.attrs["State"].get("Health", {}).get("Status", container.status))
 
-        poll_until(probe, lambda s: s == "healthy", what=f"node {self.name!r} to be healthy", timeout=timeout,
-                   nodes=(self,))
+        poll_until(
+            probe, lambda s: s == "healthy", what=f"node {self.name!r} to be healthy", timeout=timeout, nodes=(self,)
+        )
 
 
 class Cluster:
@@ -500,7 +504,7 @@ class Cluster:
         return directory
 
 
-_SNAPSHOT_QUERIES = {
+_SNAPSHOT_QUERIES: dict[str, LiteralString] = {
     "in_recovery": "SELECT pg_is_in_recovery()",
     "pg_stat_replication": "SELECT * FROM pg_stat_replication",
     "pg_stat_wal_receiver": "SELECT * FROM pg_stat_wal_receiver",
@@ -513,7 +517,7 @@ def _sql_snapshot(node: Node) -> dict[str, Any]:
     try:
         with node.connect(connect_timeout=3) as conn:
             for key, query in _SNAPSHOT_QUERIES.items():
-                cur = conn.execute(query)  # type: ignore[arg-type]  # constant queries
+                cur = conn.execute(query)
                 cols = [d.name for d in cur.description or []]
                 snapshot[key] = [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
     except psycopg.Error as e:
@@ -538,4 +542,4 @@ def _destroy_live_clusters() -> None:
             log.error("could not remove cluster %r: %s", cluster.name, e)
 
 
-__all__ = ["Cluster", "Node", "MANAGED_LABEL"]
+__all__ = ["MANAGED_LABEL", "Cluster", "Node"]

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-import docker
 import docker.errors
 from testcontainers.compose import DockerCompose
 
+import docker
 from harness.errors import ClusterError, DockerUnavailable
 
 #: The repository's compose file (PGHARNESS_COMPOSE_FILE overrides it).
@@ -53,9 +53,7 @@ def check_compose_v2() -> str:
     """The Compose v2 version string, or `DockerUnavailable` saying how to get it."""
     if shutil.which("docker") is None:
         raise DockerUnavailable("no 'docker' command on PATH: install the Docker CLI with the Compose v2 plugin")
-    proc = subprocess.run(
-        ["docker", "compose", "version", "--short"], capture_output=True, text=True, check=False
-    )
+    proc = subprocess.run(["docker", "compose", "version", "--short"], capture_output=True, text=True, check=False)
     version = proc.stdout.strip().lstrip("v")
     if proc.returncode != 0 or not version[:1].isdigit() or int(version.split(".")[0]) < 2:
         raise DockerUnavailable(
@@ -93,9 +91,7 @@ class ComposeProject(DockerCompose):
         base = super().compose_command_property
         return [*base[:2], "--project-name", self.project_name, *base[2:]]
 
-    def _run_command(
-        self, cmd: str | list[str], context: str | None = None
-    ) -> subprocess.CompletedProcess[bytes]:
+    def _run_command(self, cmd: str | list[str], context: str | None = None) -> subprocess.CompletedProcess[bytes]:
         env = {**os.environ, **self.variables, "COMPOSE_PROJECT_NAME": self.project_name}
         proc = subprocess.run(cmd, capture_output=True, check=False, cwd=context or str(self.context), env=env)
         if proc.returncode != 0:

@@ -18,12 +18,11 @@ import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO
 
-import docker
 import docker.errors
 
+import docker
 from harness.compose import COMPOSE_FILE, MANAGED_LABEL, docker_client
 from harness.errors import ImageError
 from harness.versions import DebianSuite, suite_for
@@ -67,7 +66,7 @@ def mmdebstrap_command(suite: DebianSuite, mirror: str | None = None) -> list[st
         "--variant=apt",
         "--include=" + ",".join(suite.packages),
         # No "main" cluster from postgresql-common: the image makes its own template.
-        "--essential-hook=mkdir -p \"$1/etc/postgresql-common/createcluster.d\" && "
+        '--essential-hook=mkdir -p "$1/etc/postgresql-common/createcluster.d" && '
         "echo 'create_main_cluster = false' > \"$1/etc/postgresql-common/createcluster.d/pgharness.conf\"",
         "--dpkgopt=path-exclude=/usr/share/doc/*",
         "--dpkgopt=path-exclude=/usr/share/man/*",
@@ -115,7 +114,7 @@ class ImageBuilder:
             image = self.client.images.get(tag)
         except docker.errors.ImageNotFound:
             return None
-        return (image.labels or {}).get(INPUTS_LABEL, "")
+        return str((image.labels or {}).get(INPUTS_LABEL, ""))
 
     def ensure(self) -> str:
         """Return the node image's tag, building what is missing or stale."""

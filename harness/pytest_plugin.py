@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ MARKERS = {
     "archive": "WAL archiving and restore_command (log shipping)",
     "readonly": "read-only behaviour of a hot standby",
     "promotion": "promoting a standby to primary",
+    "cli": "the harness command line (harness up / down / image), as make up and make down run it",
     "docker": "needs a Docker engine (set on every test that uses a cluster)",
 }
 
@@ -77,15 +78,32 @@ def _truthy(value: Any) -> bool:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("pgharness", "PostgreSQL replication harness")
-    group.addoption("--pg-version", dest="pg_version", metavar="N",
-                    help=f"PostgreSQL major version under test (env PG_VERSION; default {DEFAULT_VERSION})")
-    group.addoption("--pg-image", dest="pg_image", metavar="IMAGE",
-                    help="build the node image on this image, e.g. postgres:17 (env PG_IMAGE)")
-    group.addoption("--keep-on-failure", dest="keep_on_failure", action="store_true", default=False,
-                    help="leave a failed test's cluster running for inspection (env PGHARNESS_KEEP=1)")
-    group.addoption("--evidence-dir", dest="evidence_dir", metavar="DIR",
-                    help="where failed tests' node logs and status are written "
-                    "(env PGHARNESS_EVIDENCE_DIR; default test-results/evidence)")
+    group.addoption(
+        "--pg-version",
+        dest="pg_version",
+        metavar="N",
+        help=f"PostgreSQL major version under test (env PG_VERSION; default {DEFAULT_VERSION})",
+    )
+    group.addoption(
+        "--pg-image",
+        dest="pg_image",
+        metavar="IMAGE",
+        help="build the node image on this image, e.g. postgres:17 (env PG_IMAGE)",
+    )
+    group.addoption(
+        "--keep-on-failure",
+        dest="keep_on_failure",
+        action="store_true",
+        default=False,
+        help="leave a failed test's cluster running for inspection (env PGHARNESS_KEEP=1)",
+    )
+    group.addoption(
+        "--evidence-dir",
+        dest="evidence_dir",
+        metavar="DIR",
+        help="where failed tests' node logs and status are written "
+        "(env PGHARNESS_EVIDENCE_DIR; default test-results/evidence)",
+    )
     parser.addini("pg_version", "PostgreSQL major version under test")
     parser.addini("pg_image", "base image with PostgreSQL server binaries")
     parser.addini("keep_on_failure", "leave a failed test's cluster running")
@@ -113,7 +131,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report: pytest.TestReport = yield
     item.stash.setdefault(_reports, {})[report.when] = report
     shared = getattr(item, "funcargs", {}).get("shared_cluster")
@@ -168,8 +188,10 @@ def _finish(cluster: Cluster, settings: Settings, item: pytest.Item, failed: boo
             log.error("could not save evidence of cluster %r: %s", cluster.name, e)
     if failed and settings.keep_on_failure:
         cluster.release()
-        print(f"\npgharness: kept cluster {cluster.name!r} of failed {item.nodeid}; remove it with: "
-              f"{cluster.down_command}")
+        print(
+            f"\npgharness: kept cluster {cluster.name!r} of failed {item.nodeid}; remove it with: "
+            f"{cluster.down_command}"
+        )
         return
     cluster.destroy()
 

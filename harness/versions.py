@@ -117,8 +117,15 @@ def modernize(setting: str, value: str, major: int) -> Modernized:
         if value.lower() in ("on", "true", "1", "yes"):
             return Modernized(None, None, "standby.signal (an empty file in the data directory)")
         return Modernized(None, None, "no standby.signal (and no recovery.signal)")
-    if setting in ("restore_command", "primary_conninfo", "primary_slot_name", "recovery_target_timeline",
-                   "archive_cleanup_command", "recovery_end_command", "recovery_min_apply_delay"):
+    if setting in (
+        "restore_command",
+        "primary_conninfo",
+        "primary_slot_name",
+        "recovery_target_timeline",
+        "archive_cleanup_command",
+        "recovery_end_command",
+        "recovery_min_apply_delay",
+    ):
         return Modernized(setting, value, "postgresql.conf")
     if setting == "trigger_file":
         # promote_trigger_file was removed in PostgreSQL 16.

@@ -41,8 +41,14 @@ def test_other_errors_propagate():
 
 def test_timeout_says_what_was_awaited_what_was_seen_and_the_log():
     with pytest.raises(WaitTimeout) as excinfo:
-        poll_until(lambda: "0/3000000", lambda v: False, what="replay up to 0/3000060", timeout=0.05,
-                   interval=0.01, nodes=[FakeNode()])
+        poll_until(
+            lambda: "0/3000000",
+            lambda v: False,
+            what="replay up to 0/3000060",
+            timeout=0.05,
+            interval=0.01,
+            nodes=[FakeNode()],
+        )
     e = excinfo.value
     assert e.what == "replay up to 0/3000060"
     assert e.last_seen == "0/3000000"
