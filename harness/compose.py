@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import docker
 import docker.errors
 from testcontainers.compose import DockerCompose
 
-import docker
 from harness.errors import ClusterError, DockerUnavailable
 
 #: The repository's compose file (PGHARNESS_COMPOSE_FILE overrides it).

@@ -20,9 +20,9 @@ import sys
 from dataclasses import dataclass
 from typing import IO
 
+import docker
 import docker.errors
 
-import docker
 from harness.compose import COMPOSE_FILE, MANAGED_LABEL, docker_client
 from harness.errors import ImageError
 from harness.versions import DebianSuite, suite_for

@@ -55,11 +55,13 @@ def test_up_prints_connection_strings_that_work_and_down_removes_everything(envi
     primary_port, standby_port = free_port(), free_port()
 
     # `harness up` (what `make up` runs) with the seed's pair on chosen ports.
-    up = harness("up", "--name", environment, "--primary-port", str(primary_port), "--standby-port", str(standby_port))
+    ports = ["--primary-port", str(primary_port), "--standby-port", str(standby_port)]
+    up = harness("up", "--name", environment, *ports)
     assert up.returncode == 0, up.stderr
 
     # It prints one connection string per node, with its role.
-    lines = {line.split()[0]: line.split() for line in up.stdout.splitlines() if line.startswith(("primary", "standby"))}
+    rows = [line.split() for line in up.stdout.splitlines()]
+    lines = {row[0]: row for row in rows if row and row[0] in ("primary", "standby")}
     assert lines["primary"][1] == "primary"
     assert lines["standby"][1] == "standby"
     assert f"127.0.0.1:{primary_port}/" in lines["primary"][2]
@@ -71,7 +73,7 @@ def test_up_prints_connection_strings_that_work_and_down_removes_everything(envi
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
 
     # A second `up` of the same environment is not an error: it reports it is up.
-    again = harness("up", "--name", environment, "--primary-port", str(primary_port), "--standby-port", str(standby_port))
+    again = harness("up", "--name", environment, *ports)
     assert again.returncode == 0, again.stderr
     assert "already up" in again.stderr
 
