@@ -9,12 +9,13 @@ NAME         ?= pgharness
 PYTHON       ?= python3
 VENV         ?= .venv
 PYTEST_ARGS  ?=
+BENCH_RUNS   ?= 5
 export PG_VERSION PG_IMAGE PRIMARY_PORT STANDBY_PORT
 
 BIN     := $(VENV)/bin
 HARNESS := $(BIN)/harness
 
-.PHONY: help venv image up down test unit lint format clean
+.PHONY: help venv image up down test unit lint format bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -50,6 +51,9 @@ lint: venv ## ruff (lint and format check) and mypy (strict on harness/)
 format: venv ## Apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+bench: image ## Time a primary + standby to the first replicated row (BENCH_RUNS runs)
+	$(BIN)/python bench/startup.py --runs $(BENCH_RUNS)
 
 clean: ## Remove the virtual environment and test results
 	rm -rf $(VENV) test-results .pytest_cache .mypy_cache .ruff_cache

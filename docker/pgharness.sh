@@ -14,7 +14,7 @@
 #   POSTGRES_PASSWORD     the postgres superuser's password (default: postgres)
 #   REPLICATION_USER      the replication role (default: repli)
 #   REPLICATION_PASSWORD  its password (default: repli)
-#   PRIMARY_HOST, PRIMARY_PORT   where a standby takes its base backup (default: primary:5432)
+#   UPSTREAM_HOST, UPSTREAM_PORT where a standby takes its base backup (default: primary:5432)
 #   BASEBACKUP_TIMEOUT    seconds a standby keeps retrying pg_basebackup (default: 120)
 set -eu
 
@@ -104,8 +104,8 @@ EOF
 }
 
 bootstrap_standby() {
-    host=${PRIMARY_HOST:-primary}
-    port=${PRIMARY_PORT:-5432}
+    host=${UPSTREAM_HOST:-primary}
+    port=${UPSTREAM_PORT:-5432}
     timeout=${BASEBACKUP_TIMEOUT:-120}
     start=$(date +%s)
     say "taking a base backup from $host:$port into $PGDATA"

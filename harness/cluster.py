@@ -350,7 +350,9 @@ class Cluster:
     """One compose project: a primary, its standbys and the shared WAL archive.
 
     `ports` maps service names to fixed host ports; services not named there
-    (the default) get ephemeral ports, so clusters live side by side. `start()`
+    (the default) get ephemeral ports, so clusters live side by side. `env`
+    sets more of compose.yaml's variables (``PG_FSYNC``, ``BASEBACKUP_TIMEOUT``,
+    ``STANDBY_UPSTREAM``, ...). `start()`
     brings the project up and waits for the healthchecks; `destroy()` removes
     its containers, volumes and network, and runs also when start-up fails.
     """
@@ -364,6 +366,7 @@ class Cluster:
         password: str | None = None,
         owner: str | None = None,
         services: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
         start_timeout: float = 120.0,
         keep: bool = False,
     ) -> None:
@@ -381,6 +384,7 @@ class Cluster:
             "STANDBY_PORT": "",
         }
         variables.update({f"{service.upper().replace('-', '_')}_PORT": str(p) for service, p in self.ports.items()})
+        variables.update(env or {})
         self.compose = ComposeProject.for_cluster(self.name, variables, wait_timeout=start_timeout)
         self.compose.services = list(services) or None
         self._client = docker_client()

@@ -1,0 +1,64 @@
+"""Benchmark: time from nothing to a primary + streaming standby with a first row replicated.
+
+    make bench                      # 5 runs on the default image
+    python bench/startup.py --runs 10 --pg-version 17
+
+Prints each phase's median, min and max. Timings live here, never in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+from harness import Cluster, HarnessError
+from harness.image import ImageSpec, ensure_image
+from harness.versions import DEFAULT_VERSION, parse_version_arg
+
+
+def one_run(image: str) -> dict[str, float]:
+    t0 = time.perf_counter()
+    cluster = Cluster(image=image, owner="bench")
+    try:
+        cluster.start()
+        t_up = time.perf_counter()
+        primary, standby = cluster.primary, cluster.standby
+        primary.sql("CREATE TABLE hoge (col integer)")
+        primary.sql("INSERT INTO hoge VALUES (1)")
+        primary.wait_for_catchup(standby)
+        assert standby.sql("SELECT col FROM hoge") == [(1,)]
+        t_row = time.perf_counter()
+    finally:
+        cluster.destroy()
+    t_down = time.perf_counter()
+    return {
+        "up (compose up --wait)": t_up - t0,
+        "up + first row replicated": t_row - t0,
+        "down (compose down -v)": t_down - t_row,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--pg-version", default=str(DEFAULT_VERSION))
+    parser.add_argument("--pg-image", default="")
+    args = parser.parse_args()
+    try:
+        image = ensure_image(ImageSpec(parse_version_arg(args.pg_version), args.pg_image or None))
+        runs = [one_run(image) for _ in range(args.runs)]
+    except HarnessError as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        return 1
+    print(f"image {image}, {args.runs} runs")
+    print(f"{'phase':<28} {'median':>8} {'min':>8} {'max':>8}")
+    for phase in runs[0]:
+        values = [r[phase] for r in runs]
+        print(f"{phase:<28} {statistics.median(values):>7.2f}s {min(values):>7.2f}s {max(values):>7.2f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
