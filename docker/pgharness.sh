@@ -3,7 +3,8 @@
 #
 #   pgharness primary [postgres args]   bootstrap a primary (first start) and run postgres
 #   pgharness standby [postgres args]   pg_basebackup from the primary (first start), run postgres
-#   pgharness health ready|streaming    healthcheck (exit 0 = healthy)
+#   pgharness backup NAME               pg_basebackup from the upstream into /backups/NAME
+#   pgharness health ready|standby      healthcheck (exit 0 = healthy)
 #   pgharness check-image               build step: find the server binaries, put them on PATH
 #   pgharness make-template             build step: initdb a template cluster to copy at start
 #
@@ -14,7 +15,13 @@
 #   POSTGRES_PASSWORD     the postgres superuser's password (default: postgres)
 #   REPLICATION_USER      the replication role (default: repli)
 #   REPLICATION_PASSWORD  its password (default: repli)
-#   UPSTREAM_HOST, UPSTREAM_PORT where a standby takes its base backup (default: primary:5432)
+# and, for a standby, the seed's recovery.conf as variables:
+#   NODE_NAME             application_name in primary_conninfo (default: the hostname)
+#   UPSTREAM_HOST, UPSTREAM_PORT where it takes its base backup and streams from (primary:5432)
+#   STREAMING             off: no primary_conninfo, restore_command alone (log shipping)
+#   SLOT_NAME             a physical slot: made by pg_basebackup, used as primary_slot_name
+#   RESTORE_COMMAND       restore_command (empty: none)
+#   FROM_BACKUP           start from /backups/NAME instead of a fresh pg_basebackup
 #   BASEBACKUP_TIMEOUT    seconds a standby keeps retrying pg_basebackup (default: 120)
 set -eu
 
@@ -72,15 +79,30 @@ EOF
     rm -rf "$TEMPLATE"/pg_log "$TEMPLATE"/log
 }
 
+sql_literal() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/''/g")"; }
+
+# The recovery settings of a standby, from the variables above.
+recovery_settings() {
+    echo "# --- recovery settings (recovery.conf before PostgreSQL 12), from NODE_NAME, UPSTREAM_HOST, ..."
+    if [ -n "${UPSTREAM_HOST:-}" ] && [ "${STREAMING:-on}" != off ]; then
+        echo "primary_conninfo = $(sql_literal "host=$UPSTREAM_HOST port=${UPSTREAM_PORT:-5432} user=${REPLICATION_USER:-repli} password=${REPLICATION_PASSWORD:-repli} application_name=${NODE_NAME:-$(hostname)}")"
+    fi
+    if [ -n "${SLOT_NAME:-}" ]; then
+        echo "primary_slot_name = $(sql_literal "$SLOT_NAME")"
+    fi
+    if [ -n "${RESTORE_COMMAND:-}" ]; then
+        echo "restore_command = $(sql_literal "$RESTORE_COMMAND")"
+    fi
+}
+
 write_settings() {
     {
         echo "# Written by pgharness at every start from PGHARNESS_SETTINGS (compose.yaml)."
         echo "# ALTER SYSTEM (postgresql.auto.conf) overrides these."
         printf '%s\n' "${PGHARNESS_SETTINGS:-}"
+        [ "${1:-}" != standby ] || recovery_settings
     } >"$PGDATA/pgharness.conf"
 }
-
-sql_literal() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/''/g")"; }
 
 bootstrap_primary() {
     say "bootstrapping a primary in $PGDATA from the template"
@@ -95,7 +117,7 @@ local   replication  all                    trust
 host    all          all           all      scram-sha-256
 host    replication  $repl_user    all      scram-sha-256
 EOF
-    write_settings
+    write_settings primary
     # Roles are made in single-user mode: no server to start and stop.
     postgres --single -D "$PGDATA" -c archive_mode=off postgres >/dev/null <<EOF
 ALTER ROLE postgres PASSWORD $(sql_literal "${POSTGRES_PASSWORD:-postgres}");
@@ -103,28 +125,44 @@ CREATE ROLE "$repl_user" WITH LOGIN REPLICATION PASSWORD $(sql_literal "${REPLIC
 EOF
 }
 
-bootstrap_standby() {
+# pg_basebackup from the upstream into $1, retried until BASEBACKUP_TIMEOUT; more options after it.
+basebackup() {
+    dest=$1; shift
     host=${UPSTREAM_HOST:-primary}
     port=${UPSTREAM_PORT:-5432}
     timeout=${BASEBACKUP_TIMEOUT:-120}
     start=$(date +%s)
-    say "taking a base backup from $host:$port into $PGDATA"
+    say "taking a base backup from $host:$port into $dest"
     export PGPASSWORD="${REPLICATION_PASSWORD:-repli}"
-    until pg_basebackup --pgdata="$PGDATA" --wal-method=stream --checkpoint=fast --no-sync \
+    until pg_basebackup --pgdata="$dest" --wal-method=stream --checkpoint=fast --no-sync "$@" \
             --dbname="host=$host port=$port user=${REPLICATION_USER:-repli} application_name=pgharness_basebackup"; do
         [ $(( $(date +%s) - start )) -lt "$timeout" ] \
-            || die "no base backup from $host:$port after ${timeout}s: is the primary up, and does it allow replication connections for ${REPLICATION_USER:-repli}?"
-        rm -rf "$PGDATA"
-        sleep 0.5  # retry back-off while the primary comes up
+            || die "no base backup from $host:$port after ${timeout}s: is the upstream up, and does it allow replication connections for ${REPLICATION_USER:-repli}?"
+        rm -rf "$dest"
+        sleep 0.5  # retry back-off while the upstream comes up
     done
     unset PGPASSWORD
+}
+
+bootstrap_standby() {
+    if [ -n "${FROM_BACKUP:-}" ]; then
+        [ -s "/backups/$FROM_BACKUP/PG_VERSION" ] || die "no backup named '$FROM_BACKUP' in /backups"
+        say "restoring $PGDATA from backup $FROM_BACKUP"
+        mkdir -p "$PGDATA"
+        cp -a "/backups/$FROM_BACKUP/." "$PGDATA/"
+    elif [ -n "${SLOT_NAME:-}" ]; then
+        basebackup "$PGDATA" --create-slot --slot="$SLOT_NAME"
+    else
+        basebackup "$PGDATA"
+    fi
     chmod 0700 "$PGDATA"
     # standby.signal replaces recovery.conf's standby_mode = on (PostgreSQL 12+).
     touch "$PGDATA/standby.signal"
 }
 
 run_postgres() {
-    write_settings
+    role=$1; shift
+    write_settings "$role"
     exec postgres -D "$PGDATA" "$@"
 }
 
@@ -132,11 +170,14 @@ health() {
     pg_isready -q || exit 1
     case "${1:-ready}" in
     ready) exit 0 ;;
-    streaming)
-        # Healthy once streaming from its upstream, or once promoted.
-        ok=$(psql -XAtq -c "SELECT NOT pg_is_in_recovery() OR EXISTS (SELECT FROM pg_stat_wal_receiver WHERE status = 'streaming')")
-        [ "$ok" = t ] ;;
-    *) die "health: unknown check '$1' (ready, streaming)" ;;
+    standby)
+        # Healthy once streaming from its upstream (or, for log shipping alone,
+        # once it accepts read-only connections), and once promoted.
+        if [ -n "${UPSTREAM_HOST:-}" ] && [ "${STREAMING:-on}" != off ]; then
+            ok=$(psql -XAtq -c "SELECT NOT pg_is_in_recovery() OR EXISTS (SELECT FROM pg_stat_wal_receiver WHERE status = 'streaming')")
+            [ "$ok" = t ]
+        fi ;;
+    *) die "health: unknown check '$1' (ready, standby)" ;;
     esac
 }
 
@@ -145,13 +186,18 @@ cmd=${1:-primary}
 case "$cmd" in
 primary)
     [ -s "$PGDATA/PG_VERSION" ] || bootstrap_primary
-    run_postgres "$@" ;;
+    run_postgres primary "$@" ;;
 standby)
     [ -s "$PGDATA/PG_VERSION" ] || bootstrap_standby
-    run_postgres "$@" ;;
+    run_postgres standby "$@" ;;
+backup)
+    [ $# -eq 1 ] || die "usage: pgharness backup NAME"
+    [ ! -e "/backups/$1" ] || die "a backup named '$1' exists already"
+    basebackup "/backups/$1"
+    say "backup $1 written to /backups/$1" ;;
 health) health "$@" ;;
 check-image) check_image ;;
 make-template) make_template ;;
--*) run_postgres "$cmd" "$@" ;;
+-*) run_postgres primary "$cmd" "$@" ;;
 *) exec "$cmd" "$@" ;;
 esac

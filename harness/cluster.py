@@ -18,14 +18,16 @@ import atexit
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, LiteralString, Self
+from typing import TYPE_CHECKING, Any, Literal, LiteralString, Self
 
+import docker
 import docker.errors
 import psycopg
 from docker.models.containers import Container
@@ -44,6 +46,9 @@ from harness.errors import ClusterError, HarnessError, PortInUse, UnknownNode
 from harness.lsn import Lsn, previous_walfile
 from harness.wait import log_tails, poll_until
 
+if TYPE_CHECKING:
+    from harness.archive import Archive
+
 log = logging.getLogger("harness")
 
 #: Where nodes are reached from the host: published ports on loopback only.
@@ -57,6 +62,21 @@ CONTAINER_PORT = 5432
 Query = LiteralString | bytes | pgsql.SQL | pgsql.Composed
 LsnMode = Literal["insert", "write", "flush", "receive", "replay"]
 StopMode = Literal["smart", "fast", "immediate"]
+
+#: Label naming a node added at run time (a one-off container of the `node` service).
+NODE_LABEL = "org.pgharness.node"
+OWNER_LABEL = "org.pgharness.owner"
+ONEOFF_LABEL = "com.docker.compose.oneoff"
+
+#: Named topologies: the compose services a cluster starts.
+TOPOLOGIES: dict[str, tuple[str, ...]] = {
+    # The seed's pair: a primary and a streaming standby that also restores from the archive.
+    "streaming": ("primary", "standby"),
+    # Log shipping alone: the standby has restore_command and no primary_conninfo.
+    "archive-only": ("primary", "archive-standby"),
+    # A standby streaming through a physical replication slot, without the archive.
+    "slot": ("primary", "slot-standby"),
+}
 
 _LSN_FUNCTIONS: dict[str, str] = {
     "insert": "pg_current_wal_insert_lsn()",
@@ -120,9 +140,9 @@ class Node:
         assert isinstance(raw, bytes)
         return raw.decode(errors="replace")
 
-    def exec(self, *argv: str, check: bool = True) -> str:
-        """Run a command inside the node as postgres; return its output."""
-        result = self.container.exec_run(list(argv), user="postgres", demux=False)
+    def exec(self, *argv: str, check: bool = True, user: str = "postgres") -> str:
+        """Run a command inside the node (as postgres by default); return its output."""
+        result = self.container.exec_run(list(argv), user=user, demux=False)
         assert isinstance(result.output, bytes | None)
         output = (result.output or b"").decode(errors="replace")
         if check and result.exit_code != 0:
@@ -202,6 +222,16 @@ class Node:
             nodes=(self,),
         )
 
+    def poll_log_until(self, text: str, *, tail: int = 1000, timeout: float | None = None) -> None:
+        """Wait until `text` appears in the node's recent log (for facts only the log states)."""
+        poll_until(
+            lambda: self.logs(tail=tail),
+            lambda log_text: text in log_text,
+            what=f"{text!r} in the log of node {self.name!r}",
+            timeout=timeout,
+            nodes=(self,),
+        )
+
     # --- replication ---------------------------------------------------
 
     def wait_for_catchup(
@@ -245,6 +275,36 @@ class Node:
             nodes=(self, standby_node),
         )
         return target
+
+    def wait_for_replay(self, target_lsn: Lsn, *, timeout: float | None = None) -> Lsn:
+        """Wait until this standby has replayed up to `target_lsn` (``pg_last_wal_replay_lsn()``).
+
+        Unlike `wait_for_catchup`, this asks the standby itself, so it serves
+        standbys without a streaming connection (log shipping alone).
+        """
+
+        def probe() -> Lsn | None:
+            return self.lsn("replay")
+
+        poll_until(
+            probe,
+            lambda seen: seen is not None and seen >= target_lsn,
+            what=f"node {self.name!r} to replay up to {target_lsn} (pg_last_wal_replay_lsn())",
+            timeout=timeout,
+            nodes=(self,),
+        )
+        return target_lsn
+
+    def pause_replay(self) -> None:
+        """Pause WAL replay on this standby (``pg_wal_replay_pause()``); return once it is paused."""
+        log.info("### Pausing replay on node %r", self.name)
+        self.sql("SELECT pg_wal_replay_pause()")
+        self.poll_query_until("SELECT pg_is_wal_replay_paused()", True)
+
+    def resume_replay(self) -> None:
+        """Resume WAL replay on this standby (``pg_wal_replay_resume()``)."""
+        log.info("### Resuming replay on node %r", self.name)
+        self.sql("SELECT pg_wal_replay_resume()")
 
     def wait_for_archived(self, walfile: str, *, timeout: float | None = None) -> None:
         """Wait until this node's archiver has archived `walfile`.
@@ -291,7 +351,7 @@ class Node:
         return str(name)
 
     def list_archive(self, path: str = "/archive") -> list[str]:
-        """The files in the shared WAL archive, as this node's mount of it shows them."""
+        """The files in the shared WAL archive, as this node's own mount of it shows them."""
         return sorted(self.exec("ls", "-1", path).split())
 
     def promote(self, *, timeout: int = 60) -> None:
@@ -328,9 +388,10 @@ class Node:
         if wait:
             self.wait_healthy(timeout=timeout)
 
-    def restart(self, mode: StopMode = "fast") -> None:
+    def restart(self, mode: StopMode = "fast", *, wait: bool = True) -> None:
+        """Stop and start the node; with `wait`, return once its healthcheck passes."""
         self.stop(mode)
-        self.start()
+        self.start(wait=wait)
 
     def wait_healthy(self, *, timeout: float | None = None) -> None:
         """Wait until the container's healthcheck reports healthy."""
@@ -349,7 +410,8 @@ class Node:
 class Cluster:
     """One compose project: a primary, its standbys and the shared WAL archive.
 
-    `ports` maps service names to fixed host ports; services not named there
+    `topology` names the services to start (see `TOPOLOGIES`; `services`
+    lists them instead). `ports` maps service names to fixed host ports; services not named there
     (the default) get ephemeral ports, so clusters live side by side. `env`
     sets more of compose.yaml's variables (``PG_FSYNC``, ``BASEBACKUP_TIMEOUT``,
     ``STANDBY_UPSTREAM``, ...). `start()`
@@ -365,6 +427,7 @@ class Cluster:
         ports: Mapping[str, int] | None = None,
         password: str | None = None,
         owner: str | None = None,
+        topology: str = "streaming",
         services: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         start_timeout: float = 120.0,
@@ -386,12 +449,27 @@ class Cluster:
         variables.update({f"{service.upper().replace('-', '_')}_PORT": str(p) for service, p in self.ports.items()})
         variables.update(env or {})
         self.compose = ComposeProject.for_cluster(self.name, variables, wait_timeout=start_timeout)
-        self.compose.services = list(services) or None
+        if not services and topology not in TOPOLOGIES:
+            raise ClusterError(f"unknown topology {topology!r}; the topologies: {', '.join(TOPOLOGIES)}")
+        self.compose.services = list(services or TOPOLOGIES[topology])
+        self.owner = variables["PGHARNESS_OWNER"]
         self._client = docker_client()
         self._nodes: dict[str, Node] = {}
 
     def __repr__(self) -> str:
         return f"Cluster({self.name!r}, image={self.image!r})"
+
+    @property
+    def archive(self) -> Archive:
+        """The shared WAL archive: listing, waits, faults."""
+        from harness.archive import Archive
+
+        return Archive(self)
+
+    @property
+    def docker(self) -> docker.DockerClient:
+        """The Docker SDK client that drives this cluster's containers."""
+        return self._client
 
     # --- lifecycle -------------------------------------------------------
 
@@ -423,6 +501,9 @@ class Cluster:
         _live.discard(self)
         log.info("### Removing cluster %r", self.name)
         self.compose.down()
+        # Data volumes of nodes added at run time are the harness's, not compose's.
+        for volume in self._client.volumes.list(filters={"label": f"{PROJECT_LABEL}={self.name}"}):
+            volume.remove(force=True)
 
     def release(self) -> None:
         """Leave the cluster running after this process exits (`harness up`)."""
@@ -448,8 +529,14 @@ class Cluster:
 
     def containers(self) -> dict[str, Container]:
         """The project's containers (running or not), by service name."""
-        found = self._client.containers.list(all=True, filters={"label": [f"{PROJECT_LABEL}={self.name}"]})
-        return {c.labels[SERVICE_LABEL]: c for c in found}
+        found = self.docker.containers.list(all=True, filters={"label": [f"{PROJECT_LABEL}={self.name}"]})
+        nodes = {}
+        for c in found:
+            oneoff = c.labels.get(ONEOFF_LABEL) == "True"
+            name = c.labels.get(NODE_LABEL) or (None if oneoff else c.labels[SERVICE_LABEL])
+            if name:  # not a transient one-off (a backup being taken)
+                nodes[name] = c
+        return nodes
 
     def container(self, service: str) -> Container:
         try:
@@ -482,6 +569,68 @@ class Cluster:
     @property
     def standby(self) -> Node:
         return self.node("standby")
+
+    # --- nodes added at run time -------------------------------------------------
+
+    def backup(self, name: str, *, source: str = "primary") -> str:
+        """Take a base backup of `source` now (pg_basebackup) into the backups volume as `name`."""
+        log.info("### Taking backup %r of node %r", name, source)
+        self.node(source)  # an unknown source is named as such
+        self.compose.run("node", "backup", name, options=["--rm", "-e", f"UPSTREAM_HOST={source}"])
+        return name
+
+    def add_node(
+        self,
+        name: str,
+        *,
+        upstream: str | None = "primary",
+        from_backup: str | None = None,
+        streaming: bool = True,
+        restore: bool = True,
+        env: Mapping[str, str] | None = None,
+        wait: bool = True,
+    ) -> Node:
+        """Start a new standby `name`: from a fresh base backup of `upstream`, or from backup `from_backup`.
+
+        It streams from `upstream` (unless `streaming` is false or there is no
+        upstream) and restores from the shared archive (unless `restore` is
+        false); its application_name is `name`. Once promoted it archives into
+        the shared archive. Its data lives in a volume of its own, removed with
+        the cluster.
+        """
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", name):
+            raise ClusterError(f"node name {name!r}: use lower-case letters, digits and '-'")
+        if name in self.containers():
+            raise ClusterError(f"cluster {self.name!r} has a node {name!r} already")
+        if upstream is None and from_backup is None:
+            raise ClusterError("a new node needs an upstream to copy, or a backup to start from")
+        log.info("### Adding node %r (upstream %s, backup %s)", name, upstream, from_backup)
+        volume = f"{self.name}_{name}-data"
+        labels = {PROJECT_LABEL: self.name, MANAGED_LABEL: "true", OWNER_LABEL: self.owner, NODE_LABEL: name}
+        self._client.volumes.create(volume, labels=labels)
+        variables = {
+            "NODE_NAME": name,
+            "UPSTREAM_HOST": upstream or "",
+            "STREAMING": "on" if streaming else "off",
+            "FROM_BACKUP": from_backup or "",
+            **({} if restore else {"RESTORE_COMMAND": ""}),
+            **(env or {}),
+        }
+        options = [
+            "--detach",
+            "--name", f"{self.name}-{name}",
+            "--label", f"{NODE_LABEL}={name}",
+            "--label", f"{OWNER_LABEL}={self.owner}",
+            "--volume", f"{volume}:/var/lib/pgharness",
+            "--publish", f"{HOST}::{CONTAINER_PORT}",
+        ]  # fmt: skip
+        for key, value in variables.items():
+            options += ["--env", f"{key}={value}"]
+        self.compose.run("node", "standby", options=options)
+        node = self.node(name)
+        if wait:
+            node.wait_healthy()
+        return node
 
     # --- evidence ------------------------------------------------------------
 

@@ -111,8 +111,14 @@ class ComposeProject(DockerCompose):
         )
 
     def down(self) -> None:
-        """Remove the project's containers, volumes (named and anonymous) and network."""
-        self._run_command([*self.compose_command_property, "down", "--volumes", "--remove-orphans", "--timeout", "10"])
+        """Remove the project's containers (of every profile, one-off ones too), volumes and networks."""
+        everything = ["--profile", "*", "down", "--volumes", "--remove-orphans", "--timeout", "10"]
+        self._run_command([*self.compose_command_property, *everything])
+
+    def run(self, service: str, *args: str, options: list[str] | None = None) -> str:
+        """``compose run`` a one-off container of `service` (no dependencies started); return its output."""
+        cmd = [*self.compose_command_property, "run", "--no-deps", *(options or []), service, *args]
+        return self._run_command(cmd).stdout.decode(errors="replace")
 
     def stop(self, down: bool = True) -> None:
         if down:

@@ -40,6 +40,7 @@ MARKERS = {
     "archive": "WAL archiving and restore_command (log shipping)",
     "readonly": "read-only behaviour of a hot standby",
     "promotion": "promoting a standby to primary",
+    "slots": "physical replication slots",
     "lifecycle": "clusters are removed after failed start-up, failed tests and Ctrl-C",
     "cli": "the harness command line (harness up / down / image), as make up and make down run it",
     "docker": "needs a Docker engine (set on every test that uses a cluster)",

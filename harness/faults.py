@@ -1,0 +1,69 @@
+"""Faults that a test switches on and off: each is reversible, and each context manager restores in `finally`.
+
+with cut_off(cluster.standby):      # no traffic between the standby and any other node
+    ...                             # the host still reaches it on its published port
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from docker.models.networks import Network
+
+from harness.cluster import Node
+from harness.errors import ClusterError
+
+log = logging.getLogger("harness")
+
+#: The compose network that carries node-to-node traffic (compose.yaml).
+REPLICATION_NETWORK = "replication"
+
+
+def replication_network(node: Node) -> Network:
+    """The cluster's node-to-node network (``<project>_replication``)."""
+    name = f"{node.cluster.name}_{REPLICATION_NETWORK}"
+    networks = node.cluster.docker.networks.list(names=[name])
+    if not networks:
+        raise ClusterError(f"cluster {node.cluster.name!r} has no network {name!r}: is it up?")
+    return networks[0]
+
+
+def is_cut_off(node: Node) -> bool:
+    """Whether `node` is disconnected from the replication network."""
+    networks = node.container.attrs["NetworkSettings"]["Networks"] or {}
+    return f"{node.cluster.name}_{REPLICATION_NETWORK}" not in networks
+
+
+def disconnect(node: Node) -> None:
+    """Cut `node` off from every other node (Docker network disconnect); the host still reaches it."""
+    log.info("### Cutting node %r off from the other nodes", node.name)
+    replication_network(node).disconnect(node.container)
+
+
+def reconnect(node: Node) -> None:
+    """Restore `node`'s link to the other nodes, under its node name."""
+    log.info("### Reconnecting node %r", node.name)
+    if is_cut_off(node):
+        replication_network(node).connect(node.container, aliases=[node.name])
+
+
+@contextmanager
+def cut_off(node: Node) -> Iterator[Node]:
+    """Disconnect `node` from the other nodes for the block; reconnect it afterwards, whatever happens."""
+    disconnect(node)
+    try:
+        yield node
+    finally:
+        reconnect(node)
+
+
+@contextmanager
+def replay_paused(node: Node) -> Iterator[Node]:
+    """Pause WAL replay on a standby for the block (``pg_wal_replay_pause()``); resume it afterwards."""
+    node.pause_replay()
+    try:
+        yield node
+    finally:
+        node.resume_replay()
