@@ -125,23 +125,24 @@ CREATE ROLE "$repl_user" WITH LOGIN REPLICATION PASSWORD $(sql_literal "${REPLIC
 EOF
 }
 
-# pg_basebackup from the upstream into $1, retried until BASEBACKUP_TIMEOUT; more options after it.
+# pg_basebackup from the upstream into $1 (more options after it), once the
+# upstream answers; waits for it at most BASEBACKUP_TIMEOUT seconds.
 basebackup() {
     dest=$1; shift
     host=${UPSTREAM_HOST:-primary}
     port=${UPSTREAM_PORT:-5432}
     timeout=${BASEBACKUP_TIMEOUT:-120}
     start=$(date +%s)
-    say "taking a base backup from $host:$port into $dest"
-    export PGPASSWORD="${REPLICATION_PASSWORD:-repli}"
-    until pg_basebackup --pgdata="$dest" --wal-method=stream --checkpoint=fast --no-sync "$@" \
-            --dbname="host=$host port=$port user=${REPLICATION_USER:-repli} application_name=pgharness_basebackup"; do
+    until pg_isready -q -h "$host" -p "$port" -t 2; do
         [ $(( $(date +%s) - start )) -lt "$timeout" ] \
-            || die "no base backup from $host:$port after ${timeout}s: is the upstream up, and does it allow replication connections for ${REPLICATION_USER:-repli}?"
-        rm -rf "$dest"
-        sleep 0.5  # retry back-off while the upstream comes up
+            || die "no base backup from $host:$port: it did not answer within ${timeout}s"
+        sleep 0.2  # retry back-off while the upstream comes up
     done
-    unset PGPASSWORD
+    say "taking a base backup from $host:$port into $dest"
+    PGPASSWORD="${REPLICATION_PASSWORD:-repli}" pg_basebackup --pgdata="$dest" --wal-method=stream \
+        --checkpoint=fast --no-sync "$@" \
+        --dbname="host=$host port=$port user=${REPLICATION_USER:-repli} application_name=pgharness_basebackup" \
+        || die "pg_basebackup from $host:$port into $dest failed (see above)"
 }
 
 bootstrap_standby() {

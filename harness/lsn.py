@@ -68,6 +68,11 @@ def parse_walfile_name(name: str, segment_size: int = DEFAULT_SEGMENT_SIZE) -> t
     return int(name[:8], 16), int(name[8:16], 16) * segments_per_xlogid + int(name[16:], 16)
 
 
+def segment_start(name: str, segment_size: int = DEFAULT_SEGMENT_SIZE) -> Lsn:
+    """The first LSN of WAL file `name`."""
+    return Lsn(parse_walfile_name(name, segment_size)[1] * segment_size)
+
+
 def previous_walfile(name: str, segment_size: int = DEFAULT_SEGMENT_SIZE) -> str:
     """The WAL file before `name` on the same timeline."""
     timeline, segno = parse_walfile_name(name, segment_size)

@@ -9,7 +9,8 @@ import psycopg.errors
 import pytest
 
 from harness.faults import cut_off
-from harness.lsn import Lsn
+from harness.lsn import Lsn, segment_start
+from harness.wait import poll_until
 
 pytestmark = pytest.mark.archive
 
@@ -46,7 +47,7 @@ def test_archive_only_standby_sees_rows_only_once_the_segment_is_archived(cluste
 
 def generate_segments(primary, table, count):
     """Write rows into `table` and close `count` WAL segments; return the last segment closed."""
-    for i in range(count):
+    for _ in range(count):
         primary.sql(f"INSERT INTO {table} SELECT g FROM generate_series(1, 1000) g")
         segment = primary.switch_wal()
     primary.wait_for_archived(segment)
@@ -155,3 +156,138 @@ def test_slot_keeps_wal_for_a_cut_off_standby_until_max_slot_wal_keep_size(clust
     standby.restart(wait=False)
     standby.wait_for_replay(target)
     assert standby.scalar("SELECT count(*) FROM hoge") == 8000
+
+
+def test_failing_archive_command_keeps_wal_until_the_archive_is_back(cluster):
+    primary = cluster.primary
+    primary.sql("CREATE TABLE hoge (col integer)")
+    failed_before = primary.scalar("SELECT failed_count FROM pg_stat_archiver")
+
+    with cluster.archive.read_only():
+        # Three segments are completed while archive_command cannot write.
+        segments = []
+        for value in (1, 2, 3):
+            primary.sql("INSERT INTO hoge VALUES (%s)", (value,))
+            segments.append(primary.switch_wal())
+
+        # The archiver fails, and says so in pg_stat_archiver ...
+        primary.poll_query_until(f"SELECT failed_count > {failed_before} FROM pg_stat_archiver", True)
+        assert primary.scalar("SELECT last_failed_wal FROM pg_stat_archiver") == segments[0]
+
+        # ... the segments wait in pg_wal/archive_status as .ready, none is lost from pg_wal ...
+        ready = {name for (name,) in primary.sql("SELECT name FROM pg_ls_archive_statusdir()")}
+        assert {f"{s}.ready" for s in segments} <= ready
+        assert set(segments) <= pg_wal_files(primary)
+        # ... and none reached the archive.
+        assert not set(segments) & set(cluster.archive.segments())
+
+    # With the archive writable again, a new segment wakes the archiver (it retries
+    # by itself only once a minute), and it archives everything that waited, in order.
+    primary.sql("INSERT INTO hoge VALUES (4)")
+    last = primary.switch_wal()
+    primary.wait_for_archived(last)
+
+    # Every segment is in the archive exactly once: an unbroken run up to the last one.
+    archived = cluster.archive.segments()
+    numbers = [int(name, 16) for name in archived]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    assert archived[-1] == last
+    assert set(segments) <= set(archived)
+    assert primary.scalar("SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'") == 0
+
+
+def two_archived_segments(primary):
+    """Rows 1 and 2, each in a segment of its own, both archived; return (first segment, end LSN)."""
+    primary.sql("INSERT INTO hoge VALUES (1)")
+    first = primary.switch_wal()
+    primary.sql("INSERT INTO hoge VALUES (2)")
+    end = primary.lsn("write")
+    primary.wait_for_archived(primary.switch_wal())
+    return first, end
+
+
+def test_missing_segment_makes_a_log_shipping_standby_wait_not_skip(cluster):
+    primary, archive = cluster.primary, cluster.archive
+    primary.sql("CREATE TABLE hoge (col integer)")
+
+    # A base backup now; then two segments, each with a row, archived.
+    cluster.backup("before")
+    first, end = two_archived_segments(primary)
+
+    with archive.missing(first):
+        # A log-shipping standby (no streaming) from the backup asks the archive for the first segment ...
+        standby = cluster.add_node("late", from_backup="before", upstream=None)
+        standby.poll_log_until(f"/archive/{first}")
+
+        # ... and waits: it does not skip to the next segment, which the archive has.
+        assert standby.lsn("replay") <= segment_start(first)
+        assert standby.scalar("SELECT count(*) FROM hoge") == 0
+
+    # Once the segment is back, it goes on, through both segments.
+    standby.wait_for_replay(end)
+    assert standby.sql("SELECT col FROM hoge ORDER BY col") == [(1,), (2,)]
+
+
+#: What PostgreSQL logs when a WAL record fails its checks, depending on which bytes were hit.
+INVALID_RECORD = (
+    "incorrect resource manager data checksum",
+    "invalid record length",
+    "invalid resource manager ID",
+    "record with incorrect prev-link",
+    "invalid magic number",
+)
+
+
+def test_corrupted_segment_is_refused_not_applied(cluster):
+    primary, archive = cluster.primary, cluster.archive
+    primary.sql("CREATE TABLE hoge (col integer)")
+    cluster.backup("before")
+    first, end = two_archived_segments(primary)
+
+    # The first page of the first segment is overwritten with garbage, past its header.
+    with archive.corrupted(first, length=8000):
+        standby = cluster.add_node("late", from_backup="before", upstream=None)
+
+        # The standby restores it, finds the record invalid and says why ...
+        poll_until(
+            lambda: standby.logs(tail=300),
+            lambda text: any(reason in text for reason in INVALID_RECORD),
+            what=f"the standby to refuse the corrupted {first}",
+            nodes=(standby,),
+        )
+        # ... and applies nothing from it.
+        assert standby.lsn("replay") <= segment_start(first)
+        assert standby.scalar("SELECT count(*) FROM hoge") == 0
+
+    # With the good segment back in the archive, it fetches it again and replays both rows.
+    standby.wait_for_replay(end)
+    assert standby.sql("SELECT col FROM hoge ORDER BY col") == [(1,), (2,)]
+
+
+def test_standby_from_an_older_backup_follows_the_new_timeline_through_the_archive(cluster):
+    primary, archive = cluster.primary, cluster.archive
+    primary.sql("CREATE TABLE hoge (col integer)")
+    primary.sql("INSERT INTO hoge VALUES (1)")
+
+    # A base backup taken before anything is promoted.
+    cluster.backup("before-promotion")
+
+    # A second standby that archives once promoted; it is promoted to timeline 2 and writes there.
+    new_primary = cluster.add_node("new-primary")
+    primary.wait_for_catchup(new_primary)
+    new_primary.promote()
+    assert new_primary.timeline() == 2
+    new_primary.sql("INSERT INTO hoge VALUES (2)")
+    end = new_primary.lsn("write")
+    new_primary.wait_for_archived(new_primary.switch_wal())
+
+    # The new timeline's history file is in the archive.
+    assert "00000002.history" in archive.history_files()
+
+    # A standby restored from the older backup, with the archive alone, follows timeline 2
+    # (recovery_target_timeline = 'latest', the default since PostgreSQL 12).
+    follower = cluster.add_node("follower", from_backup="before-promotion", upstream=None)
+    assert follower.scalar("SHOW recovery_target_timeline") == "latest"
+    follower.wait_for_replay(end)
+    assert 'restored log file "00000002.history" from archive' in follower.logs(tail=500)
+    assert follower.sql("SELECT col FROM hoge ORDER BY col") == [(1,), (2,)]

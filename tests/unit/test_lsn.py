@@ -1,6 +1,6 @@
 import pytest
 
-from harness.lsn import Lsn, parse_walfile_name, previous_walfile, walfile_name
+from harness.lsn import Lsn, parse_walfile_name, previous_walfile, segment_start, walfile_name
 
 
 def test_parse_and_print_round_trip():
@@ -48,3 +48,8 @@ def test_previous_walfile_crosses_the_xlogid_boundary():
 def test_previous_of_the_first_walfile_is_an_error():
     with pytest.raises(ValueError, match="first WAL file"):
         previous_walfile("000000010000000000000000")
+
+
+def test_segment_start_is_the_first_lsn_of_the_file():
+    assert segment_start("000000010000000000000003") == Lsn.parse("0/3000000")
+    assert walfile_name(segment_start("0000000200000001000000A0"), 2) == "0000000200000001000000A0"
