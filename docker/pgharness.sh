@@ -22,6 +22,9 @@
 #   SLOT_NAME             a physical slot: made by pg_basebackup, used as primary_slot_name
 #   RESTORE_COMMAND       restore_command (empty: none)
 #   FROM_BACKUP           start from /backups/NAME instead of a fresh pg_basebackup
+#   RECOVERY_TARGET       point-in-time recovery instead of a standby: name:N, xid:N,
+#                         lsn:X/Y, time:TIMESTAMP or immediate (recovery.signal, not standby.signal)
+#   RECOVERY_TARGET_ACTION, RECOVERY_TARGET_INCLUSIVE   promote|pause|shutdown, on|off
 #   BASEBACKUP_TIMEOUT    seconds a standby keeps retrying pg_basebackup (default: 120)
 set -eu
 
@@ -93,6 +96,15 @@ recovery_settings() {
     if [ -n "${RESTORE_COMMAND:-}" ]; then
         echo "restore_command = $(sql_literal "$RESTORE_COMMAND")"
     fi
+    case "${RECOVERY_TARGET:-}" in
+    "") return ;;
+    immediate) echo "recovery_target = 'immediate'" ;;
+    name:* | xid:* | lsn:* | time:*)
+        echo "recovery_target_${RECOVERY_TARGET%%:*} = $(sql_literal "${RECOVERY_TARGET#*:}")" ;;
+    *) die "RECOVERY_TARGET '$RECOVERY_TARGET': use name:N, xid:N, lsn:X/Y, time:TIMESTAMP or immediate" ;;
+    esac
+    echo "recovery_target_action = $(sql_literal "${RECOVERY_TARGET_ACTION:-promote}")"
+    echo "recovery_target_inclusive = $(sql_literal "${RECOVERY_TARGET_INCLUSIVE:-on}")"
 }
 
 write_settings() {
@@ -145,6 +157,17 @@ basebackup() {
         || die "pg_basebackup from $host:$port into $dest failed (see above)"
 }
 
+# A node added at run time gets its network alias (its node name) right after
+# it starts: wait for it, so that nothing goes over the network before.
+await_alias() {
+    [ -n "${AWAIT_ALIAS:-}" ] || return 0
+    start=$(date +%s)
+    until getent hosts "$AWAIT_ALIAS" >/dev/null 2>&1; do
+        [ $(( $(date +%s) - start )) -lt 30 ] || die "network alias $AWAIT_ALIAS did not appear within 30 s"
+        sleep 0.05
+    done
+}
+
 bootstrap_standby() {
     if [ -n "${FROM_BACKUP:-}" ]; then
         [ -s "/backups/$FROM_BACKUP/PG_VERSION" ] || die "no backup named '$FROM_BACKUP' in /backups"
@@ -157,8 +180,13 @@ bootstrap_standby() {
         basebackup "$PGDATA"
     fi
     chmod 0700 "$PGDATA"
-    # standby.signal replaces recovery.conf's standby_mode = on (PostgreSQL 12+).
-    touch "$PGDATA/standby.signal"
+    if [ -n "${RECOVERY_TARGET:-}" ]; then
+        # Targeted (point-in-time) recovery: recovery.signal, then the target's action.
+        touch "$PGDATA/recovery.signal"
+    else
+        # standby.signal replaces recovery.conf's standby_mode = on (PostgreSQL 12+).
+        touch "$PGDATA/standby.signal"
+    fi
 }
 
 run_postgres() {
@@ -189,6 +217,7 @@ primary)
     [ -s "$PGDATA/PG_VERSION" ] || bootstrap_primary
     run_postgres primary "$@" ;;
 standby)
+    await_alias
     [ -s "$PGDATA/PG_VERSION" ] || bootstrap_standby
     run_postgres standby "$@" ;;
 backup)

@@ -44,6 +44,7 @@ from harness.compose import (
 )
 from harness.errors import ClusterError, HarnessError, PortInUse, UnknownNode
 from harness.lsn import Lsn, previous_walfile
+from harness.recovery import Lag, RecoveryTarget, TargetAction
 from harness.wait import log_tails, poll_until
 
 if TYPE_CHECKING:
@@ -275,6 +276,59 @@ class Node:
             nodes=(self, standby_node),
         )
         return target
+
+    def lag(self, standby: Node | str) -> Lag:
+        """How far `standby` is behind this node, in bytes and in seconds (see `Lag`)."""
+        name = standby.name if isinstance(standby, Node) else standby
+        standby_node = self.cluster.node(name)
+        row = self.sql(
+            """SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint,
+                      extract(epoch FROM write_lag)::float8, extract(epoch FROM flush_lag)::float8,
+                      extract(epoch FROM replay_lag)::float8
+                 FROM pg_stat_replication WHERE application_name = %s""",
+            (name,),
+        )
+        if row:
+            behind, write_lag, flush_lag, replay_lag = row[0]
+        else:  # not connected (log shipping, or cut off): compare positions directly
+            replayed = standby_node.lsn("replay")
+            current = self.lsn("write")
+            assert current is not None
+            behind, write_lag, flush_lag, replay_lag = (current - replayed if replayed else None), None, None, None
+        delay = standby_node.scalar("SELECT extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8")
+        return Lag(name, int(behind or 0), delay, write_lag, flush_lag, replay_lag)
+
+    def wait_for_lag_below(
+        self,
+        standby: Node | str,
+        *,
+        max_bytes: int = 0,
+        max_seconds: float | None = None,
+        timeout: float | None = None,
+    ) -> Lag:
+        """Wait until `standby` is at most `max_bytes` (and `max_seconds`) behind; on timeout, report the figures."""
+
+        def small_enough(lag: Lag) -> bool:
+            if lag.bytes > max_bytes:
+                return False
+            return max_seconds is None or lag.replay_delay is None or lag.replay_delay <= max_seconds
+
+        name = standby.name if isinstance(standby, Node) else standby
+        bound = f"{max_bytes} bytes" + (f" and {max_seconds} s" if max_seconds is not None else "")
+        return poll_until(
+            lambda: self.lag(name),
+            small_enough,
+            what=f"node {name!r} to lag at most {bound} behind {self.name!r}",
+            timeout=timeout,
+            nodes=(self, self.cluster.node(name)),
+        )
+
+    def table_checksum(self, table: str, *, dbname: str = "postgres") -> str:
+        """An md5 of `table`'s rows in a stable order, to compare a table between nodes."""
+        query = pgsql.SQL("SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM {} t").format(
+            pgsql.Identifier(*table.split("."))
+        )
+        return str(self.scalar(query, dbname=dbname))
 
     def wait_for_replay(self, target_lsn: Lsn, *, timeout: float | None = None) -> Lsn:
         """Wait until this standby has replayed up to `target_lsn` (``pg_last_wal_replay_lsn()``).
@@ -579,6 +633,33 @@ class Cluster:
         self.compose.run("node", "backup", name, options=["--rm", "-e", f"UPSTREAM_HOST={source}"])
         return name
 
+    def verify_backup(self, name: str) -> str:
+        """``pg_verifybackup`` on backup `name`; `BackupError` with its complaint if it fails."""
+        from harness.backup import verify_backup
+
+        return verify_backup(self, name)
+
+    def restore(
+        self,
+        name: str,
+        backup: str,
+        target: RecoveryTarget,
+        *,
+        action: TargetAction = "promote",
+        inclusive: bool = True,
+        timeout: float | None = None,
+    ) -> Node:
+        """Point-in-time recovery: node `name` from `backup` plus the archive, up to `target` (see harness.backup)."""
+        from harness.backup import restore
+
+        return restore(self, name, backup, target, action=action, inclusive=inclusive, timeout=timeout)
+
+    def rebuild(self, name: str) -> Node:
+        """Wipe standby `name` and take it again from its upstream, behind the guard rail (see harness.backup)."""
+        from harness.backup import rebuild
+
+        return rebuild(self, name)
+
     def add_node(
         self,
         name: str,
@@ -613,6 +694,7 @@ class Cluster:
             "UPSTREAM_HOST": upstream or "",
             "STREAMING": "on" if streaming else "off",
             "FROM_BACKUP": from_backup or "",
+            "AWAIT_ALIAS": name,
             **({} if restore else {"RESTORE_COMMAND": ""}),
             **(env or {}),
         }
@@ -628,6 +710,10 @@ class Cluster:
             options += ["--env", f"{key}={value}"]
         self.compose.run("node", "standby", options=options)
         node = self.node(name)
+        # Other nodes reach it by its node name, as they reach compose's services.
+        network = self.docker.networks.get(f"{self.name}_replication")
+        network.disconnect(node.container)
+        network.connect(node.container, aliases=[name])
         if wait:
             node.wait_healthy()
         return node

@@ -41,6 +41,8 @@ MARKERS = {
     "readonly": "read-only behaviour of a hot standby",
     "promotion": "promoting a standby to primary",
     "slots": "physical replication slots",
+    "pitr": "point-in-time recovery from a base backup and the archive",
+    "backup": "base backups, logical dumps, backup verification, rebuild guard rail, lag",
     "lifecycle": "clusters are removed after failed start-up, failed tests and Ctrl-C",
     "cli": "the harness command line (harness up / down / image), as make up and make down run it",
     "docker": "needs a Docker engine (set on every test that uses a cluster)",

@@ -1,0 +1,243 @@
+"""Replication is not backup: base backups, point-in-time restores, logical dumps, and a guard rail.
+
+Everything here runs PostgreSQL's own tools (pg_basebackup, pg_verifybackup,
+pg_dump, pg_restore) inside containers on the cluster's network, with the
+client tools of the server's own image unless told otherwise, so the major
+versions match (the GitLab.com outage had a pg_dump older than its server).
+Backups and dumps live in the cluster's ``backups`` volume and go with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import docker.errors
+import psycopg
+from psycopg import sql as pgsql
+from psycopg.conninfo import conninfo_to_dict
+
+from harness.compose import MANAGED_LABEL, PROJECT_LABEL
+from harness.errors import ClusterError, HarnessError
+from harness.recovery import ACTIONS, RecoveryTarget, TargetAction
+from harness.wait import log_tails, poll_until
+
+if TYPE_CHECKING:
+    from harness.cluster import Cluster, Node
+
+log = logging.getLogger("harness")
+
+BACKUPS_PATH = "/backups"
+DATA_MOUNT = "/var/lib/pgharness"
+
+
+class BackupError(HarnessError):
+    """A backup, restore, dump or rebuild failed, or was refused."""
+
+
+def last_error_line(output: str) -> str:
+    """The line of a tool's output or a server log that says what went wrong."""
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+    for marker in ("FATAL:", "error:", "ERROR:", "PANIC:"):
+        found = [line for line in lines if marker in line]
+        if found:
+            return found[-1]
+    return lines[-1] if lines else "(no output)"
+
+
+def ensure_backups_volume(cluster: Cluster) -> str:
+    """The cluster's backups volume, made (with compose's own labels) when it does not exist yet."""
+    name = f"{cluster.name}_backups"
+    try:
+        cluster.docker.volumes.get(name)
+    except docker.errors.NotFound:
+        labels = {
+            PROJECT_LABEL: cluster.name,
+            "com.docker.compose.volume": "backups",
+            MANAGED_LABEL: "true",
+            "org.pgharness.owner": cluster.owner,
+        }
+        cluster.docker.volumes.create(name, labels=labels)
+    return name
+
+
+def run_tool(cluster: Cluster, argv: list[str], *, image: str | None = None, what: str | None = None) -> str:
+    """Run a client tool in a throwaway container on the cluster's network; return its output.
+
+    The container uses `image` (default: the cluster's node image, hence the
+    server's major version), mounts the backups volume at /backups, reaches the
+    nodes by name, and is removed afterwards. A non-zero exit raises
+    `BackupError` with the tool's own error line.
+    """
+    client = cluster.docker
+    labels = {PROJECT_LABEL: cluster.name, MANAGED_LABEL: "true", "org.pgharness.owner": cluster.owner}
+    container = client.containers.run(
+        image or cluster.image,
+        argv,
+        entrypoint=[],
+        user="postgres",
+        environment={"PGPASSWORD": cluster.password, "PGUSER": "postgres"},
+        network=f"{cluster.name}_replication",
+        dns=["127.0.0.1"],
+        volumes={ensure_backups_volume(cluster): {"bind": BACKUPS_PATH, "mode": "rw"}},
+        labels=labels,
+        detach=True,
+    )
+    try:
+        status = container.wait(timeout=600)
+        output = container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    if status.get("StatusCode") != 0:
+        raise BackupError(f"{what or argv[0]} failed: {last_error_line(output)}")
+    return str(output)
+
+
+def verify_backup(cluster: Cluster, name: str) -> str:
+    """Check base backup `name` against its manifest with ``pg_verifybackup``; return its report."""
+    log.info("### Verifying backup %r", name)
+    # The backup holds no WAL of its own beyond what -X stream put in pg_wal.
+    return run_tool(cluster, ["pg_verifybackup", f"{BACKUPS_PATH}/{name}"], what=f"pg_verifybackup of {name!r}")
+
+
+def restore(
+    cluster: Cluster,
+    name: str,
+    backup: str,
+    target: RecoveryTarget,
+    *,
+    action: TargetAction = "promote",
+    inclusive: bool = True,
+    timeout: float | None = None,
+) -> Node:
+    """Make node `name` from base backup `backup` plus the archive, recovering up to `target`.
+
+    Returns once recovery has reached the target and done `action`: promoted
+    (accepting writes) or paused (read-only, ``pg_wal_replay_resume()``
+    promotes it). If recovery ends without reaching the target (WAL missing from
+    the archive), raises `BackupError` with PostgreSQL's own message, and the
+    node is left stopped for inspection.
+    """
+    if action not in ACTIONS:
+        raise BackupError(f"recovery_target_action {action!r}: one of {', '.join(ACTIONS)}")
+    log.info("### Restoring node %r from backup %r to %s (%s)", name, backup, target.env(), action)
+    node = cluster.add_node(
+        name,
+        from_backup=backup,
+        upstream=None,
+        env={
+            "RECOVERY_TARGET": target.env(),
+            "RECOVERY_TARGET_ACTION": action,
+            "RECOVERY_TARGET_INCLUSIVE": "on" if inclusive else "off",
+        },
+        wait=False,
+    )
+
+    def state() -> str:
+        container = node.container
+        if container.status == "exited":
+            return "exited"
+        try:
+            if not node.is_in_recovery():
+                return "promoted"
+            return "paused" if node.scalar("SELECT pg_is_wal_replay_paused()") else "recovering"
+        except psycopg.OperationalError:
+            return "starting"
+
+    wanted = {"promote": "promoted", "pause": "paused", "shutdown": "exited"}[action]
+    reached = poll_until(
+        state,
+        lambda s: s in (wanted, "exited"),
+        what=f"node {name!r} to recover to {target.env()} and {action}",
+        timeout=timeout,
+        nodes=(node,),
+    )
+    if reached == "exited" and action != "shutdown":
+        raise BackupError(
+            f"restore of {name!r} from {backup!r} to {target.env()} failed: {last_error_line(node.logs(tail=50))}"
+        )
+    return node
+
+
+def dump(
+    cluster: Cluster, name: str, *, source: str = "primary", dbname: str = "postgres", image: str | None = None
+) -> str:
+    """``pg_dump -Fc`` database `dbname` of node `source` into /backups/`name`.dump; return that path.
+
+    The dump runs with the client tools of the server's own image unless
+    `image` says otherwise. A pg_dump that refuses the server (an older major
+    version) raises `BackupError` and leaves no dump behind: an empty dump is
+    never taken for a backup.
+    """
+    cluster.node(source)
+    path = f"{BACKUPS_PATH}/{name}.dump"
+    log.info("### Dumping %s on node %r into %s", dbname, source, path)
+    script = f'pg_dump -h {source} -Fc -f {path} {dbname} || {{ status=$?; rm -f {path}; exit "$status"; }}'
+    run_tool(cluster, ["sh", "-c", script], image=image, what=f"pg_dump of {dbname} on {source}")
+    return path
+
+
+def restore_dump(cluster: Cluster, name: str, *, target: str, dbname: str) -> None:
+    """``pg_restore`` /backups/`name`.dump into a new database `dbname` on node `target`."""
+    cluster.node(target).sql(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(dbname)))
+    log.info("### Restoring %s.dump into %s on node %r", name, dbname, target)
+    run_tool(
+        cluster,
+        ["pg_restore", "-h", target, "-d", dbname, "--exit-on-error", f"{BACKUPS_PATH}/{name}.dump"],
+        what=f"pg_restore of {name} into {dbname} on {target}",
+    )
+
+
+def rebuild(cluster: Cluster, name: str, *, timeout: float | None = None) -> Node:
+    """Wipe standby `name`'s data and make it again with a fresh base backup from its upstream.
+
+    The guard rail against the GitLab.com mistake: refused unless the node is
+    reachable, in recovery, and not the node its own primary_conninfo points
+    at; refused for a node whose data volume cannot be told apart.
+    """
+    node = cluster.node(name)
+    try:
+        in_recovery = node.is_in_recovery()
+        conninfo = str(node.scalar("SHOW primary_conninfo"))
+    except psycopg.Error as e:
+        raise BackupError(
+            f"refusing to rebuild {name!r}: it does not answer ({type(e).__name__}), "
+            "so it cannot be shown to be a standby"
+        ) from None
+    if not in_recovery:
+        raise BackupError(
+            f"refusing to rebuild {name!r}: it is not in recovery (it is a primary); "
+            "wiping it would destroy the only copy of its data"
+        )
+    upstream = conninfo_to_dict(conninfo).get("host") if conninfo else None
+    if not upstream:
+        raise BackupError(f"refusing to rebuild {name!r}: it has no primary_conninfo to take a base backup from")
+    if upstream in (name, node.container.attrs["Config"].get("Hostname")):
+        raise BackupError(f"refusing to rebuild {name!r}: its primary_conninfo points at itself ({upstream})")
+    mounts = [m for m in node.container.attrs.get("Mounts", []) if m.get("Destination") == DATA_MOUNT]
+    if len(mounts) != 1 or mounts[0].get("Type") != "volume":
+        raise ClusterError(f"refusing to rebuild {name!r}: its data is not in one volume at {DATA_MOUNT}")
+    volume = str(mounts[0]["Name"])
+
+    log.info("### Rebuilding node %r from %r (wiping volume %s)", name, upstream, volume)
+    node.stop()
+    container = cluster.docker.containers.run(
+        cluster.image,
+        ["rm", "-rf", f"{DATA_MOUNT}/data"],
+        entrypoint=[],
+        user="postgres",
+        network_mode="none",
+        volumes={volume: {"bind": DATA_MOUNT, "mode": "rw"}},
+        labels={PROJECT_LABEL: cluster.name, MANAGED_LABEL: "true"},
+        detach=True,
+    )
+    try:
+        if container.wait(timeout=120).get("StatusCode") != 0:
+            raise BackupError(f"wiping {volume} failed: {container.logs().decode(errors='replace').strip()}")
+    finally:
+        container.remove(force=True)
+    try:
+        node.start(timeout=timeout)
+    except HarnessError as e:
+        raise BackupError(f"{name!r} did not come back after the rebuild: {e}\n{log_tails((node,))}") from None
+    return node

@@ -1,0 +1,119 @@
+"""Recovery targets and replication lag: the pure logic of point-in-time recovery and lag reports.
+
+A `RecoveryTarget` is validated here, before any container starts, so that a
+malformed LSN or timestamp is one clear error rather than a server that will
+not start.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Literal
+
+from harness.errors import HarnessError
+from harness.lsn import Lsn
+
+TargetKind = Literal["name", "xid", "lsn", "time", "immediate"]
+TargetAction = Literal["promote", "pause", "shutdown"]
+ACTIONS: tuple[TargetAction, ...] = ("promote", "pause", "shutdown")
+
+
+class RecoveryTargetError(HarnessError, ValueError):
+    """A recovery target that PostgreSQL would not accept."""
+
+
+@dataclass(frozen=True)
+class RecoveryTarget:
+    """Where a point-in-time recovery stops: ``recovery_target_name``/``_xid``/``_lsn``/``_time``, or ``immediate``."""
+
+    kind: TargetKind
+    value: str = ""
+
+    @classmethod
+    def name(cls, name: str) -> RecoveryTarget:
+        """A restore point made with ``pg_create_restore_point(name)``."""
+        if not name or len(name) > 63:
+            raise RecoveryTargetError(f"restore point name {name!r}: 1 to 63 characters")
+        return cls("name", name)
+
+    @classmethod
+    def xid(cls, xid: int | str) -> RecoveryTarget:
+        try:
+            value = int(xid)
+        except ValueError:
+            raise RecoveryTargetError(f"not a transaction id: {xid!r} (a positive integer, e.g. 750)") from None
+        if value < 3:
+            raise RecoveryTargetError(f"not a transaction id: {xid!r} (normal xids start at 3)")
+        return cls("xid", str(value))
+
+    @classmethod
+    def lsn(cls, lsn: Lsn | str) -> RecoveryTarget:
+        try:
+            value = lsn if isinstance(lsn, Lsn) else Lsn.parse(lsn)
+        except ValueError as e:
+            raise RecoveryTargetError(str(e)) from None
+        return cls("lsn", str(value))
+
+    @classmethod
+    def time(cls, when: dt.datetime | str) -> RecoveryTarget:
+        """A commit timestamp; it must carry its time zone (the server's may differ from yours)."""
+        if isinstance(when, str):
+            try:
+                when = dt.datetime.fromisoformat(when)
+            except ValueError:
+                raise RecoveryTargetError(
+                    f"not a timestamp: {when!r} (ISO 8601 with a time zone, e.g. 2026-11-25T17:00:00+00:00)"
+                ) from None
+        if when.tzinfo is None:
+            raise RecoveryTargetError(f"timestamp {when.isoformat()} has no time zone: add one, e.g. +00:00")
+        return cls("time", when.isoformat())
+
+    @classmethod
+    def immediate(cls) -> RecoveryTarget:
+        """Stop as soon as the backup is consistent."""
+        return cls("immediate")
+
+    @classmethod
+    def parse(cls, text: str) -> RecoveryTarget:
+        """Parse ``name:N``, ``xid:N``, ``lsn:X/Y``, ``time:TIMESTAMP`` or ``immediate`` (the CLI's form)."""
+        if text == "immediate":
+            return cls.immediate()
+        kind, sep, value = text.partition(":")
+        makers = {"name": cls.name, "xid": cls.xid, "lsn": cls.lsn, "time": cls.time}
+        if not sep or kind not in makers:
+            raise RecoveryTargetError(
+                f"recovery target {text!r}: use name:N, xid:N, lsn:X/Y, time:TIMESTAMP or immediate"
+            )
+        return makers[kind](value)
+
+    def env(self) -> str:
+        """The form the node image takes in RECOVERY_TARGET."""
+        return "immediate" if self.kind == "immediate" else f"{self.kind}:{self.value}"
+
+    def setting(self) -> tuple[str, str]:
+        """The postgresql.conf setting and value this target becomes."""
+        if self.kind == "immediate":
+            return "recovery_target", "immediate"
+        return f"recovery_target_{self.kind}", self.value
+
+
+@dataclass(frozen=True)
+class Lag:
+    """How far a standby is behind its primary."""
+
+    standby: str
+    bytes: int  #: primary's current write LSN minus the standby's replay LSN
+    replay_delay: float | None  #: seconds since the last transaction the standby replayed was committed
+    write_lag: float | None  #: pg_stat_replication.write_lag, in seconds (None when idle)
+    flush_lag: float | None
+    replay_lag: float | None
+
+    def __str__(self) -> str:
+        def secs(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.3f} s"
+
+        return (
+            f"{self.standby}: {self.bytes} bytes behind, last replayed commit {secs(self.replay_delay)} old "
+            f"(write_lag {secs(self.write_lag)}, flush_lag {secs(self.flush_lag)}, replay_lag {secs(self.replay_lag)})"
+        )

@@ -1,0 +1,232 @@
+"""Replication is not backup (the seed's last lesson, and the GitLab.com outage).
+
+A mistaken DELETE reaches every standby at once; only a base backup plus the
+WAL archive brings the rows back. Backups that were never verified, a pg_dump
+of the wrong major version, and a rebuild that wipes the wrong data directory
+are what turned the GitLab.com incident into an outage.
+"""
+
+import psycopg.errors
+import pytest
+
+from harness import WaitTimeout
+from harness.backup import BackupError, dump, restore_dump, run_tool
+from harness.faults import replay_paused
+from harness.image import ImageSpec, ensure_image
+from harness.recovery import RecoveryTarget
+from harness.versions import SUITES
+
+
+@pytest.mark.pitr
+def test_mistaken_delete_replicates_and_the_backup_brings_the_rows_back(cluster):
+    primary, standby = cluster.primary, cluster.standby
+
+    # A base backup, then the seed's table with rows.
+    cluster.backup("nightly")
+    primary.sql("CREATE TABLE hoge (col integer)")
+    primary.sql("INSERT INTO hoge SELECT generate_series(1, 100)")
+    checksum = primary.table_checksum("hoge")
+
+    # A restore point, then the mistake: DELETE without WHERE.
+    primary.sql("SELECT pg_create_restore_point('before-delete')")
+    primary.sql("DELETE FROM hoge")
+
+    # Replication is not backup: the standby has lost the rows too.
+    primary.wait_for_catchup(standby)
+    assert standby.scalar("SELECT count(*) FROM hoge") == 0
+
+    # The archive has the WAL past the restore point.
+    primary.wait_for_archived(primary.switch_wal())
+
+    # A new node from the backup and the archive, recovered to the restore point ...
+    restored = cluster.restore("restored", "nightly", RecoveryTarget.name("before-delete"))
+
+    # ... has every row back, exactly, and accepts writes.
+    assert restored.table_checksum("hoge") == checksum
+    assert not restored.is_in_recovery()
+    restored.sql("INSERT INTO hoge VALUES (101)")
+    assert restored.scalar("SELECT count(*) FROM hoge") == 101
+
+
+def three_transactions(cluster):
+    """Rows 1, 2, 3 committed one transaction each after a base backup; return what marks the second."""
+    primary = cluster.primary
+    primary.sql("CREATE TABLE hoge (col integer)")
+    cluster.backup("base")
+    marks = {}
+    for value in (1, 2, 3):
+        with primary.connect() as conn:
+            with conn.transaction():
+                xid = conn.execute("INSERT INTO hoge VALUES (%s) RETURNING txid_current()", (value,)).fetchone()[0]
+            lsn, now = conn.execute("SELECT pg_current_wal_lsn()::text, clock_timestamp()").fetchone()
+        if value == 2:
+            # The second transaction's xid, the WAL position just after its commit, and a time
+            # after its commit and before the third one's.
+            marks = {"xid": xid, "lsn": lsn, "time": now}
+    primary.wait_for_archived(primary.switch_wal())
+    return marks
+
+
+@pytest.mark.pitr
+@pytest.mark.parametrize(
+    ("kind", "inclusive", "rows"),
+    [
+        ("xid", True, [1, 2]),  # recovery_target_inclusive: stop just after the target transaction
+        ("xid", False, [1]),  # ... or just before it
+        ("lsn", True, [1, 2]),
+        ("time", True, [1, 2]),
+    ],
+)
+def test_recovery_stops_exactly_at_the_target(cluster, kind, inclusive, rows):
+    marks = three_transactions(cluster)
+    target = getattr(RecoveryTarget, kind)(marks[kind])
+
+    # Recover from the backup to the target, then promote.
+    restored = cluster.restore("restored", "base", target, inclusive=inclusive)
+
+    # Exactly the transactions before the target (and the target's own, when inclusive).
+    assert [r[0] for r in restored.sql("SELECT col FROM hoge ORDER BY col")] == rows
+
+
+@pytest.mark.pitr
+def test_recovery_paused_at_the_target_is_read_only_until_resumed(cluster):
+    marks = three_transactions(cluster)
+
+    # Recover to the second transaction and pause there instead of promoting.
+    paused = cluster.restore("paused", "base", RecoveryTarget.xid(marks["xid"]), action="pause")
+
+    # The node shows the data as of the target, and is read-only.
+    assert paused.is_in_recovery()
+    assert paused.sql("SELECT col FROM hoge ORDER BY col") == [(1,), (2,)]
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        paused.sql("INSERT INTO hoge VALUES (4)")
+
+    # Resuming ends recovery at the target: the node is promoted and writes.
+    paused.resume_replay()
+    paused.poll_query_until("SELECT pg_is_in_recovery()", False)
+    paused.sql("INSERT INTO hoge VALUES (4)")
+    assert paused.sql("SELECT col FROM hoge ORDER BY col") == [(1,), (2,), (4,)]
+
+
+@pytest.mark.pitr
+def test_target_beyond_the_archive_fails_loudly(cluster):
+    primary, archive = cluster.primary, cluster.archive
+    primary.sql("CREATE TABLE hoge (col integer)")
+    cluster.backup("base")
+
+    # A restore point in a segment that then goes missing from the archive.
+    primary.sql("INSERT INTO hoge VALUES (1)")
+    segment = primary.switch_wal()
+    primary.sql("SELECT pg_create_restore_point('unreachable')")
+    primary.wait_for_archived(primary.switch_wal())
+
+    # Recovery runs out of WAL before the target: the harness says so, with PostgreSQL's words ...
+    with archive.missing(segment), pytest.raises(BackupError) as excinfo:
+        cluster.restore("restored", "base", RecoveryTarget.name("unreachable"))
+    assert "FATAL" in str(excinfo.value)
+    assert "recovery target" in str(excinfo.value)
+
+    # ... and no node claims success: the restored node is down, not a primary.
+    assert cluster.node("restored").container.status == "exited"
+
+
+@pytest.mark.backup
+def test_verifybackup_passes_a_good_backup_and_fails_a_changed_one(cluster):
+    # A fresh base backup verifies against its manifest.
+    cluster.backup("good")
+    assert "backup successfully verified" in cluster.verify_backup("good")
+
+    # One file changed after the fact, and the same check fails.
+    cluster.backup("tampered")
+    run_tool(cluster, ["sh", "-c", "echo '# changed' >> /backups/tampered/postgresql.conf"])
+    with pytest.raises(BackupError, match="pg_verifybackup of 'tampered' failed"):
+        cluster.verify_backup("tampered")
+
+
+@pytest.mark.backup
+def test_dump_and_restore_round_trip_between_nodes(cluster):
+    primary = cluster.primary
+    primary.sql("CREATE TABLE hoge (col integer, label text)")
+    primary.sql("INSERT INTO hoge SELECT g, md5(g::text) FROM generate_series(1, 1000) g")
+
+    # pg_dump on the primary, with the client tools of the server's own image.
+    dump(cluster, "hoge", source="primary")
+
+    # pg_restore into a fresh database on another writable node.
+    other = cluster.add_node("other")
+    other.promote()
+    restore_dump(cluster, "hoge", target="other", dbname="restored")
+
+    # The table is identical on both.
+    assert other.table_checksum("hoge", dbname="restored") == primary.table_checksum("hoge")
+
+
+@pytest.mark.backup
+def test_pg_dump_of_an_older_major_version_fails_loudly_and_leaves_no_dump(cluster):
+    major = int(cluster.primary.scalar("SHOW server_version_num")) // 10000
+    older = [v for v in SUITES if v < major]
+    if not older:
+        pytest.skip(f"no older major version than {major} to build a pg_dump from")
+
+    # The GitLab.com symptom: a pg_dump older than the server.
+    old_image = ensure_image(ImageSpec(max(older)))
+    with pytest.raises(BackupError, match="server version mismatch"):
+        dump(cluster, "stale", source="primary", image=old_image)
+
+    # The harness leaves no empty dump that could pass for a backup.
+    assert "stale.dump" not in run_tool(cluster, ["ls", "/backups"])
+
+
+@pytest.mark.backup
+def test_rebuild_refuses_the_primary_and_rebuilds_a_standby(cluster):
+    primary, standby = cluster.primary, cluster.standby
+    primary.sql("CREATE TABLE hoge AS SELECT generate_series(1, 1000) AS col")
+    before = primary.table_checksum("hoge")
+
+    # Rebuilding the primary (the GitLab.com mistake) is refused, and its data is untouched.
+    with pytest.raises(BackupError, match="not in recovery"):
+        cluster.rebuild("primary")
+    assert primary.table_checksum("hoge") == before
+
+    # So is rebuilding a standby whose primary_conninfo points at itself.
+    standby.sql("ALTER SYSTEM SET primary_conninfo = 'host=standby user=repli'")
+    standby.sql("SELECT pg_reload_conf()")
+    with pytest.raises(BackupError, match="points at itself"):
+        cluster.rebuild("standby")
+    standby.sql("ALTER SYSTEM RESET primary_conninfo")
+    standby.sql("SELECT pg_reload_conf()")
+
+    # A real standby is wiped, taken again from the primary, and streams.
+    standby.sql("SELECT 1")  # reachable
+    rebuilt = cluster.rebuild("standby")
+    primary.sql("INSERT INTO hoge VALUES (1001)")
+    primary.wait_for_catchup(rebuilt)
+    assert rebuilt.table_checksum("hoge") == primary.table_checksum("hoge")
+    assert rebuilt.scalar("SELECT status FROM pg_stat_wal_receiver") == "streaming"
+
+
+@pytest.mark.backup
+def test_lag_grows_while_replay_is_paused_and_the_bounded_wait_reports_it(cluster):
+    primary, standby = cluster.primary, cluster.standby
+    primary.sql("CREATE TABLE hoge (col integer)")
+    primary.wait_for_catchup(standby)
+
+    with replay_paused(standby):
+        # Writes on the primary while the standby does not replay.
+        primary.sql("INSERT INTO hoge SELECT generate_series(1, 1000)")
+        first = primary.lag(standby)
+        primary.sql("INSERT INTO hoge SELECT generate_series(1, 1000)")
+        second = primary.lag(standby)
+
+        # Lag grows, in bytes and in seconds.
+        assert 0 < first.bytes < second.bytes
+        assert 0 < first.replay_delay < second.replay_delay
+
+        # A bounded wait for the lag to vanish fails, with the figures.
+        with pytest.raises(WaitTimeout) as excinfo:
+            primary.wait_for_lag_below(standby, max_bytes=0, timeout=1)
+        assert excinfo.value.last_seen.bytes >= second.bytes
+
+    # Replay resumed: the lag comes down to zero.
+    lag = primary.wait_for_lag_below(standby, max_bytes=0)
+    assert lag.bytes == 0
