@@ -93,6 +93,11 @@ def run_tool(cluster: Cluster, argv: list[str], *, image: str | None = None, wha
     return str(output)
 
 
+def list_backups(cluster: Cluster) -> list[str]:
+    """The base backups (folders) and dumps (``NAME.dump``) in the cluster's backups volume."""
+    return sorted(run_tool(cluster, ["ls", "-1", BACKUPS_PATH], what="listing the backups").split())
+
+
 def verify_backup(cluster: Cluster, name: str) -> str:
     """Check base backup `name` against its manifest with ``pg_verifybackup``; return its report."""
     log.info("### Verifying backup %r", name)

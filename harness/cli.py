@@ -20,6 +20,7 @@ import click
 from harness.cluster import Cluster, Node
 from harness.errors import HarnessError
 from harness.image import ImageSpec, ensure_image
+from harness.recovery import RecoveryTarget
 from harness.versions import DEFAULT_VERSION, parse_version_arg
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -139,6 +140,120 @@ def down(name: str) -> None:
     """
     Cluster(name, image="unused").destroy()
     click.echo(f"environment {name!r} removed")
+
+
+def name_option(func: F) -> F:
+    return click.option("--name", default=DEFAULT_NAME, show_default=True, help="Environment (compose project) name.")(
+        func
+    )
+
+
+def print_rows(rows: list[tuple[Any, ...]]) -> None:
+    for row in rows:
+        click.echo("\t".join("" if v is None else str(v) for v in row))
+
+
+@main.command()
+@name_option
+@click.argument("node")
+@click.argument("query")
+@clean_errors
+def sql(name: str, node: str, query: str) -> None:
+    """Run one SQL statement on NODE; print its rows, tab-separated.
+
+    Example: harness sql standby "SELECT * FROM hoge"
+    """
+    print_rows(Cluster.attach(name).node(node).sql(query.encode()))
+
+
+@main.command()
+@name_option
+@click.argument("node")
+@clean_errors
+def promote(name: str, node: str) -> None:
+    """Promote standby NODE (pg_promote); return once it accepts writes.
+
+    Example: harness promote standby
+    """
+    target = Cluster.attach(name).node(node)
+    target.promote()
+    click.echo(f"{node} promoted: timeline {target.timeline()}")
+
+
+@main.command()
+@name_option
+@click.argument("backup_name")
+@click.option("--from", "source", default="primary", show_default=True, help="Node to back up.")
+@clean_errors
+def backup(name: str, backup_name: str, source: str) -> None:
+    """Take a base backup (pg_basebackup) of a node now, into the environment's backups volume.
+
+    Example: harness backup nightly
+    """
+    Cluster.attach(name).backup(backup_name, source=source)
+    click.echo(f"backup {backup_name!r} of {source} taken")
+
+
+@main.command()
+@name_option
+@clean_errors
+def backups(name: str) -> None:
+    """List the base backups (and dumps) taken in an environment.
+
+    Example: harness backups
+    """
+    for item in Cluster.attach(name).backups():
+        click.echo(item)
+
+
+@main.command("verify-backup")
+@name_option
+@click.argument("backup_name")
+@clean_errors
+def verify_backup(name: str, backup_name: str) -> None:
+    """Check a base backup against its manifest (pg_verifybackup).
+
+    Example: harness verify-backup nightly
+    """
+    click.echo(Cluster.attach(name).verify_backup(backup_name).strip())
+
+
+@main.command()
+@name_option
+@click.argument("node")
+@click.option("--from-backup", "backup_name", required=True, help="Base backup to start from.")
+@click.option(
+    "--target",
+    "target_text",
+    required=True,
+    metavar="TARGET",
+    help="name:RESTORE_POINT, xid:N, lsn:X/Y, time:TIMESTAMP (with a time zone) or immediate.",
+)
+@click.option("--action", type=click.Choice(["promote", "pause", "shutdown"]), default="promote", show_default=True)
+@click.option("--exclusive", is_flag=True, help="Stop just before the target instead of just after it.")
+@clean_errors
+def restore(name: str, node: str, backup_name: str, target_text: str, action: str, exclusive: bool) -> None:
+    """Point-in-time recovery: a new NODE from a base backup plus the WAL archive, up to a target.
+
+    Example: harness restore restored --from-backup nightly --target name:before-delete
+    """
+    target = RecoveryTarget.parse(target_text)
+    cluster = Cluster.attach(name)
+    restored = cluster.restore(node, backup_name, target, action=action, inclusive=not exclusive)  # type: ignore[arg-type]
+    click.echo(describe(restored))
+
+
+@main.command()
+@name_option
+@click.argument("node")
+@clean_errors
+def rebuild(name: str, node: str) -> None:
+    """Wipe standby NODE and take it again from its upstream (refused for a primary).
+
+    Example: harness rebuild standby
+    """
+    Cluster.attach(name).rebuild(node)
+    click.echo(f"{node} rebuilt and streaming")
 
 
 if __name__ == "__main__":

@@ -513,6 +513,26 @@ class Cluster:
     def __repr__(self) -> str:
         return f"Cluster({self.name!r}, image={self.image!r})"
 
+    @classmethod
+    def attach(cls, name: str) -> Cluster:
+        """The existing environment `name` (from `harness up`, `make up` or a kept test), to operate on."""
+        client = docker_client()
+        found = client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={name}"})
+        if not found:
+            managed = client.containers.list(all=True, filters={"label": f"{MANAGED_LABEL}=true"})
+            names = sorted({c.labels.get(PROJECT_LABEL, "?") for c in managed})
+            raise ClusterError(
+                f"no environment named {name!r} on this engine; environments: {', '.join(names) or 'none'}"
+            )
+        first = next((c for c in found if c.labels.get(SERVICE_LABEL) == "primary"), found[0])
+        env = dict(item.split("=", 1) for item in first.attrs["Config"].get("Env") or [] if "=" in item)
+        return cls(
+            name,
+            image=str(first.attrs["Config"]["Image"]),
+            password=env.get("POSTGRES_PASSWORD"),
+            owner=first.labels.get(OWNER_LABEL),
+        )
+
     @property
     def archive(self) -> Archive:
         """The shared WAL archive: listing, waits, faults."""
@@ -632,6 +652,12 @@ class Cluster:
         self.node(source)  # an unknown source is named as such
         self.compose.run("node", "backup", name, options=["--rm", "-e", f"UPSTREAM_HOST={source}"])
         return name
+
+    def backups(self) -> list[str]:
+        """The base backups and dumps taken in this cluster, by name."""
+        from harness.backup import list_backups
+
+        return list_backups(self)
 
     def verify_backup(self, name: str) -> str:
         """``pg_verifybackup`` on backup `name`; `BackupError` with its complaint if it fails."""

@@ -132,8 +132,9 @@ def test_target_beyond_the_archive_fails_loudly(cluster):
 
 @pytest.mark.backup
 def test_verifybackup_passes_a_good_backup_and_fails_a_changed_one(cluster):
-    # A fresh base backup verifies against its manifest.
+    # A fresh base backup is listed, and verifies against its manifest.
     cluster.backup("good")
+    assert cluster.backups() == ["good"]
     assert "backup successfully verified" in cluster.verify_backup("good")
 
     # One file changed after the fact, and the same check fails.

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from harness.cluster import new_cluster_name
+from harness.wait import poll_until
 
 pytestmark = pytest.mark.cli
 
@@ -138,3 +139,48 @@ def test_image_without_postgresql_is_refused_in_one_line(harness_image):
         assert "no PostgreSQL server binaries in this image" in last
     finally:
         client.images.remove(tag, force=True)
+
+
+def test_replication_is_not_backup_by_hand(environment):
+    # The README's "Replication is not backup" walk-through, through the CLI alone.
+    name = ["--name", environment]
+    up = harness("up", *name, "--primary-port", str(free_port()), "--standby-port", str(free_port()))
+    assert up.returncode == 0, up.stderr
+
+    def ok(*args):
+        result = harness(*args)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    # A base backup, checked; the seed's table; a restore point; the mistaken DELETE.
+    ok("backup", *name, "nightly")
+    assert ok("verify-backup", *name, "nightly") == "backup successfully verified"
+    ok("sql", *name, "primary", "CREATE TABLE hoge AS SELECT generate_series(1, 100) AS col")
+    ok("sql", *name, "primary", "SELECT pg_create_restore_point('before-delete')")
+    ok("sql", *name, "primary", "DELETE FROM hoge")
+
+    # The standby lost the rows as well (once it has replayed the DELETE).
+    poll_until(
+        lambda: harness("sql", *name, "standby", "SELECT count(*) FROM hoge").stdout.strip(),
+        lambda count: count == "0",
+        what="the DELETE to reach the standby",
+    )
+
+    # Archive the WAL past the restore point, then restore a new node to it.
+    walfile = ok("sql", *name, "primary", "SELECT pg_walfile_name(pg_switch_wal())")
+    poll_until(
+        lambda: ok("sql", *name, "primary", "SELECT last_archived_wal FROM pg_stat_archiver"),
+        lambda last: last[:24] >= walfile,
+        what=f"{walfile} to be archived",
+    )
+    restored = ok("restore", *name, "restored", "--from-backup", "nightly", "--target", "name:before-delete")
+    assert restored.split()[:2] == ["restored", "primary"]
+
+    # The rows are back.
+    assert ok("sql", *name, "restored", "SELECT count(*) FROM hoge") == "100"
+
+    # Rebuilding the primary is refused in one line.
+    refused = harness("rebuild", *name, "primary")
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1
+    assert "not in recovery" in refused.stderr
