@@ -10,12 +10,14 @@ PYTHON       ?= python3
 VENV         ?= .venv
 PYTEST_ARGS  ?=
 BENCH_RUNS   ?= 5
+MATRIX_VERSIONS ?= 13 15 17 18
+MATRIX_DIR   ?= test-results/matrix
 export PG_VERSION PG_IMAGE PRIMARY_PORT STANDBY_PORT
 
 BIN     := $(VENV)/bin
 HARNESS := $(BIN)/harness
 
-.PHONY: help venv image up down test unit lint format bench clean
+.PHONY: help venv image up down test test-matrix unit lint format bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -39,6 +41,17 @@ down: venv ## Remove the `make up` environment (its containers, volumes, network
 
 test: image ## Run the whole suite (builds the image first when needed)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-matrix: venv ## Run the suite on each of MATRIX_VERSIONS in turn; table under MATRIX_DIR
+	@rm -rf $(MATRIX_DIR) && mkdir -p $(MATRIX_DIR)
+	@status=0; for v in $(MATRIX_VERSIONS); do \
+	    echo "### PostgreSQL $$v"; \
+	    $(MAKE) --no-print-directory image PG_VERSION=$$v || exit 1; \
+	    $(MAKE) --no-print-directory test PG_VERSION=$$v \
+	        PYTEST_ARGS="$(PYTEST_ARGS) --junitxml=$(MATRIX_DIR)/pg$$v.xml" || status=1; \
+	done; \
+	$(BIN)/python -m harness.matrix $(MATRIX_DIR) || status=1; \
+	exit $$status
 
 unit: venv ## Run the unit tests only (no Docker needed)
 	$(BIN)/pytest -m 'not docker' tests/unit $(PYTEST_ARGS)

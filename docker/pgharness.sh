@@ -3,7 +3,7 @@
 #
 #   pgharness primary [postgres args]   bootstrap a primary (first start) and run postgres
 #   pgharness standby [postgres args]   pg_basebackup from the primary (first start), run postgres
-#   pgharness backup NAME               pg_basebackup from the upstream into /backups/NAME
+#   pgharness backup NAME [OPTIONS]     pg_basebackup from the upstream into /backups/NAME
 #   pgharness health ready|standby      healthcheck (exit 0 = healthy)
 #   pgharness check-image               build step: find the server binaries, put them on PATH
 #   pgharness make-template             build step: initdb a template cluster to copy at start
@@ -43,7 +43,9 @@ find_bindir() {
     if d=$(pg_config --bindir 2>/dev/null) && [ -x "$d/postgres" ]; then
         echo "$d"; return
     fi
-    for d in $(ls -d /usr/lib/postgresql/*/bin /usr/local/pgsql/bin /usr/pgsql-*/bin 2>/dev/null | sort -t/ -k4 -n -r); do
+    # The newest version first (supported versions have two digits: lexical order works).
+    # shellcheck disable=SC2086  # the globs are meant to expand
+    for d in $(ls -d ${PGHARNESS_BIN_GLOBS:-/usr/lib/postgresql/*/bin /usr/local/pgsql/bin /usr/pgsql-*/bin} 2>/dev/null | sort -r); do
         if [ -x "$d/postgres" ]; then echo "$d"; return; fi
     done
 }
@@ -210,6 +212,9 @@ health() {
     esac
 }
 
+# Sourced by the unit tests (PGHARNESS_LIBRARY=1) for its functions alone.
+if [ -n "${PGHARNESS_LIBRARY:-}" ]; then return 0; fi
+
 cmd=${1:-primary}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -221,10 +226,11 @@ standby)
     [ -s "$PGDATA/PG_VERSION" ] || bootstrap_standby
     run_postgres standby "$@" ;;
 backup)
-    [ $# -eq 1 ] || die "usage: pgharness backup NAME"
-    [ ! -e "/backups/$1" ] || die "a backup named '$1' exists already"
-    basebackup "/backups/$1"
-    say "backup $1 written to /backups/$1" ;;
+    [ $# -ge 1 ] || die "usage: pgharness backup NAME [pg_basebackup options]"
+    name=$1; shift
+    [ ! -e "/backups/$name" ] || die "a backup named '$name' exists already"
+    basebackup "/backups/$name" "$@"
+    say "backup $name written to /backups/$name" ;;
 health) health "$@" ;;
 check-image) check_image ;;
 make-template) make_template ;;

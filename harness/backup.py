@@ -20,6 +20,7 @@ from psycopg.conninfo import conninfo_to_dict
 from harness.compose import MANAGED_LABEL, PROJECT_LABEL
 from harness.errors import ClusterError, HarnessError
 from harness.recovery import ACTIONS, RecoveryTarget, TargetAction
+from harness.versions import supports
 from harness.wait import log_tails, poll_until
 
 if TYPE_CHECKING:
@@ -145,7 +146,11 @@ def restore(
         try:
             if not node.is_in_recovery():
                 return "promoted"
-            return "paused" if node.scalar("SELECT pg_is_wal_replay_paused()") else "recovering"
+            if supports("replay_pause_state", node.major):
+                paused = node.scalar("SELECT pg_get_wal_replay_pause_state() = 'paused'")
+            else:
+                paused = node.scalar("SELECT pg_is_wal_replay_paused()")
+            return "paused" if paused else "recovering"
         except psycopg.OperationalError:
             return "starting"
 

@@ -45,6 +45,7 @@ from harness.compose import (
 from harness.errors import ClusterError, HarnessError, PortInUse, UnknownNode
 from harness.lsn import Lsn, previous_walfile
 from harness.recovery import Lag, RecoveryTarget, TargetAction
+from harness.versions import major_from_version_num
 from harness.wait import log_tails, poll_until
 
 if TYPE_CHECKING:
@@ -184,6 +185,11 @@ class Node:
         """The first column of the first row of `query` (None when there is no row)."""
         rows = self.sql(query, params, dbname=dbname)
         return rows[0][0] if rows else None
+
+    @property
+    def major(self) -> int:
+        """The server's major version (from ``server_version_num``)."""
+        return major_from_version_num(int(self.scalar("SHOW server_version_num")))
 
     def is_in_recovery(self) -> bool:
         return bool(self.scalar("SELECT pg_is_in_recovery()"))
@@ -646,11 +652,17 @@ class Cluster:
 
     # --- nodes added at run time -------------------------------------------------
 
-    def backup(self, name: str, *, source: str = "primary") -> str:
-        """Take a base backup of `source` now (pg_basebackup) into the backups volume as `name`."""
+    def backup(self, name: str, *, source: str = "primary", incremental_from: str | None = None) -> str:
+        """Take a base backup of `source` now (pg_basebackup, with a manifest) into the backups volume as `name`.
+
+        With `incremental_from` (PostgreSQL 17+, ``summarize_wal = on``), an
+        incremental backup on top of that earlier backup; ``pg_combinebackup``
+        makes a full one out of the chain.
+        """
         log.info("### Taking backup %r of node %r", name, source)
         self.node(source)  # an unknown source is named as such
-        self.compose.run("node", "backup", name, options=["--rm", "-e", f"UPSTREAM_HOST={source}"])
+        extra = [f"--incremental=/backups/{incremental_from}/backup_manifest"] if incremental_from else []
+        self.compose.run("node", "backup", name, *extra, options=["--rm", "-e", f"UPSTREAM_HOST={source}"])
         return name
 
     def backups(self) -> list[str]:

@@ -31,7 +31,7 @@ import pytest
 from harness.cluster import Cluster
 from harness.errors import HarnessError
 from harness.image import ImageSpec, ensure_image, image_exists, server_version
-from harness.versions import DEFAULT_VERSION, parse_version_arg
+from harness.versions import DEFAULT_VERSION, parse_postgres_v, parse_version_arg, version_matches
 
 log = logging.getLogger("harness")
 
@@ -46,6 +46,7 @@ MARKERS = {
     "lifecycle": "clusters are removed after failed start-up, failed tests and Ctrl-C",
     "cli": "the harness command line (harness up / down / image), as make up and make down run it",
     "docker": "needs a Docker engine (set on every test that uses a cluster)",
+    "pg(spec)": "run only on PostgreSQL versions matching spec, e.g. pg('>=17') or pg('>=13,<16'); others skip",
 }
 
 _reports = pytest.StashKey[dict[str, pytest.TestReport]]()
@@ -155,6 +156,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if cluster_fixtures & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.docker)
+        for mark in item.iter_markers("pg"):
+            if len(mark.args) != 1 or not isinstance(mark.args[0], str):
+                raise pytest.UsageError(f"{item.nodeid}: use @pytest.mark.pg('>=17'), not {mark}")
+            version_matches(mark.args[0], 17)  # a malformed spec fails the collection, not the test
 
 
 def failed_in(node: pytest.Item) -> bool:
@@ -171,6 +176,24 @@ def evidence_path(settings: Settings, node: pytest.Item, cluster: Cluster) -> Pa
 @pytest.fixture(scope="session")
 def harness_settings(pytestconfig: pytest.Config) -> Settings:
     return Settings.from_config(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def pg_major(harness_image: str) -> int:
+    """The major version of the server under test, read from the image's own ``postgres -V``."""
+    return parse_postgres_v(server_version(harness_image))
+
+
+@pytest.fixture(autouse=True)
+def _pg_version_gate(request: pytest.FixtureRequest) -> None:
+    """Skip a test marked ``pg(spec)`` on a server version outside spec, saying why."""
+    specs = [str(mark.args[0]) for mark in request.node.iter_markers("pg")]
+    if not specs:
+        return
+    major: int = request.getfixturevalue("pg_major")
+    for spec in specs:
+        if not version_matches(spec, major):
+            pytest.skip(f"needs PostgreSQL {spec}; this run has PostgreSQL {major}")
 
 
 @pytest.fixture(scope="session")

@@ -140,3 +140,45 @@ def modernize(setting: str, value: str, major: int) -> Modernized:
 #: pg_basebackup options of the seed and what replaced them in PostgreSQL 10
 #: (--xlog fetched the WAL at the end; streaming it alongside is the default now).
 BASEBACKUP_OPTIONS = {"--xlog": "--wal-method=stream", "-x": "--wal-method=stream", "--xlog-method": "--wal-method"}
+
+
+#: Replication features the harness uses or tests, by the major version that brought them.
+FEATURES: dict[str, int] = {
+    "wal_keep_size": 13,  # wal_keep_segments renamed, in MB
+    "max_slot_wal_keep_size": 13,  # slots invalidated past a WAL size ('lost')
+    "pg_verifybackup": 13,  # backup manifests
+    "replay_pause_state": 14,  # pg_get_wal_replay_pause_state(): 'pause requested' vs 'paused'
+    "restore_command_reload": 15,  # restore_command changes on reload, not restart
+    "incremental_backup": 17,  # summarize_wal, pg_basebackup --incremental, pg_combinebackup
+    "idle_replication_slot_timeout": 18,  # idle slots invalidated at checkpoint
+}
+
+
+def supports(feature: str, major: int) -> bool:
+    """Whether PostgreSQL `major` has `feature` (a key of `FEATURES`)."""
+    try:
+        return major >= FEATURES[feature]
+    except KeyError:
+        raise KeyError(f"unknown feature {feature!r}; known: {', '.join(FEATURES)}") from None
+
+
+_SPEC_RE = re.compile(r"^\s*(>=|<=|==|!=|>|<)?\s*(\d+)\s*$")
+
+
+def version_matches(spec: str, major: int) -> bool:
+    """Whether `major` satisfies `spec`: comparisons joined by commas (``">=15"``, ``">=13,<17"``, ``"17"``)."""
+    ok = True
+    for part in spec.split(","):
+        m = _SPEC_RE.match(part)
+        if not m:
+            raise ValueError(f"version spec {spec!r}: use comparisons such as '>=17' or '>=13,<16'")
+        op, number = m.group(1) or "==", int(m.group(2))
+        ok &= {
+            ">=": major >= number,
+            "<=": major <= number,
+            "==": major == number,
+            "!=": major != number,
+            ">": major > number,
+            "<": major < number,
+        }[op]
+    return ok

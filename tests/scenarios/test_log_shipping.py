@@ -7,6 +7,7 @@ back to it, do without it through a slot, and break it on purpose.
 
 import psycopg.errors
 import pytest
+from helpers import generate_segments, notice_lost_standbys_fast, pg_wal_files
 
 from harness.faults import cut_off
 from harness.lsn import Lsn, segment_start
@@ -43,25 +44,6 @@ def test_archive_only_standby_sees_rows_only_once_the_segment_is_archived(cluste
     assert standby.sql("SELECT * FROM pg_stat_wal_receiver") == []
     assert primary.sql("SELECT * FROM pg_stat_replication") == []
     assert f'restored log file "{segment}" from archive' in standby.logs()
-
-
-def generate_segments(primary, table, count):
-    """Write rows into `table` and close `count` WAL segments; return the last segment closed."""
-    for _ in range(count):
-        primary.sql(f"INSERT INTO {table} SELECT g FROM generate_series(1, 1000) g")
-        segment = primary.switch_wal()
-    primary.wait_for_archived(segment)
-    return segment
-
-
-def notice_lost_standbys_fast(primary):
-    """Let the primary drop a silent standby's connection after 2 s instead of wal_sender_timeout's 60 s."""
-    primary.sql("ALTER SYSTEM SET wal_sender_timeout = '2s'")
-    primary.sql("SELECT pg_reload_conf()")
-
-
-def pg_wal_files(node):
-    return {name for (name,) in node.sql("SELECT name FROM pg_ls_waldir()")}
 
 
 def test_cut_off_standby_catches_up_from_the_archive_then_streams_again(cluster):

@@ -9,6 +9,8 @@ from harness.versions import (
     parse_postgres_v,
     parse_version_arg,
     suite_for,
+    supports,
+    version_matches,
 )
 
 
@@ -97,3 +99,35 @@ def test_modernize_refuses_unsupported_versions_and_unknown_settings():
 
 def test_seed_xlog_option():
     assert BASEBACKUP_OPTIONS["--xlog"] == "--wal-method=stream"
+
+
+@pytest.mark.parametrize(
+    ("spec", "major", "expected"),
+    [
+        (">=17", 17, True),
+        (">=17", 15, False),
+        ("<16", 15, True),
+        (">=13,<17", 17, False),
+        (">=13,<17", 13, True),
+        ("15", 15, True),
+        ("!=15", 15, False),
+        (" > 17 ", 18, True),
+    ],
+)
+def test_version_specs(spec, major, expected):
+    assert version_matches(spec, major) is expected
+
+
+@pytest.mark.parametrize("spec", ["", ">=", "~17", ">=17.2", "latest"])
+def test_malformed_version_specs(spec):
+    with pytest.raises(ValueError, match="version spec"):
+        version_matches(spec, 17)
+
+
+def test_features_by_version():
+    assert supports("incremental_backup", 17)
+    assert not supports("incremental_backup", 16)
+    assert supports("idle_replication_slot_timeout", 18)
+    assert not supports("replay_pause_state", 13)
+    with pytest.raises(KeyError, match="unknown feature"):
+        supports("time_travel", 18)

@@ -1,0 +1,94 @@
+"""Behaviour that came with a given PostgreSQL version; each test says which with @pytest.mark.pg."""
+
+import pytest
+from helpers import generate_segments, notice_lost_standbys_fast, pg_wal_files, set_and_reload
+
+from harness.backup import run_tool
+from harness.faults import cut_off
+from harness.wait import poll_until
+
+
+@pytest.mark.pg(">=17")
+@pytest.mark.backup
+def test_incremental_backup_combined_into_a_working_standby(cluster):
+    primary = cluster.primary
+
+    # Incremental backups are made from WAL summaries.
+    set_and_reload(primary, "summarize_wal", "on")
+    primary.sql("CREATE TABLE hoge AS SELECT generate_series(1, 1000) AS col")
+
+    # A full backup, more writes, then an incremental backup on top of the full one.
+    cluster.backup("full")
+    primary.sql("INSERT INTO hoge SELECT generate_series(1001, 2000)")
+    cluster.backup("incr", incremental_from="full")
+
+    # pg_combinebackup makes a full backup out of the chain.
+    run_tool(cluster, ["pg_combinebackup", "/backups/full", "/backups/incr", "--output", "/backups/combined"])
+
+    # A standby started from the combined backup streams from the primary ...
+    standby = cluster.add_node("combined", from_backup="combined")
+    primary.sql("INSERT INTO hoge SELECT generate_series(2001, 3000)")
+    primary.wait_for_catchup(standby)
+
+    # ... and holds exactly the primary's rows.
+    assert standby.table_checksum("hoge") == primary.table_checksum("hoge")
+    assert standby.scalar("SELECT count(*) FROM hoge") == 3000
+
+
+@pytest.mark.pg(">=13")
+@pytest.mark.streaming
+def test_wal_keep_size_is_what_lets_a_cut_off_standby_stream_again(cluster):
+    primary = cluster.primary
+    notice_lost_standbys_fast(primary)
+    primary.sql("CREATE TABLE hoge (col integer)")
+
+    # A standby with neither a slot nor the archive: only wal_keep_size keeps its WAL.
+    standby = cluster.add_node("bare", restore=False)
+    assert standby.scalar("SHOW restore_command") == ""
+
+    # With wal_keep_size = 256MB, four segments written while it is away stay in pg_wal ...
+    set_and_reload(primary, "wal_keep_size", "256MB")
+    needed = cluster.archive.walfile_for(standby.lsn("replay"))
+    with cut_off(standby):
+        primary.poll_query_until("SELECT count(*) FROM pg_stat_replication WHERE application_name = 'bare'", 0)
+        generate_segments(primary, "hoge", 4)
+        primary.sql("CHECKPOINT")
+        assert needed in pg_wal_files(primary)
+        target = primary.lsn("write")
+
+    # ... so it catches up by streaming.
+    primary.wait_for_catchup(standby, "replay", target)
+
+    # With wal_keep_size = 0, the same outage leaves it stranded: its WAL is recycled.
+    set_and_reload(primary, "wal_keep_size", "0")
+    needed = cluster.archive.walfile_for(standby.lsn("replay"))
+    with cut_off(standby):
+        primary.poll_query_until("SELECT count(*) FROM pg_stat_replication WHERE application_name = 'bare'", 0)
+        generate_segments(primary, "hoge", 4)
+        primary.sql("CHECKPOINT")
+        primary.sql("CHECKPOINT")
+        assert needed not in pg_wal_files(primary)
+    standby.poll_log_until("has already been removed")
+
+
+@pytest.mark.pg(">=18")
+@pytest.mark.slots
+def test_idle_replication_slot_timeout_invalidates_idle_slots_only(cluster_factory):
+    cluster = cluster_factory(topology="slot")
+    primary = cluster.primary
+
+    # A slot nobody uses, reserving WAL, next to the slot standby's active one.
+    primary.sql("SELECT pg_create_physical_replication_slot('idle', true)")
+    set_and_reload(primary, "idle_replication_slot_timeout", "1s")
+
+    # Checkpoints invalidate a slot idle for longer than the timeout (PostgreSQL 18).
+    def checkpoint_then_reason():
+        primary.sql("CHECKPOINT")
+        return primary.scalar("SELECT invalidation_reason FROM pg_replication_slots WHERE slot_name = 'idle'")
+
+    reason = poll_until(checkpoint_then_reason, lambda r: r is not None, what="the idle slot to be invalidated")
+    assert reason == "idle_timeout"
+
+    # The standby's slot is in use, so it stays valid.
+    row = primary.sql("SELECT active, invalidation_reason FROM pg_replication_slots WHERE slot_name = 'slot_standby'")
+    assert row == [(True, None)]
