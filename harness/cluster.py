@@ -229,15 +229,27 @@ class Node:
             nodes=(self,),
         )
 
-    def poll_log_until(self, text: str, *, tail: int = 1000, timeout: float | None = None) -> None:
-        """Wait until `text` appears in the node's recent log (for facts only the log states)."""
-        poll_until(
-            lambda: self.logs(tail=tail),
-            lambda log_text: text in log_text,
-            what=f"{text!r} in the log of node {self.name!r}",
+    def poll_log_until(self, *texts: str, tail: int = 1000, timeout: float | None = None) -> str:
+        """Wait until one of `texts` appears in the node's recent log; return the one found.
+
+        For facts only the log states. Wording differs between server versions:
+        pass each version's wording.
+        """
+
+        def probe() -> tuple[str | None, str]:
+            log_text = self.logs(tail=tail)
+            found = next((text for text in texts if text in log_text), None)
+            return found, (log_text.strip().splitlines() or [""])[-1]
+
+        found, _ = poll_until(
+            probe,
+            lambda result: result[0] is not None,
+            what=f"{' or '.join(map(repr, texts))} in the log of node {self.name!r}",
             timeout=timeout,
             nodes=(self,),
         )
+        assert found is not None
+        return found
 
     # --- replication ---------------------------------------------------
 

@@ -51,7 +51,10 @@ class WaitTimeout(HarnessError, TimeoutError):
         self.timeout = timeout
         self.last_seen = last_seen
         self.log_tail = log_tail
-        message = f"timed out after {timeout:.1f} s waiting for {what}; last seen: {last_seen!r}"
+        seen = repr(last_seen)
+        if len(seen) > 500:
+            seen = seen[:240] + " ... " + seen[-240:]
+        message = f"timed out after {timeout:.1f} s waiting for {what}; last seen: {seen}"
         if log_tail:
             message += "\n" + log_tail
         super().__init__(message)

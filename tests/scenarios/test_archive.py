@@ -19,10 +19,10 @@ def test_switched_segment_lands_in_the_shared_archive(shared_cluster):
     # The standby, through its read-only mount of the archive, sees the segment.
     assert segment in standby.list_archive()
 
-    # pg_stat_archiver counted it, and nothing failed.
-    archived_count, failed_count = primary.sql("SELECT archived_count, failed_count FROM pg_stat_archiver")[0]
-    assert archived_count > archived_before
-    assert failed_count == 0
+    # pg_stat_archiver counts it (before PostgreSQL 15 the count arrives through the
+    # statistics collector, a moment later), and nothing failed.
+    primary.poll_query_until(f"SELECT archived_count > {archived_before} FROM pg_stat_archiver", True)
+    assert primary.scalar("SELECT failed_count FROM pg_stat_archiver") == 0
 
 
 def test_standby_cannot_write_to_the_archive(shared_cluster):

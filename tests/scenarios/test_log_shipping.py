@@ -129,8 +129,9 @@ def test_slot_keeps_wal_for_a_cut_off_standby_until_max_slot_wal_keep_size(clust
         primary.wait_for_archived(primary.switch_wal())
 
     # Streaming alone can no longer bring the standby up to date: the primary
-    # refuses the WAL it asks for (the log is the only place that says so).
-    standby.poll_log_until("has already been removed")
+    # refuses the slot or the WAL it asks for (only the log says so, in each
+    # version's words).
+    standby.poll_log_until("has already been removed", "can no longer access replication slot")
     assert standby.lsn("replay") < target
 
     # With restore_command, it gets the missing WAL from the archive.
