@@ -62,12 +62,19 @@ def ensure_backups_volume(cluster: Cluster) -> str:
     return name
 
 
-def run_tool(cluster: Cluster, argv: list[str], *, image: str | None = None, what: str | None = None) -> str:
+def run_tool(
+    cluster: Cluster,
+    argv: list[str],
+    *,
+    image: str | None = None,
+    what: str | None = None,
+    volumes: dict[str, str] | None = None,
+) -> str:
     """Run a client tool in a throwaway container on the cluster's network; return its output.
 
     The container uses `image` (default: the cluster's node image, hence the
-    server's major version), mounts the backups volume at /backups, reaches the
-    nodes by name, and is removed afterwards. A non-zero exit raises
+    server's major version), mounts the backups volume at /backups (and any
+    `volumes`, name to path), reaches the nodes by name, and is removed afterwards. A non-zero exit raises
     `BackupError` with the tool's own error line.
     """
     client = cluster.docker
@@ -80,7 +87,10 @@ def run_tool(cluster: Cluster, argv: list[str], *, image: str | None = None, wha
         environment={"PGPASSWORD": cluster.password, "PGUSER": "postgres"},
         network=f"{cluster.name}_replication",
         dns=["127.0.0.1"],
-        volumes={ensure_backups_volume(cluster): {"bind": BACKUPS_PATH, "mode": "rw"}},
+        volumes={
+            ensure_backups_volume(cluster): {"bind": BACKUPS_PATH, "mode": "rw"},
+            **{name: {"bind": path, "mode": "rw"} for name, path in (volumes or {}).items()},
+        },
         labels=labels,
         detach=True,
     )

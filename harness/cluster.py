@@ -295,6 +295,24 @@ class Node:
         )
         return target
 
+    def set_synchronous(self, standby_names: str, *, commit: str = "on", timeout: float | None = None) -> None:
+        """Make commits on this primary wait for standbys: ``synchronous_standby_names`` and ``synchronous_commit``.
+
+        `standby_names` is PostgreSQL's syntax (``'FIRST 1 (standby)'``, ``'ANY 1 (standby, standby2)'``; ``''``
+        for none); `commit` is ``on``, ``remote_write``, ``remote_apply``, ``local`` or ``off``. Returns once
+        pg_stat_replication shows a synchronous (or quorum) standby, when any is named.
+        """
+        log.info("### Synchronous replication on %r: %r, synchronous_commit = %s", self.name, standby_names, commit)
+        for setting, value in (("synchronous_standby_names", standby_names), ("synchronous_commit", commit)):
+            self.sql(pgsql.SQL("ALTER SYSTEM SET {} = {}").format(pgsql.Identifier(setting), pgsql.Literal(value)))
+        self.sql("SELECT pg_reload_conf()")
+        if standby_names:
+            self.poll_query_until(
+                "SELECT count(*) > 0 FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')",
+                True,
+                timeout=timeout,
+            )
+
     def lag(self, standby: Node | str) -> Lag:
         """How far `standby` is behind this node, in bytes and in seconds (see `Lag`)."""
         name = standby.name if isinstance(standby, Node) else standby
@@ -446,6 +464,25 @@ class Node:
                 f"node {self.name!r} did not stop ({mode}) within {timeout} s: {e}\n{log_tails((self,))}"
             ) from None
 
+    def pause(self) -> None:
+        """Freeze the node's container (docker pause): a hung server whose TCP connections stay open."""
+        log.info("### Pausing node %r", self.name)
+        self.container.pause()
+
+    def unpause(self) -> None:
+        log.info("### Unpausing node %r", self.name)
+        self.container.unpause()
+
+    def is_responsive(self, timeout: int = 2) -> bool:
+        """Whether the node answers ``SELECT 1`` within `timeout` seconds (a hung node does not)."""
+        try:
+            with self.connect(connect_timeout=timeout) as conn:
+                conn.execute(pgsql.SQL("SET statement_timeout = {}").format(pgsql.Literal(f"{timeout}s")))
+                conn.execute("SELECT 1")
+        except (psycopg.OperationalError, ClusterError):
+            return False
+        return True
+
     def kill(self) -> None:
         """SIGKILL the node's container: a crash, no shutdown checkpoint."""
         log.info("### Killing node %r", self.name)
@@ -483,7 +520,9 @@ class Cluster:
     """One compose project: a primary, its standbys and the shared WAL archive.
 
     `topology` names the services to start (see `TOPOLOGIES`; `services`
-    lists them instead). `ports` maps service names to fixed host ports; services not named there
+    lists them instead); `standbys` sets how many streaming standbys the
+    ``streaming`` topology has (``standby``, then ``standby2``, ...).
+    `ports` maps service names to fixed host ports; services not named there
     (the default) get ephemeral ports, so clusters live side by side. `env`
     sets more of compose.yaml's variables (``PG_FSYNC``, ``BASEBACKUP_TIMEOUT``,
     ``STANDBY_UPSTREAM``, ...). `start()`
@@ -500,6 +539,7 @@ class Cluster:
         password: str | None = None,
         owner: str | None = None,
         topology: str = "streaming",
+        standbys: int = 1,
         services: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         start_timeout: float = 120.0,
@@ -509,10 +549,14 @@ class Cluster:
         self.image = image
         self.ports = dict(ports or {})
         self.password = password or os.environ.get("POSTGRES_PASSWORD") or "postgres"
+        self.replication_user = os.environ.get("REPLICATION_USER") or "repli"
+        self.replication_password = os.environ.get("REPLICATION_PASSWORD") or "repli"
         self.keep = keep
         variables = {
             "HARNESS_IMAGE": image,
             "POSTGRES_PASSWORD": self.password,
+            "REPLICATION_USER": self.replication_user,
+            "REPLICATION_PASSWORD": self.replication_password,
             "PGHARNESS_OWNER": owner or f"pid-{os.getpid()}",
             # Empty means "an ephemeral port" in compose.yaml's ${PRIMARY_PORT-5433}.
             "PRIMARY_PORT": "",
@@ -523,7 +567,13 @@ class Cluster:
         self.compose = ComposeProject.for_cluster(self.name, variables, wait_timeout=start_timeout)
         if not services and topology not in TOPOLOGIES:
             raise ClusterError(f"unknown topology {topology!r}; the topologies: {', '.join(TOPOLOGIES)}")
+        if standbys < 0 or (standbys != 1 and topology != "streaming"):
+            raise ClusterError(f"standbys={standbys}: a streaming topology has 0 or more standbys")
         self.compose.services = list(services or TOPOLOGIES[topology])
+        if standbys == 0:
+            self.compose.services = ["primary"]
+        #: Streaming standbys beyond the first, added once the cluster is up: standby2, standby3, ...
+        self.extra_standbys = [f"standby{i}" for i in range(2, standbys + 1)]
         self.owner = variables["PGHARNESS_OWNER"]
         self._client = docker_client()
         self._nodes: dict[str, Node] = {}
@@ -580,6 +630,8 @@ class Cluster:
         _live.add(self)
         try:
             self.compose.start()
+            for name in self.extra_standbys:
+                self.add_node(name)
         except BaseException as e:
             evidence = self.describe_failure() if isinstance(e, HarnessError) else ""
             self.destroy()

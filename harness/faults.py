@@ -12,13 +12,21 @@ from contextlib import contextmanager
 
 from docker.models.networks import Network
 
-from harness.cluster import Node
+from harness.cluster import Cluster, Node
 from harness.errors import ClusterError
 
 log = logging.getLogger("harness")
 
 #: The compose network that carries node-to-node traffic (compose.yaml).
 REPLICATION_NETWORK = "replication"
+
+
+def access_network(node: Node) -> Network | None:
+    """The network that carries `node`'s published port (``<project>_<service>-access``), if it has one."""
+    for name in node.container.attrs["NetworkSettings"]["Networks"] or {}:
+        if name.endswith("-access"):
+            return node.cluster.docker.networks.get(name)
+    return None
 
 
 def replication_network(node: Node) -> Network:
@@ -57,6 +65,59 @@ def cut_off(node: Node) -> Iterator[Node]:
         yield node
     finally:
         reconnect(node)
+
+
+def partition(node: Node, *, clients: bool = False) -> None:
+    """Cut `node` off from every other node and, with `clients`, from the host too (its published port)."""
+    disconnect(node)
+    if clients:
+        network = access_network(node)
+        if network is not None:
+            log.info("### Cutting node %r off from its clients", node.name)
+            node.container.reload()
+            _access_networks[(node.cluster.name, node.name)] = str(network.name)
+            network.disconnect(node.container)
+
+
+def heal(node: Node) -> None:
+    """Undo `partition` / `disconnect` for `node`: back on the replication network and its own port."""
+    reconnect(node)
+    key = (node.cluster.name, node.name)
+    if key in _access_networks:
+        log.info("### Reconnecting node %r to its clients", node.name)
+        node.cluster.docker.networks.get(_access_networks.pop(key)).connect(node.container)
+
+
+def heal_all(cluster: Cluster) -> None:
+    """Heal every node of `cluster` that is running (a partition may cover several)."""
+    for node in cluster.nodes:
+        if node.container.status in ("running", "paused"):
+            heal(node)
+
+
+@contextmanager
+def partitioned(node: Node, *, clients: bool = False) -> Iterator[Node]:
+    """`partition` for the block; healed afterwards, whatever happens."""
+    partition(node, clients=clients)
+    try:
+        yield node
+    finally:
+        heal(node)
+
+
+@contextmanager
+def paused(node: Node) -> Iterator[Node]:
+    """Freeze `node`'s container for the block (a hung server: TCP stays open, nothing answers)."""
+    node.pause()
+    try:
+        yield node
+    finally:
+        if node.container.status == "paused":
+            node.unpause()
+
+
+# Access networks taken from nodes by `partition`, to give back in `heal`.
+_access_networks: dict[tuple[str, str], str] = {}
 
 
 @contextmanager

@@ -1,0 +1,155 @@
+"""Failover is the operator's move (section 26.3 of the seed): the harness plays the operator.
+
+PostgreSQL detects no failure and tells no standby. These helpers do what an
+operator (or Patroni) does, one explicit step at a time: tell whether a node
+answers, fence a failed primary, choose the most advanced standby, promote
+it, re-point the other standbys, and rewind the old primary into a standby of
+the new one. `assert_single_primary` catches split brain.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from collections.abc import Iterable, Sequence
+
+import psycopg
+from psycopg import sql as pgsql
+
+from harness.backup import BackupError, run_tool
+from harness.cluster import HOST, Cluster, Node
+from harness.errors import ClusterError, HarnessError
+from harness.lsn import Lsn
+from harness.wait import poll_until
+
+log = logging.getLogger("harness")
+
+
+class SplitBrain(HarnessError, AssertionError):
+    """More than one node accepts writes."""
+
+
+def writable_nodes(cluster: Cluster, *, timeout: int = 2) -> list[tuple[Node, int]]:
+    """The running nodes that answer and are not in recovery, with the timeline each writes on."""
+    found = []
+    for node in cluster.nodes:
+        if node.container.status != "running" or not node.is_responsive(timeout):
+            continue
+        try:
+            if not node.is_in_recovery():
+                found.append((node, node.timeline()))
+        except psycopg.OperationalError:
+            continue
+    return found
+
+
+def assert_single_primary(cluster: Cluster) -> Node:
+    """Exactly one node accepts writes; return it. Two or more is split brain."""
+    writable = writable_nodes(cluster)
+    if len(writable) == 1:
+        return writable[0][0]
+    if not writable:
+        raise ClusterError(f"cluster {cluster.name!r} has no primary: no running node is out of recovery")
+    described = ", ".join(f"{node.name} (timeline {tli})" for node, tli in writable)
+    diverged = " on diverged timelines" if len({tli for _, tli in writable}) > 1 else ""
+    raise SplitBrain(f"split brain in cluster {cluster.name!r}: {len(writable)} writable nodes{diverged}: {described}")
+
+
+def fence(node: Node) -> None:
+    """Make sure a failed primary can accept no more writes: kill its container (paused or not)."""
+    log.info("### Fencing node %r", node.name)
+    container = node.container
+    if container.status in ("running", "paused"):
+        container.kill()
+        container.wait(timeout=30)
+
+
+def position(node: Node) -> Lsn:
+    """How far a standby has got: the larger of its received and replayed LSNs."""
+    received, replayed = node.lsn("receive"), node.lsn("replay")
+    candidates = [lsn for lsn in (received, replayed) if lsn is not None]
+    return max(candidates) if candidates else Lsn(0)
+
+
+def choose_new_primary(standbys: Iterable[Node]) -> Node:
+    """The most advanced of `standbys` (by received, then replayed WAL): the one that lost least."""
+    ranked = sorted(standbys, key=position, reverse=True)
+    if not ranked:
+        raise ClusterError("no standby to promote")
+    log.info("### Candidates: %s", ", ".join(f"{n.name} at {position(n)}" for n in ranked))
+    return ranked[0]
+
+
+def repoint(standby: Node, upstream: Node) -> None:
+    """Make `standby` stream from `upstream` (primary_conninfo, reloaded; PostgreSQL 13+ needs no restart)."""
+    log.info("### Re-pointing node %r to %r", standby.name, upstream.name)
+    standby.sql(
+        pgsql.SQL("ALTER SYSTEM SET primary_conninfo = {}").format(
+            pgsql.Literal(conninfo(standby.cluster, upstream.name, standby.name))
+        )
+    )
+    standby.sql("SELECT pg_reload_conf()")
+
+
+def conninfo(cluster: Cluster, upstream: str, application_name: str) -> str:
+    """primary_conninfo for a standby of `upstream` (a node name on the cluster's network)."""
+    return (
+        f"host={upstream} port=5432 user={cluster.replication_user} password={cluster.replication_password} "
+        f"application_name={application_name}"
+    )
+
+
+def multi_host_dsn(nodes: Sequence[Node], *, target_session_attrs: str = "read-write", connect_timeout: int = 2) -> str:
+    """A libpq multi-host connection string over `nodes`: clients find the primary without reconfiguration."""
+    hosts = ",".join(HOST for _ in nodes)
+    ports = ",".join(str(node.port) for node in nodes)
+    password = nodes[0].cluster.password
+    return (
+        f"host={hosts} port={ports} dbname=postgres user=postgres password={password} "
+        f"target_session_attrs={target_session_attrs} connect_timeout={connect_timeout}"
+    )
+
+
+def rejoin(cluster: Cluster, name: str, upstream: str, *, timeout: float | None = None) -> Node:
+    """Bring failed primary `name` back as a standby of `upstream` with pg_rewind.
+
+    Stops the node, rewinds its data directory to where it diverged from
+    `upstream` (the transactions only it had are gone), points it at
+    `upstream` (primary_conninfo in postgresql.auto.conf, standby.signal) and
+    starts it; returns once it streams on `upstream`'s timeline.
+    """
+    node, source = cluster.node(name), cluster.node(upstream)
+    if node.container.status == "running":
+        node.stop()
+    volume = next(
+        str(m["Name"]) for m in node.container.attrs.get("Mounts", []) if m.get("Destination") == "/var/lib/pgharness"
+    )
+    log.info("### Rewinding node %r against %r", name, upstream)
+    data = "/var/lib/pgharness/data"
+    settings = f"primary_conninfo = '{conninfo(cluster, upstream, name)}'\nrestore_command = 'cp /archive/%f %p'\n"
+    # The node is down; a crashed one leaves postmaster.pid naming PID 1, which in the
+    # tool's container is alive: remove it, or pg_rewind's crash recovery refuses to start.
+    script = (
+        f"rm -f {data}/postmaster.pid && pg_rewind --target-pgdata={data} "
+        f"--source-server={shlex.quote(f'host={upstream} user=postgres dbname=postgres password={cluster.password}')} "
+        f"&& printf %s {shlex.quote(settings)} >> {data}/postgresql.auto.conf && touch {data}/standby.signal"
+    )
+    run_tool(cluster, ["sh", "-c", script], volumes={volume: "/var/lib/pgharness"}, what=f"pg_rewind of {name}")
+    node.start(wait=False)
+    try:
+        node.poll_query_until("SELECT status FROM pg_stat_wal_receiver", "streaming", timeout=timeout)
+    except HarnessError as e:
+        raise BackupError(f"{name!r} did not stream from {upstream!r} after pg_rewind: {e}") from None
+    source.wait_for_catchup(node, timeout=timeout)
+    return node
+
+
+def wait_until_unresponsive(node: Node, *, timeout: float | None = None) -> None:
+    """Detect a failed node the way a monitor does: queries time out (or are refused)."""
+    poll_until(
+        node.is_responsive,
+        lambda answered: not answered,
+        what=f"node {node.name!r} to stop answering queries",
+        timeout=timeout,
+        nodes=(node,),
+    )

@@ -1,0 +1,123 @@
+"""A write load with a client-side commit log: what the clients saw acknowledged, to count what a failover lost.
+
+    with WriteLoad(dsn, workers=2) as load:      # each worker INSERTs (worker, seq) rows, autocommit
+        load.wait_for_commits(100)
+        cluster.primary.kill()
+        ...
+    missing = load.log.missing(new_primary)       # acknowledged, yet not on the new primary
+
+Workers connect through a libpq connection string (a multi-host one finds the
+new primary by itself), reconnect after errors, and stop at `stop()`, at their
+deadline, or after `max_rows`; the load is bounded in count and in time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+import psycopg
+
+from harness.cluster import Node
+from harness.wait import poll_until
+
+log = logging.getLogger("harness")
+
+TABLE = "pgharness_load"
+
+
+@dataclass
+class CommitLog:
+    """Every (worker, seq) whose COMMIT a client saw acknowledged, with when."""
+
+    acknowledged: dict[tuple[int, int], float] = field(default_factory=dict)
+    errors: list[tuple[float, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ack(self, key: tuple[int, int]) -> None:
+        with self.lock:
+            self.acknowledged[key] = time.monotonic()
+
+    def error(self, message: str) -> None:
+        with self.lock:
+            self.errors.append((time.monotonic(), message))
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.acknowledged)
+
+    def first_ack_after(self, moment: float) -> float | None:
+        """The monotonic time of the first acknowledged commit after `moment` (None if none yet)."""
+        with self.lock:
+            later = [t for t in self.acknowledged.values() if t > moment]
+        return min(later) if later else None
+
+    def missing(self, node: Node) -> set[tuple[int, int]]:
+        """The acknowledged commits that `node` does not have: what the failover lost."""
+        present = {(int(w), int(s)) for w, s in node.sql(f"SELECT worker, seq FROM {TABLE}")}
+        with self.lock:
+            return set(self.acknowledged) - present
+
+
+class WriteLoad:
+    """Writer threads that INSERT one row per transaction and log every acknowledged commit."""
+
+    def __init__(self, dsn: str, *, workers: int = 2, max_rows: int = 100_000, max_seconds: float = 120.0) -> None:
+        self.dsn = dsn
+        self.workers = workers
+        self.max_rows = max_rows
+        self.deadline = time.monotonic() + max_seconds
+        self.log = CommitLog()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @staticmethod
+    def create_table(primary: Node) -> None:
+        primary.sql(f"CREATE TABLE IF NOT EXISTS {TABLE} (worker int, seq int, PRIMARY KEY (worker, seq))")
+
+    def start(self) -> Self:
+        for worker in range(self.workers):
+            thread = threading.Thread(target=self._run, args=(worker,), name=f"pgharness-load-{worker}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def wait_for_commits(self, count: int, *, timeout: float | None = None) -> int:
+        """Wait until at least `count` commits were acknowledged in all."""
+        return poll_until(self.log.count, lambda n: n >= count, what=f"{count} acknowledged commits", timeout=timeout)
+
+    def _run(self, worker: int) -> None:
+        seq = 0
+        conn: psycopg.Connection[tuple[object, ...]] | None = None
+        while not self._stop.is_set() and time.monotonic() < self.deadline and seq < self.max_rows:
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(self.dsn, autocommit=True)
+                seq += 1
+                conn.execute(f"INSERT INTO {TABLE} VALUES (%s, %s)", (worker, seq))
+                self.log.ack((worker, seq))
+            except psycopg.Error as e:
+                self.log.error(f"worker {worker}: {type(e).__name__}: {str(e).strip()[:200]}")
+                if conn is not None:
+                    conn.close()
+                conn = None
+                self._stop.wait(0.05)  # back off before reconnecting
+        if conn is not None:
+            conn.close()
