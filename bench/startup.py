@@ -13,9 +13,21 @@ import statistics
 import sys
 import time
 
-from harness import Cluster, HarnessError
+import psycopg
+
+from harness import Cluster, HarnessError, Node
 from harness.image import ImageSpec, ensure_image
 from harness.versions import DEFAULT_VERSION, parse_version_arg
+
+
+def first_write(node: Node) -> float:
+    """Retry an INSERT on `node` until one commits; return when it did."""
+    while True:
+        try:
+            node.sql("INSERT INTO hoge VALUES (2)")
+            return time.perf_counter()
+        except psycopg.Error:
+            time.sleep(0.01)
 
 
 def one_run(image: str) -> dict[str, float]:
@@ -30,13 +42,22 @@ def one_run(image: str) -> dict[str, float]:
         primary.wait_for_catchup(standby)
         assert standby.sql("SELECT col FROM hoge") == [(1,)]
         t_row = time.perf_counter()
+        # Harness-driven failover: SIGKILL the primary, promote the standby, first write accepted.
+        t_kill = time.perf_counter()
+        primary.kill()
+        t_promote = time.perf_counter()
+        standby.promote()
+        t_failover = first_write(standby)
     finally:
+        t_teardown = time.perf_counter()
         cluster.destroy()
     t_down = time.perf_counter()
     return {
         "up (compose up --wait)": t_up - t0,
         "up + first row replicated": t_row - t0,
-        "down (compose down -v)": t_down - t_row,
+        "promotion (to first write)": t_failover - t_promote,
+        "failover (kill to first write)": t_failover - t_kill,
+        "down (compose down -v)": t_down - t_teardown,
     }
 
 

@@ -35,19 +35,24 @@ def test_promoted_standby_leaves_recovery_and_accepts_writes(cluster):
     assert standby.sql("SELECT col FROM hoge ORDER BY col") == [(1,), (2,), (3,)]
 
 
+@pytest.mark.failover
 def test_session_open_across_promotion_can_write_afterwards(cluster):
-    standby = cluster.standby
+    primary, standby = cluster.primary, cluster.standby
+    primary.sql("CREATE TABLE hoge AS SELECT generate_series(1, 10) AS col")
+    primary.wait_for_catchup(standby)
 
     # A hot standby keeps its sessions when promoted (section 26.5 of the seed).
     with standby.connect() as session:
         assert session.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+        before = session.execute("SELECT count(*) FROM hoge").fetchone()
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             session.execute("CREATE TABLE during_recovery (col integer)")
 
         standby.promote()
 
-        # The same session, never reconnected, now writes.
+        # The same session, never reconnected, still sees what it read, and now writes.
         assert session.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+        assert session.execute("SELECT count(*) FROM hoge").fetchone() == before == (10,)
         session.execute("CREATE TABLE after_promotion (col integer)")
         session.execute("INSERT INTO after_promotion VALUES (1)")
         assert session.execute("SELECT count(*) FROM after_promotion").fetchone() == (1,)
