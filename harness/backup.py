@@ -161,8 +161,9 @@ def restore(
             else:
                 paused = node.scalar("SELECT pg_is_wal_replay_paused()")
             return "paused" if paused else "recovering"
-        except psycopg.OperationalError:
-            return "starting"
+        except (psycopg.OperationalError, ClusterError):
+            # Not answering yet, or it has just exited (then its port is gone too).
+            return "exited" if node.container.status == "exited" else "starting"
 
     wanted = {"promote": "promoted", "pause": "paused", "shutdown": "exited"}[action]
     reached = poll_until(
