@@ -1,26 +1,41 @@
-"""The ``harness`` command: build the image, bring an environment up, take it down.
+"""The ``harness`` command: throwaway replication environments for reproducing bugs by hand.
 
     harness up                   # the seed's primary (127.0.0.1:5433) and standby (:5434)
-    harness down                 # remove that environment (containers, volumes, network)
-    harness image --pg-version 17
+    harness status               # role, timeline, LSNs, lag, sync state, archiver, per node
+    harness sql standby "SELECT * FROM hoge"
+    harness kill primary; harness promote standby
+    harness down                 # remove that environment (containers, volumes, networks)
 
-Exit codes: 0 ok, 1 the operation failed (one line on stderr says why), 2 bad usage.
+Exit codes: 0 ok, 1 the operation failed (one line on stderr says why), 2 bad
+usage, an unknown node or environment among them (the line lists the valid ones).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
+import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
 import click
+import psycopg
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
 
+from harness import faults
 from harness.cluster import Cluster, Node
-from harness.errors import HarnessError
+from harness.compose import docker_client
+from harness.environments import gc as gc_environments
+from harness.environments import list_environments, remove_environment
+from harness.errors import HarnessError, UnknownEnvironment, UnknownNode
 from harness.image import ImageSpec, ensure_image
 from harness.recovery import RecoveryTarget
+from harness.status import cluster_status
 from harness.versions import DEFAULT_VERSION, parse_version_arg
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,6 +51,14 @@ def clean_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except (UnknownNode, UnknownEnvironment) as e:
+            click.echo(f"harness: error: {e}", err=True)
+            sys.exit(2)
+        except psycopg.Error as e:
+            sqlstate = f"SQLSTATE {e.sqlstate}: " if e.sqlstate else ""
+            message = e.diag.message_primary or str(e).strip().splitlines()[0]
+            click.echo(f"harness: error: {sqlstate}{message}", err=True)
+            sys.exit(1)
         except HarnessError as e:
             click.echo(f"harness: error: {e}", err=True)
             sys.exit(1)
@@ -69,7 +92,7 @@ def spec_from(pg_version: str, pg_image: str) -> ImageSpec:
 def describe(node: Node) -> str:
     role = "standby" if node.is_in_recovery() else "primary"
     url = f"postgresql://postgres:{node.cluster.password}@127.0.0.1:{node.port}/postgres"
-    return f"{node.name:<10} {role:<8} {url}"
+    return f"{node.name:<16} {role:<8} {url}"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,37 +132,104 @@ def image(pg_version: str, pg_image: str) -> None:
     type=click.IntRange(1, 65535),
     help="Host port on 127.0.0.1 for the standby. [env: STANDBY_PORT]",
 )
+@click.option(
+    "--standbys",
+    default=1,
+    show_default=True,
+    type=click.IntRange(0, 9),
+    help="Streaming standbys: standby, then standby2, standby3, ...",
+)
+@click.option("--archive-only", is_flag=True, help="A log-shipping standby (restore_command, no streaming) instead.")
+@click.option("--sync", "synchronous", is_flag=True, help="Make the standby synchronous (FIRST 1 (standby)).")
+@click.option("--cascade", is_flag=True, help="Add a standby 'cascade' that streams from the standby.")
 @clean_errors
-def up(name: str, pg_version: str, pg_image: str, primary_port: int, standby_port: int) -> None:
+def up(
+    name: str,
+    pg_version: str,
+    pg_image: str,
+    primary_port: int,
+    standby_port: int,
+    standbys: int,
+    archive_only: bool,
+    synchronous: bool,
+    cascade: bool,
+) -> None:
     """Start a primary and a streaming standby sharing a WAL archive; print how to connect.
 
-    Example: harness up --primary-port 6433 --standby-port 6434
+    Example: harness up --name bug123 --primary-port 6433 --standby-port 6434 --cascade
     """
+    if archive_only and (standbys != 1 or synchronous or cascade):
+        raise click.UsageError("--archive-only has one log-shipping standby: no --standbys, --sync or --cascade")
+    if (synchronous or cascade) and standbys == 0:
+        raise click.UsageError("--sync and --cascade need a standby: --standbys 1 or more")
     tag = ensure_image(spec_from(pg_version, pg_image))
-    cluster = Cluster(name, image=tag, ports={"primary": primary_port, "standby": standby_port}, owner="harness-up")
+    cluster = Cluster(
+        name,
+        image=tag,
+        ports={"primary": primary_port, "standby": standby_port},
+        owner="harness-up",
+        topology="archive-only" if archive_only else "streaming",
+        standbys=standbys,
+    )
     running = cluster.containers()
     if running and all(c.status == "running" for c in running.values()):
         click.echo(f"environment {name!r} is already up", err=True)
     else:
+        cluster.preflight()
+        click.echo(f"starting {name!r} ...", err=True)
         cluster.start()
+        if synchronous:
+            cluster.primary.set_synchronous("FIRST 1 (standby)")
+        if cascade:
+            cluster.add_node("cascade", upstream="standby")
     cluster.release()
-    click.echo(f"{'node':<10} {'role':<8} connection")
+    click.echo(f"{'node':<16} {'role':<8} connection")
     for node in cluster.nodes:
         click.echo(describe(node))
     click.echo(f"\nconnect: psql postgresql://postgres:{cluster.password}@127.0.0.1:{primary_port}/postgres")
-    click.echo(f"remove:  make down   (or: harness down --name {name})")
+    click.echo(f"status:  harness status --name {name}")
+    click.echo(f"remove:  harness down --name {name}   (make down for the default environment)")
 
 
 @main.command()
 @click.option("--name", default=DEFAULT_NAME, show_default=True, help="Environment (compose project) name.")
+@click.option("--all", "everything", is_flag=True, help="Remove every harness environment on this engine.")
 @clean_errors
-def down(name: str) -> None:
-    """Remove an environment: its containers, volumes and network, and nothing else.
+def down(name: str, everything: bool) -> None:
+    """Remove an environment: its containers, volumes and networks, and nothing else.
 
-    Example: harness down --name pgharness
+    Example: harness down --name bug123
     """
-    Cluster(name, image="unused").destroy()
-    click.echo(f"environment {name!r} removed")
+    client = docker_client()
+    names = [e.name for e in list_environments(client)] if everything else [name]
+    for env in names:
+        remove_environment(client, env)
+        click.echo(f"environment {env!r} removed")
+
+
+@main.command("ls")
+@clean_errors
+def list_command() -> None:
+    """List the harness environments on this engine, with owner, age and nodes.
+
+    Example: harness ls
+    """
+    table = Table("environment", "owner", "age", "nodes", "volumes", "networks", box=None)
+    for e in list_environments(docker_client()):
+        nodes = ", ".join(f"{n} ({state})" for n, state in sorted(e.nodes.items())) or "-"
+        table.add_row(e.name, e.owner or "-", e.age, nodes, str(e.volumes), str(e.networks))
+    console().print(table)
+
+
+@main.command()
+@clean_errors
+def gc() -> None:
+    """Remove environments whose owning process is gone (e.g. a test run killed with SIGKILL).
+
+    Environments started by `harness up` or `make up` are kept. Example: harness gc
+    """
+    removed = gc_environments(docker_client())
+    click.echo("removed: " + (", ".join(removed) if removed else "nothing"))
 
 
 def name_option(func: F) -> F:
@@ -256,5 +346,155 @@ def rebuild(name: str, node: str) -> None:
     click.echo(f"{node} rebuilt and streaming")
 
 
+STATUS_HEADERS = {
+    "node": "node", "role": "role", "timeline": "tli", "current_lsn": "current", "receive_lsn": "received",
+    "replay_lsn": "replayed", "lag_bytes": "lag bytes", "lag_seconds": "lag s", "sync_state": "sync",
+    "wal_receiver": "receiver", "last_archived": "last archived", "archive_failed": "arch. failed",
+    "state": "container",
+}  # fmt: skip
+
+
+def console() -> Console:
+    """A console as wide as the terminal, or wide enough for the status table when piped."""
+    return Console(width=None if sys.stdout.isatty() else 240)
+
+
+def status_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(*STATUS_HEADERS.values(), box=None)
+    for row in rows:
+        table.add_row(*("" if row[key] is None else str(row[key]) for key in STATUS_HEADERS))
+    return table
+
+
+@main.command()
+@name_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per node) for scripts.")
+@click.option("--watch", is_flag=True, help="Refresh every --interval seconds until Ctrl-C.")
+@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.1, 60))
+@clean_errors
+def status(name: str, as_json: bool, watch: bool, interval: float) -> None:
+    """Per node: role, timeline, current/received/replayed LSN, lag, sync state, WAL receiver, archiver.
+
+    Example: harness status --name bug123 --watch
+    """
+    cluster = Cluster.attach(name)
+    if as_json:
+        click.echo(json.dumps(cluster_status(cluster), indent=2, default=str))
+        return
+    if not watch:
+        console().print(status_table(cluster_status(cluster)))
+        return
+    with Live(status_table(cluster_status(cluster)), console=console(), refresh_per_second=4) as live:
+        try:
+            while True:
+                time.sleep(interval)  # the refresh period of a display, not a wait on a condition
+                live.update(status_table(cluster_status(cluster)))
+        except KeyboardInterrupt:
+            pass
+
+
+@main.command()
+@name_option
+@click.argument("node")
+@click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
+@clean_errors
+def psql(name: str, node: str, psql_args: tuple[str, ...]) -> None:
+    """Open psql inside NODE (as postgres, over its local socket).
+
+    Example: harness psql standby -c "SELECT pg_is_in_recovery()"
+    """
+    container = Cluster.attach(name).node(node).container
+    tty = ["-t"] if sys.stdin.isatty() and sys.stdout.isatty() else []
+    os.execvp("docker", ["docker", "exec", "-i", *tty, container.id or "", "psql", *psql_args])
+
+
+@main.command()
+@name_option
+@click.argument("node")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
+@click.option("--tail", default="200", show_default=True, help="Lines from the end ('all' for everything).")
+@clean_errors
+def logs(name: str, node: str, follow: bool, tail: str) -> None:
+    """Print NODE's PostgreSQL log.
+
+    Example: harness logs standby -f
+    """
+    container = Cluster.attach(name).node(node).container
+    os.execvp("docker", ["docker", "logs", "--tail", tail, *(["--follow"] if follow else []), container.id or ""])
+
+
+def node_action(verb: str, doc: str) -> None:
+    """Register `harness VERB NODE`, calling Node.VERB (or harness.faults)."""
+
+    @name_option
+    @click.argument("node")
+    @clean_errors
+    def command(name: str, node: str) -> None:
+        target = Cluster.attach(name).node(node)
+        {
+            "kill": target.kill,
+            "stop": target.stop,
+            "start": target.start,
+            "pause": target.pause,
+            "unpause": target.unpause,
+            "pause-replay": target.pause_replay,
+            "resume-replay": target.resume_replay,
+        }[verb]()
+        click.echo(f"{node}: {verb} done")
+
+    command.__doc__ = f"{doc}\n\nExample: harness {verb} {'standby' if 'replay' in verb else 'primary'}"
+    main.command(verb)(command)
+
+
+for _verb, _doc in (
+    ("kill", "SIGKILL NODE's container: a crash, no shutdown checkpoint."),
+    ("stop", "Fast shutdown of NODE (SIGINT), waiting until it has stopped."),
+    ("start", "Start NODE again and wait until its healthcheck passes."),
+    ("pause", "Freeze NODE (a hung server: its TCP connections stay open)."),
+    ("unpause", "Thaw a paused NODE."),
+    ("pause-replay", "Pause WAL replay on standby NODE (pg_wal_replay_pause): a lagging standby."),
+    ("resume-replay", "Resume WAL replay on standby NODE."),
+):
+    node_action(_verb, _doc)
+
+
+@main.command()
+@name_option
+@click.argument("node")
+@click.option("--clients", is_flag=True, help="Cut it off from the host too (its published port).")
+@clean_errors
+def partition(name: str, node: str, clients: bool) -> None:
+    """Cut NODE off from every other node (Docker network disconnect); `harness heal` undoes it.
+
+    Example: harness partition primary --clients
+    """
+    faults.partition(Cluster.attach(name).node(node), clients=clients)
+    click.echo(f"{node}: partitioned" + (" (from clients too)" if clients else ""))
+
+
+@main.command()
+@name_option
+@clean_errors
+def heal(name: str) -> None:
+    """Undo every partition in the environment.
+
+    Example: harness heal
+    """
+    faults.heal_all(Cluster.attach(name))
+    click.echo("healed")
+
+
+def run() -> None:
+    """The console script: bad usage is one line and exit 2, like an unknown name."""
+    try:
+        main(standalone_mode=False)
+    except click.UsageError as e:
+        where = e.ctx.command_path if e.ctx else "harness"
+        click.echo(f"harness: usage: {e.format_message()} (see '{where} --help')", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        sys.exit(130)
+
+
 if __name__ == "__main__":
-    main()
+    run()

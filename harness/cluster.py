@@ -42,7 +42,7 @@ from harness.compose import (
     check_compose_v2,
     docker_client,
 )
-from harness.errors import ClusterError, HarnessError, PortInUse, UnknownNode
+from harness.errors import ClusterError, HarnessError, PortInUse, UnknownEnvironment, UnknownNode
 from harness.lsn import Lsn, previous_walfile
 from harness.recovery import Lag, RecoveryTarget, TargetAction
 from harness.versions import major_from_version_num
@@ -589,7 +589,7 @@ class Cluster:
         if not found:
             managed = client.containers.list(all=True, filters={"label": f"{MANAGED_LABEL}=true"})
             names = sorted({c.labels.get(PROJECT_LABEL, "?") for c in managed})
-            raise ClusterError(
+            raise UnknownEnvironment(
                 f"no environment named {name!r} on this engine; environments: {', '.join(names) or 'none'}"
             )
         first = next((c for c in found if c.labels.get(SERVICE_LABEL) == "primary"), found[0])
@@ -615,8 +615,8 @@ class Cluster:
 
     # --- lifecycle -------------------------------------------------------
 
-    def start(self) -> Self:
-        """Bring the project up (``compose up --wait``); on any failure, remove it and raise."""
+    def preflight(self) -> None:
+        """Check what start-up needs before anything is created: Compose v2, free host ports."""
         check_compose_v2()
         # A port held by this project's own containers is not in use by someone else.
         own = self.containers()
@@ -626,6 +626,10 @@ class Cluster:
                     f"port {port} on {HOST} (for {service}) is already in use: stop what holds it "
                     f"(another environment? `make down`) or choose another with {service.upper()}_PORT=..."
                 )
+
+    def start(self) -> Self:
+        """Bring the project up (``compose up --wait``); on any failure, remove it and raise."""
+        self.preflight()
         log.info("### Starting cluster %r (image %s)", self.name, self.image)
         _live.add(self)
         try:
@@ -832,21 +836,59 @@ class Cluster:
             return f"(could not describe the cluster: {e})"
 
     def save_evidence(self, directory: Path) -> Path:
-        """Write each node's log and status (container state, replication views) as files."""
+        """Write what a failed test leaves behind, as files; return the folder.
+
+        Per node: its log (``NODE.log``) and ``pg_controldata`` output; for the
+        cluster: ``status.json`` (container states, pg_stat_replication,
+        pg_stat_wal_receiver, pg_stat_archiver, pg_replication_slots per node),
+        ``archive.txt`` (the shared archive, .history files included),
+        ``compose.yaml`` (the resolved compose configuration) and
+        ``summary.txt``. Passwords are masked.
+        """
         directory.mkdir(parents=True, exist_ok=True)
         status: dict[str, Any] = {"cluster": self.name, "image": self.image, "nodes": {}}
+        summary = [f"cluster {self.name} (image {self.image}); evidence in {directory}"]
         for name, container in sorted(self.containers().items()):
-            (directory / f"{name}.log").write_bytes(container.logs())
+            (directory / f"{name}.log").write_text(self._mask(container.logs().decode(errors="replace")))
             node_status: dict[str, Any] = {"state": container.attrs["State"]}
+            line = f"  {name}: {container.status}"
             if container.status == "running":
-                node_status["sql"] = _sql_snapshot(self.node(name))
+                node = self.node(name)
+                node_status["sql"] = _sql_snapshot(node)
+                try:
+                    controldata = node.exec("sh", "-c", 'pg_controldata -D "$PGDATA"')
+                except ClusterError as e:
+                    controldata = str(e)
+                (directory / f"{name}.controldata.txt").write_text(controldata)
+                recovery = node_status["sql"].get("in_recovery")
+                if recovery:
+                    line += ", " + ("standby" if recovery[0].get("pg_is_in_recovery") else "primary")
             status["nodes"][name] = node_status
-        (directory / "status.json").write_text(json.dumps(status, indent=2, default=str))
+            summary.append(line)
+        (directory / "status.json").write_text(self._mask(json.dumps(status, indent=2, default=str)))
+        try:
+            listing = "\n".join(self.archive.files())
+        except HarnessError as e:
+            listing = f"(archive not readable: {e})"
+        (directory / "archive.txt").write_text(listing + "\n")
+        try:
+            config = self.compose.config_text()
+        except HarnessError as e:
+            config = f"# compose config failed: {e}\n"
+        (directory / "compose.yaml").write_text(self._mask(config))
+        (directory / "summary.txt").write_text("\n".join(summary) + "\n")
         return directory
 
+    @staticmethod
+    def _mask(text: str) -> str:
+        """`text` with every password value (``password=...``, ``PASSWORD: ...``) replaced by ********."""
+        return _PASSWORD_RE.sub(r"\1********", text)
 
+
+_PASSWORD_RE = re.compile(r"""(password\s*[=:]\s*['"]?)[^\s'"]+""", re.IGNORECASE)
 _SNAPSHOT_QUERIES: dict[str, LiteralString] = {
     "in_recovery": "SELECT pg_is_in_recovery()",
+    "pg_replication_slots": "SELECT * FROM pg_replication_slots",
     "pg_stat_replication": "SELECT * FROM pg_stat_replication",
     "pg_stat_wal_receiver": "SELECT * FROM pg_stat_wal_receiver",
     "pg_stat_archiver": "SELECT * FROM pg_stat_archiver",

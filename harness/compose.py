@@ -115,6 +115,11 @@ class ComposeProject(DockerCompose):
         everything = ["--profile", "*", "down", "--volumes", "--remove-orphans", "--timeout", "10"]
         self._run_command([*self.compose_command_property, *everything])
 
+    def config_text(self) -> str:
+        """The resolved compose configuration of this project (``compose config``)."""
+        cmd = [*self.compose_command_property, "--profile", "*", "config"]
+        return self._run_command(cmd).stdout.decode(errors="replace")
+
     def run(self, service: str, *args: str, options: list[str] | None = None) -> str:
         """``compose run`` a one-off container of `service` (no dependencies started); return its output."""
         cmd = [*self.compose_command_property, "run", "--no-deps", *(options or []), service, *args]

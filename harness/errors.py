@@ -39,6 +39,10 @@ class UnknownNode(ClusterError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class UnknownEnvironment(ClusterError):
+    """An environment (compose project) name that the engine does not have."""
+
+
 class WaitTimeout(HarnessError, TimeoutError):
     """A wait ran out of time.
 

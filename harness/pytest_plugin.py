@@ -53,6 +53,7 @@ MARKERS = {
 }
 
 _reports = pytest.StashKey[dict[str, pytest.TestReport]]()
+_clusters = pytest.StashKey[list[Cluster]]()
 
 
 @dataclass(frozen=True)
@@ -144,13 +145,18 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report: pytest.TestReport = yield
     item.stash.setdefault(_reports, {})[report.when] = report
-    shared = getattr(item, "funcargs", {}).get("shared_cluster")
-    if report.failed and report.when == "call" and isinstance(shared, Cluster):
+    if report.failed and report.when in ("setup", "call"):
+        clusters: list[Cluster] = [*item.stash.get(_clusters, [])]
+        shared = getattr(item, "funcargs", {}).get("shared_cluster")
+        if isinstance(shared, Cluster):
+            clusters.append(shared)
         settings = Settings.from_config(item.config)
-        try:
-            shared.save_evidence(evidence_path(settings, item, shared))
-        except Exception as e:
-            log.error("could not save evidence of cluster %r: %s", shared.name, e)
+        for cluster in clusters:
+            try:
+                path = cluster.save_evidence(evidence_path(settings, item, cluster))
+                report.sections.append(("pgharness evidence", (path / "summary.txt").read_text()))
+            except Exception as e:  # evidence must not hide the failure itself
+                log.error("could not save evidence of cluster %r: %s", cluster.name, e)
     return report
 
 
@@ -209,18 +215,15 @@ def harness_image(harness_settings: Settings) -> str:
 
 
 def _finish(cluster: Cluster, settings: Settings, item: pytest.Item, failed: bool) -> None:
-    """After a test: keep evidence of a failure as files, then remove (or keep) the cluster."""
-    if failed:
-        try:
-            path = cluster.save_evidence(evidence_path(settings, item, cluster))
-            log.warning("evidence of %s written to %s", item.nodeid, path)
-        except Exception as e:
-            log.error("could not save evidence of cluster %r: %s", cluster.name, e)
+    """After a test: remove its cluster, or keep it running with --keep-on-failure when the test failed."""
     if failed and settings.keep_on_failure:
         cluster.release()
         print(
-            f"\npgharness: kept cluster {cluster.name!r} of failed {item.nodeid}; remove it with: "
-            f"{cluster.down_command}"
+            f"\npgharness: kept cluster {cluster.name!r} of failed {item.nodeid}:\n"
+            f"  harness status --name {cluster.name}\n"
+            f"  harness psql primary --name {cluster.name}\n"
+            f"  harness logs standby --name {cluster.name}\n"
+            f"  harness down --name {cluster.name}      (removes it)"
         )
         return
     cluster.destroy()
@@ -239,6 +242,7 @@ def cluster_factory(
     a failed test's clusters leave their logs and status under --evidence-dir.
     """
     made: list[Cluster] = []
+    request.node.stash[_clusters] = made
 
     def make(**kwargs: Any) -> Cluster:
         kwargs.setdefault("image", harness_image)

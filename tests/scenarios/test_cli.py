@@ -1,5 +1,6 @@
 """The `harness` command as a user runs it (`make up` / `make down` call it)."""
 
+import json
 import os
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import psycopg
 import pytest
 
 from harness.cluster import new_cluster_name
+from harness.lsn import Lsn
 from harness.wait import poll_until
 
 pytestmark = pytest.mark.cli
@@ -184,3 +186,131 @@ def test_replication_is_not_backup_by_hand(environment):
     assert refused.returncode == 1
     assert refused.stderr.count("\n") == 1
     assert "not in recovery" in refused.stderr
+
+
+def test_the_seed_exercise_entirely_through_the_cli(environment):
+    name = ["--name", environment]
+
+    def ok(*args):
+        result = harness(*args)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    # make up's pair, on free ports.
+    ok("up", *name, "--primary-port", str(free_port()), "--standby-port", str(free_port()))
+
+    # Exercise 26-1: a table and a row on the primary; the standby sees it.
+    ok("sql", *name, "primary", "CREATE TABLE hoge (col integer)")
+    ok("sql", *name, "primary", "INSERT INTO hoge VALUES (1)")
+    poll_until(
+        lambda: harness("sql", *name, "standby", "SELECT col FROM hoge").stdout.strip(),
+        lambda v: v == "1",
+        what="row 1 on the standby",
+    )
+
+    # INSERT on the standby is refused: SQLSTATE 25006, in one line.
+    refused = harness("sql", *name, "standby", "INSERT INTO hoge VALUES (2)")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("harness: error: SQLSTATE 25006")
+    assert refused.stderr.count("\n") == 1
+
+    # A second row on the primary reaches the standby.
+    ok("sql", *name, "primary", "INSERT INTO hoge VALUES (2)")
+    poll_until(
+        lambda: ok("sql", *name, "standby", "SELECT count(*) FROM hoge"),
+        lambda v: v == "2",
+        what="row 2 on the standby",
+    )
+
+    # Promote the standby; it writes on timeline 2.
+    assert ok("promote", *name, "standby") == "standby promoted: timeline 2"
+    ok("sql", *name, "standby", "INSERT INTO hoge VALUES (3)")
+    assert ok("sql", *name, "standby", "SELECT col FROM hoge ORDER BY col").split() == ["1", "2", "3"]
+
+    # And down removes it all.
+    ok("down", *name)
+    assert project_resources(environment) == []
+
+
+def test_status_json_matches_what_the_nodes_report(environment):
+    name = ["--name", environment]
+    up = harness("up", *name, "--primary-port", str(free_port()), "--standby-port", str(free_port()), "--cascade")
+    assert up.returncode == 0, up.stderr
+    dsns = {row[0]: row[2] for row in (line.split() for line in up.stdout.splitlines()) if row and "://" in row[-1]}
+
+    result = harness("status", *name, "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["node"]: row for row in json.loads(result.stdout)}
+    assert set(rows) == {"primary", "standby", "cascade"}
+
+    # Each row agrees with what the node itself says.
+    for node, row in rows.items():
+        with psycopg.connect(dsns[node], autocommit=True) as conn:
+            in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+            receiver = conn.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()
+        assert row["role"] == ("standby" if in_recovery else "primary")
+        assert row["wal_receiver"] == (receiver[0] if receiver else None)
+        assert row["timeline"] == 1
+    assert Lsn.parse(rows["primary"]["current_lsn"]) >= Lsn.parse(rows["standby"]["replay_lsn"])
+    assert rows["standby"]["sync_state"] == "async"
+    assert rows["standby"]["lag_bytes"] is not None
+    # The cascading standby is the standby's, not the primary's.
+    assert rows["cascade"]["sync_state"] is None
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sql", "--name", "{env}", "nosuch", "SELECT 1"],
+        ["kill", "--name", "{env}", "nosuch"],
+        ["status", "--name", "pgh-no-such-environment"],
+        ["up", "--bogus"],
+        ["up", "--standbys", "-1"],
+        ["frobnicate"],
+    ],
+)
+def test_unknown_names_and_bad_flags_exit_2_in_one_line(environment, args):
+    if "{env}" in args:
+        up = harness(
+            "up", "--name", environment, "--primary-port", str(free_port()), "--standby-port", str(free_port())
+        )
+        assert up.returncode == 0, up.stderr
+    result = harness(*(a.replace("{env}", environment) for a in args))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    if "nosuch" in args:
+        assert "its nodes: primary, standby" in result.stderr
+
+
+def test_gc_removes_what_a_killed_test_run_left(tmp_path, harness_image):
+    # A test run that is killed (SIGKILL) while its cluster is up cannot clean up.
+    (tmp_path / "test_inner.py").write_text(
+        "def test_waits(cluster):\n    cluster.primary.poll_query_until('SELECT false', True, timeout=240)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_inner.py"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    owner = f"org.pgharness.owner=pytest-{child.pid}"
+    client = docker.from_env()
+
+    def healthy():
+        return [client.containers.get(c.id).health for c in client.containers.list(filters={"label": owner})]
+
+    try:
+        poll_until(healthy, lambda h: h == ["healthy", "healthy"], what="the child's cluster", timeout=120)
+    finally:
+        child.kill()
+        child.wait()
+    left = client.containers.list(all=True, filters={"label": owner})
+    assert left
+
+    # harness gc finds that its owner is gone and removes it; kept environments stay.
+    result = harness("gc")
+    assert result.returncode == 0, result.stderr
+    project = left[0].labels["com.docker.compose.project"]
+    assert project in result.stdout
+    assert project_resources(project) == []

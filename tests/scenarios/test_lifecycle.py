@@ -79,12 +79,33 @@ def test_failed_test_leaves_evidence_files_and_no_cluster(tmp_path, harness_imag
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 1, output
 
-    # Its evidence is on disk: each node's log and a status with the replication views.
+    # Its evidence is on disk: logs, pg_controldata, the replication views, the archive, the compose config.
     [cluster_dir] = (tmp_path / "evidence").glob("*/*")
-    assert {p.name for p in cluster_dir.iterdir()} == {"primary.log", "standby.log", "status.json"}
+    assert {p.name for p in cluster_dir.iterdir()} == {
+        "primary.log",
+        "standby.log",
+        "primary.controldata.txt",
+        "standby.controldata.txt",
+        "status.json",
+        "archive.txt",
+        "compose.yaml",
+        "summary.txt",
+    }
     status = json.loads((cluster_dir / "status.json").read_text())
-    assert status["nodes"]["primary"]["sql"]["pg_stat_replication"][0]["application_name"] == "standby"
+    primary_sql = status["nodes"]["primary"]["sql"]
+    assert primary_sql["pg_stat_replication"][0]["application_name"] == "standby"
+    assert {"pg_stat_wal_receiver", "pg_stat_archiver", "pg_replication_slots"} <= set(primary_sql)
     assert "ready to accept" in (cluster_dir / "primary.log").read_text()
+    assert "in archive recovery" in (cluster_dir / "standby.controldata.txt").read_text()
+    assert "000000010000000000000001" in (cluster_dir / "archive.txt").read_text()
+    assert "archive-standby" in (cluster_dir / "compose.yaml").read_text()
+
+    # Passwords are masked in the evidence.
+    assert "password=repli" not in (cluster_dir / "compose.yaml").read_text()
+
+    # The failure report points at it.
+    assert "pgharness evidence" in output
+    assert str(cluster_dir) in output
 
     # And no container, volume or network of its cluster is left.
     assert labelled(f"com.docker.compose.project={cluster_dir.name}") == []

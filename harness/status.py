@@ -1,0 +1,64 @@
+"""What each node of a cluster is doing: role, timeline, WAL positions, lag, sync state, archiver."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from harness.cluster import Cluster
+from harness.errors import ClusterError
+
+NODE_QUERY = """
+SELECT pg_is_in_recovery(),
+       CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,
+       pg_last_wal_receive_lsn()::text,
+       pg_last_wal_replay_lsn()::text,
+       (SELECT status FROM pg_stat_wal_receiver),
+       (SELECT last_archived_wal FROM pg_stat_archiver),
+       (SELECT failed_count FROM pg_stat_archiver)
+"""
+
+REPLICATION_QUERY = """
+SELECT application_name, sync_state,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint,
+       extract(epoch FROM replay_lag)::float8
+  FROM pg_stat_replication
+"""
+
+COLUMNS = (
+    "node", "role", "state", "timeline", "current_lsn", "receive_lsn", "replay_lsn",
+    "lag_bytes", "lag_seconds", "sync_state", "wal_receiver", "last_archived", "archive_failed",
+)  # fmt: skip
+
+
+def cluster_status(cluster: Cluster) -> list[dict[str, Any]]:
+    """One row per node (see `COLUMNS`); a node that is down or does not answer has only its state."""
+    rows: dict[str, dict[str, Any]] = {}
+    for node in cluster.nodes:
+        row: dict[str, Any] = dict.fromkeys(COLUMNS)
+        row.update(node=node.name, state=node.status(), role="down")
+        rows[node.name] = row
+        if node.container.status != "running":
+            continue
+        try:
+            in_recovery, current, received, replayed, receiver, archived, failed = node.sql(NODE_QUERY)[0]
+            row.update(
+                role="standby" if in_recovery else "primary",
+                timeline=node.timeline(),
+                current_lsn=current,
+                receive_lsn=received,
+                replay_lsn=replayed,
+                wal_receiver=receiver,
+                last_archived=archived,
+                archive_failed=failed,
+            )
+        except (psycopg.Error, ClusterError) as e:
+            row["role"] = f"unreachable ({type(e).__name__})"
+    for name, row in rows.items():
+        if row["role"] != "primary":
+            continue
+        for application_name, sync_state, lag_bytes, lag_seconds in cluster.node(name).sql(REPLICATION_QUERY):
+            if application_name in rows:
+                rows[application_name].update(sync_state=sync_state, lag_bytes=lag_bytes, lag_seconds=lag_seconds)
+    return list(rows.values())
