@@ -69,6 +69,8 @@ def clean_errors(func: F) -> F:
 def image_options(func: F) -> F:
     func = click.option(
         "--pg-image",
+        "--image",
+        "pg_image",
         envvar="PG_IMAGE",
         default="",
         metavar="IMAGE",
