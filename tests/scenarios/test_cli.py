@@ -29,6 +29,18 @@ def harness(*args, env=None, timeout=180):
     )
 
 
+def ok(*args):
+    """Run the command; it must succeed; return its stdout."""
+    result = harness(*args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def up_on_free_ports(name, *flags):
+    """`harness up` of environment `name` on free host ports; return its stdout."""
+    return ok("up", "--name", name, "--primary-port", str(free_port()), "--standby-port", str(free_port()), *flags)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -146,13 +158,7 @@ def test_image_without_postgresql_is_refused_in_one_line(harness_image):
 def test_replication_is_not_backup_by_hand(environment):
     # The README's "Replication is not backup" walk-through, through the CLI alone.
     name = ["--name", environment]
-    up = harness("up", *name, "--primary-port", str(free_port()), "--standby-port", str(free_port()))
-    assert up.returncode == 0, up.stderr
-
-    def ok(*args):
-        result = harness(*args)
-        assert result.returncode == 0, result.stderr
-        return result.stdout.strip()
+    up_on_free_ports(environment)
 
     # A base backup, checked; the seed's table; a restore point; the mistaken DELETE.
     ok("backup", *name, "nightly")
@@ -191,13 +197,8 @@ def test_replication_is_not_backup_by_hand(environment):
 def test_the_seed_exercise_entirely_through_the_cli(environment):
     name = ["--name", environment]
 
-    def ok(*args):
-        result = harness(*args)
-        assert result.returncode == 0, result.stderr
-        return result.stdout.strip()
-
     # make up's pair, on free ports.
-    ok("up", *name, "--primary-port", str(free_port()), "--standby-port", str(free_port()))
+    up_on_free_ports(environment)
 
     # Exercise 26-1: a table and a row on the primary; the standby sees it.
     ok("sql", *name, "primary", "CREATE TABLE hoge (col integer)")
@@ -234,9 +235,8 @@ def test_the_seed_exercise_entirely_through_the_cli(environment):
 
 def test_status_json_matches_what_the_nodes_report(environment):
     name = ["--name", environment]
-    up = harness("up", *name, "--primary-port", str(free_port()), "--standby-port", str(free_port()), "--cascade")
-    assert up.returncode == 0, up.stderr
-    dsns = {row[0]: row[2] for row in (line.split() for line in up.stdout.splitlines()) if row and "://" in row[-1]}
+    up = up_on_free_ports(environment, "--cascade")
+    dsns = {row[0]: row[2] for row in (line.split() for line in up.splitlines()) if row and "://" in row[-1]}
 
     result = harness("status", *name, "--json")
     assert result.returncode == 0, result.stderr

@@ -35,6 +35,22 @@ def test_incremental_backup_combined_into_a_working_standby(cluster):
     assert standby.scalar("SELECT count(*) FROM hoge") == 3000
 
 
+def outage(cluster, standby):
+    """Cut `standby` off while the primary writes 4 segments and checkpoints twice.
+
+    Return the WAL file the standby needed next, and the primary's position after the writes.
+    """
+    primary = cluster.primary
+    needed = cluster.archive.walfile_for(standby.lsn("replay"))
+    with cut_off(standby):
+        query = f"SELECT count(*) FROM pg_stat_replication WHERE application_name = '{standby.name}'"
+        primary.poll_query_until(query, 0)
+        generate_segments(primary, "hoge", 4)
+        primary.sql("CHECKPOINT")
+        primary.sql("CHECKPOINT")
+        return needed, primary.lsn("write")
+
+
 @pytest.mark.pg(">=13")
 @pytest.mark.streaming
 def test_wal_keep_size_is_what_lets_a_cut_off_standby_stream_again(cluster):
@@ -48,26 +64,16 @@ def test_wal_keep_size_is_what_lets_a_cut_off_standby_stream_again(cluster):
 
     # With wal_keep_size = 256MB, four segments written while it is away stay in pg_wal ...
     set_and_reload(primary, "wal_keep_size", "256MB")
-    needed = cluster.archive.walfile_for(standby.lsn("replay"))
-    with cut_off(standby):
-        primary.poll_query_until("SELECT count(*) FROM pg_stat_replication WHERE application_name = 'bare'", 0)
-        generate_segments(primary, "hoge", 4)
-        primary.sql("CHECKPOINT")
-        assert needed in pg_wal_files(primary)
-        target = primary.lsn("write")
+    needed, target = outage(cluster, standby)
+    assert needed in pg_wal_files(primary)
 
     # ... so it catches up by streaming.
     primary.wait_for_catchup(standby, "replay", target)
 
     # With wal_keep_size = 0, the same outage leaves it stranded: its WAL is recycled.
     set_and_reload(primary, "wal_keep_size", "0")
-    needed = cluster.archive.walfile_for(standby.lsn("replay"))
-    with cut_off(standby):
-        primary.poll_query_until("SELECT count(*) FROM pg_stat_replication WHERE application_name = 'bare'", 0)
-        generate_segments(primary, "hoge", 4)
-        primary.sql("CHECKPOINT")
-        primary.sql("CHECKPOINT")
-        assert needed not in pg_wal_files(primary)
+    needed, _ = outage(cluster, standby)
+    assert needed not in pg_wal_files(primary)
     standby.poll_log_until("has already been removed")
 
 
