@@ -671,7 +671,7 @@ class Cluster:
 
     @property
     def down_command(self) -> str:
-        return f"docker compose --project-name {self.name} down --volumes"
+        return f"harness down --name {self.name}"
 
     # --- nodes -------------------------------------------------------------
 
