@@ -124,6 +124,10 @@ def rejoin(cluster: Cluster, name: str, upstream: str, *, timeout: float | None 
     volume = next(
         str(m["Name"]) for m in node.container.attrs.get("Mounts", []) if m.get("Destination") == "/var/lib/pgharness"
     )
+    # Before PostgreSQL 16, pg_rewind reads the source's timeline from its control
+    # file, which a promoted node updates only at its next checkpoint: without one,
+    # pg_rewind sees one timeline and decides that no rewind is needed.
+    source.sql("CHECKPOINT")
     log.info("### Rewinding node %r against %r", name, upstream)
     data = "/var/lib/pgharness/data"
     settings = f"primary_conninfo = '{conninfo(cluster, upstream, name)}'\nrestore_command = 'cp /archive/%f %p'\n"
