@@ -9,14 +9,18 @@ Prints each phase's median, min and max. Timings live here, never in tests.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import psycopg
 
 from harness import Cluster, HarnessError, Node
-from harness.image import ImageSpec, ensure_image
+from harness.compose import docker_client
+from harness.image import ImageSpec, ensure_image, server_version
 from harness.versions import DEFAULT_VERSION, parse_version_arg
 
 
@@ -66,6 +70,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--pg-version", default=str(DEFAULT_VERSION))
     parser.add_argument("--pg-image", default="")
+    parser.add_argument("--json", default="bench/results.json", help="where to write the figures as JSON")
     args = parser.parse_args()
     try:
         image = ensure_image(ImageSpec(parse_version_arg(args.pg_version), args.pg_image or None))
@@ -73,11 +78,22 @@ def main() -> int:
     except HarnessError as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 1
-    print(f"image {image}, {args.runs} runs")
-    print(f"{'phase':<28} {'median':>8} {'min':>8} {'max':>8}")
+    machine = {
+        "cores": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "docker": docker_client().version().get("Version"),
+        "postgres": server_version(image),
+        "image": image,
+    }
+    figures = {}
+    print(", ".join(f"{k}: {v}" for k, v in machine.items()) + f"; {args.runs} runs")
+    print(f"{'phase':<32} {'median':>8} {'min':>8} {'max':>8}")
     for phase in runs[0]:
         values = [r[phase] for r in runs]
-        print(f"{phase:<28} {statistics.median(values):>7.2f}s {min(values):>7.2f}s {max(values):>7.2f}s")
+        figures[phase] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
+        print(f"{phase:<32} {statistics.median(values):>7.2f}s {min(values):>7.2f}s {max(values):>7.2f}s")
+    Path(args.json).write_text(json.dumps({"machine": machine, "runs": args.runs, "seconds": figures}, indent=2))
+    print(f"written to {args.json}")
     return 0
 
 
