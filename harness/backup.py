@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict
 
+from harness.cluster import DATA_MOUNT
 from harness.compose import MANAGED_LABEL, PROJECT_LABEL
 from harness.errors import ClusterError, HarnessError
 from harness.recovery import ACTIONS, RecoveryTarget, TargetAction
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("harness")
 
 BACKUPS_PATH = "/backups"
-DATA_MOUNT = "/var/lib/pgharness"
 
 
 class BackupError(HarnessError):
@@ -112,7 +112,6 @@ def list_backups(cluster: Cluster) -> list[str]:
 def verify_backup(cluster: Cluster, name: str) -> str:
     """Check base backup `name` against its manifest with ``pg_verifybackup``; return its report."""
     log.info("### Verifying backup %r", name)
-    # The backup holds no WAL of its own beyond what -X stream put in pg_wal.
     return run_tool(cluster, ["pg_verifybackup", f"{BACKUPS_PATH}/{name}"], what=f"pg_verifybackup of {name!r}")
 
 
@@ -235,10 +234,7 @@ def rebuild(cluster: Cluster, name: str, *, timeout: float | None = None) -> Nod
         raise BackupError(f"refusing to rebuild {name!r}: it has no primary_conninfo to take a base backup from")
     if upstream in (name, node.container.attrs["Config"].get("Hostname")):
         raise BackupError(f"refusing to rebuild {name!r}: its primary_conninfo points at itself ({upstream})")
-    mounts = [m for m in node.container.attrs.get("Mounts", []) if m.get("Destination") == DATA_MOUNT]
-    if len(mounts) != 1 or mounts[0].get("Type") != "volume":
-        raise ClusterError(f"refusing to rebuild {name!r}: its data is not in one volume at {DATA_MOUNT}")
-    volume = str(mounts[0]["Name"])
+    volume = node.data_volume()
 
     log.info("### Rebuilding node %r from %r (wiping volume %s)", name, upstream, volume)
     node.stop()

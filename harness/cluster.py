@@ -57,6 +57,8 @@ log = logging.getLogger("harness")
 HOST = "127.0.0.1"
 #: Size of the header that starts every WAL segment (SizeOfXLogLongPHD).
 LONG_PAGE_HEADER_SIZE = 40
+#: Where each node's data volume is mounted (PGDATA is its data/ folder).
+DATA_MOUNT = "/var/lib/pgharness"
 #: The port PostgreSQL listens on inside every node.
 CONTAINER_PORT = 5432
 
@@ -152,6 +154,13 @@ class Node:
                 f"{' '.join(argv)!r} failed on node {self.name!r} (exit {result.exit_code}): {output.strip()}"
             )
         return output
+
+    def data_volume(self) -> str:
+        """The name of the volume holding this node's data directory (mounted at /var/lib/pgharness)."""
+        mounts = [m for m in self.container.attrs.get("Mounts", []) if m.get("Destination") == DATA_MOUNT]
+        if len(mounts) != 1 or mounts[0].get("Type") != "volume":
+            raise ClusterError(f"node {self.name!r} keeps its data in no single volume at {DATA_MOUNT}")
+        return str(mounts[0]["Name"])
 
     def status(self) -> str:
         """The container's state: running, exited, paused, ... (with health when it has one)."""

@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql as pgsql
 
 from harness.backup import BackupError, run_tool
-from harness.cluster import HOST, Cluster, Node
+from harness.cluster import DATA_MOUNT, HOST, Cluster, Node
 from harness.errors import ClusterError, HarnessError
 from harness.lsn import Lsn
 from harness.wait import poll_until
@@ -121,15 +121,13 @@ def rejoin(cluster: Cluster, name: str, upstream: str, *, timeout: float | None 
     node, source = cluster.node(name), cluster.node(upstream)
     if node.container.status == "running":
         node.stop()
-    volume = next(
-        str(m["Name"]) for m in node.container.attrs.get("Mounts", []) if m.get("Destination") == "/var/lib/pgharness"
-    )
+    volume = node.data_volume()
     # Before PostgreSQL 16, pg_rewind reads the source's timeline from its control
     # file, which a promoted node updates only at its next checkpoint: without one,
     # pg_rewind sees one timeline and decides that no rewind is needed.
     source.sql("CHECKPOINT")
     log.info("### Rewinding node %r against %r", name, upstream)
-    data = "/var/lib/pgharness/data"
+    data = f"{DATA_MOUNT}/data"
     settings = f"primary_conninfo = '{conninfo(cluster, upstream, name)}'\nrestore_command = 'cp /archive/%f %p'\n"
     # The node is down; a crashed one leaves postmaster.pid naming PID 1, which in the
     # tool's container is alive: remove it, or pg_rewind's crash recovery refuses to start.
@@ -138,7 +136,7 @@ def rejoin(cluster: Cluster, name: str, upstream: str, *, timeout: float | None 
         f"--source-server={shlex.quote(f'host={upstream} user=postgres dbname=postgres password={cluster.password}')} "
         f"&& printf %s {shlex.quote(settings)} >> {data}/postgresql.auto.conf && touch {data}/standby.signal"
     )
-    run_tool(cluster, ["sh", "-c", script], volumes={volume: "/var/lib/pgharness"}, what=f"pg_rewind of {name}")
+    run_tool(cluster, ["sh", "-c", script], volumes={volume: DATA_MOUNT}, what=f"pg_rewind of {name}")
     node.start(wait=False)
     try:
         node.poll_query_until("SELECT status FROM pg_stat_wal_receiver", "streaming", timeout=timeout)

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from docker.models.networks import Network
 
 from harness.cluster import Cluster, Node
+from harness.compose import SERVICE_LABEL
 from harness.errors import ClusterError
 
 log = logging.getLogger("harness")
@@ -21,12 +22,9 @@ log = logging.getLogger("harness")
 REPLICATION_NETWORK = "replication"
 
 
-def access_network(node: Node) -> Network | None:
-    """The network that carries `node`'s published port (``<project>_<service>-access``), if it has one."""
-    for name in node.container.attrs["NetworkSettings"]["Networks"] or {}:
-        if name.endswith("-access"):
-            return node.cluster.docker.networks.get(name)
-    return None
+def access_network_name(node: Node) -> str:
+    """The network that carries `node`'s published port: ``<project>_<service>-access`` in compose.yaml."""
+    return f"{node.cluster.name}_{node.container.labels[SERVICE_LABEL]}-access"
 
 
 def replication_network(node: Node) -> Network:
@@ -71,21 +69,21 @@ def partition(node: Node, *, clients: bool = False) -> None:
     """Cut `node` off from every other node and, with `clients`, from the host too (its published port)."""
     disconnect(node)
     if clients:
-        network = access_network(node)
-        if network is not None:
-            log.info("### Cutting node %r off from its clients", node.name)
-            node.container.reload()
-            _access_networks[(node.cluster.name, node.name)] = str(network.name)
-            network.disconnect(node.container)
+        log.info("### Cutting node %r off from its clients", node.name)
+        node.cluster.docker.networks.get(access_network_name(node)).disconnect(node.container)
 
 
 def heal(node: Node) -> None:
-    """Undo `partition` / `disconnect` for `node`: back on the replication network and its own port."""
+    """Undo `partition` / `disconnect` for `node`: back on the replication network and its own port.
+
+    What to restore is read from the container itself, so a heal works from
+    another process (``harness heal`` after ``harness partition``).
+    """
     reconnect(node)
-    key = (node.cluster.name, node.name)
-    if key in _access_networks:
+    name = access_network_name(node)
+    if name not in (node.container.attrs["NetworkSettings"]["Networks"] or {}):
         log.info("### Reconnecting node %r to its clients", node.name)
-        node.cluster.docker.networks.get(_access_networks.pop(key)).connect(node.container)
+        node.cluster.docker.networks.get(name).connect(node.container)
 
 
 def heal_all(cluster: Cluster) -> None:
@@ -114,10 +112,6 @@ def paused(node: Node) -> Iterator[Node]:
     finally:
         if node.container.status == "paused":
             node.unpause()
-
-
-# Access networks taken from nodes by `partition`, to give back in `heal`.
-_access_networks: dict[tuple[str, str], str] = {}
 
 
 @contextmanager
