@@ -700,8 +700,6 @@ class Cluster:
             return self.containers()[service]
         except KeyError:
             raise UnknownNode(self._unknown(service)) from None
-        except docker.errors.NotFound:
-            raise UnknownNode(self._unknown(service)) from None
 
     def _unknown(self, name: str) -> str:
         known = ", ".join(sorted(self.containers())) or "none: is the cluster up?"
