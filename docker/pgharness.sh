@@ -77,7 +77,7 @@ make_template() {
 listen_addresses = '*'
 port = 5432
 password_encryption = 'scram-sha-256'
-log_line_prefix = '%m [%p] %q%a '
+log_line_prefix = '%m [%p] %e %q%a '
 log_connections = off
 include_if_exists = 'pgharness.conf'
 EOF
@@ -128,8 +128,9 @@ bootstrap_primary() {
 # TYPE  DATABASE     USER          ADDRESS  METHOD
 local   all          all                    trust
 local   replication  all                    trust
-host    all          all           all      scram-sha-256
 host    replication  $repl_user    all      scram-sha-256
+host    all          $repl_user    all      reject
+host    all          all           all      scram-sha-256
 EOF
     write_settings primary
     # Roles are made in single-user mode: no server to start and stop.

@@ -495,6 +495,7 @@ def run() -> None:
         click.echo(f"harness: usage: {e.format_message()} (see '{where} --help')", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
+        click.echo("harness: interrupted", err=True)
         sys.exit(130)
 
 

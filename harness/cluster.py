@@ -886,10 +886,23 @@ class Cluster:
         (directory / "summary.txt").write_text("\n".join(summary) + "\n")
         return directory
 
-    @staticmethod
-    def _mask(text: str) -> str:
-        """`text` with every password value (``password=...``, ``PASSWORD: ...``) replaced by ********."""
-        return _PASSWORD_RE.sub(r"\1********", text)
+    def _mask(self, text: str) -> str:
+        """`text` with the cluster's passwords masked (see `mask`)."""
+        return mask(text, (self.password, self.replication_password))
+
+
+#: The documented default passwords: public, and words that appear everywhere ("postgres").
+DEFAULT_PASSWORDS = frozenset({"postgres", "repli"})
+
+
+def mask(text: str, secrets: Sequence[str] = ()) -> str:
+    """`text` with every password value (``password=...``, ``PASSWORD: ...``) replaced by ********,
+    and each of `secrets` wherever it appears (but the public defaults, and values under 6 characters)."""
+    text = _PASSWORD_RE.sub(r"\1********", text)
+    for secret in secrets:
+        if len(secret) >= 6 and secret not in DEFAULT_PASSWORDS:
+            text = text.replace(secret, "********")
+    return text
 
 
 _PASSWORD_RE = re.compile(r"""(password\s*[=:]\s*['"]?)[^\s'"]+""", re.IGNORECASE)

@@ -1,5 +1,14 @@
 """Steps that several scenarios share."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
+import docker
+
+from harness.wait import poll_until
+
 
 def generate_segments(primary, table, count):
     """Write rows into `table` and close `count` WAL segments; return the last one, once archived."""
@@ -25,3 +34,57 @@ def set_and_reload(node, setting, value):
     """ALTER SYSTEM SET one setting and reload the configuration."""
     node.sql(f"ALTER SYSTEM SET {setting} = '{value}'")
     node.sql("SELECT pg_reload_conf()")
+
+
+# --- child processes: a test run or a `harness` command, and what they leave on the engine ---
+
+
+def labelled(label):
+    """Every container, volume and network carrying `label` (key=value)."""
+    client = docker.from_env()
+    filters = {"label": label}
+    return (
+        client.containers.list(all=True, filters=filters)
+        + client.volumes.list(filters=filters)
+        + client.networks.list(filters=filters)
+    )
+
+
+def remove_projects(label):
+    """Remove the compose projects whose resources carry `label` (cleanup after a failed test)."""
+    projects = {r.attrs.get("Labels", {}).get("com.docker.compose.project") for r in labelled(label)} - {None}
+    for project in projects:
+        subprocess.run(["docker", "compose", "-p", project, "down", "-v"], capture_output=True, check=False)
+
+
+def run_pytest(tmp_path, test_source, *args, **popen):
+    """Start pytest on `test_source` in a child process (output on its stdout); return the Popen.
+
+    Its clusters carry the owner label ``org.pgharness.owner=pytest-<its pid>``.
+    """
+    (tmp_path / "test_inner.py").write_text(textwrap.dedent(test_source))
+    popen.setdefault("stdout", subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args, "test_inner.py"],
+        cwd=tmp_path,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PGHARNESS_EVIDENCE_DIR": str(tmp_path / "evidence")},
+        **popen,
+    )
+
+
+def wait_until_healthy(label, count=2, timeout=120):
+    """Wait until `count` containers carry `label` and all are healthy."""
+    client = docker.from_env()
+
+    def health():
+        return [client.containers.get(c.id).health for c in client.containers.list(all=True, filters={"label": label})]
+
+    poll_until(
+        health,
+        lambda status: status == ["healthy"] * count,
+        what=f"{count} healthy containers labelled {label}",
+        timeout=timeout,
+        retry_on=(docker.errors.NotFound,),
+    )

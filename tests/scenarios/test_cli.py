@@ -9,6 +9,7 @@ import sys
 import docker
 import psycopg
 import pytest
+from helpers import run_pytest, wait_until_healthy
 
 from harness.cluster import new_cluster_name
 from harness.lsn import Lsn
@@ -285,23 +286,15 @@ def test_unknown_names_and_bad_flags_exit_2_in_one_line(environment, args):
 
 def test_gc_removes_what_a_killed_test_run_left(tmp_path, harness_image):
     # A test run that is killed (SIGKILL) while its cluster is up cannot clean up.
-    (tmp_path / "test_inner.py").write_text(
-        "def test_waits(cluster):\n    cluster.primary.poll_query_until('SELECT false', True, timeout=240)\n"
-    )
-    child = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_inner.py"],
-        cwd=tmp_path,
+    child = run_pytest(
+        tmp_path,
+        "def test_waits(cluster):\n    cluster.primary.poll_query_until('SELECT false', True, timeout=240)\n",
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
     )
     owner = f"org.pgharness.owner=pytest-{child.pid}"
     client = docker.from_env()
-
-    def healthy():
-        return [client.containers.get(c.id).health for c in client.containers.list(filters={"label": owner})]
-
     try:
-        poll_until(healthy, lambda h: h == ["healthy", "healthy"], what="the child's cluster", timeout=120)
+        wait_until_healthy(owner)
     finally:
         child.kill()
         child.wait()

@@ -2,55 +2,19 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
-import textwrap
+import time
 
 import docker
 import pytest
+from helpers import labelled, remove_projects, run_pytest, wait_until_healthy
 
 from harness import Cluster, ClusterError
-from harness.wait import poll_until
 
 pytestmark = pytest.mark.lifecycle
-
-
-def labelled(label):
-    """Every container, volume and network carrying `label` (key=value)."""
-    client = docker.from_env()
-    filters = {"label": label}
-    return (
-        client.containers.list(all=True, filters=filters)
-        + client.volumes.list(filters=filters)
-        + client.networks.list(filters=filters)
-    )
-
-
-def health(label):
-    """The health status of each container carrying `label`."""
-    client = docker.from_env()
-    return [client.containers.get(c.id).health for c in client.containers.list(all=True, filters={"label": label})]
-
-
-def remove_projects(label):
-    """Remove the compose projects whose resources carry `label` (cleanup after a failed test)."""
-    projects = {r.attrs.get("Labels", {}).get("com.docker.compose.project") for r in labelled(label)} - {None}
-    for project in projects:
-        subprocess.run(["docker", "compose", "-p", project, "down", "-v"], capture_output=True, check=False)
-
-
-def run_pytest(tmp_path, test_source, *args):
-    """Start pytest on `test_source` in a child process; return the Popen."""
-    (tmp_path / "test_inner.py").write_text(textwrap.dedent(test_source))
-    return subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args, "test_inner.py"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PGHARNESS_EVIDENCE_DIR": str(tmp_path / "evidence")},
-    )
 
 
 def test_failed_startup_removes_everything_and_says_why(harness_image):
@@ -123,13 +87,7 @@ def test_ctrl_c_in_the_middle_of_a_scenario_removes_the_cluster(tmp_path, harnes
     owner = f"org.pgharness.owner=pytest-{proc.pid}"
     try:
         # Once its cluster is up and healthy ...
-        poll_until(
-            lambda: health(owner),
-            lambda status: status == ["healthy", "healthy"],
-            what=f"the child's cluster ({owner}) to be healthy",
-            timeout=120,
-            retry_on=(docker.errors.NotFound,),
-        )
+        wait_until_healthy(owner)
         # ... press Ctrl-C.
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=120)
@@ -141,3 +99,86 @@ def test_ctrl_c_in_the_middle_of_a_scenario_removes_the_cluster(tmp_path, harnes
     # pytest reports the interruption, and the cluster is gone.
     assert "KeyboardInterrupt" in output
     assert labelled(owner) == []
+
+
+def test_pytest_timeout_expiry_removes_the_cluster_and_keeps_evidence(tmp_path, harness_image):
+    # A scenario that hangs past its pytest-timeout deadline.
+    proc = run_pytest(
+        tmp_path,
+        """
+        import pytest
+
+        @pytest.mark.timeout(20)
+        def test_hangs(cluster):
+            cluster.primary.poll_query_until("SELECT false", True, timeout=240)
+        """,
+    )
+    owner = f"org.pgharness.owner=pytest-{proc.pid}"
+    try:
+        output, _ = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+        proc.wait()
+        remove_projects(owner)
+
+    # The timeout fails the test (signal method: raised in the test, fixtures still run) ...
+    assert proc.returncode == 1, output
+    assert "Timeout" in output
+    # ... its cluster had come up (its evidence holds the primary's log) and is gone.
+    [cluster_dir] = (tmp_path / "evidence").glob("*/*")
+    assert "ready to accept" in (cluster_dir / "primary.log").read_text()
+    assert labelled(owner) == []
+
+
+def test_up_interrupted_while_the_image_builds_leaves_nothing(harness_settings):
+    # A base image no build has used yet (its own layer: no build cache), so that `harness up --image`
+    # (what `make up PG_IMAGE=...` runs) builds the node image for real.
+    client = docker.from_env()
+    base = f"pgharness/interrupt-test:{os.getpid()}"
+    scratch = client.containers.create(
+        harness_settings.spec.base_tag,
+        ["sh", "-c", f"echo {base} {time.time()} > /etc/pgharness-interrupt-test"],
+        entrypoint=[],
+        user="root",
+        labels={"org.pgharness.managed": "true"},
+    )
+    try:
+        scratch.start()
+        scratch.wait(timeout=60)
+        scratch.commit(*base.split(":"))
+    finally:
+        scratch.remove()
+    name = f"pgh-interrupt-{os.getpid()}"
+    node_image = f"pgharness/postgres:from-{base.replace('/', '-').replace(':', '-')}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "up", "--name", name, "--image", base],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    lines = []
+    try:
+        # Once the node image build runs its first RUN step ...
+        for line in proc.stderr:
+            lines.append(line)
+            if re.match(r"#\d+ \[\d+/\d+\] RUN ", line):
+                break
+        # ... press Ctrl-C (SIGINT to the whole process group: harness and docker build).
+        os.killpg(proc.pid, signal.SIGINT)
+        _, rest = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        subprocess.run([sys.executable, "-m", "harness", "down", "--name", name], capture_output=True, check=False)
+        client.images.remove(base)
+    stderr = "".join(lines) + rest
+
+    # One line says it was interrupted; no traceback; exit 130 like any Ctrl-C'd command.
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == "harness: interrupted"
+    # No half-built node image, and nothing of the environment on the engine.
+    assert not [i for i in client.images.list(node_image)]
+    assert labelled(f"com.docker.compose.project={name}") == []
