@@ -10,6 +10,8 @@ PYTHON       ?= python3
 VENV         ?= .venv
 PYTEST_ARGS  ?=
 BENCH_RUNS   ?= 5
+N            ?= 5
+SOAK_ARGS    ?=
 MATRIX_VERSIONS ?= 13 15 17 18
 MATRIX_DIR   ?= test-results/matrix
 export PG_VERSION PG_IMAGE PRIMARY_PORT STANDBY_PORT
@@ -17,7 +19,7 @@ export PG_VERSION PG_IMAGE PRIMARY_PORT STANDBY_PORT
 BIN     := $(VENV)/bin
 HARNESS := $(BIN)/harness
 
-.PHONY: help venv image up down test test-matrix unit lint format bench clean
+.PHONY: help venv image up down test test-matrix soak unit lint format bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -52,6 +54,9 @@ test-matrix: venv ## Run the suite on each of MATRIX_VERSIONS in turn; table und
 	done; \
 	$(BIN)/python -m harness.matrix $(MATRIX_DIR) || status=1; \
 	exit $$status
+
+soak: image ## Run the suite N times (SOAK_ARGS="-m failover" for a family); each failure with its evidence
+	$(BIN)/python -m harness.soak --rounds $(N) --dir test-results/soak -- $(SOAK_ARGS)
 
 unit: venv ## Run the unit tests only (no Docker needed)
 	$(BIN)/pytest -m 'not docker' tests/unit $(PYTEST_ARGS)

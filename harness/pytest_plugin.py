@@ -178,9 +178,13 @@ def failed_in(node: pytest.Item) -> bool:
     return any(r.failed for r in reports.values())
 
 
+def evidence_name(nodeid: str) -> str:
+    """The folder name of a test's evidence: its node id with anything but [A-Za-z0-9_.-] as ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")
+
+
 def evidence_path(settings: Settings, node: pytest.Item, cluster: Cluster) -> Path:
-    test = re.sub(r"[^A-Za-z0-9_.-]+", "_", node.nodeid).strip("_")
-    return settings.evidence_dir / test / cluster.name
+    return settings.evidence_dir / evidence_name(node.nodeid) / cluster.name
 
 
 @pytest.fixture(scope="session")

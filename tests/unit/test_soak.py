@@ -1,0 +1,25 @@
+from harness.matrix import Result
+from harness.soak import Round, evidence_folder, report
+
+
+def test_report_lists_each_round_and_each_failure_with_its_evidence(tmp_path):
+    evidence = tmp_path / "round2" / "evidence" / "tests_scenarios_test_failover.py_test_crash_a" / "pgh-1"
+    evidence.mkdir(parents=True)
+    flaky = Result("tests/scenarios/test_failover::test_crash[a]", "failed", "WaitTimeout: timed out\nmore")
+    rounds = [
+        Round(1, 61.2, 0, [Result("t::a", "passed"), Result("t::b", "skipped")]),
+        Round(2, 64.9, 1, [Result("t::a", "passed"), flaky]),
+    ]
+
+    text = report(rounds, tmp_path)
+
+    assert "- round 1: 1 passed, 1 skipped in 61 s (exit 0)" in text
+    assert "- round 2: 1 failed, 1 passed in 65 s (exit 1)" in text
+    assert "1 failure(s) in 2 round(s)" in text
+    assert "tests/scenarios/test_failover::test_crash[a] (failed): WaitTimeout: timed out\n" in text
+    assert f"  evidence: {evidence.parent}" in text
+    assert "failed 1 of 2" in text
+
+
+def test_a_failure_without_a_cluster_has_no_evidence(tmp_path):
+    assert evidence_folder(tmp_path, Result("tests/unit/test_x::test_y", "failed")) is None
