@@ -12,6 +12,12 @@
 # Settings come from the environment (compose.yaml sets them):
 #   PGHARNESS_SETTINGS    postgresql.conf lines for this node, rewritten at every start
 #                         into $PGDATA/pgharness.conf (ALTER SYSTEM still wins over them)
+#   PGHARNESS_EXTRA_SETTINGS  more lines, after those: a user's settings for every node
+#   PGHARNESS_INIT_SQL    SQL run once on a new primary (schema, extensions); standbys get
+#                         its result through their base backup
+#   PGHARNESS_TLS_CA, PGHARNESS_TLS_CERT, PGHARNESS_TLS_KEY   PEM texts: with all three,
+#                         the node serves TLS, replication connections must use it, and a
+#                         standby connects with sslmode=verify-full against PGHARNESS_TLS_CA
 #   POSTGRES_PASSWORD     the postgres superuser's password (default: postgres)
 #   REPLICATION_USER      the replication role (default: repli)
 #   REPLICATION_PASSWORD  its password (default: repli)
@@ -29,6 +35,7 @@
 set -eu
 
 PGDATA=${PGDATA:-/var/lib/pgharness/data}
+TLS_DIR=${PGHARNESS_TLS_DIR:-/var/lib/pgharness/tls}
 TEMPLATE=${PGHARNESS_TEMPLATE:-/opt/pgharness/template}
 
 say() { printf 'pgharness: %s\n' "$*" >&2; }
@@ -90,7 +97,7 @@ sql_literal() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/''/g")"; }
 recovery_settings() {
     echo "# --- recovery settings (recovery.conf before PostgreSQL 12), from NODE_NAME, UPSTREAM_HOST, ..."
     if [ -n "${UPSTREAM_HOST:-}" ] && [ "${STREAMING:-on}" != off ]; then
-        echo "primary_conninfo = $(sql_literal "host=$UPSTREAM_HOST port=${UPSTREAM_PORT:-5432} user=${REPLICATION_USER:-repli} password=${REPLICATION_PASSWORD:-repli} application_name=${NODE_NAME:-$(hostname)}")"
+        echo "primary_conninfo = $(sql_literal "host=$UPSTREAM_HOST port=${UPSTREAM_PORT:-5432} user=${REPLICATION_USER:-repli} password=${REPLICATION_PASSWORD:-repli} application_name=${NODE_NAME:-$(hostname)}$(tls_conninfo)")"
     fi
     if [ -n "${SLOT_NAME:-}" ]; then
         echo "primary_slot_name = $(sql_literal "$SLOT_NAME")"
@@ -109,13 +116,53 @@ recovery_settings() {
     echo "recovery_target_inclusive = $(sql_literal "${RECOVERY_TARGET_INCLUSIVE:-on}")"
 }
 
+tls_enabled() { [ -n "${PGHARNESS_TLS_CA:-}" ] && [ -n "${PGHARNESS_TLS_CERT:-}" ] && [ -n "${PGHARNESS_TLS_KEY:-}" ]; }
+
+# Connection options of a standby's upstream connections (primary_conninfo, pg_basebackup).
+tls_conninfo() {
+    if tls_enabled; then printf ' sslmode=verify-full sslrootcert=%s/ca.crt' "$TLS_DIR"; fi
+}
+
+# The TLS files, from the variables, at every start (outside PGDATA: base backups do not copy
+# them); prints the settings that use them.
+write_tls() {
+    tls_enabled || return 0
+    mkdir -p "$TLS_DIR"
+    chmod 0700 "$TLS_DIR"
+    printf '%s\n' "$PGHARNESS_TLS_CA" >"$TLS_DIR/ca.crt"
+    printf '%s\n' "$PGHARNESS_TLS_CERT" >"$TLS_DIR/server.crt"
+    (umask 077 && printf '%s\n' "$PGHARNESS_TLS_KEY" >"$TLS_DIR/server.key")
+    echo "ssl = on"
+    echo "ssl_ca_file = '$TLS_DIR/ca.crt'"
+    echo "ssl_cert_file = '$TLS_DIR/server.crt'"
+    echo "ssl_key_file = '$TLS_DIR/server.key'"
+}
+
 write_settings() {
     {
         echo "# Written by pgharness at every start from PGHARNESS_SETTINGS (compose.yaml)."
         echo "# ALTER SYSTEM (postgresql.auto.conf) overrides these."
         printf '%s\n' "${PGHARNESS_SETTINGS:-}"
+        write_tls
         [ "${1:-}" != standby ] || recovery_settings
+        echo "# --- PGHARNESS_EXTRA_SETTINGS"
+        printf '%s\n' "${PGHARNESS_EXTRA_SETTINGS:-}"
     } >"$PGDATA/pgharness.conf"
+}
+
+# PGHARNESS_INIT_SQL on a new primary: a server on the local socket alone, psql, stop.
+run_init_sql() {
+    [ -n "${PGHARNESS_INIT_SQL:-}" ] || return 0
+    say "running PGHARNESS_INIT_SQL"
+    log=$(dirname "$PGDATA")/init-sql.log
+    pg_ctl -D "$PGDATA" -w -l "$log" -o "-c listen_addresses='' -c archive_mode=off" start >/dev/null \
+        || { cat "$log" >&2; die "the server did not start for PGHARNESS_INIT_SQL"; }
+    if ! printf '%s\n' "$PGHARNESS_INIT_SQL" | psql -X -q -v ON_ERROR_STOP=1 -f - >/dev/null; then
+        pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
+        rm -rf "${PGDATA:?}"  # the next start must not find a half-made primary
+        die "PGHARNESS_INIT_SQL failed (its error is above)"
+    fi
+    pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
 }
 
 bootstrap_primary() {
@@ -124,11 +171,15 @@ bootstrap_primary() {
     chmod 0700 "$PGDATA"
     cp -a "$TEMPLATE/." "$PGDATA/"
     repl_user=${REPLICATION_USER:-repli}
+    # With TLS, replication connections must use it.
+    repl_host=host
+    if tls_enabled; then repl_host=hostssl; fi
     cat >"$PGDATA/pg_hba.conf" <<EOF
 # TYPE  DATABASE     USER          ADDRESS  METHOD
 local   all          all                    trust
 local   replication  all                    trust
-host    replication  $repl_user    all      scram-sha-256
+$repl_host  replication  $repl_user    all      scram-sha-256
+host    replication  all           all      reject
 host    all          $repl_user    all      reject
 host    all          all           all      scram-sha-256
 EOF
@@ -138,6 +189,7 @@ EOF
 ALTER ROLE postgres PASSWORD $(sql_literal "${POSTGRES_PASSWORD:-postgres}");
 CREATE ROLE "$repl_user" WITH LOGIN REPLICATION PASSWORD $(sql_literal "${REPLICATION_PASSWORD:-repli}");
 EOF
+    run_init_sql
 }
 
 # pg_basebackup from the upstream into $1 (more options after it), once the
@@ -154,9 +206,10 @@ basebackup() {
         sleep 0.2  # retry back-off while the upstream comes up
     done
     say "taking a base backup from $host:$port into $dest"
+    write_tls >/dev/null
     PGPASSWORD="${REPLICATION_PASSWORD:-repli}" pg_basebackup --pgdata="$dest" --wal-method=stream \
         --checkpoint=fast --no-sync "$@" \
-        --dbname="host=$host port=$port user=${REPLICATION_USER:-repli} application_name=pgharness_basebackup" \
+        --dbname="host=$host port=$port user=${REPLICATION_USER:-repli} application_name=pgharness_basebackup$(tls_conninfo)" \
         || die "pg_basebackup from $host:$port into $dest failed (see above)"
 }
 

@@ -6,7 +6,7 @@ holds the deadline-bound waits, and the pytest plugin (``harness.pytest_plugin``
 gives tests fresh or shared clusters.
 """
 
-from harness.cluster import Cluster, Node
+from harness.cluster import Cluster, Node, Service
 from harness.errors import (
     ClusterError,
     DockerUnavailable,
@@ -18,6 +18,7 @@ from harness.errors import (
     WaitTimeout,
 )
 from harness.lsn import Lsn, walfile_name
+from harness.tls import TlsFiles
 from harness.wait import poll_until
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "Lsn",
     "Node",
     "PortInUse",
+    "Service",
+    "TlsFiles",
     "UnknownNode",
     "UnsupportedVersion",
     "WaitTimeout",

@@ -45,6 +45,7 @@ from harness.compose import (
 from harness.errors import ClusterError, HarnessError, PortInUse, UnknownEnvironment, UnknownNode
 from harness.lsn import Lsn, previous_walfile
 from harness.recovery import Lag, RecoveryTarget, TargetAction
+from harness.tls import TlsFiles
 from harness.versions import major_from_version_num
 from harness.wait import log_tails, poll_until
 
@@ -71,6 +72,9 @@ StopMode = Literal["smart", "fast", "immediate"]
 NODE_LABEL = "org.pgharness.node"
 OWNER_LABEL = "org.pgharness.owner"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
+#: Label marking a PostgreSQL node's container (compose.yaml's x-node), as opposed to a user's service.
+KIND_LABEL = "org.pgharness.kind"
+CONFIG_FILES_LABEL = "com.docker.compose.project.config_files"
 
 #: Named topologies: the compose services a cluster starts.
 TOPOLOGIES: dict[str, tuple[str, ...]] = {
@@ -92,6 +96,33 @@ _LSN_FUNCTIONS: dict[str, str] = {
 _STOP_SIGNALS: dict[str, str] = {"smart": "SIGTERM", "fast": "SIGINT", "immediate": "SIGQUIT"}
 
 
+def settings_lines(settings: Mapping[str, object] | Sequence[str] | str) -> str:
+    """postgresql.conf lines from a mapping (``{"work_mem": "64MB"}``), a list of lines, or a text."""
+    if isinstance(settings, str):
+        return settings
+    if isinstance(settings, Mapping):
+        return "\n".join(f"{key} = {_conf_value(value)}" for key, value in settings.items())
+    return "\n".join(settings)
+
+
+def _conf_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int | float):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def read_sql(init_sql: str | Path) -> str:
+    """The SQL text of `init_sql`: a path to a .sql file, or the SQL itself."""
+    if isinstance(init_sql, Path) or (init_sql.endswith(".sql") and "\n" not in init_sql):
+        path = Path(init_sql)
+        if not path.is_file():
+            raise ClusterError(f"init SQL file {str(path)!r} not found")
+        return path.read_text()
+    return init_sql
+
+
 def new_cluster_name(prefix: str = "pgh") -> str:
     """A compose project name unique on this engine: ``pgh-1a2b3c4d``."""
     return f"{prefix}-{secrets.token_hex(4)}"
@@ -108,15 +139,68 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-class Node:
-    """One PostgreSQL server: a compose service of a `Cluster`."""
+class Service:
+    """A container of a cluster's compose project: a node, or a service a user's override file adds.
+
+    ``cluster.service("pgbouncer")`` is the handle of an added service:
+    its container, its published ports, its log, commands inside it.
+    """
 
     def __init__(self, cluster: Cluster, name: str) -> None:
         self.cluster = cluster
         self.name = name
 
     def __repr__(self) -> str:
-        return f"Node({self.name!r}, cluster={self.cluster.name!r})"
+        return f"{type(self).__name__}({self.name!r}, cluster={self.cluster.name!r})"
+
+    @property
+    def container(self) -> Container:
+        """The container (Docker SDK), looked up by its compose labels."""
+        return self.cluster.service_container(self.name)
+
+    @property
+    def host(self) -> str:
+        """Where the host reaches the service's published ports."""
+        return HOST
+
+    def published_port(self, container_port: int, protocol: str = "tcp") -> int:
+        """The host port on 127.0.0.1 that reaches `container_port` of the service."""
+        container = self.container
+        bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{container_port}/{protocol}") or []
+        for binding in bindings:
+            if binding.get("HostIp") == HOST:
+                return int(binding["HostPort"])
+        raise ClusterError(
+            f"{self.name!r} publishes no port for {container_port}/{protocol} on {HOST} "
+            f"(status: {container.status}); is it running, and is the port published on {HOST}?"
+        )
+
+    def logs(self, tail: int = 200) -> str:
+        """The last `tail` lines of the container's log."""
+        raw = self.container.logs(tail=tail, stream=False)
+        assert isinstance(raw, bytes)
+        return raw.decode(errors="replace")
+
+    def exec(self, *argv: str, check: bool = True, user: str = "") -> str:
+        """Run a command inside the container; return its output."""
+        result = self.container.exec_run(list(argv), user=user, demux=False)
+        assert isinstance(result.output, bytes | None)
+        output = (result.output or b"").decode(errors="replace")
+        if check and result.exit_code != 0:
+            raise ClusterError(
+                f"{' '.join(argv)!r} failed on {self.name!r} (exit {result.exit_code}): {output.strip()}"
+            )
+        return output
+
+    def status(self) -> str:
+        """The container's state: running, exited, paused, ... (with health when it has one)."""
+        container = self.container
+        health = container.attrs["State"].get("Health", {}).get("Status")
+        return f"{container.status} ({health})" if health else str(container.status)
+
+
+class Node(Service):
+    """One PostgreSQL server: a compose service of a `Cluster`."""
 
     # --- the container -------------------------------------------------
 
@@ -128,32 +212,11 @@ class Node:
     @property
     def port(self) -> int:
         """The host port on 127.0.0.1 that reaches this node's PostgreSQL."""
-        container = self.container
-        bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{CONTAINER_PORT}/tcp") or []
-        for binding in bindings:
-            if binding.get("HostIp") == HOST:
-                return int(binding["HostPort"])
-        raise ClusterError(
-            f"node {self.name!r} publishes no port for {CONTAINER_PORT}/tcp (status: {container.status}); "
-            "is it running? start it with node.start()"
-        )
-
-    def logs(self, tail: int = 200) -> str:
-        """The last `tail` lines of the node's log (PostgreSQL logs to stderr)."""
-        raw = self.container.logs(tail=tail, stream=False)
-        assert isinstance(raw, bytes)
-        return raw.decode(errors="replace")
+        return self.published_port(CONTAINER_PORT)
 
     def exec(self, *argv: str, check: bool = True, user: str = "postgres") -> str:
         """Run a command inside the node (as postgres by default); return its output."""
-        result = self.container.exec_run(list(argv), user=user, demux=False)
-        assert isinstance(result.output, bytes | None)
-        output = (result.output or b"").decode(errors="replace")
-        if check and result.exit_code != 0:
-            raise ClusterError(
-                f"{' '.join(argv)!r} failed on node {self.name!r} (exit {result.exit_code}): {output.strip()}"
-            )
-        return output
+        return super().exec(*argv, check=check, user=user)
 
     def data_volume(self) -> str:
         """The name of the volume holding this node's data directory (mounted at /var/lib/pgharness)."""
@@ -161,12 +224,6 @@ class Node:
         if len(mounts) != 1 or mounts[0].get("Type") != "volume":
             raise ClusterError(f"node {self.name!r} keeps its data in no single volume at {DATA_MOUNT}")
         return str(mounts[0]["Name"])
-
-    def status(self) -> str:
-        """The container's state: running, exited, paused, ... (with health when it has one)."""
-        container = self.container
-        health = container.attrs["State"].get("Health", {}).get("Status")
-        return f"{container.status} ({health})" if health else str(container.status)
 
     # --- SQL -----------------------------------------------------------
 
@@ -551,6 +608,10 @@ class Cluster:
         standbys: int = 1,
         services: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        compose_files: Sequence[str | Path] = (),
+        settings: Mapping[str, object] | Sequence[str] | str | None = None,
+        init_sql: str | Path | None = None,
+        tls: bool | TlsFiles = False,
         start_timeout: float = 120.0,
         keep: bool = False,
     ) -> None:
@@ -572,8 +633,19 @@ class Cluster:
             "STANDBY_PORT": "",
         }
         variables.update({f"{service.upper().replace('-', '_')}_PORT": str(p) for service, p in self.ports.items()})
+        if settings:
+            variables["PGHARNESS_EXTRA_SETTINGS"] = settings_lines(settings)
+        if init_sql:
+            variables["PGHARNESS_INIT_SQL"] = read_sql(init_sql)
+        #: The cluster's TLS files (a CA made at run time), or None.
+        self.tls = TlsFiles.make() if tls is True else (tls or None)
+        if self.tls:
+            variables.update(self.tls.variables())
         variables.update(env or {})
-        self.compose = ComposeProject.for_cluster(self.name, variables, wait_timeout=start_timeout)
+        self.compose_files = [Path(p) for p in compose_files]
+        self.compose = ComposeProject.for_cluster(
+            self.name, variables, wait_timeout=start_timeout, overrides=self.compose_files
+        )
         if not services and topology not in TOPOLOGIES:
             raise ClusterError(f"unknown topology {topology!r}; the topologies: {', '.join(TOPOLOGIES)}")
         if standbys < 0 or (standbys != 1 and topology != "streaming"):
@@ -581,6 +653,8 @@ class Cluster:
         self.compose.services = list(services or TOPOLOGIES[topology])
         if standbys == 0:
             self.compose.services = ["primary"]
+        #: Services of the override files that start with the nodes (resolved at start).
+        self.added_services: list[str] = []
         #: Streaming standbys beyond the first, added once the cluster is up: standby2, standby3, ...
         self.extra_standbys = [f"standby{i}" for i in range(2, standbys + 1)]
         self.owner = variables["PGHARNESS_OWNER"]
@@ -603,11 +677,15 @@ class Cluster:
             )
         first = next((c for c in found if c.labels.get(SERVICE_LABEL) == "primary"), found[0])
         env = dict(item.split("=", 1) for item in first.attrs["Config"].get("Env") or [] if "=" in item)
+        # The files it was made from: compose.yaml, then a user's override files (when they still exist).
+        files = [Path(f) for f in first.labels.get(CONFIG_FILES_LABEL, "").split(",") if f]
+        overrides = [f for f in files[1:] if f.is_file()]
         return cls(
             name,
             image=str(first.attrs["Config"]["Image"]),
             password=env.get("POSTGRES_PASSWORD"),
             owner=first.labels.get(OWNER_LABEL),
+            compose_files=overrides,
         )
 
     @property
@@ -642,6 +720,9 @@ class Cluster:
         log.info("### Starting cluster %r (image %s)", self.name, self.image)
         _live.add(self)
         try:
+            if self.compose_files:
+                self.added_services = self.compose.added_services()
+                self.compose.services = [*(self.compose.services or []), *self.added_services]
             self.compose.start()
             for name in self.extra_standbys:
                 self.add_node(name)
@@ -684,16 +765,39 @@ class Cluster:
 
     # --- nodes -------------------------------------------------------------
 
-    def containers(self) -> dict[str, Container]:
-        """The project's containers (running or not), by service name."""
+    def _project_containers(self, *, nodes: bool) -> dict[str, Container]:
         found = self.docker.containers.list(all=True, filters={"label": [f"{PROJECT_LABEL}={self.name}"]})
-        nodes = {}
+        named = {}
         for c in found:
+            if (c.labels.get(KIND_LABEL) == "postgres") != nodes:
+                continue
             oneoff = c.labels.get(ONEOFF_LABEL) == "True"
             name = c.labels.get(NODE_LABEL) or (None if oneoff else c.labels[SERVICE_LABEL])
             if name:  # not a transient one-off (a backup being taken)
-                nodes[name] = c
-        return nodes
+                named[name] = c
+        return named
+
+    def containers(self) -> dict[str, Container]:
+        """The project's PostgreSQL nodes' containers (running or not), by node name."""
+        return self._project_containers(nodes=True)
+
+    def services(self) -> dict[str, Service]:
+        """The project's other services (added by a user's compose override files), by service name."""
+        return {name: Service(self, name) for name in sorted(self._project_containers(nodes=False))}
+
+    def service(self, name: str) -> Service:
+        """The handle of service `name` of a user's override file (``cluster.service("pgbouncer")``)."""
+        self.service_container(name)  # an unknown name is named as such
+        return Service(self, name)
+
+    def service_container(self, name: str) -> Container:
+        found = self._project_containers(nodes=False)
+        if name not in found:
+            raise UnknownNode(
+                f"cluster {self.name!r} has no service {name!r}; its services: {', '.join(sorted(found)) or 'none'}"
+                f" (its PostgreSQL nodes: {', '.join(sorted(self.containers())) or 'none'})"
+            )
+        return found[name]
 
     def container(self, service: str) -> Container:
         try:
@@ -897,14 +1001,17 @@ DEFAULT_PASSWORDS = frozenset({"postgres", "repli"})
 
 def mask(text: str, secrets: Sequence[str] = ()) -> str:
     """`text` with every password value (``password=...``, ``PASSWORD: ...``) replaced by ********,
-    and each of `secrets` wherever it appears (but the public defaults, and values under 6 characters)."""
+    each of `secrets` wherever it appears (but the public defaults, and values under 6 characters),
+    and PEM private keys."""
     text = _PASSWORD_RE.sub(r"\1********", text)
+    text = _PRIVATE_KEY_RE.sub("(private key masked)", text)
     for secret in secrets:
         if len(secret) >= 6 and secret not in DEFAULT_PASSWORDS:
             text = text.replace(secret, "********")
     return text
 
 
+_PRIVATE_KEY_RE = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL)
 _PASSWORD_RE = re.compile(r"""(password\s*[=:]\s*['"]?)[^\s'"]+""", re.IGNORECASE)
 _SNAPSHOT_QUERIES: dict[str, LiteralString] = {
     "in_recovery": "SELECT pg_is_in_recovery()",

@@ -10,6 +10,7 @@ PRIMARY_PORT does not leak into a test cluster.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -23,8 +24,19 @@ from testcontainers.compose import DockerCompose
 
 from harness.errors import ClusterError, DockerUnavailable
 
-#: The repository's compose file (PGHARNESS_COMPOSE_FILE overrides it).
-COMPOSE_FILE = Path(os.environ.get("PGHARNESS_COMPOSE_FILE", Path(__file__).resolve().parent.parent / "compose.yaml"))
+
+def _compose_file() -> Path:
+    """The harness's compose file: PGHARNESS_COMPOSE_FILE, else the one shipped in the package
+    (an installed wheel has it in harness/resources/), else the repository's (a checkout)."""
+    if os.environ.get("PGHARNESS_COMPOSE_FILE"):
+        return Path(os.environ["PGHARNESS_COMPOSE_FILE"]).resolve()
+    here = Path(__file__).resolve().parent
+    packaged = here / "resources" / "compose.yaml"
+    return packaged if packaged.is_file() else here.parent / "compose.yaml"
+
+
+#: The compose file; its folder holds docker/, the image's build context.
+COMPOSE_FILE = _compose_file()
 
 #: Label that every container, volume and network of the harness carries.
 MANAGED_LABEL = "org.pgharness.managed"
@@ -64,6 +76,18 @@ def check_compose_v2() -> str:
     return version
 
 
+@functools.cache
+def base_services() -> frozenset[str]:
+    """Every service of COMPOSE_FILE, of every profile."""
+    cmd = ["docker", "compose", "--file", str(COMPOSE_FILE), "--profile", "*", "config", "--services"]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, check=False, env={**os.environ, "COMPOSE_PROJECT_NAME": "x"}
+    )
+    if proc.returncode != 0:
+        raise ClusterError(f"docker compose config of {COMPOSE_FILE} failed: {last_lines(proc.stderr)}")
+    return frozenset(proc.stdout.split())
+
+
 def last_lines(text: str, n: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-n:])
 
@@ -77,14 +101,33 @@ class ComposeProject(DockerCompose):
     wait_timeout: float = 120.0
 
     @classmethod
-    def for_cluster(cls, project_name: str, variables: dict[str, str], wait_timeout: float = 120.0) -> ComposeProject:
+    def for_cluster(
+        cls,
+        project_name: str,
+        variables: dict[str, str],
+        wait_timeout: float = 120.0,
+        overrides: list[Path] | None = None,
+    ) -> ComposeProject:
+        """The project on COMPOSE_FILE, with a user's `overrides` on top (``-f`` after ``-f``)."""
+        missing = [str(p) for p in overrides or [] if not p.is_file()]
+        if missing:
+            raise ClusterError(f"compose override file(s) not found: {', '.join(missing)}")
         return cls(
             context=str(COMPOSE_FILE.parent),
-            compose_file_name=[COMPOSE_FILE.name],
+            compose_file_name=[str(COMPOSE_FILE), *(str(p.resolve()) for p in overrides or [])],
             project_name=project_name,
             variables=variables,
             wait_timeout=wait_timeout,
         )
+
+    def added_services(self) -> list[str]:
+        """The services the override files add to COMPOSE_FILE's (those without a profile)."""
+        files = self.compose_file_name if isinstance(self.compose_file_name, list) else [self.compose_file_name]
+        if len(files) < 2:
+            return []
+        cmd = [*self.compose_command_property, "config", "--services"]
+        merged = self._run_command(cmd).stdout.decode().split()
+        return [s for s in merged if s not in base_services()]
 
     @cached_property
     def compose_command_property(self) -> list[str]:
