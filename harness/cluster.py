@@ -941,8 +941,9 @@ class Cluster:
         """Container states and the recent log of every node, for an error message."""
         try:
             nodes = [Node(self, name) for name in sorted(self.containers())]
-            states = ", ".join(f"{n.name}: {n.status()}" for n in nodes) or "no containers"
-            return f"nodes: {states}\n{log_tails(nodes)}"
+            services = list(self.services().values())
+            states = ", ".join(f"{n.name}: {n.status()}" for n in [*nodes, *services]) or "no containers"
+            return f"nodes: {states}\n{log_tails([*nodes, *services])}"
         except Exception as e:  # evidence gathering must not mask the failure
             return f"(could not describe the cluster: {e})"
 
@@ -976,6 +977,10 @@ class Cluster:
                     line += ", " + ("standby" if recovery[0].get("pg_is_in_recovery") else "primary")
             status["nodes"][name] = node_status
             summary.append(line)
+        for name, service in self.services().items():  # a user's added services: their logs and states
+            (directory / f"{name}.log").write_text(self._mask(service.logs(tail=1000)))
+            status.setdefault("services", {})[name] = {"state": service.container.attrs["State"]}
+            summary.append(f"  {name}: {service.status()} (service)")
         (directory / "status.json").write_text(self._mask(json.dumps(status, indent=2, default=str)))
         try:
             listing = "\n".join(self.archive.files())

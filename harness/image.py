@@ -59,12 +59,14 @@ def sanitize_tag(image: str) -> str:
     return tag[:120] or "image"
 
 
-def mmdebstrap_command(suite: DebianSuite, mirror: str | None = None) -> list[str]:
-    """The mmdebstrap call that writes a rootfs tarball with PostgreSQL to stdout."""
+def mmdebstrap_command(
+    suite: DebianSuite, mirror: str | None = None, packages: tuple[str, ...] | None = None
+) -> list[str]:
+    """The mmdebstrap call that writes a rootfs tarball with PostgreSQL (or `packages`) to stdout."""
     cmd = [
         "mmdebstrap",
         "--variant=apt",
-        "--include=" + ",".join(suite.packages),
+        "--include=" + ",".join(packages or suite.packages),
         # No "main" cluster from postgresql-common: the image makes its own template.
         '--essential-hook=mkdir -p "$1/etc/postgresql-common/createcluster.d" && '
         "echo 'create_main_cluster = false' > \"$1/etc/postgresql-common/createcluster.d/pgharness.conf\"",
@@ -87,8 +89,8 @@ def digest(*parts: str | bytes) -> str:
     return h.hexdigest()[:16]
 
 
-def base_inputs(suite: DebianSuite, mirror: str | None) -> str:
-    return digest(RECIPE_VERSION, *mmdebstrap_command(suite, mirror))
+def base_inputs(suite: DebianSuite, mirror: str | None, packages: tuple[str, ...] | None = None) -> str:
+    return digest(RECIPE_VERSION, *mmdebstrap_command(suite, mirror, packages))
 
 
 def node_inputs(base_id: str) -> str:
@@ -160,9 +162,10 @@ class ImageBuilder:
                 "pull or build it first, or leave PG_IMAGE empty to build from Debian packages"
             ) from None
 
-    def build_base(self, suite: DebianSuite, tag: str, inputs: str) -> None:
-        self.say(f"building {tag} from Debian {suite.name} packages ({', '.join(suite.packages)}); about a minute")
-        debootstrap = mmdebstrap_command(suite, self.mirror)
+    def build_base(self, suite: DebianSuite, tag: str, inputs: str, packages: tuple[str, ...] | None = None) -> None:
+        packages = packages or suite.packages
+        self.say(f"building {tag} from Debian {suite.name} packages ({', '.join(packages)}); about a minute")
+        debootstrap = mmdebstrap_command(suite, self.mirror, packages)
         importer = ["docker", "import", "--change", f"LABEL {INPUTS_LABEL}={inputs}", "-", tag]
         try:
             producer = subprocess.Popen(debootstrap, stdout=subprocess.PIPE)
@@ -198,6 +201,22 @@ class ImageBuilder:
 def ensure_image(spec: ImageSpec, *, out: IO[str] = sys.stderr) -> str:
     """The tag of the node image for `spec`, built if missing or stale."""
     return ImageBuilder(spec, out=out).ensure()
+
+
+def debian_image(
+    tag: str, packages: tuple[str, ...], *, pg_version: int = 17, mirror: str | None = None, out: IO[str] = sys.stderr
+) -> str:
+    """An image of Debian `packages` (mmdebstrap | docker import, no registry), tagged `tag`; cached on its inputs.
+
+    For a user's own services next to the nodes (PgBouncer, an application's
+    runtime); the Debian suite is the one of PostgreSQL `pg_version`.
+    """
+    suite = suite_for(pg_version)
+    builder = ImageBuilder(ImageSpec(pg_version), mirror=mirror, out=out)
+    inputs = base_inputs(suite, mirror, packages)
+    if builder.label_of(tag) != inputs:
+        builder.build_base(suite, tag, inputs, packages)
+    return tag
 
 
 def image_exists(tag: str) -> bool:

@@ -47,6 +47,7 @@ MARKERS = {
     "sync": "synchronous replication and what commits it keeps",
     "cascade": "cascading standbys",
     "security": "security defaults: loopback-only ports, SCRAM, a replication-only role, secrets kept out",
+    "downstream": "use from another project: override files and added services, settings, init SQL, the wheel",
     "lifecycle": "clusters are removed after failed start-up, failed tests and Ctrl-C",
     "cli": "the harness command line (harness up / down / image), as make up and make down run it",
     "docker": "needs a Docker engine (set on every test that uses a cluster)",

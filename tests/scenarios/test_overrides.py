@@ -1,0 +1,99 @@
+"""A downstream project's additions: its own service (PgBouncer) through an override file, settings, init SQL."""
+
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from harness import ClusterError
+from harness.image import debian_image
+from harness.wait import poll_until
+
+pytestmark = pytest.mark.downstream
+
+PGBOUNCER_OVERRIDE = Path(__file__).resolve().parents[2] / "examples" / "pgbouncer" / "compose.pgbouncer.yaml"
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_image(pg_major):
+    """PgBouncer from Debian packages (mmdebstrap | docker import), built once and cached on its inputs."""
+    return debian_image("pgharness/pgbouncer:trixie", ("pgbouncer", "postgresql-client"))
+
+
+def through(service, cluster, **kwargs):
+    """A connection to the primary's database through `service` (its published port 6432)."""
+    return psycopg.connect(
+        host=service.host,
+        port=service.published_port(6432),
+        user="postgres",
+        password=cluster.password,
+        dbname="postgres",
+        connect_timeout=5,
+        autocommit=True,
+        prepare_threshold=None,  # transaction pooling: no server-side prepared statements
+        **kwargs,
+    )
+
+
+def test_a_client_goes_through_pgbouncer_before_and_after_a_failover(cluster_factory, pgbouncer_image):
+    cluster = cluster_factory(compose_files=[PGBOUNCER_OVERRIDE], env={"PGBOUNCER_IMAGE": pgbouncer_image})
+    pgbouncer = cluster.service("pgbouncer")
+    primary, standby = cluster.primary, cluster.standby
+
+    # The added service is a service, not a node; it started with the cluster.
+    assert [n.name for n in cluster.nodes] == ["primary", "standby"]
+    assert list(cluster.services()) == ["pgbouncer"]
+
+    # Before: the client's writes go through PgBouncer to the primary.
+    with through(pgbouncer, cluster) as conn:
+        conn.execute("CREATE TABLE orders (id integer PRIMARY KEY)")
+        conn.execute("INSERT INTO orders VALUES (1)")
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+    primary.wait_for_catchup(standby)
+
+    # The primary dies; the operator promotes the standby and points PgBouncer at it.
+    primary.kill()
+    standby.promote()
+    pgbouncer.exec("sh", "-c", "sed -i 's/host=primary/host=standby/' /tmp/pgbouncer/pgbouncer.ini && kill -HUP 1")
+
+    # After: the same client address reaches the new primary, with the data it had.
+    def write_through():
+        with through(pgbouncer, cluster) as conn:
+            conn.execute("INSERT INTO orders VALUES (2)")
+            return conn.execute("SELECT array_agg(id ORDER BY id), pg_is_in_recovery() FROM orders").fetchone()
+
+    result = poll_until(
+        write_through, what="a write through PgBouncer to the new primary", timeout=30, nodes=[pgbouncer]
+    )
+    assert result == ([1, 2], False)
+    assert standby.scalar("SELECT count(*) FROM orders") == 2
+
+
+def test_settings_and_init_sql_reach_every_node(cluster_factory):
+    cluster = cluster_factory(
+        settings={"work_mem": "12MB", "log_min_duration_statement": 250},
+        init_sql="CREATE SCHEMA app;\nCREATE EXTENSION pgcrypto SCHEMA app;\n"
+        "CREATE TABLE app.accounts (id uuid PRIMARY KEY DEFAULT app.gen_random_uuid());\n",
+    )
+    primary, standby = cluster.primary, cluster.standby
+
+    for node in (primary, standby):
+        assert node.scalar("SHOW work_mem") == "12MB"
+        assert node.scalar("SHOW log_min_duration_statement") == "250ms"
+    # The init SQL ran once on the primary; the standby has its result through the base backup.
+    primary.sql("INSERT INTO app.accounts DEFAULT VALUES")
+    primary.wait_for_catchup(standby)
+    assert standby.scalar("SELECT count(*) FROM app.accounts") == 1
+    assert (
+        standby.scalar("SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pgcrypto'") == "app"
+    )
+
+
+def test_init_sql_that_fails_stops_the_start_with_its_error(harness_image):
+    from harness import Cluster
+
+    cluster = Cluster(image=harness_image, init_sql="CREATE TABLE broken (id nosuchtype);", start_timeout=60)
+    with pytest.raises(ClusterError) as excinfo:
+        cluster.start()
+    assert "PGHARNESS_INIT_SQL failed" in str(excinfo.value)
+    assert 'type "nosuchtype" does not exist' in str(excinfo.value)
