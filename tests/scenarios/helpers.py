@@ -1,6 +1,7 @@
 """Steps that several scenarios share."""
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -57,6 +58,15 @@ def remove_projects(label):
         subprocess.run(["docker", "compose", "-p", project, "down", "-v"], capture_output=True, check=False)
 
 
+def default_sigint():
+    """In a child, before exec: SIGINT as a terminal's foreground job has it.
+
+    A shell starts background jobs (`make soak &`, CI steps) with SIGINT ignored, and
+    children inherit that; a child that ignores SIGINT cannot show what Ctrl-C does.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_pytest(tmp_path, test_source, *args, **popen):
     """Start pytest on `test_source` in a child process (output on its stdout); return the Popen.
 
@@ -70,6 +80,7 @@ def run_pytest(tmp_path, test_source, *args, **popen):
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PGHARNESS_EVIDENCE_DIR": str(tmp_path / "evidence")},
+        preexec_fn=default_sigint,
         **popen,
     )
 

@@ -10,7 +10,7 @@ import time
 
 import docker
 import pytest
-from helpers import labelled, remove_projects, run_pytest, wait_until_healthy
+from helpers import default_sigint, labelled, remove_projects, run_pytest, wait_until_healthy
 
 from harness import Cluster, ClusterError
 
@@ -156,6 +156,7 @@ def test_up_interrupted_while_the_image_builds_leaves_nothing(harness_settings):
         stdout=subprocess.DEVNULL,
         text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        preexec_fn=default_sigint,
     )
     lines = []
     try:
