@@ -75,7 +75,8 @@ def test_failed_test_leaves_evidence_files_and_no_cluster(tmp_path, harness_imag
     assert labelled(f"com.docker.compose.project={cluster_dir.name}") == []
 
 
-def test_ctrl_c_in_the_middle_of_a_scenario_removes_the_cluster(tmp_path, harness_image):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_in_the_middle_of_a_scenario_removes_the_cluster(tmp_path, harness_image, stop):
     # A scenario that waits on its cluster for a long time.
     proc = run_pytest(
         tmp_path,
@@ -88,8 +89,8 @@ def test_ctrl_c_in_the_middle_of_a_scenario_removes_the_cluster(tmp_path, harnes
     try:
         # Once its cluster is up and healthy ...
         wait_until_healthy(owner)
-        # ... press Ctrl-C.
-        proc.send_signal(signal.SIGINT)
+        # ... press Ctrl-C (or cancel the CI job: SIGTERM).
+        proc.send_signal(stop)
         output, _ = proc.communicate(timeout=120)
     finally:
         proc.kill()
