@@ -17,11 +17,14 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 import docker
 import docker.errors
+from filelock import FileLock
 
 from harness.compose import COMPOSE_FILE, MANAGED_LABEL, docker_client
 from harness.errors import ImageError
@@ -199,8 +202,13 @@ class ImageBuilder:
 
 
 def ensure_image(spec: ImageSpec, *, out: IO[str] = sys.stderr) -> str:
-    """The tag of the node image for `spec`, built if missing or stale."""
-    return ImageBuilder(spec, out=out).ensure()
+    """The tag of the node image for `spec`, built if missing or stale.
+
+    One process at a time builds a given image (a file lock per tag): pytest-xdist
+    workers and parallel CI steps on one engine wait for the first build, then reuse it.
+    """
+    with FileLock(Path(tempfile.gettempdir()) / f"pgharness-image-{sanitize_tag(spec.tag)}.lock"):
+        return ImageBuilder(spec, out=out).ensure()
 
 
 def debian_image(

@@ -9,11 +9,15 @@ Fixtures:
                       read and write their own tables
     harness_image     the node image's tag, built once per session if missing
 
-Options (each with an ini twin and an environment default):
+Options (each with an ini twin and an environment default; the README has the table):
     --pg-version N        PostgreSQL major version   [PG_VERSION, default 17]
     --pg-image IMAGE      build on a user's image     [PG_IMAGE]
     --keep-on-failure     leave a failed test's cluster running  [PGHARNESS_KEEP=1]
     --evidence-dir DIR    where failed tests' logs and status go [PGHARNESS_EVIDENCE_DIR]
+    --pg-compose-file F   compose override file(s): a project's own services [PGHARNESS_COMPOSE_FILES]
+    --pg-setting LINE     postgresql.conf line(s) for every node [PGHARNESS_EXTRA_SETTINGS]
+    --pg-init-sql FILE    SQL run once on each new primary        [PGHARNESS_INIT_SQL_FILE]
+    --pg-tls              replication over TLS (verify-full)      [PGHARNESS_TLS=1]
 """
 
 from __future__ import annotations
@@ -66,6 +70,10 @@ class Settings:
     spec: ImageSpec
     keep_on_failure: bool
     evidence_dir: Path
+    compose_files: tuple[Path, ...] = ()
+    settings: tuple[str, ...] = ()
+    init_sql: Path | None = None
+    tls: bool = False
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -73,7 +81,21 @@ class Settings:
             value = config.getoption(name) or config.getini(name) or os.environ.get(env) or default
             return str(value)
 
+        def paths(name: str, env: str) -> list[Path]:
+            """Paths from the command line (relative to the current folder), else the ini file
+            (relative to its folder), else the environment (os.pathsep-separated)."""
+            if given := config.getoption(name):
+                return [config.invocation_params.dir / p for p in given]
+            if ini := config.getini(name):
+                base = config.inipath.parent if config.inipath else config.rootpath
+                return [base / str(p) for p in ini]
+            return [Path(p).resolve() for p in os.environ.get(env, "").split(os.pathsep) if p]
+
+        def lines(name: str, env: str) -> list[str]:
+            return [*(config.getoption(name) or config.getini(name) or os.environ.get(env, "").splitlines())]
+
         keep = config.getoption("keep_on_failure") or _truthy(get("keep_on_failure", "PGHARNESS_KEEP", ""))
+        init_sql = paths("pg_init_sql", "PGHARNESS_INIT_SQL_FILE")
         return cls(
             spec=ImageSpec(
                 parse_version_arg(get("pg_version", "PG_VERSION", str(DEFAULT_VERSION))),
@@ -81,7 +103,24 @@ class Settings:
             ),
             keep_on_failure=bool(keep),
             evidence_dir=Path(get("evidence_dir", "PGHARNESS_EVIDENCE_DIR", "test-results/evidence")),
+            compose_files=tuple(paths("pg_compose_files", "PGHARNESS_COMPOSE_FILES")),
+            settings=tuple(line for line in lines("pg_settings", "PGHARNESS_EXTRA_SETTINGS") if line.strip()),
+            init_sql=init_sql[-1] if init_sql else None,
+            tls=bool(config.getoption("pg_tls")) or _truthy(get("pg_tls", "PGHARNESS_TLS", "")),
         )
+
+    def cluster_kwargs(self) -> dict[str, Any]:
+        """The `Cluster` arguments these settings give every cluster of the session (a test's own win)."""
+        kwargs: dict[str, Any] = {}
+        if self.compose_files:
+            kwargs["compose_files"] = list(self.compose_files)
+        if self.settings:
+            kwargs["settings"] = list(self.settings)
+        if self.init_sql:
+            kwargs["init_sql"] = self.init_sql
+        if self.tls:
+            kwargs["tls"] = True
+        return kwargs
 
 
 def _truthy(value: Any) -> bool:
@@ -116,10 +155,43 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="where failed tests' node logs and status are written "
         "(env PGHARNESS_EVIDENCE_DIR; default test-results/evidence)",
     )
+    group.addoption(
+        "--pg-compose-file",
+        dest="pg_compose_files",
+        metavar="FILE",
+        action="append",
+        help="a compose override file on top of the harness's (your services, e.g. PgBouncer); repeatable "
+        "(env PGHARNESS_COMPOSE_FILES, separated by ':')",
+    )
+    group.addoption(
+        "--pg-setting",
+        dest="pg_settings",
+        metavar="'NAME = VALUE'",
+        action="append",
+        help="a postgresql.conf line for every node; repeatable (env PGHARNESS_EXTRA_SETTINGS, one per line)",
+    )
+    group.addoption(
+        "--pg-init-sql",
+        dest="pg_init_sql",
+        metavar="FILE",
+        action="append",
+        help="SQL file run once on each new primary: schema, extensions (env PGHARNESS_INIT_SQL_FILE)",
+    )
+    group.addoption(
+        "--pg-tls",
+        dest="pg_tls",
+        action="store_true",
+        default=False,
+        help="replication over TLS (verify-full, a CA made at run time) in every cluster (env PGHARNESS_TLS=1)",
+    )
     parser.addini("pg_version", "PostgreSQL major version under test")
     parser.addini("pg_image", "base image with PostgreSQL server binaries")
     parser.addini("keep_on_failure", "leave a failed test's cluster running")
     parser.addini("evidence_dir", "where failed tests' node logs and status are written")
+    parser.addini("pg_compose_files", "compose override files on top of the harness's", type="paths")
+    parser.addini("pg_settings", "postgresql.conf lines for every node", type="linelist")
+    parser.addini("pg_init_sql", "SQL file run once on each new primary", type="paths")
+    parser.addini("pg_tls", "replication over TLS in every cluster", type="bool")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -259,6 +331,7 @@ def cluster_factory(
     request.node.stash[_clusters] = made
 
     def make(**kwargs: Any) -> Cluster:
+        kwargs = {**harness_settings.cluster_kwargs(), **kwargs}
         kwargs.setdefault("image", harness_image)
         kwargs.setdefault("owner", f"pytest-{os.getpid()}")
         cluster = Cluster(**kwargs)
@@ -288,13 +361,13 @@ def cluster(cluster_factory: ClusterFactory) -> Cluster:
 
 
 @pytest.fixture(scope="session")
-def shared_cluster(harness_image: str) -> Iterator[Cluster]:
+def shared_cluster(harness_image: str, harness_settings: Settings) -> Iterator[Cluster]:
     """A primary + standby shared by the session: for tests that do not change roles.
 
     Tests write only to tables of their own. A test that fails leaves the
     shared cluster's logs and status under --evidence-dir.
     """
-    cluster = Cluster(image=harness_image, owner=f"pytest-{os.getpid()}")
+    cluster = Cluster(image=harness_image, owner=f"pytest-{os.getpid()}", **harness_settings.cluster_kwargs())
     try:
         cluster.start()
     except HarnessError as e:
