@@ -192,6 +192,28 @@ EOF
     run_init_sql
 }
 
+# A node that archives (archive_mode = on) needs the archive volume, writable:
+# without it archive_command fails, or writes into the container, where no standby looks.
+check_archive() {
+    printf '%s\n' "${PGHARNESS_SETTINGS:-}" | grep -q "^archive_mode *= *on" || return 0
+    awk '$5 == "/archive" { found = 1 } END { exit !found }' /proc/self/mountinfo \
+        || die "archive: no volume is mounted at /archive (compose.yaml mounts the archive volume there)"
+    probe="/archive/.pgharness-write-check.$$"
+    (: >"$probe") 2>/dev/null && rm -f "$probe" \
+        || die "archive: /archive is not writable by $(id -un) (a read-only mount, or its owner?): archive_command would fail"
+}
+
+# The upstream's host name must resolve on the replication network (a few seconds of grace).
+check_upstream_resolves() {
+    host=$1
+    start=$(date +%s)
+    until getent hosts "$host" >/dev/null 2>&1; do
+        [ $(( $(date +%s) - start )) -lt 5 ] \
+            || die "upstream host '$host' does not resolve on the replication network: is it a node of this cluster?"
+        sleep 0.1
+    done
+}
+
 # pg_basebackup from the upstream into $1 (more options after it), once the
 # upstream answers; waits for it at most BASEBACKUP_TIMEOUT seconds.
 basebackup() {
@@ -199,6 +221,7 @@ basebackup() {
     host=${UPSTREAM_HOST:-primary}
     port=${UPSTREAM_PORT:-5432}
     timeout=${BASEBACKUP_TIMEOUT:-120}
+    check_upstream_resolves "$host"
     start=$(date +%s)
     until pg_isready -q -h "$host" -p "$port" -t 2; do
         [ $(( $(date +%s) - start )) -lt "$timeout" ] \
@@ -273,9 +296,11 @@ cmd=${1:-primary}
 [ $# -gt 0 ] && shift
 case "$cmd" in
 primary)
+    check_archive
     [ -s "$PGDATA/PG_VERSION" ] || bootstrap_primary
     run_postgres primary "$@" ;;
 standby)
+    check_archive
     await_alias
     [ -s "$PGDATA/PG_VERSION" ] || bootstrap_standby
     run_postgres standby "$@" ;;

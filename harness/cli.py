@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -44,6 +45,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_NAME = "pgharness"
 
 
+def one_line(message: str) -> str:
+    """The first line of `message`; the whole of a longer one goes to a file that the line names."""
+    first, _, rest = message.partition("\n")
+    if not rest.strip():
+        return first
+    with tempfile.NamedTemporaryFile("w", prefix="harness-error-", suffix=".txt", delete=False) as f:
+        f.write(message + "\n")
+    return f"{first} (details: {f.name})"
+
+
 def clean_errors(func: F) -> F:
     """Turn the harness's errors into one line on stderr and exit 1."""
 
@@ -60,7 +71,7 @@ def clean_errors(func: F) -> F:
             click.echo(f"harness: error: {sqlstate}{message}", err=True)
             sys.exit(1)
         except HarnessError as e:
-            click.echo(f"harness: error: {e}", err=True)
+            click.echo(f"harness: error: {one_line(str(e))}", err=True)
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
@@ -144,6 +155,18 @@ def image(pg_version: str, pg_image: str) -> None:
 @click.option("--archive-only", is_flag=True, help="A log-shipping standby (restore_command, no streaming) instead.")
 @click.option("--sync", "synchronous", is_flag=True, help="Make the standby synchronous (FIRST 1 (standby)).")
 @click.option("--cascade", is_flag=True, help="Add a standby 'cascade' that streams from the standby.")
+@click.option(
+    "--compose-file",
+    "compose_files",
+    multiple=True,
+    envvar="PGHARNESS_COMPOSE_FILES",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A compose override file on top of the harness's (your services); repeatable. "
+    "[env: PGHARNESS_COMPOSE_FILES, ':'-separated]",
+)
+@click.option(
+    "--tls", is_flag=True, help="Replication over TLS (verify-full against a CA made now). [env: PGHARNESS_TLS=1]"
+)
 @clean_errors
 def up(
     name: str,
@@ -155,6 +178,8 @@ def up(
     archive_only: bool,
     synchronous: bool,
     cascade: bool,
+    compose_files: tuple[str, ...],
+    tls: bool,
 ) -> None:
     """Start a primary and a streaming standby sharing a WAL archive; print how to connect.
 
@@ -172,6 +197,8 @@ def up(
         owner="harness-up",
         topology="archive-only" if archive_only else "streaming",
         standbys=standbys,
+        compose_files=compose_files,
+        tls=tls or os.environ.get("PGHARNESS_TLS", "").lower() in ("1", "true", "yes", "on"),
     )
     running = cluster.containers()
     if running and all(c.status == "running" for c in running.values()):

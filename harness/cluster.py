@@ -728,9 +728,11 @@ class Cluster:
                 self.add_node(name)
         except BaseException as e:
             evidence = self.describe_failure() if isinstance(e, HarnessError) else ""
+            reason = self.failure_reason() if isinstance(e, HarnessError) else ""
             self.destroy()
             if isinstance(e, HarnessError):
-                raise ClusterError(f"cluster {self.name!r} did not start: {e}\n{evidence}".rstrip()) from None
+                first = f"{reason}\n{e}" if reason else str(e)
+                raise ClusterError(f"cluster {self.name!r} did not start: {first}\n{evidence}".rstrip()) from None
             raise
         return self
 
@@ -936,6 +938,23 @@ class Cluster:
         return node
 
     # --- evidence ------------------------------------------------------------
+
+    def failure_reason(self) -> str:
+        """Why a container stopped, in one line: the last thing its entrypoint said (``pgharness: ...``)
+        or the last FATAL of its server; empty when no container says."""
+        try:
+            containers = {**self.containers(), **{n: s.container for n, s in self.services().items()}}
+        except Exception:  # evidence gathering must not mask the failure
+            return ""
+        for name, container in sorted(containers.items()):
+            if container.status == "running":
+                continue
+            lines = container.logs(tail=50).decode(errors="replace").splitlines()
+            said = [m.group(1) for line in lines if (m := re.match(r"pgharness: (.*)", line))]
+            fatal = [line.split("FATAL:", 1)[1].strip() for line in lines if "FATAL:" in line]
+            if said or fatal:
+                return f"{name}: {(said or fatal)[-1]}"
+        return ""
 
     def describe_failure(self) -> str:
         """Container states and the recent log of every node, for an error message."""

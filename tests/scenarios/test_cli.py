@@ -5,12 +5,14 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import docker
 import psycopg
 import pytest
 from helpers import run_pytest, wait_until_healthy
 
+from harness import Cluster, ClusterError
 from harness.cluster import new_cluster_name
 from harness.lsn import Lsn
 from harness.wait import poll_until
@@ -307,3 +309,59 @@ def test_gc_removes_what_a_killed_test_run_left(tmp_path, harness_image):
     project = left[0].labels["com.docker.compose.project"]
     assert project in result.stdout
     assert project_resources(project) == []
+
+
+ARCHIVE_READ_ONLY = """
+services:
+  primary:
+    volumes: !override
+      - primary-data:/var/lib/pgharness
+      - archive:/archive:ro
+"""
+ARCHIVE_MISSING = """
+services:
+  primary:
+    volumes: !override
+      - primary-data:/var/lib/pgharness
+"""
+
+
+@pytest.mark.parametrize(
+    ("override", "reason"),
+    [
+        (ARCHIVE_READ_ONLY, "primary: archive: /archive is not writable by postgres"),
+        (ARCHIVE_MISSING, "primary: archive: no volume is mounted at /archive"),
+    ],
+    ids=["archive-read-only", "archive-missing"],
+)
+def test_an_archive_missing_or_not_writable_at_start_is_one_line(environment, tmp_path, override, reason):
+    (tmp_path / "override.yaml").write_text(override)
+
+    result = harness(
+        "up", "--name", environment, "--primary-port", str(free_port()), "--standby-port", str(free_port()),
+        "--compose-file", str(tmp_path / "override.yaml"),
+    )  # fmt: skip
+
+    # The primary says why it stopped; that is the error's one line (the nodes' logs are in a file it names).
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"harness: error: cluster {environment!r} did not start: {reason}")
+    details = error.rsplit("(details: ", 1)[1].rstrip(")")
+    assert "--- last" in Path(details).read_text()
+    Path(details).unlink()
+    assert project_resources(environment) == []
+
+
+def test_an_upstream_that_does_not_resolve_is_named(harness_image):
+    cluster = Cluster(image=harness_image, env={"STANDBY_UPSTREAM": "no-such-host"})
+
+    with pytest.raises(ClusterError) as excinfo:
+        cluster.start()
+
+    first_line = str(excinfo.value).splitlines()[0]
+    assert first_line == (
+        f"cluster {cluster.name!r} did not start: standby: upstream host 'no-such-host' does not resolve "
+        "on the replication network: is it a node of this cluster?"
+    )
+    assert project_resources(cluster.name) == []
