@@ -1,9 +1,23 @@
-"""Benchmark: time from nothing to a primary + streaming standby with a first row replicated.
+"""Benchmark: the figures users feel, on real clusters. Timings live here, never in tests.
 
-    make bench                      # 5 runs on the default image
-    python bench/startup.py --runs 10 --pg-version 17
+    make bench                                # 5 runs of each figure, then the suite's wall time
+    python bench/startup.py --runs 10 --pg-version 17 --no-suite
 
-Prints each phase's median, min and max. Timings live here, never in tests.
+Figures (median, min and max over the runs):
+- image build when cached: `ensure_image` when nothing changed;
+- up: primary + streaming standby + archive (`compose up --wait`), and up to
+  the first row replicated;
+- wait_for_catchup overhead: its time beyond the replay itself, for one small
+  commit (the replay itself is timed by a tight loop on an open connection);
+- promotion (`pg_promote()` to the first write accepted) and failover driven
+  by the harness (SIGKILL of the primary to the first write on the promoted standby);
+- archive round trip: `pg_switch_wal()` on the primary to the segment
+  replayed on an archive-only standby (restore_command alone);
+- down: `compose down -v`;
+- peak memory of each container (cgroup max usage, or sampled usage);
+- the default suite's wall time, serial and with pytest-xdist `-n 2`.
+
+Prints the machine it ran on, a table, and writes everything to bench/results.json.
 """
 
 from __future__ import annotations
@@ -12,16 +26,23 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
-from harness import Cluster, HarnessError, Node
+from harness import Cluster, HarnessError, Lsn, Node
 from harness.compose import docker_client
 from harness.image import ImageSpec, ensure_image, server_version
 from harness.versions import DEFAULT_VERSION, parse_version_arg
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+Figures = dict[str, float]
 
 
 def first_write(node: Node) -> float:
@@ -31,13 +52,74 @@ def first_write(node: Node) -> float:
             node.sql("INSERT INTO hoge VALUES (2)")
             return time.perf_counter()
         except psycopg.Error:
-            time.sleep(0.01)
+            time.sleep(0.005)
 
 
-def one_run(image: str) -> dict[str, float]:
+class MemoryPeaks(threading.Thread):
+    """Samples the memory use of a cluster's containers until stopped; keeps each one's peak."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        super().__init__(daemon=True)
+        self.cluster = cluster
+        self.peaks: dict[str, int] = {}
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            self.sample()
+            self._done.wait(0.2)
+
+    def sample(self) -> None:
+        try:
+            containers = self.cluster.containers()
+        except Exception:  # the cluster is coming up or going away
+            return
+        for name, container in containers.items():
+            try:
+                memory = container.stats(stream=False, one_shot=True).get("memory_stats", {})
+            except Exception:
+                continue
+            # cgroup v1 keeps the peak itself (max_usage); v2 gives the current use only.
+            used = int(memory.get("max_usage") or memory.get("usage") or 0)
+            self.peaks[name] = max(self.peaks.get(name, 0), used)
+
+    def stop(self) -> dict[str, int]:
+        self.sample()
+        self._done.set()
+        self.join(timeout=5)
+        return self.peaks
+
+
+def catchup_overhead(primary: Node, standby: Node, commits: int = 15) -> tuple[float, float]:
+    """(median wait_for_catchup time, median replay time) of single-row commits, in seconds."""
+    primary.sql("CREATE TABLE catchup (id integer)")
+    primary.wait_for_catchup(standby)
+    waits, replays = [], []
+    with primary.connect() as conn:
+        for i in range(commits):
+            conn.execute("INSERT INTO catchup VALUES (%s)", (i,))
+            t0 = time.perf_counter()
+            if i % 2:
+                primary.wait_for_catchup(standby)
+                waits.append(time.perf_counter() - t0)
+            else:  # the replay itself: a tight loop on the open connection
+                target = Lsn.parse(str(conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]))  # type: ignore[index]
+                while True:
+                    row = conn.execute(
+                        "SELECT replay_lsn FROM pg_stat_replication WHERE application_name = 'standby'"
+                    ).fetchone()
+                    if row and row[0] and Lsn.parse(str(row[0])) >= target:
+                        break
+                replays.append(time.perf_counter() - t0)
+    return statistics.median(waits), statistics.median(replays)
+
+
+def streaming_run(image: str) -> tuple[Figures, dict[str, int]]:
     t0 = time.perf_counter()
     cluster = Cluster(image=image, owner="bench")
+    memory = MemoryPeaks(cluster)
     try:
+        memory.start()
         cluster.start()
         t_up = time.perf_counter()
         primary, standby = cluster.primary, cluster.standby
@@ -46,6 +128,7 @@ def one_run(image: str) -> dict[str, float]:
         primary.wait_for_catchup(standby)
         assert standby.sql("SELECT col FROM hoge") == [(1,)]
         t_row = time.perf_counter()
+        wait, replay = catchup_overhead(primary, standby)
         # Harness-driven failover: SIGKILL the primary, promote the standby, first write accepted.
         t_kill = time.perf_counter()
         primary.kill()
@@ -53,15 +136,69 @@ def one_run(image: str) -> dict[str, float]:
         standby.promote()
         t_failover = first_write(standby)
     finally:
+        peaks = memory.stop()
         t_teardown = time.perf_counter()
         cluster.destroy()
     t_down = time.perf_counter()
-    return {
+    figures = {
         "up (compose up --wait)": t_up - t0,
         "up + first row replicated": t_row - t0,
+        "wait_for_catchup overhead": wait - replay,
         "promotion (to first write)": t_failover - t_promote,
         "failover (kill to first write)": t_failover - t_kill,
         "down (compose down -v)": t_down - t_teardown,
+    }
+    return figures, peaks
+
+
+def archive_run(image: str, rounds: int = 3) -> Figures:
+    """pg_switch_wal() on the primary to the segment replayed by a log-shipping standby (median of `rounds`)."""
+    cluster = Cluster(image=image, owner="bench", topology="archive-only")
+    try:
+        cluster.start()
+        primary, standby = cluster.primary, cluster.node("archive-standby")
+        primary.sql("CREATE TABLE shipped (id integer)")
+        times = []
+        for i in range(rounds):
+            primary.sql("INSERT INTO shipped VALUES (%s)", (i,))
+            t0 = time.perf_counter()
+            end = Lsn.parse(str(primary.scalar("SELECT pg_switch_wal()")))
+            standby.wait_for_replay(end)
+            times.append(time.perf_counter() - t0)
+    finally:
+        cluster.destroy()
+    return {"archive round trip (switch to replayed)": statistics.median(times)}
+
+
+def timed(action: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    action()
+    return time.perf_counter() - t0
+
+
+def suite_wall_time(pg_version: str, pg_image: str, workers: int | None) -> float:
+    """Seconds for the default suite (`pytest`, as `make test` runs it), serial or on `workers` xdist workers."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pg-version", pg_version]
+    if pg_image:
+        cmd += ["--pg-image", pg_image]
+    if workers:
+        cmd += ["-n", str(workers)]
+    print(f"### suite: {' '.join(cmd[2:])}", flush=True)
+    t0 = time.perf_counter()
+    result = subprocess.run(cmd, cwd=REPOSITORY, check=False, stdout=subprocess.DEVNULL)
+    if result.returncode != 0:
+        print(f"### suite exited {result.returncode}: its time is reported all the same", flush=True)
+    return time.perf_counter() - t0
+
+
+def summarize(runs: list[Figures]) -> dict[str, dict[str, float]]:
+    return {
+        phase: {
+            "median": statistics.median(r[phase] for r in runs),
+            "min": min(r[phase] for r in runs),
+            "max": max(r[phase] for r in runs),
+        }
+        for phase in runs[0]
     }
 
 
@@ -70,11 +207,20 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--pg-version", default=str(DEFAULT_VERSION))
     parser.add_argument("--pg-image", default="")
+    parser.add_argument("--no-suite", action="store_true", help="skip the suite's wall time (about 8 minutes)")
     parser.add_argument("--json", default="bench/results.json", help="where to write the figures as JSON")
     args = parser.parse_args()
+    spec = ImageSpec(parse_version_arg(args.pg_version), args.pg_image or None)
     try:
-        image = ensure_image(ImageSpec(parse_version_arg(args.pg_version), args.pg_image or None))
-        runs = [one_run(image) for _ in range(args.runs)]
+        image = ensure_image(spec)
+        runs: list[Figures] = []
+        peaks: dict[str, int] = {}
+        for _ in range(args.runs):
+            figures, memory = streaming_run(image)
+            figures["image build when cached"] = timed(lambda: ensure_image(spec))
+            figures |= archive_run(image)
+            runs.append(figures)
+            peaks = {name: max(peaks.get(name, 0), used) for name, used in memory.items()}
     except HarnessError as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 1
@@ -85,14 +231,30 @@ def main() -> int:
         "postgres": server_version(image),
         "image": image,
     }
-    figures = {}
+    figures_summary = summarize(runs)
+    suite: dict[str, Any] = {}
+    if not args.no_suite:
+        serial = suite_wall_time(args.pg_version, args.pg_image, None)
+        parallel = suite_wall_time(args.pg_version, args.pg_image, 2)
+        suite = {"serial_s": serial, "xdist_2_s": parallel, "speedup": serial / parallel}
+
     print(", ".join(f"{k}: {v}" for k, v in machine.items()) + f"; {args.runs} runs")
-    print(f"{'phase':<32} {'median':>8} {'min':>8} {'max':>8}")
-    for phase in runs[0]:
-        values = [r[phase] for r in runs]
-        figures[phase] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
-        print(f"{phase:<32} {statistics.median(values):>7.2f}s {min(values):>7.2f}s {max(values):>7.2f}s")
-    Path(args.json).write_text(json.dumps({"machine": machine, "runs": args.runs, "seconds": figures}, indent=2))
+    print(f"{'figure':<42} {'median':>8} {'min':>8} {'max':>8}")
+    for phase, f in figures_summary.items():
+        print(f"{phase:<42} {f['median']:>7.3f}s {f['min']:>7.3f}s {f['max']:>7.3f}s")
+    for name, used in sorted(peaks.items()):
+        print(f"{'peak memory of ' + name:<42} {used / 2**20:>6.0f}MiB")
+    if suite:
+        print(f"{'default suite, serial':<42} {suite['serial_s']:>7.0f}s")
+        print(f"{'default suite, pytest -n 2':<42} {suite['xdist_2_s']:>7.0f}s  ({suite['speedup']:.2f}x)")
+    result = {
+        "machine": machine,
+        "runs": args.runs,
+        "seconds": figures_summary,
+        "peak_memory_bytes": peaks,
+        "suite": suite,
+    }
+    Path(args.json).write_text(json.dumps(result, indent=2))
     print(f"written to {args.json}")
     return 0
 

@@ -285,15 +285,20 @@ class Node(Service):
         )
         return int(tli)
 
+    def session(self) -> Session:
+        """One connection for many short queries (a wait's probes), made again if it is lost."""
+        return Session(self)
+
     def poll_query_until(self, query: Query, expected: Any = True, *, timeout: float | None = None) -> Any:
         """Run `query` until its single value equals `expected`; return it."""
-        return poll_until(
-            lambda: self.scalar(query),
-            lambda value: value == expected,
-            what=f"{query!r} to return {expected!r} on node {self.name!r}",
-            timeout=timeout,
-            nodes=(self,),
-        )
+        with self.session() as session:
+            return poll_until(
+                lambda: session.scalar(query),
+                lambda value: value == expected,
+                what=f"{query!r} to return {expected!r} on node {self.name!r}",
+                timeout=timeout,
+                nodes=(self,),
+            )
 
     def poll_log_until(self, *texts: str, tail: int = 1000, timeout: float | None = None) -> str:
         """Wait until one of `texts` appears in the node's recent log; return the one found.
@@ -338,27 +343,35 @@ class Node(Service):
         standby_node = self.cluster.node(name)
         if mode not in ("write", "flush", "replay"):
             raise ValueError(f"unknown catch-up mode {mode!r}: write, flush or replay")
-        if target_lsn is None:
-            target_lsn = self.lsn("replay" if self.is_in_recovery() else "write")
-            assert target_lsn is not None
         query = pgsql.SQL("SELECT {} FROM pg_stat_replication WHERE application_name = %s").format(
             pgsql.Identifier(f"{mode}_lsn")
         )
-        target = target_lsn
+        # One connection for the target and every probe: a connection costs more than a replayed commit.
+        with self.session() as session:
+            if target_lsn is None:
+                target_lsn = Lsn.parse(
+                    str(
+                        session.scalar(
+                            "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
+                            " ELSE pg_current_wal_lsn() END"
+                        )
+                    )
+                )
+            target = target_lsn
 
-        def probe() -> Lsn | str:
-            value = self.scalar(query, (name,))
-            if value is None:
-                return f"no {mode}_lsn for application_name {name!r} in pg_stat_replication"
-            return Lsn.parse(str(value))
+            def probe() -> Lsn | str:
+                value = session.scalar(query, (name,))
+                if value is None:
+                    return f"no {mode}_lsn for application_name {name!r} in pg_stat_replication"
+                return Lsn.parse(str(value))
 
-        poll_until(
-            probe,
-            lambda seen: isinstance(seen, Lsn) and seen >= target,
-            what=f"node {name!r} to {mode} up to {target} (pg_stat_replication.{mode}_lsn on {self.name!r})",
-            timeout=timeout,
-            nodes=(self, standby_node),
-        )
+            poll_until(
+                probe,
+                lambda seen: isinstance(seen, Lsn) and seen >= target,
+                what=f"node {name!r} to {mode} up to {target} (pg_stat_replication.{mode}_lsn on {self.name!r})",
+                timeout=timeout,
+                nodes=(self, standby_node),
+            )
         return target
 
     def set_synchronous(self, standby_names: str, *, commit: str = "on", timeout: float | None = None) -> None:
@@ -439,16 +452,19 @@ class Node(Service):
         standbys without a streaming connection (log shipping alone).
         """
 
-        def probe() -> Lsn | None:
-            return self.lsn("replay")
+        with self.session() as session:
 
-        poll_until(
-            probe,
-            lambda seen: seen is not None and seen >= target_lsn,
-            what=f"node {self.name!r} to replay up to {target_lsn} (pg_last_wal_replay_lsn())",
-            timeout=timeout,
-            nodes=(self,),
-        )
+            def probe() -> Lsn | None:
+                value = session.scalar("SELECT pg_last_wal_replay_lsn()")
+                return None if value is None else Lsn.parse(str(value))
+
+            poll_until(
+                probe,
+                lambda seen: seen is not None and seen >= target_lsn,
+                what=f"node {self.name!r} to replay up to {target_lsn} (pg_last_wal_replay_lsn())",
+                timeout=timeout,
+                nodes=(self,),
+            )
         return target_lsn
 
     def pause_replay(self) -> None:
@@ -580,6 +596,41 @@ class Node(Service):
         poll_until(
             probe, lambda s: s == "healthy", what=f"node {self.name!r} to be healthy", timeout=timeout, nodes=(self,)
         )
+
+
+class Session:
+    """One connection to a node for many short queries, made again when it is lost (a restart, a kill).
+
+    Waits probe through one: opening a connection (TCP, SCRAM) costs about 10 ms,
+    more than a small commit takes to replay.
+    """
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def scalar(self, query: Query, params: Params | None = None) -> Any:
+        """The first column of the first row of `query` (None when there is no row)."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self.close()
+            self._conn = self.node.connect(connect_timeout=5)
+        try:
+            row = self._conn.execute(query, params).fetchone()
+        except psycopg.OperationalError:
+            self.close()  # the next call connects again
+            raise
+        return row[0] if row else None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Cluster:

@@ -21,8 +21,11 @@ T = TypeVar("T")
 
 #: Default deadline of a wait, in seconds (``PGHARNESS_TIMEOUT`` overrides it).
 DEFAULT_TIMEOUT = float(os.environ.get("PGHARNESS_TIMEOUT", "60"))
-#: Seconds between two probes.
+#: Seconds between two probes: short at first (most waits end within a second), then longer.
+FIRST_INTERVAL = 0.01
 DEFAULT_INTERVAL = 0.1
+#: How long a wait polls at FIRST_INTERVAL.
+FAST_POLLING_SECONDS = 1.0
 #: Log lines of each node attached to a timeout.
 LOG_TAIL_LINES = 30
 
@@ -41,7 +44,12 @@ class Deadline:
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self._end = time.monotonic() + timeout
+        self._start = time.monotonic()
+        self._end = self._start + timeout
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self._start
 
     @property
     def remaining(self) -> float:
@@ -70,7 +78,7 @@ def poll_until(
     *,
     what: str,
     timeout: float | None = None,
-    interval: float = DEFAULT_INTERVAL,
+    interval: float | None = None,
     nodes: Iterable[HasLogs] = (),
     retry_on: tuple[type[BaseException], ...] = TRANSIENT_ERRORS,
 ) -> T:
@@ -78,7 +86,8 @@ def poll_until(
 
     Exceptions in `retry_on` count as "not yet" and are reported as the last
     value seen. On timeout, raises `WaitTimeout` with `what`, the last value
-    and the log tails of `nodes`.
+    and the log tails of `nodes`. Probes come every `interval` seconds; by
+    default every 10 ms for the first second, then every 100 ms.
     """
     deadline = Deadline(DEFAULT_TIMEOUT if timeout is None else timeout)
     last: object = "(nothing yet)"
@@ -93,4 +102,7 @@ def poll_until(
             last = result
         if deadline.expired:
             raise WaitTimeout(what, deadline.timeout, last, log_tails(nodes))
-        time.sleep(min(interval, deadline.remaining))
+        pause = interval
+        if pause is None:
+            pause = FIRST_INTERVAL if deadline.elapsed < FAST_POLLING_SECONDS else DEFAULT_INTERVAL
+        time.sleep(min(pause, deadline.remaining))
