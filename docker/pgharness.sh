@@ -226,7 +226,7 @@ basebackup() {
     until pg_isready -q -h "$host" -p "$port" -t 2; do
         [ $(( $(date +%s) - start )) -lt "$timeout" ] \
             || die "no base backup from $host:$port: it did not answer within ${timeout}s"
-        sleep 0.2  # retry back-off while the upstream comes up
+        sleep 0.05  # retry back-off while the upstream comes up
     done
     say "taking a base backup from $host:$port into $dest"
     write_tls >/dev/null

@@ -22,6 +22,7 @@ import re
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -597,6 +598,38 @@ class Node(Service):
             probe, lambda s: s == "healthy", what=f"node {self.name!r} to be healthy", timeout=timeout, nodes=(self,)
         )
 
+    def wait_ready(self, *, timeout: float | None = None) -> None:
+        """Wait until the node is what its healthcheck calls healthy, asking it over SQL (see `_readiness`)."""
+        with self.session() as session:
+            poll_until(
+                lambda: _readiness(self, session),
+                lambda state: state == "ready",
+                what=f"node {self.name!r} to be ready (answering; streaming when it has an upstream)",
+                timeout=timeout,
+                nodes=(self,),
+            )
+
+
+def _readiness(node: Node, session: Session) -> str:
+    """``ready`` when `node` is what its healthcheck calls healthy, else what it is now.
+
+    The healthcheck's test, asked over SQL from the host: a node answers; one
+    that streams (UPSTREAM_HOST set, STREAMING not off) is streaming, or promoted.
+    Polled every 10 ms, it sees readiness sooner than Docker's health status can.
+    """
+    container = node.container
+    if container.status in ("exited", "dead"):
+        state = container.attrs["State"]
+        raise ClusterError(f"node {node.name!r} exited while starting (exit code {state.get('ExitCode')})")
+    env = dict(item.split("=", 1) for item in container.attrs["Config"].get("Env") or [] if "=" in item)
+    streams = bool(env.get("UPSTREAM_HOST")) and env.get("STREAMING", "on") != "off"
+    if container.attrs["Config"].get("Cmd", [""])[:1] == ["primary"] or not streams:
+        return "ready" if session.scalar("SELECT 1") == 1 else "not answering"
+    streaming = session.scalar(
+        "SELECT NOT pg_is_in_recovery() OR EXISTS (SELECT FROM pg_stat_wal_receiver WHERE status = 'streaming')"
+    )
+    return "ready" if streaming else "answering, not streaming yet"
+
 
 class Session:
     """One connection to a node for many short queries, made again when it is lost (a restart, a kill).
@@ -774,7 +807,8 @@ class Cluster:
             if self.compose_files:
                 self.added_services = self.compose.added_services()
                 self.compose.services = [*(self.compose.services or []), *self.added_services]
-            self.compose.start()
+            self.compose.start(wait=False)
+            self.wait_ready(self.compose.wait_timeout)
             for name in self.extra_standbys:
                 self.add_node(name)
         except BaseException as e:
@@ -786,6 +820,30 @@ class Cluster:
                 raise ClusterError(f"cluster {self.name!r} did not start: {first}\n{evidence}".rstrip()) from None
             raise
         return self
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait for every started service: nodes asked over SQL (`Node.wait_ready`), a user's services by
+        their healthchecks (or running, without one)."""
+        nodes = [self.node(s) for s in self.compose.services or [] if s not in self.added_services]
+        deadline = time.monotonic() + timeout
+        for node in nodes:
+            node.wait_ready(timeout=max(0.0, deadline - time.monotonic()))
+        for name in self.added_services:
+            service = self.service(name)
+
+            def health(service: Service = service) -> str:
+                container = service.container
+                if container.status in ("exited", "dead"):
+                    raise ClusterError(f"service {service.name!r} exited while starting")
+                return str(container.attrs["State"].get("Health", {}).get("Status", container.status))
+
+            poll_until(
+                health,
+                lambda state: state in ("healthy", "running"),
+                what=f"service {name!r} to be healthy",
+                timeout=max(0.0, deadline - time.monotonic()),
+                nodes=(service,),
+            )
 
     def destroy(self) -> None:
         """Remove the project's containers, volumes and network (nothing else)."""
@@ -985,7 +1043,7 @@ class Cluster:
         network.disconnect(node.container)
         network.connect(node.container, aliases=[name])
         if wait:
-            node.wait_healthy()
+            node.wait_ready()
         return node
 
     # --- evidence ------------------------------------------------------------

@@ -146,12 +146,12 @@ class ComposeProject(DockerCompose):
             )
         return proc
 
-    def start(self) -> None:
-        """``compose up --wait``: healthchecks decide readiness, within `wait_timeout`."""
+    def start(self, wait: bool = True) -> None:
+        """``compose up --wait`` (healthchecks decide readiness, within `wait_timeout`), or
+        ``compose up --detach`` when the caller waits for readiness itself."""
         services = list(self.services or [])
-        self._run_command(
-            [*self.compose_command_property, "up", "--wait", "--wait-timeout", str(int(self.wait_timeout)), *services]
-        )
+        waiting = ["--wait", "--wait-timeout", str(int(self.wait_timeout))] if wait else ["--detach"]
+        self._run_command([*self.compose_command_property, "up", *waiting, *services])
 
     def down(self) -> None:
         """Remove the project's containers (of every profile, one-off ones too), volumes and networks."""
