@@ -22,7 +22,7 @@ from harness.compose import MANAGED_LABEL, PROJECT_LABEL
 from harness.errors import ClusterError, HarnessError
 from harness.recovery import ACTIONS, RecoveryTarget, TargetAction
 from harness.versions import supports
-from harness.wait import log_tails, poll_until
+from harness.wait import failure_lines, log_tails, poll_until
 
 if TYPE_CHECKING:
     from harness.cluster import Cluster, Node
@@ -40,7 +40,7 @@ def last_error_line(output: str) -> str:
     """The line of a tool's output or a server log that says what went wrong."""
     lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
     for marker in ("FATAL:", "error:", "ERROR:", "PANIC:"):
-        found = [line for line in lines if marker in line]
+        found = failure_lines(lines, marker)
         if found:
             return found[-1]
     return lines[-1] if lines else "(no output)"

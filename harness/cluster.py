@@ -48,7 +48,7 @@ from harness.lsn import Lsn, previous_walfile
 from harness.recovery import Lag, RecoveryTarget, TargetAction
 from harness.tls import TlsFiles
 from harness.versions import major_from_version_num
-from harness.wait import log_tails, poll_until
+from harness.wait import failure_lines, log_tails, poll_until
 
 if TYPE_CHECKING:
     from harness.archive import Archive
@@ -1060,7 +1060,7 @@ class Cluster:
                 continue
             lines = container.logs(tail=50).decode(errors="replace").splitlines()
             said = [m.group(1) for line in lines if (m := re.match(r"pgharness: (.*)", line))]
-            fatal = [line.split("FATAL:", 1)[1].strip() for line in lines if "FATAL:" in line]
+            fatal = [line.split("FATAL:", 1)[1].strip() for line in failure_lines(lines)]
             if said or fatal:
                 return f"{name}: {(said or fatal)[-1]}"
         return ""

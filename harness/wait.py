@@ -9,6 +9,7 @@ recent log of the nodes involved.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Protocol, TypeVar
@@ -58,6 +59,16 @@ class Deadline:
     @property
     def expired(self) -> bool:
         return time.monotonic() >= self._end
+
+
+#: SQLSTATE of a client turned away while the server starts, recovers or stops (``57P03``,
+#: cannot_connect_now): the harness's own probes cause these; they never say why a node failed.
+CANNOT_CONNECT_NOW = re.compile(r"\b57P03\b")
+
+
+def failure_lines(lines: Iterable[str], marker: str = "FATAL:") -> list[str]:
+    """The log lines with `marker`, but the refusals of clients during start-up (SQLSTATE 57P03)."""
+    return [line for line in lines if marker in line and not CANNOT_CONNECT_NOW.search(line)]
 
 
 def log_tails(nodes: Iterable[HasLogs], lines: int = LOG_TAIL_LINES) -> str:

@@ -64,3 +64,14 @@ def test_timeout_reports_the_last_transient_error():
     with pytest.raises(WaitTimeout) as excinfo:
         poll_until(probe, what="a connection", timeout=0.05, interval=0.01)
     assert "OperationalError" in str(excinfo.value.last_seen)
+
+
+def test_failure_lines_skip_the_refusals_of_clients_during_start_up():
+    from harness.wait import failure_lines
+
+    lines = [
+        "2026-11-25 20:11:28.400 UTC [60] XX000 FATAL:  recovery ended before configured recovery target was reached",
+        "2026-11-25 20:11:28.535 UTC [65] 57P03 [unknown] FATAL:  the database system is in recovery mode",
+        "2026-11-25 20:11:28.536 UTC [1] 00000 LOG:  startup process (PID 60) exited with exit code 1",
+    ]
+    assert failure_lines(lines) == [lines[0]]
