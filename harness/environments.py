@@ -107,7 +107,7 @@ def remove_environment(client: docker.DockerClient, name: str) -> None:
     ComposeProject.for_cluster(name, {}).down()
     label: dict[str, str | list[str] | bool] = {"label": f"{PROJECT_LABEL}={name}"}
     for c in client.containers.list(all=True, filters=label):
-        c.remove(force=True)
+        c.remove(force=True, v=True)  # with its anonymous volumes (an official image declares VOLUME)
     for v in client.volumes.list(filters=label):
         v.remove(force=True)
     for n in client.networks.list(filters=label):

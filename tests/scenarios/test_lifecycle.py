@@ -30,6 +30,30 @@ def test_failed_startup_removes_everything_and_says_why(harness_image):
     assert labelled(f"com.docker.compose.project={cluster.name}") == []
 
 
+def test_passing_run_leaves_nothing(tmp_path, harness_image):
+    # A passing run with a fresh cluster, a shared one and a node added at run time.
+    proc = run_pytest(
+        tmp_path,
+        """
+        def test_fresh(cluster):
+            cluster.add_node("extra")
+            assert cluster.node("extra").is_in_recovery()
+
+        def test_shared(shared_cluster):
+            assert shared_cluster.standby.is_in_recovery()
+        """,
+    )
+    output, _ = proc.communicate(timeout=300)
+    owner = f"org.pgharness.owner=pytest-{proc.pid}"
+    left = labelled(owner)
+    remove_projects(owner)  # after looking: what the run left is the finding
+
+    assert proc.returncode == 0, output
+    assert "2 passed" in output
+    assert left == []
+    assert not (tmp_path / "evidence").exists()
+
+
 def test_failed_test_leaves_evidence_files_and_no_cluster(tmp_path, harness_image):
     # A test that fails after writing on its cluster.
     proc = run_pytest(
@@ -92,6 +116,7 @@ def test_ctrl_c_or_sigterm_in_the_middle_of_a_scenario_removes_the_cluster(tmp_p
         # ... press Ctrl-C (or cancel the CI job: SIGTERM).
         proc.send_signal(stop)
         output, _ = proc.communicate(timeout=120)
+        left = labelled(owner)  # what the interrupted run left, before the cleanup below
     finally:
         proc.kill()
         proc.wait()
@@ -99,7 +124,7 @@ def test_ctrl_c_or_sigterm_in_the_middle_of_a_scenario_removes_the_cluster(tmp_p
 
     # pytest reports the interruption, and the cluster is gone.
     assert "KeyboardInterrupt" in output
-    assert labelled(owner) == []
+    assert left == []
 
 
 def test_pytest_timeout_expiry_removes_the_cluster_and_keeps_evidence(tmp_path, harness_image):
@@ -117,6 +142,7 @@ def test_pytest_timeout_expiry_removes_the_cluster_and_keeps_evidence(tmp_path, 
     owner = f"org.pgharness.owner=pytest-{proc.pid}"
     try:
         output, _ = proc.communicate(timeout=180)
+        left = labelled(owner)  # what the timed-out run left, before the cleanup below
     finally:
         proc.kill()
         proc.wait()
@@ -128,7 +154,7 @@ def test_pytest_timeout_expiry_removes_the_cluster_and_keeps_evidence(tmp_path, 
     # ... its cluster had come up (its evidence holds the primary's log) and is gone.
     [cluster_dir] = (tmp_path / "evidence").glob("*/*")
     assert "ready to accept" in (cluster_dir / "primary.log").read_text()
-    assert labelled(owner) == []
+    assert left == []
 
 
 def test_up_interrupted_while_the_image_builds_leaves_nothing(harness_settings):
@@ -169,11 +195,16 @@ def test_up_interrupted_while_the_image_builds_leaves_nothing(harness_settings):
         # ... press Ctrl-C (SIGINT to the whole process group: harness and docker build).
         os.killpg(proc.pid, signal.SIGINT)
         _, rest = proc.communicate(timeout=120)
+        # What the interrupted command left, before the cleanup below.
+        left = labelled(f"com.docker.compose.project={name}")
+        built = client.images.list(node_image)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         subprocess.run([sys.executable, "-m", "harness", "down", "--name", name], capture_output=True, check=False)
+        for image in client.images.list(node_image):
+            client.images.remove(image.id, force=True)
         client.images.remove(base)
     stderr = "".join(lines) + rest
 
@@ -182,5 +213,5 @@ def test_up_interrupted_while_the_image_builds_leaves_nothing(harness_settings):
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == "harness: interrupted"
     # No half-built node image, and nothing of the environment on the engine.
-    assert not [i for i in client.images.list(node_image)]
-    assert labelled(f"com.docker.compose.project={name}") == []
+    assert built == []
+    assert left == []
