@@ -14,6 +14,7 @@ from helpers import run_pytest, wait_until_healthy
 
 from harness import Cluster, ClusterError
 from harness.cluster import new_cluster_name
+from harness.compose import COMPOSE_FILE
 from harness.lsn import Lsn
 from harness.wait import poll_until
 
@@ -365,3 +366,41 @@ def test_an_upstream_that_does_not_resolve_is_named(harness_image):
         "on the replication network: is it a node of this cluster?"
     )
     assert project_resources(cluster.name) == []
+
+
+def test_docker_compose_up_alone_gives_a_working_pair(harness_image):
+    # compose.yaml by hand, as a user runs it: no harness code between compose and the nodes.
+    name = new_cluster_name("pgh-compose")
+    env = {
+        **os.environ,
+        "COMPOSE_PROJECT_NAME": name,
+        "HARNESS_IMAGE": harness_image,
+        "PRIMARY_PORT": "",
+        "STANDBY_PORT": "",
+        "PGHARNESS_OWNER": f"pytest-{os.getpid()}",
+    }
+    compose = ["docker", "compose", "--file", str(COMPOSE_FILE)]
+    try:
+        subprocess.run([*compose, "up", "--wait"], env=env, check=True, capture_output=True, timeout=180)
+
+        def dsn(service):
+            port = subprocess.run(
+                [*compose, "port", service, "5432"], env=env, check=True, capture_output=True, text=True
+            ).stdout.strip()
+            host, _, number = port.rpartition(":")
+            assert host == "127.0.0.1"
+            return f"host={host} port={number} user=postgres password=postgres dbname=postgres"
+
+        with psycopg.connect(dsn("primary"), autocommit=True) as primary:
+            primary.execute("CREATE TABLE hoge AS SELECT 1 AS col")
+        with psycopg.connect(dsn("standby"), autocommit=True) as standby:
+            count = poll_until(
+                lambda: standby.execute("SELECT count(*) FROM pg_class WHERE relname = 'hoge'").fetchone()[0],
+                what="table hoge on the standby",
+                timeout=30,
+            )
+            assert count == 1
+            assert standby.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+    finally:
+        subprocess.run([*compose, "down", "--volumes"], env=env, check=False, capture_output=True, timeout=120)
+    assert project_resources(name) == []
