@@ -134,7 +134,7 @@ def test_pytest_timeout_expiry_removes_the_cluster_and_keeps_evidence(tmp_path, 
         """
         import pytest
 
-        @pytest.mark.timeout(20)
+        @pytest.mark.timeout(10)
         def test_hangs(cluster):
             cluster.primary.poll_query_until("SELECT false", True, timeout=240)
         """,
