@@ -764,12 +764,16 @@ class Cluster:
         # The files it was made from: compose.yaml, then a user's override files (when they still exist).
         files = [Path(f) for f in first.labels.get(CONFIG_FILES_LABEL, "").split(",") if f]
         overrides = [f for f in files[1:] if f.is_file()]
+        tls = TlsFiles(*(env.get(f"PGHARNESS_TLS_{part}", "") for part in ("CA", "CERT", "KEY")))
         return cls(
             name,
             image=str(first.attrs["Config"]["Image"]),
             password=env.get("POSTGRES_PASSWORD"),
             owner=first.labels.get(OWNER_LABEL),
             compose_files=overrides,
+            # What nodes added later (rebuild, restore, add_node) need to match the others.
+            settings=env.get("PGHARNESS_EXTRA_SETTINGS") or None,
+            tls=tls if tls.ca and tls.cert and tls.key else False,
         )
 
     @property

@@ -3,7 +3,7 @@
 import psycopg
 import pytest
 
-from harness import ClusterError
+from harness import Cluster, ClusterError
 from harness.tls import TlsFiles
 
 pytestmark = [pytest.mark.security, pytest.mark.streaming]
@@ -25,6 +25,10 @@ def test_streaming_runs_over_tls_verified_against_the_run_time_ca(cluster_factor
     primary.sql("CREATE TABLE over_tls AS SELECT 1 AS id")
     primary.wait_for_catchup(standby)
     assert standby.scalar("SELECT count(*) FROM over_tls") == 1
+
+    # A node added later by another process (harness rebuild, restore) attaches and streams over TLS too.
+    late = Cluster.attach(cluster.name).add_node("late")
+    assert "sslmode=verify-full" in late.scalar("SELECT conninfo FROM pg_stat_wal_receiver")
 
     # Without TLS, the replication role is turned away (pg_hba.conf: hostssl replication).
     with pytest.raises(psycopg.OperationalError):
