@@ -141,7 +141,7 @@ def streaming_run(image: str) -> tuple[Figures, dict[str, int]]:
         cluster.destroy()
     t_down = time.perf_counter()
     figures = {
-        "up (compose up --wait)": t_up - t0,
+        "up (primary + standby + archive, ready)": t_up - t0,
         "up + first row replicated": t_row - t0,
         "wait_for_catchup overhead": wait - replay,
         "promotion (to first write)": t_failover - t_promote,
