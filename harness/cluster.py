@@ -803,7 +803,7 @@ class Cluster:
                 )
 
     def start(self) -> Self:
-        """Bring the project up (``compose up --wait``); on any failure, remove it and raise."""
+        """Bring the project up (``compose up --detach``, then `wait_ready`); on any failure, remove it and raise."""
         self.preflight()
         log.info("### Starting cluster %r (image %s)", self.name, self.image)
         _live.add(self)
