@@ -165,7 +165,10 @@ def image(pg_version: str, pg_image: str) -> None:
     "[env: PGHARNESS_COMPOSE_FILES, ':'-separated]",
 )
 @click.option(
-    "--tls", is_flag=True, help="Replication over TLS (verify-full against a CA made now). [env: PGHARNESS_TLS=1]"
+    "--tls",
+    is_flag=True,
+    envvar="PGHARNESS_TLS",
+    help="Replication over TLS (verify-full against a CA made now). [env: PGHARNESS_TLS=1]",
 )
 @clean_errors
 def up(
@@ -198,7 +201,7 @@ def up(
         topology="archive-only" if archive_only else "streaming",
         standbys=standbys,
         compose_files=compose_files,
-        tls=tls or os.environ.get("PGHARNESS_TLS", "").lower() in ("1", "true", "yes", "on"),
+        tls=tls,
     )
     running = cluster.containers()
     if running and all(c.status == "running" for c in running.values()):

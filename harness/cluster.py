@@ -199,6 +199,28 @@ class Service:
         health = container.attrs["State"].get("Health", {}).get("Status")
         return f"{container.status} ({health})" if health else str(container.status)
 
+    def wait_healthy(self, *, timeout: float | None = None) -> None:
+        """Wait until the container's healthcheck reports healthy (running, for one without a healthcheck)."""
+
+        def probe() -> str:
+            container = self.container
+            if container.status in ("exited", "dead"):
+                raise ClusterError(f"{self.name!r} exited while starting\n{log_tails((self,))}")
+            return str(container.attrs["State"].get("Health", {}).get("Status", container.status))
+
+        poll_until(
+            probe,
+            lambda state: state in ("healthy", "running"),
+            what=f"{self.name!r} to be healthy",
+            timeout=timeout,
+            nodes=(self,),
+        )
+
+
+def container_env(container: Container) -> dict[str, str]:
+    """A container's environment variables (its Config.Env), as a mapping."""
+    return dict(item.split("=", 1) for item in container.attrs["Config"].get("Env") or [] if "=" in item)
+
 
 class Node(Service):
     """One PostgreSQL server: a compose service of a `Cluster`."""
@@ -585,19 +607,6 @@ class Node(Service):
         self.stop(mode)
         self.start(wait=wait)
 
-    def wait_healthy(self, *, timeout: float | None = None) -> None:
-        """Wait until the container's healthcheck reports healthy."""
-
-        def probe() -> str:
-            container = self.container
-            if container.status == "exited":
-                raise ClusterError(f"node {self.name!r} exited while starting\n{log_tails((self,))}")
-            return str(container.attrs["State"].get("Health", {}).get("Status", container.status))
-
-        poll_until(
-            probe, lambda s: s == "healthy", what=f"node {self.name!r} to be healthy", timeout=timeout, nodes=(self,)
-        )
-
     def wait_ready(self, *, timeout: float | None = None) -> None:
         """Wait until the node is what its healthcheck calls healthy, asking it over SQL (see `_readiness`)."""
         with self.session() as session:
@@ -621,7 +630,7 @@ def _readiness(node: Node, session: Session) -> str:
     if container.status in ("exited", "dead"):
         state = container.attrs["State"]
         raise ClusterError(f"node {node.name!r} exited while starting (exit code {state.get('ExitCode')})")
-    env = dict(item.split("=", 1) for item in container.attrs["Config"].get("Env") or [] if "=" in item)
+    env = container_env(container)
     streams = bool(env.get("UPSTREAM_HOST")) and env.get("STREAMING", "on") != "off"
     if container.attrs["Config"].get("Cmd", [""])[:1] == ["primary"] or not streams:
         return "ready" if session.scalar("SELECT 1") == 1 else "not answering"
@@ -760,7 +769,7 @@ class Cluster:
                 f"no environment named {name!r} on this engine; environments: {', '.join(names) or 'none'}"
             )
         first = next((c for c in found if c.labels.get(SERVICE_LABEL) == "primary"), found[0])
-        env = dict(item.split("=", 1) for item in first.attrs["Config"].get("Env") or [] if "=" in item)
+        env = container_env(first)
         # The files it was made from: compose.yaml, then a user's override files (when they still exist).
         files = [Path(f) for f in first.labels.get(CONFIG_FILES_LABEL, "").split(",") if f]
         overrides = [f for f in files[1:] if f.is_file()]
@@ -833,21 +842,7 @@ class Cluster:
         for node in nodes:
             node.wait_ready(timeout=max(0.0, deadline - time.monotonic()))
         for name in self.added_services:
-            service = self.service(name)
-
-            def health(service: Service = service) -> str:
-                container = service.container
-                if container.status in ("exited", "dead"):
-                    raise ClusterError(f"service {service.name!r} exited while starting")
-                return str(container.attrs["State"].get("Health", {}).get("Status", container.status))
-
-            poll_until(
-                health,
-                lambda state: state in ("healthy", "running"),
-                what=f"service {name!r} to be healthy",
-                timeout=max(0.0, deadline - time.monotonic()),
-                nodes=(service,),
-            )
+            self.service(name).wait_healthy(timeout=max(0.0, deadline - time.monotonic()))
 
     def destroy(self) -> None:
         """Remove the project's containers, volumes and network (nothing else)."""
