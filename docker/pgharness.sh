@@ -157,7 +157,7 @@ run_init_sql() {
     log=$(dirname "$PGDATA")/init-sql.log
     pg_ctl -D "$PGDATA" -w -l "$log" -o "-c listen_addresses='' -c archive_mode=off" start >/dev/null \
         || { cat "$log" >&2; die "the server did not start for PGHARNESS_INIT_SQL"; }
-    if ! printf '%s\n' "$PGHARNESS_INIT_SQL" | psql -X -q -v ON_ERROR_STOP=1 -f - >/dev/null; then
+    if ! printf '%s\n' "$PGHARNESS_INIT_SQL" | psql -X -q -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -f - >/dev/null; then
         pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
         rm -rf "${PGDATA:?}"  # the next start must not find a half-made primary
         die "PGHARNESS_INIT_SQL failed (its error is above)"
