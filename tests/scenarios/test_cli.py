@@ -40,6 +40,15 @@ def ok(*args):
     return result.stdout.strip()
 
 
+def sql_until(environment, node, query, expected, what):
+    """Run `harness sql` on `node` until its output is `expected` (a query may fail until then)."""
+    poll_until(
+        lambda: harness("sql", "--name", environment, node, query).stdout.strip(),
+        lambda output: output == expected,
+        what=what,
+    )
+
+
 def up_on_free_ports(name, *flags):
     """`harness up` of environment `name` on free host ports; return its stdout."""
     return ok("up", "--name", name, "--primary-port", str(free_port()), "--standby-port", str(free_port()), *flags)
@@ -172,11 +181,7 @@ def test_replication_is_not_backup_by_hand(environment):
     ok("sql", *name, "primary", "DELETE FROM hoge")
 
     # The standby lost the rows as well (once it has replayed the DELETE).
-    poll_until(
-        lambda: harness("sql", *name, "standby", "SELECT count(*) FROM hoge").stdout.strip(),
-        lambda count: count == "0",
-        what="the DELETE to reach the standby",
-    )
+    sql_until(environment, "standby", "SELECT count(*) FROM hoge", "0", what="the DELETE to reach the standby")
 
     # Archive the WAL past the restore point, then restore a new node to it.
     walfile = ok("sql", *name, "primary", "SELECT pg_walfile_name(pg_switch_wal())")
@@ -207,11 +212,7 @@ def test_the_seed_exercise_entirely_through_the_cli(environment):
     # Exercise 26-1: a table and a row on the primary; the standby sees it.
     ok("sql", *name, "primary", "CREATE TABLE hoge (col integer)")
     ok("sql", *name, "primary", "INSERT INTO hoge VALUES (1)")
-    poll_until(
-        lambda: harness("sql", *name, "standby", "SELECT col FROM hoge").stdout.strip(),
-        lambda v: v == "1",
-        what="row 1 on the standby",
-    )
+    sql_until(environment, "standby", "SELECT col FROM hoge", "1", what="row 1 on the standby")
 
     # INSERT on the standby is refused: SQLSTATE 25006, in one line.
     refused = harness("sql", *name, "standby", "INSERT INTO hoge VALUES (2)")
@@ -221,11 +222,7 @@ def test_the_seed_exercise_entirely_through_the_cli(environment):
 
     # A second row on the primary reaches the standby.
     ok("sql", *name, "primary", "INSERT INTO hoge VALUES (2)")
-    poll_until(
-        lambda: ok("sql", *name, "standby", "SELECT count(*) FROM hoge"),
-        lambda v: v == "2",
-        what="row 2 on the standby",
-    )
+    sql_until(environment, "standby", "SELECT count(*) FROM hoge", "2", what="row 2 on the standby")
 
     # Promote the standby; it writes on timeline 2.
     assert ok("promote", *name, "standby") == "standby promoted: timeline 2"
