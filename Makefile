@@ -19,7 +19,7 @@ export PG_VERSION PG_IMAGE PRIMARY_PORT STANDBY_PORT
 BIN     := $(VENV)/bin
 HARNESS := $(BIN)/harness
 
-.PHONY: help venv image up down test test-matrix soak unit lint format bench clean
+.PHONY: help venv image up down test test-matrix test-provision soak unit lint format bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ test-matrix: venv ## Run the suite on each of MATRIX_VERSIONS in turn; table und
 	done; \
 	$(BIN)/python -m harness.matrix $(MATRIX_DIR) || status=1; \
 	exit $$status
+
+test-provision: venv ## Check .ci/provision on a fresh Debian bookworm root: it would change no installed package (root)
+	$(BIN)/pytest tests/provision $(PYTEST_ARGS)
 
 soak: image ## Run the suite N times (SOAK_ARGS="-m failover" for a family); each failure with its evidence
 	$(BIN)/python -m harness.soak --rounds $(N) --dir test-results/soak -- $(SOAK_ARGS)

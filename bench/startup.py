@@ -34,7 +34,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import psycopg
+import requests
 
 from harness import Cluster, HarnessError, Lsn, Node
 from harness.compose import docker_client
@@ -72,12 +74,12 @@ class MemoryPeaks(threading.Thread):
     def sample(self) -> None:
         try:
             containers = self.cluster.containers()
-        except Exception:  # the cluster is coming up or going away
+        except (docker.errors.DockerException, requests.exceptions.RequestException):  # coming up or going away
             return
         for name, container in containers.items():
             try:
                 memory = container.stats(stream=False, one_shot=True).get("memory_stats", {})
-            except Exception:
+            except (docker.errors.DockerException, requests.exceptions.RequestException):  # it just exited
                 continue
             # cgroup v1 keeps the peak itself (max_usage); v2 gives the current use only.
             used = int(memory.get("max_usage") or memory.get("usage") or 0)

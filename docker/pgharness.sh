@@ -91,37 +91,66 @@ EOF
     rm -rf "$TEMPLATE"/pg_log "$TEMPLATE"/log
 }
 
+# --- quoting: one function per place a value lands in (values never carry a line break:
+# check_value refuses those) ---
+# A postgresql.conf string value: 'it''s', backslashes doubled (the file's scanner reads escapes).
+conf_string() { printf "'%s'" "$(printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e "s/'/''/g")"; }
+# A libpq connection-string value: 'it\'s', a backslash before ' and \.
+conninfo_value() { printf "'%s'" "$(printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e "s/'/\\\\'/g")"; }
+# An SQL string literal (standard_conforming_strings): 'it''s'.
 sql_literal() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/''/g")"; }
+# An SQL identifier, and a pg_hba.conf name (quoted: no keyword, +group or /regex meaning): "a""b".
+sql_ident() { printf '"%s"' "$(printf '%s' "$1" | sed 's/"/""/g')"; }
+hba_name() { sql_ident "$1"; }
+# A postgresql.conf line NAME = 'VALUE' (printf, never echo: dash's echo reads backslash escapes).
+setting() { printf '%s = %s\n' "$1" "$(conf_string "$2")"; }
+
+# Refuses (one line) a value no quoting can carry everywhere: empty, or with a line break.
+check_value() {
+    case "$2" in
+    "") die "$1 is empty" ;;
+    *"
+"*) die "$1 contains a line break, which no connection string or postgresql.conf value carries" ;;
+    esac
+}
+
+# A libpq connection string to the upstream for the replication role, from
+# UPSTREAM_HOST/UPSTREAM_PORT, with TLS options when TLS is on; more key=value
+# pairs (already quoted) may follow as arguments. No password: it goes in
+# PGPASSWORD, or (primary_conninfo) is added by the caller.
+upstream_conninfo() {
+    printf 'host=%s port=%s user=%s' "$(conninfo_value "${UPSTREAM_HOST:-primary}")" \
+        "$(conninfo_value "${UPSTREAM_PORT:-5432}")" "$(conninfo_value "${REPLICATION_USER:-repli}")"
+    if tls_enabled; then printf ' sslmode=verify-full sslrootcert=%s' "$(conninfo_value "$TLS_DIR/ca.crt")"; fi
+    for pair in "$@"; do printf ' %s' "$pair"; done
+}
 
 # The recovery settings of a standby, from the variables above.
 recovery_settings() {
     echo "# --- recovery settings (recovery.conf before PostgreSQL 12), from NODE_NAME, UPSTREAM_HOST, ..."
     if [ -n "${UPSTREAM_HOST:-}" ] && [ "${STREAMING:-on}" != off ]; then
-        echo "primary_conninfo = $(sql_literal "host=$UPSTREAM_HOST port=${UPSTREAM_PORT:-5432} user=${REPLICATION_USER:-repli} password=${REPLICATION_PASSWORD:-repli} application_name=${NODE_NAME:-$(hostname)}$(tls_conninfo)")"
+        conninfo=$(upstream_conninfo "password=$(conninfo_value "${REPLICATION_PASSWORD:-repli}")" \
+            "application_name=$(conninfo_value "${NODE_NAME:-$(hostname)}")")
+        setting "primary_conninfo" "$conninfo"
     fi
     if [ -n "${SLOT_NAME:-}" ]; then
-        echo "primary_slot_name = $(sql_literal "$SLOT_NAME")"
+        setting "primary_slot_name" "$SLOT_NAME"
     fi
     if [ -n "${RESTORE_COMMAND:-}" ]; then
-        echo "restore_command = $(sql_literal "$RESTORE_COMMAND")"
+        setting "restore_command" "$RESTORE_COMMAND"
     fi
     case "${RECOVERY_TARGET:-}" in
     "") return ;;
     immediate) echo "recovery_target = 'immediate'" ;;
     name:* | xid:* | lsn:* | time:*)
-        echo "recovery_target_${RECOVERY_TARGET%%:*} = $(sql_literal "${RECOVERY_TARGET#*:}")" ;;
+        setting "recovery_target_${RECOVERY_TARGET%%:*}" "${RECOVERY_TARGET#*:}" ;;
     *) die "RECOVERY_TARGET '$RECOVERY_TARGET': use name:N, xid:N, lsn:X/Y, time:TIMESTAMP or immediate" ;;
     esac
-    echo "recovery_target_action = $(sql_literal "${RECOVERY_TARGET_ACTION:-promote}")"
-    echo "recovery_target_inclusive = $(sql_literal "${RECOVERY_TARGET_INCLUSIVE:-on}")"
+    setting "recovery_target_action" "${RECOVERY_TARGET_ACTION:-promote}"
+    setting "recovery_target_inclusive" "${RECOVERY_TARGET_INCLUSIVE:-on}"
 }
 
 tls_enabled() { [ -n "${PGHARNESS_TLS_CA:-}" ] && [ -n "${PGHARNESS_TLS_CERT:-}" ] && [ -n "${PGHARNESS_TLS_KEY:-}" ]; }
-
-# Connection options of a standby's upstream connections (primary_conninfo, pg_basebackup).
-tls_conninfo() {
-    if tls_enabled; then printf ' sslmode=verify-full sslrootcert=%s/ca.crt' "$TLS_DIR"; fi
-}
 
 # The TLS files, from the variables, at every start (outside PGDATA: base backups do not copy
 # them); prints the settings that use them.
@@ -133,11 +162,12 @@ write_tls() {
     printf '%s\n' "$PGHARNESS_TLS_CERT" >"$TLS_DIR/server.crt"
     (umask 077 && printf '%s\n' "$PGHARNESS_TLS_KEY" >"$TLS_DIR/server.key")
     echo "ssl = on"
-    echo "ssl_ca_file = '$TLS_DIR/ca.crt'"
-    echo "ssl_cert_file = '$TLS_DIR/server.crt'"
-    echo "ssl_key_file = '$TLS_DIR/server.key'"
+    setting "ssl_ca_file" "$TLS_DIR/ca.crt"
+    setting "ssl_cert_file" "$TLS_DIR/server.crt"
+    setting "ssl_key_file" "$TLS_DIR/server.key"
 }
 
+# write_settings ROLE [DATADIR]: DATADIR/pgharness.conf (default: $PGDATA).
 write_settings() {
     {
         echo "# Written by pgharness at every start from PGHARNESS_SETTINGS (compose.yaml)."
@@ -147,49 +177,75 @@ write_settings() {
         [ "${1:-}" != standby ] || recovery_settings
         echo "# --- PGHARNESS_EXTRA_SETTINGS"
         printf '%s\n' "${PGHARNESS_EXTRA_SETTINGS:-}"
-    } >"$PGDATA/pgharness.conf"
+    } >"${2:-$PGDATA}/pgharness.conf"
 }
 
-# PGHARNESS_INIT_SQL on a new primary: a server on the local socket alone, psql, stop.
+# PGHARNESS_INIT_SQL on the primary being made in $1: a server on the local socket alone, psql, stop.
 run_init_sql() {
     [ -n "${PGHARNESS_INIT_SQL:-}" ] || return 0
     say "running PGHARNESS_INIT_SQL"
     log=$(dirname "$PGDATA")/init-sql.log
-    pg_ctl -D "$PGDATA" -w -l "$log" -o "-c listen_addresses='' -c archive_mode=off" start >/dev/null \
+    pg_ctl -D "$1" -w -l "$log" -o "-c listen_addresses='' -c archive_mode=off" start >/dev/null \
         || { cat "$log" >&2; die "the server did not start for PGHARNESS_INIT_SQL"; }
     if ! printf '%s\n' "$PGHARNESS_INIT_SQL" | psql -X -q -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -f - >/dev/null; then
-        pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
-        rm -rf "${PGDATA:?}"  # the next start must not find a half-made primary
+        pg_ctl -D "$1" -m fast -w stop >/dev/null || true
         die "PGHARNESS_INIT_SQL failed (its error is above)"
     fi
-    pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
+    pg_ctl -D "$1" -m fast -w stop >/dev/null || die "the server run for PGHARNESS_INIT_SQL did not stop"
+}
+
+# SQL on stdin, run in single-user mode on the data directory $1; any error stops the start.
+single_user_sql() {
+    out=$(postgres --single -D "$1" -c archive_mode=off postgres 2>&1 >/dev/null) \
+        || die "single-user mode failed: $(printf '%s\n' "$out" | grep -E '(ERROR|FATAL):' | tail -n 1)"
+    if printf '%s\n' "$out" | grep -qE '(ERROR|FATAL):'; then
+        die "single-user mode failed: $(printf '%s\n' "$out" | grep -E '(ERROR|FATAL):' | head -n 1)"
+    fi
+}
+
+# A data directory is made aside, in $PGDATA.new, and moved into place only once
+# complete: a first start that fails halfway leaves nothing the next start takes
+# for a finished one (it makes the directory again, and fails again the same way).
+fresh_datadir() {
+    rm -rf "$PGDATA.new"
+    mkdir -p "$PGDATA.new"
+    chmod 0700 "$PGDATA.new"
+}
+
+finish_datadir() {
+    rm -rf "$PGDATA"
+    mv "$PGDATA.new" "$PGDATA"
 }
 
 bootstrap_primary() {
     say "bootstrapping a primary in $PGDATA from the template"
-    mkdir -p "$PGDATA"
-    chmod 0700 "$PGDATA"
-    cp -a "$TEMPLATE/." "$PGDATA/"
     repl_user=${REPLICATION_USER:-repli}
+    check_value POSTGRES_PASSWORD "${POSTGRES_PASSWORD:-postgres}"
+    check_value REPLICATION_USER "$repl_user"
+    check_value REPLICATION_PASSWORD "${REPLICATION_PASSWORD:-repli}"
+    fresh_datadir
+    new=$PGDATA.new
+    cp -a "$TEMPLATE/." "$new/"
     # With TLS, replication connections must use it.
     repl_host=host
     if tls_enabled; then repl_host=hostssl; fi
-    cat >"$PGDATA/pg_hba.conf" <<EOF
+    cat >"$new/pg_hba.conf" <<EOF
 # TYPE  DATABASE     USER          ADDRESS  METHOD
 local   all          all                    trust
 local   replication  all                    trust
-$repl_host  replication  $repl_user    all      scram-sha-256
+$repl_host  replication  $(hba_name "$repl_user")    all      scram-sha-256
 host    replication  all           all      reject
-host    all          $repl_user    all      reject
+host    all          $(hba_name "$repl_user")    all      reject
 host    all          all           all      scram-sha-256
 EOF
-    write_settings primary
+    write_settings primary "$new"
     # Roles are made in single-user mode: no server to start and stop.
-    postgres --single -D "$PGDATA" -c archive_mode=off postgres >/dev/null <<EOF
+    single_user_sql "$new" <<EOF
 ALTER ROLE postgres PASSWORD $(sql_literal "${POSTGRES_PASSWORD:-postgres}");
-CREATE ROLE "$repl_user" WITH LOGIN REPLICATION PASSWORD $(sql_literal "${REPLICATION_PASSWORD:-repli}");
+CREATE ROLE $(sql_ident "$repl_user") WITH LOGIN REPLICATION PASSWORD $(sql_literal "${REPLICATION_PASSWORD:-repli}");
 EOF
-    run_init_sql
+    run_init_sql "$new"
+    finish_datadir
 }
 
 # A node that archives (archive_mode = on) needs the archive volume, writable:
@@ -232,7 +288,7 @@ basebackup() {
     write_tls >/dev/null
     PGPASSWORD="${REPLICATION_PASSWORD:-repli}" pg_basebackup --pgdata="$dest" --wal-method=stream \
         --checkpoint=fast --no-sync "$@" \
-        --dbname="host=$host port=$port user=${REPLICATION_USER:-repli} application_name=pgharness_basebackup$(tls_conninfo)" \
+        --dbname="$(upstream_conninfo application_name=pgharness_basebackup)" \
         || die "pg_basebackup from $host:$port into $dest failed (see above)"
 }
 
@@ -247,25 +303,37 @@ await_alias() {
     done
 }
 
+# A backup's name: a plain file name (letters, digits, '.', '_', '-'; not starting with '.').
+check_backup_name() {
+    case "$1" in
+    "" | .* | *[!A-Za-z0-9._-]*) die "backup name '$1': use letters, digits, '.', '_' and '-' (not first '.')" ;;
+    esac
+}
+
 bootstrap_standby() {
+    check_value REPLICATION_USER "${REPLICATION_USER:-repli}"
+    check_value REPLICATION_PASSWORD "${REPLICATION_PASSWORD:-repli}"
+    fresh_datadir
+    new=$PGDATA.new
     if [ -n "${FROM_BACKUP:-}" ]; then
+        check_backup_name "$FROM_BACKUP"
         [ -s "/backups/$FROM_BACKUP/PG_VERSION" ] || die "no backup named '$FROM_BACKUP' in /backups"
         say "restoring $PGDATA from backup $FROM_BACKUP"
-        mkdir -p "$PGDATA"
-        cp -a "/backups/$FROM_BACKUP/." "$PGDATA/"
+        cp -a "/backups/$FROM_BACKUP/." "$new/"
     elif [ -n "${SLOT_NAME:-}" ]; then
-        basebackup "$PGDATA" --create-slot --slot="$SLOT_NAME"
+        basebackup "$new" --create-slot --slot="$SLOT_NAME"
     else
-        basebackup "$PGDATA"
+        basebackup "$new"
     fi
-    chmod 0700 "$PGDATA"
+    chmod 0700 "$new"
     if [ -n "${RECOVERY_TARGET:-}" ]; then
         # Targeted (point-in-time) recovery: recovery.signal, then the target's action.
-        touch "$PGDATA/recovery.signal"
+        touch "$new/recovery.signal"
     else
         # standby.signal replaces recovery.conf's standby_mode = on (PostgreSQL 12+).
-        touch "$PGDATA/standby.signal"
+        touch "$new/standby.signal"
     fi
+    finish_datadir
 }
 
 run_postgres() {
@@ -307,6 +375,7 @@ standby)
 backup)
     [ $# -ge 1 ] || die "usage: pgharness backup NAME [pg_basebackup options]"
     name=$1; shift
+    check_backup_name "$name"
     [ ! -e "/backups/$name" ] || die "a backup named '$name' exists already"
     basebackup "/backups/$name" "$@"
     say "backup $name written to /backups/$name" ;;

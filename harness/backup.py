@@ -18,8 +18,9 @@ from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict
 
 from harness.cluster import DATA_MOUNT
-from harness.compose import MANAGED_LABEL, PROJECT_LABEL
+from harness.compose import run_container
 from harness.errors import ClusterError, HarnessError
+from harness.quoting import check_file_name, conninfo
 from harness.recovery import ACTIONS, RecoveryTarget, TargetAction
 from harness.versions import supports
 from harness.wait import failure_lines, log_tails, poll_until
@@ -52,13 +53,7 @@ def ensure_backups_volume(cluster: Cluster) -> str:
     try:
         cluster.docker.volumes.get(name)
     except docker.errors.NotFound:
-        labels = {
-            PROJECT_LABEL: cluster.name,
-            "com.docker.compose.volume": "backups",
-            MANAGED_LABEL: "true",
-            "org.pgharness.owner": cluster.owner,
-        }
-        cluster.docker.volumes.create(name, labels=labels)
+        cluster.docker.volumes.create(name, labels={**cluster.labels(), "com.docker.compose.volume": "backups"})
     return name
 
 
@@ -69,39 +64,42 @@ def run_tool(
     image: str | None = None,
     what: str | None = None,
     volumes: dict[str, str] | None = None,
+    timeout: float = 600.0,
 ) -> str:
-    """Run a client tool in a throwaway container on the cluster's network; return its output.
+    """Run a client tool (an argv list, never a shell string) in a throwaway container on the cluster's
+    network; return its output.
 
     The container uses `image` (default: the cluster's node image, hence the
     server's major version), mounts the backups volume at /backups (and any
-    `volumes`, name to path), reaches the nodes by name, and is removed afterwards. A non-zero exit raises
-    `BackupError` with the tool's own error line.
+    `volumes`, name to path), reaches the nodes by name, and is removed
+    afterwards, also when it could not start. A non-zero exit raises
+    `BackupError` with the tool's own error line; so does a tool still running
+    after `timeout` seconds.
     """
-    client = cluster.docker
-    labels = {PROJECT_LABEL: cluster.name, MANAGED_LABEL: "true", "org.pgharness.owner": cluster.owner}
-    container = client.containers.run(
-        image or cluster.image,
-        argv,
-        entrypoint=[],
-        user="postgres",
-        environment={"PGPASSWORD": cluster.password, "PGUSER": "postgres"},
-        network=f"{cluster.name}_replication",
-        dns=["127.0.0.1"],
-        volumes={
-            ensure_backups_volume(cluster): {"bind": BACKUPS_PATH, "mode": "rw"},
-            **{name: {"bind": path, "mode": "rw"} for name, path in (volumes or {}).items()},
-        },
-        labels=labels,
-        detach=True,
-    )
+    what = what or argv[0]
     try:
-        status = container.wait(timeout=600)
-        output = container.logs().decode(errors="replace")
-    finally:
-        container.remove(force=True)
-    if status.get("StatusCode") != 0:
-        raise BackupError(f"{what or argv[0]} failed: {last_error_line(output)}")
-    return str(output)
+        code, output = run_container(
+            cluster.docker,
+            image or cluster.image,
+            argv,
+            timeout=timeout,
+            what=what,
+            entrypoint=[],
+            user="postgres",
+            environment={"PGPASSWORD": cluster.password, "PGUSER": "postgres"},
+            network=f"{cluster.name}_replication",
+            dns=["127.0.0.1"],
+            volumes={
+                ensure_backups_volume(cluster): {"bind": BACKUPS_PATH, "mode": "rw"},
+                **{name: {"bind": path, "mode": "rw"} for name, path in (volumes or {}).items()},
+            },
+            labels=cluster.labels(),
+        )
+    except ClusterError as e:
+        raise BackupError(str(e)) from None
+    if code != 0:
+        raise BackupError(f"{what} failed: {last_error_line(output)}")
+    return output
 
 
 def list_backups(cluster: Cluster) -> list[str]:
@@ -111,6 +109,7 @@ def list_backups(cluster: Cluster) -> list[str]:
 
 def verify_backup(cluster: Cluster, name: str) -> str:
     """Check base backup `name` against its manifest with ``pg_verifybackup``; return its report."""
+    check_file_name("backup name", name)
     log.info("### Verifying backup %r", name)
     return run_tool(cluster, ["pg_verifybackup", f"{BACKUPS_PATH}/{name}"], what=f"pg_verifybackup of {name!r}")
 
@@ -189,22 +188,26 @@ def dump(
     version) raises `BackupError` and leaves no dump behind: an empty dump is
     never taken for a backup.
     """
-    cluster.node(source)
-    path = f"{BACKUPS_PATH}/{name}.dump"
-    log.info("### Dumping %s on node %r into %s", dbname, source, path)
-    script = f'pg_dump -h {source} -Fc -f {path} {dbname} || {{ status=$?; rm -f {path}; exit "$status"; }}'
-    run_tool(cluster, ["sh", "-c", script], image=image, what=f"pg_dump of {dbname} on {source}")
+    node = cluster.node(source)
+    path = f"{BACKUPS_PATH}/{check_file_name('dump name', name)}.dump"
+    log.info("### Dumping %s on node %r into %s", dbname, node.name, path)
+    # A fixed script: the connection string and the path reach it as arguments, never as its text.
+    script = 'pg_dump --dbname="$1" --format=custom --file="$2" || { status=$?; rm -f "$2"; exit "$status"; }'
+    source_db = conninfo(host=node.name, dbname=dbname)
+    argv = ["sh", "-c", script, "pg_dump", source_db, path]
+    run_tool(cluster, argv, image=image, what=f"pg_dump of {dbname!r} on {node.name}")
     return path
 
 
 def restore_dump(cluster: Cluster, name: str, *, target: str, dbname: str) -> None:
     """``pg_restore`` /backups/`name`.dump into a new database `dbname` on node `target`."""
+    path = f"{BACKUPS_PATH}/{check_file_name('dump name', name)}.dump"
     cluster.node(target).sql(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(dbname)))
-    log.info("### Restoring %s.dump into %s on node %r", name, dbname, target)
+    log.info("### Restoring %s into %s on node %r", path, dbname, target)
     run_tool(
         cluster,
-        ["pg_restore", "-h", target, "-d", dbname, "--exit-on-error", f"{BACKUPS_PATH}/{name}.dump"],
-        what=f"pg_restore of {name} into {dbname} on {target}",
+        ["pg_restore", f"--dbname={conninfo(host=target, dbname=dbname)}", "--exit-on-error", path],
+        what=f"pg_restore of {name!r} into {dbname!r} on {target}",
     )
 
 
@@ -238,21 +241,7 @@ def rebuild(cluster: Cluster, name: str, *, timeout: float | None = None) -> Nod
 
     log.info("### Rebuilding node %r from %r (wiping volume %s)", name, upstream, volume)
     node.stop()
-    container = cluster.docker.containers.run(
-        cluster.image,
-        ["rm", "-rf", f"{DATA_MOUNT}/data"],
-        entrypoint=[],
-        user="postgres",
-        network_mode="none",
-        volumes={volume: {"bind": DATA_MOUNT, "mode": "rw"}},
-        labels={PROJECT_LABEL: cluster.name, MANAGED_LABEL: "true"},
-        detach=True,
-    )
-    try:
-        if container.wait(timeout=120).get("StatusCode") != 0:
-            raise BackupError(f"wiping {volume} failed: {container.logs().decode(errors='replace').strip()}")
-    finally:
-        container.remove(force=True)
+    run_tool(cluster, ["rm", "-rf", f"{DATA_MOUNT}/data"], volumes={volume: DATA_MOUNT}, what=f"wiping {volume}")
     try:
         node.start(timeout=timeout)
     except HarnessError as e:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -36,7 +37,7 @@ from harness.environments import list_environments, remove_environment
 from harness.errors import HarnessError, UnknownEnvironment, UnknownNode
 from harness.image import ImageSpec, ensure_image
 from harness.recovery import RecoveryTarget
-from harness.status import cluster_status
+from harness.status import cluster_status, split_brain
 from harness.versions import DEFAULT_VERSION, parse_version_arg
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -104,8 +105,7 @@ def spec_from(pg_version: str, pg_image: str) -> ImageSpec:
 
 def describe(node: Node) -> str:
     role = "standby" if node.is_in_recovery() else "primary"
-    url = f"postgresql://postgres:{node.cluster.password}@127.0.0.1:{node.port}/postgres"
-    return f"{node.name:<16} {role:<8} {url}"
+    return f"{node.name:<16} {role:<8} {node.uri()}"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -218,7 +218,7 @@ def up(
     click.echo(f"{'node':<16} {'role':<8} connection")
     for node in cluster.nodes:
         click.echo(describe(node))
-    click.echo(f"\nconnect: psql postgresql://postgres:{cluster.password}@127.0.0.1:{primary_port}/postgres")
+    click.echo(f"\nconnect: psql {shlex.quote(cluster.primary.uri())}")
     click.echo(f"status:  harness status --name {name}")
     click.echo(f"remove:  harness down --name {name}   (make down for the default environment)")
 
@@ -256,12 +256,15 @@ def list_command() -> None:
 @main.command()
 @clean_errors
 def gc() -> None:
-    """Remove environments whose owning process is gone (e.g. a test run killed with SIGKILL).
+    """Remove environments whose owning process on this host is gone (e.g. a test run killed with SIGKILL).
 
-    Environments started by `harness up` or `make up` are kept. Example: harness gc
+    Environments started by `harness up` or `make up`, and those of other hosts
+    sharing the engine, are kept and listed. Example: harness gc
     """
-    removed = gc_environments(docker_client())
+    removed, kept = gc_environments(docker_client())
     click.echo("removed: " + (", ".join(removed) if removed else "nothing"))
+    for env, why in sorted(kept.items()):
+        click.echo(f"kept: {env} ({why})")
 
 
 def name_option(func: F) -> F:
@@ -384,6 +387,7 @@ STATUS_HEADERS = {
     "wal_receiver": "receiver", "last_archived": "last archived", "archive_failed": "arch. failed",
     "state": "container",
 }  # fmt: skip
+SPLIT_BRAIN = "primary (SPLIT BRAIN)"
 
 
 def console() -> Console:
@@ -394,7 +398,11 @@ def console() -> Console:
 def status_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(*STATUS_HEADERS.values(), box=None)
     for row in rows:
-        table.add_row(*("" if row[key] is None else str(row[key]) for key in STATUS_HEADERS))
+        shown = {**row, "role": SPLIT_BRAIN} if row.get("split_brain") else row
+        table.add_row(*("" if shown[key] is None else str(shown[key]) for key in STATUS_HEADERS))
+    writable = split_brain(rows)
+    if writable:
+        table.caption = f"split brain: {len(writable)} nodes accept writes ({', '.join(writable)})"
     return table
 
 

@@ -14,14 +14,14 @@ Host-to-node traffic goes only to ports published on 127.0.0.1.
 
 from __future__ import annotations
 
-import atexit
+import datetime as dt
 import json
 import logging
+import math
 import os
 import re
 import secrets
 import socket
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,7 +35,9 @@ from docker.models.containers import Container
 from psycopg import sql as pgsql
 from psycopg.abc import Params
 
+from harness import registry
 from harness.compose import (
+    ENGINE_TIMEOUT_ERRORS,
     MANAGED_LABEL,
     PROJECT_LABEL,
     SERVICE_LABEL,
@@ -43,12 +45,15 @@ from harness.compose import (
     check_compose_v2,
     docker_client,
 )
-from harness.errors import ClusterError, HarnessError, PortInUse, UnknownEnvironment, UnknownNode
+from harness.environments import OWNER_HOST_LABEL, OWNER_LABEL, OWNER_STARTED_LABEL, owner_labels
+from harness.errors import ClusterError, HarnessError, PortInUse, QueryTimeout, UnknownEnvironment, UnknownNode
 from harness.lsn import Lsn, previous_walfile
+from harness.quoting import check_file_name, check_secret, conninfo, settings_lines, uri_component
 from harness.recovery import Lag, RecoveryTarget, TargetAction
+from harness.session import Query, Session, bounded, open_connection
 from harness.tls import TlsFiles
 from harness.versions import major_from_version_num
-from harness.wait import failure_lines, log_tails, poll_until
+from harness.wait import Deadline, failure_lines, log_tails, poll_until, resolve_timeout
 
 if TYPE_CHECKING:
     from harness.archive import Archive
@@ -64,14 +69,11 @@ DATA_MOUNT = "/var/lib/pgharness"
 #: The port PostgreSQL listens on inside every node.
 CONTAINER_PORT = 5432
 
-#: A statement: a literal string, or one composed with psycopg.sql.
-Query = LiteralString | bytes | pgsql.SQL | pgsql.Composed
 LsnMode = Literal["insert", "write", "flush", "receive", "replay"]
 StopMode = Literal["smart", "fast", "immediate"]
 
 #: Label naming a node added at run time (a one-off container of the `node` service).
 NODE_LABEL = "org.pgharness.node"
-OWNER_LABEL = "org.pgharness.owner"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
 #: Label marking a PostgreSQL node's container (compose.yaml's x-node), as opposed to a user's service.
 KIND_LABEL = "org.pgharness.kind"
@@ -95,23 +97,29 @@ _LSN_FUNCTIONS: dict[str, str] = {
     "replay": "pg_last_wal_replay_lsn()",
 }
 _STOP_SIGNALS: dict[str, str] = {"smart": "SIGTERM", "fast": "SIGINT", "immediate": "SIGQUIT"}
+#: Where a node's WAL is now: its write position (a primary) or its replay position (a standby).
+_POSITION_QUERY = "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END"
 
 
-def settings_lines(settings: Mapping[str, object] | Sequence[str] | str) -> str:
-    """postgresql.conf lines from a mapping (``{"work_mem": "64MB"}``), a list of lines, or a text."""
-    if isinstance(settings, str):
-        return settings
-    if isinstance(settings, Mapping):
-        return "\n".join(f"{key} = {_conf_value(value)}" for key, value in settings.items())
-    return "\n".join(settings)
+def _owner_variables(labels: Mapping[str, str]) -> dict[str, str]:
+    """compose.yaml's owner variables from owner labels (`harness.environments.owner_labels`)."""
+    return {
+        "PGHARNESS_OWNER": labels.get(OWNER_LABEL, ""),
+        "PGHARNESS_OWNER_HOST": labels.get(OWNER_HOST_LABEL, ""),
+        "PGHARNESS_OWNER_STARTED": labels.get(OWNER_STARTED_LABEL, ""),
+    }
 
 
-def _conf_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, int | float):
-        return str(value)
-    return "'" + str(value).replace("'", "''") + "'"
+def _log_time(stamp: str) -> tuple[str, int]:
+    """A Docker log timestamp (RFC 3339, nanoseconds, trailing zeros trimmed) as a comparable pair."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    return whole, int(fraction.ljust(9, "0")[:9] or 0)
+
+
+def dt_seconds(stamp: str) -> float:
+    """The Unix time of a Docker log timestamp, to the second."""
+    whole = stamp.rstrip("Z").partition(".")[0]
+    return dt.datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.UTC).timestamp()
 
 
 def read_sql(init_sql: str | Path) -> str:
@@ -251,12 +259,14 @@ class Node(Service):
     # --- SQL -----------------------------------------------------------
 
     def dsn(self, dbname: str = "postgres", user: str = "postgres") -> str:
-        """A libpq connection string for this node from the host."""
+        """A libpq connection string for this node from the host (the superuser's password included)."""
         password = self.cluster.password if user == "postgres" else None
-        parts = [f"host={HOST}", f"port={self.port}", f"dbname={dbname}", f"user={user}"]
-        if password:
-            parts.append(f"password={password}")
-        return " ".join(parts)
+        return conninfo(host=HOST, port=self.port, dbname=dbname, user=user, password=password)
+
+    def uri(self, dbname: str = "postgres") -> str:
+        """A ``postgresql://`` URI for this node from the host, as the superuser (parts percent-encoded)."""
+        user, password = uri_component("postgres"), uri_component(self.cluster.password)
+        return f"postgresql://{user}:{password}@{HOST}:{self.port}/{uri_component(dbname)}"
 
     def connect(self, dbname: str = "postgres", *, autocommit: bool = True, **kwargs: Any) -> psycopg.Connection[Any]:
         """A new psycopg connection to this node (autocommit unless told otherwise)."""
@@ -264,15 +274,28 @@ class Node(Service):
         kwargs.setdefault("application_name", "pgharness")
         return psycopg.connect(self.dsn(dbname), autocommit=autocommit, **kwargs)
 
-    def sql(self, query: Query, params: Params | None = None, *, dbname: str = "postgres") -> list[tuple[Any, ...]]:
-        """Run one statement on a fresh connection; return its rows ([] when it returns none)."""
-        with self.connect(dbname) as conn:
+    def sql(
+        self, query: Query, params: Params | None = None, *, dbname: str = "postgres", timeout: float | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement on a fresh connection, in autocommit; return its rows ([] when it returns none).
+
+        Connecting and running end within `timeout` seconds (default
+        ``PGHARNESS_TIMEOUT``, else 60): past that, `QueryTimeout` (a frozen or
+        hung node). SQL errors are psycopg's, by SQLSTATE class.
+        """
+        budget = resolve_timeout(timeout)
+        with (
+            open_connection(self, budget, dbname) as conn,
+            bounded(conn, budget, f"node {self.name!r} to answer {query!r}"),
+        ):
             cur = conn.execute(query, params)
             return cur.fetchall() if cur.description else []
 
-    def scalar(self, query: Query, params: Params | None = None, *, dbname: str = "postgres") -> Any:
-        """The first column of the first row of `query` (None when there is no row)."""
-        rows = self.sql(query, params, dbname=dbname)
+    def scalar(
+        self, query: Query, params: Params | None = None, *, dbname: str = "postgres", timeout: float | None = None
+    ) -> Any:
+        """The first column of the first row of `query` (None when there is no row); see `sql`."""
+        rows = self.sql(query, params, dbname=dbname, timeout=timeout)
         return rows[0][0] if rows else None
 
     @property
@@ -308,37 +331,71 @@ class Node(Service):
         )
         return int(tli)
 
-    def session(self) -> Session:
-        """One connection for many short queries (a wait's probes), made again if it is lost."""
-        return Session(self)
+    def session(self, *, deadline: Deadline | None = None, query_timeout: float | None = None) -> Session:
+        """One connection for many short queries (a wait's probes), made again if it is lost.
+
+        Each query ends by `deadline` and within `query_timeout` seconds (see `Session`).
+        """
+        return Session(self, deadline=deadline, query_timeout=query_timeout)
 
     def poll_query_until(self, query: Query, expected: Any = True, *, timeout: float | None = None) -> Any:
-        """Run `query` until its single value equals `expected`; return it."""
-        with self.session() as session:
+        """Run `query` until its single value equals `expected`; return it.
+
+        Probes every 10 ms for a second, then every 100 ms; raises `WaitTimeout`
+        after `timeout` seconds (default ``PGHARNESS_TIMEOUT``, else 60), with the
+        last value seen and the node's log tail, even when the node hangs.
+        """
+        deadline = Deadline(timeout)
+        with self.session(deadline=deadline) as session:
             return poll_until(
                 lambda: session.scalar(query),
                 lambda value: value == expected,
                 what=f"{query!r} to return {expected!r} on node {self.name!r}",
-                timeout=timeout,
+                deadline=deadline,
                 nodes=(self,),
             )
 
-    def poll_log_until(self, *texts: str, tail: int = 1000, timeout: float | None = None) -> str:
-        """Wait until one of `texts` appears in the node's recent log; return the one found.
+    def log_position(self) -> str:
+        """Where the node's log ends now: the engine's timestamp of its last line ("" for an empty log).
 
-        For facts only the log states. Wording differs between server versions:
-        pass each version's wording.
+        Pass it to `poll_log_until` as `since` to wait for lines logged after this moment.
         """
+        raw = self.container.logs(tail=1, timestamps=True)
+        assert isinstance(raw, bytes)
+        return raw.decode(errors="replace").split(" ", 1)[0].strip()
+
+    def log_since(self, position: str) -> list[str]:
+        """The node's log lines logged after `position` (from `log_position`), without their timestamps."""
+        after = _log_time(position) if position else None
+        since = int(dt_seconds(position)) if position else None
+        raw = self.container.logs(timestamps=True, since=since) if since else self.container.logs(timestamps=True)
+        assert isinstance(raw, bytes)
+        lines = []
+        for line in raw.decode(errors="replace").splitlines():
+            stamp, _, text = line.partition(" ")
+            if after is None or _log_time(stamp) > after:
+                lines.append(text)
+        return lines
+
+    def poll_log_until(self, *texts: str, since: str | None = None, timeout: float | None = None) -> str:
+        """Wait until one of `texts` appears in a line the node logs after `since`; return the one found.
+
+        `since` is a `log_position()`; by default, the position when the call
+        begins, so a line logged before it never satisfies the wait. For facts
+        only the log states. Wording differs between server versions: pass each
+        version's wording. Raises `WaitTimeout` after `timeout` seconds.
+        """
+        position = self.log_position() if since is None else since
 
         def probe() -> tuple[str | None, str]:
-            log_text = self.logs(tail=tail)
-            found = next((text for text in texts if text in log_text), None)
-            return found, (log_text.strip().splitlines() or [""])[-1]
+            lines = self.log_since(position)
+            found = next((text for text in texts if any(text in line for line in lines)), None)
+            return found, (lines[-1] if lines else "(no new log line)")
 
         found, _ = poll_until(
             probe,
             lambda result: result[0] is not None,
-            what=f"{' or '.join(map(repr, texts))} in the log of node {self.name!r}",
+            what=f"{' or '.join(map(repr, texts))} in a new line of the log of node {self.name!r}",
             timeout=timeout,
             nodes=(self,),
         )
@@ -355,12 +412,15 @@ class Node(Service):
         *,
         timeout: float | None = None,
     ) -> Lsn:
-        """Wait until `standby` has written/flushed/replayed this node's WAL up to `target_lsn`.
+        """Wait until `standby` has written/flushed/replayed this node's WAL up to `target_lsn`; return
+        the position it reached (``>= target_lsn``).
 
         Called on the upstream (the primary, or a cascading standby); polls
         ``pg_stat_replication.<mode>_lsn`` for the row whose application_name
         is the standby's name. `target_lsn` defaults to this node's current
-        write LSN (its replay LSN when it is itself a standby).
+        write LSN (its replay LSN when it is itself a standby). Raises
+        `WaitTimeout` after `timeout` seconds (default ``PGHARNESS_TIMEOUT``,
+        else 60), also when this node hangs.
         """
         name = standby.name if isinstance(standby, Node) else standby
         standby_node = self.cluster.node(name)
@@ -369,33 +429,29 @@ class Node(Service):
         query = pgsql.SQL("SELECT {} FROM pg_stat_replication WHERE application_name = %s").format(
             pgsql.Identifier(f"{mode}_lsn")
         )
+        deadline = Deadline(timeout)
+        target: list[Lsn] = [target_lsn] if target_lsn is not None else []
         # One connection for the target and every probe: a connection costs more than a replayed commit.
-        with self.session() as session:
-            if target_lsn is None:
-                target_lsn = Lsn.parse(
-                    str(
-                        session.scalar(
-                            "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
-                            " ELSE pg_current_wal_lsn() END"
-                        )
-                    )
-                )
-            target = target_lsn
+        with self.session(deadline=deadline) as session:
 
             def probe() -> Lsn | str:
+                if not target:
+                    target.append(Lsn.parse(str(session.scalar(_POSITION_QUERY))))
                 value = session.scalar(query, (name,))
                 if value is None:
                     return f"no {mode}_lsn for application_name {name!r} in pg_stat_replication"
                 return Lsn.parse(str(value))
 
-            poll_until(
+            reached = poll_until(
                 probe,
-                lambda seen: isinstance(seen, Lsn) and seen >= target,
-                what=f"node {name!r} to {mode} up to {target} (pg_stat_replication.{mode}_lsn on {self.name!r})",
-                timeout=timeout,
+                lambda seen: isinstance(seen, Lsn) and seen >= target[0],
+                what=f"node {name!r} to {mode} up to {target[0] if target else 'the current position'} "
+                f"(pg_stat_replication.{mode}_lsn on {self.name!r})",
+                deadline=deadline,
                 nodes=(self, standby_node),
             )
-        return target
+        assert isinstance(reached, Lsn)
+        return reached
 
     def set_synchronous(self, standby_names: str, *, commit: str = "on", timeout: float | None = None) -> None:
         """Make commits on this primary wait for standbys: ``synchronous_standby_names`` and ``synchronous_commit``.
@@ -434,7 +490,8 @@ class Node(Service):
             assert current is not None
             behind, write_lag, flush_lag, replay_lag = (current - replayed if replayed else None), None, None, None
         delay = standby_node.scalar("SELECT extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8")
-        return Lag(name, int(behind or 0), delay, write_lag, flush_lag, replay_lag)
+        # No replay position (NULL replay_lsn, nothing replayed yet) is unknown, never "0 bytes behind".
+        return Lag(name, None if behind is None else int(behind), delay, write_lag, flush_lag, replay_lag)
 
     def wait_for_lag_below(
         self,
@@ -446,16 +503,11 @@ class Node(Service):
     ) -> Lag:
         """Wait until `standby` is at most `max_bytes` (and `max_seconds`) behind; on timeout, report the figures."""
 
-        def small_enough(lag: Lag) -> bool:
-            if lag.bytes > max_bytes:
-                return False
-            return max_seconds is None or lag.replay_delay is None or lag.replay_delay <= max_seconds
-
         name = standby.name if isinstance(standby, Node) else standby
         bound = f"{max_bytes} bytes" + (f" and {max_seconds} s" if max_seconds is not None else "")
         return poll_until(
             lambda: self.lag(name),
-            small_enough,
+            lambda lag: lag.within(max_bytes, max_seconds),
             what=f"node {name!r} to lag at most {bound} behind {self.name!r}",
             timeout=timeout,
             nodes=(self, self.cluster.node(name)),
@@ -469,26 +521,28 @@ class Node(Service):
         return str(self.scalar(query, dbname=dbname))
 
     def wait_for_replay(self, target_lsn: Lsn, *, timeout: float | None = None) -> Lsn:
-        """Wait until this standby has replayed up to `target_lsn` (``pg_last_wal_replay_lsn()``).
+        """Wait until this standby has replayed up to `target_lsn` (``pg_last_wal_replay_lsn()``); return
+        the position it reached.
 
         Unlike `wait_for_catchup`, this asks the standby itself, so it serves
         standbys without a streaming connection (log shipping alone).
         """
-
-        with self.session() as session:
+        deadline = Deadline(timeout)
+        with self.session(deadline=deadline) as session:
 
             def probe() -> Lsn | None:
                 value = session.scalar("SELECT pg_last_wal_replay_lsn()")
                 return None if value is None else Lsn.parse(str(value))
 
-            poll_until(
+            reached = poll_until(
                 probe,
                 lambda seen: seen is not None and seen >= target_lsn,
                 what=f"node {self.name!r} to replay up to {target_lsn} (pg_last_wal_replay_lsn())",
-                timeout=timeout,
+                deadline=deadline,
                 nodes=(self,),
             )
-        return target_lsn
+        assert reached is not None
+        return reached
 
     def pause_replay(self) -> None:
         """Pause WAL replay on this standby (``pg_wal_replay_pause()``); return once it is paused."""
@@ -549,22 +603,33 @@ class Node(Service):
         """The files in the shared WAL archive, as this node's own mount of it shows them."""
         return sorted(self.exec("ls", "-1", path).split())
 
-    def promote(self, *, timeout: int = 60) -> None:
-        """Promote this standby (``pg_promote(wait => true)``); return once it accepts writes."""
+    def promote(self, *, timeout: float | None = None) -> None:
+        """Promote this standby (``pg_promote(wait => true)``); return once it accepts writes.
+
+        Raises `ClusterError` when promotion does not finish within `timeout`
+        seconds (default ``PGHARNESS_TIMEOUT``, else 60).
+        """
         log.info("### Promoting node %r", self.name)
-        if not self.scalar("SELECT pg_promote(true, %s)", (timeout,)):
+        timeout = resolve_timeout(timeout)
+        seconds = max(1, math.ceil(timeout))
+        if not self.scalar("SELECT pg_promote(true, %s)", (seconds,), timeout=seconds + 10):
             raise ClusterError(f"node {self.name!r} did not finish promotion within {timeout} s\n{log_tails((self,))}")
 
     # --- process control -------------------------------------------------
 
-    def stop(self, mode: StopMode = "fast", *, timeout: float = 30) -> None:
-        """Shut PostgreSQL down (smart / fast / immediate) and wait until the container exits."""
+    def stop(self, mode: StopMode = "fast", *, timeout: float | None = None) -> None:
+        """Shut PostgreSQL down (smart / fast / immediate) and wait until the container exits.
+
+        Raises `ClusterError` when it has not exited within `timeout` seconds
+        (default ``PGHARNESS_TIMEOUT``, else 60).
+        """
         log.info("### Stopping node %r (%s)", self.name, mode)
+        timeout = resolve_timeout(timeout)
         container = self.container
         container.kill(signal=_STOP_SIGNALS[mode])
         try:
             container.wait(timeout=timeout)
-        except Exception as e:  # requests' ReadTimeout, among others
+        except ENGINE_TIMEOUT_ERRORS as e:  # the container did not exit in time
             raise ClusterError(
                 f"node {self.name!r} did not stop ({mode}) within {timeout} s: {e}\n{log_tails((self,))}"
             ) from None
@@ -578,22 +643,28 @@ class Node(Service):
         log.info("### Unpausing node %r", self.name)
         self.container.unpause()
 
-    def is_responsive(self, timeout: int = 2) -> bool:
+    def is_responsive(self, *, timeout: float = 2.0) -> bool:
         """Whether the node answers ``SELECT 1`` within `timeout` seconds (a hung node does not)."""
         try:
-            with self.connect(connect_timeout=timeout) as conn:
-                conn.execute(pgsql.SQL("SET statement_timeout = {}").format(pgsql.Literal(f"{timeout}s")))
-                conn.execute("SELECT 1")
-        except (psycopg.OperationalError, ClusterError):
+            self.sql("SELECT 1", timeout=timeout)
+        except (psycopg.OperationalError, ClusterError, QueryTimeout):
             return False
         return True
 
-    def kill(self) -> None:
-        """SIGKILL the node's container: a crash, no shutdown checkpoint."""
+    def kill(self, *, timeout: float | None = None) -> None:
+        """SIGKILL the node's container: a crash, no shutdown checkpoint; return once it has exited.
+
+        Raises `ClusterError` when it has not exited within `timeout` seconds
+        (default ``PGHARNESS_TIMEOUT``, else 60).
+        """
         log.info("### Killing node %r", self.name)
+        timeout = resolve_timeout(timeout)
         container = self.container
         container.kill()
-        container.wait(timeout=30)
+        try:
+            container.wait(timeout=timeout)
+        except ENGINE_TIMEOUT_ERRORS as e:
+            raise ClusterError(f"node {self.name!r} did not exit within {timeout} s of SIGKILL: {e}") from None
 
     def start(self, *, wait: bool = True, timeout: float | None = None) -> None:
         """Start the node's container again; wait until its healthcheck passes."""
@@ -602,19 +673,20 @@ class Node(Service):
         if wait:
             self.wait_healthy(timeout=timeout)
 
-    def restart(self, mode: StopMode = "fast", *, wait: bool = True) -> None:
-        """Stop and start the node; with `wait`, return once its healthcheck passes."""
-        self.stop(mode)
-        self.start(wait=wait)
+    def restart(self, mode: StopMode = "fast", *, wait: bool = True, timeout: float | None = None) -> None:
+        """Stop and start the node; with `wait`, return once its healthcheck passes (each within `timeout`)."""
+        self.stop(mode, timeout=timeout)
+        self.start(wait=wait, timeout=timeout)
 
     def wait_ready(self, *, timeout: float | None = None) -> None:
         """Wait until the node is what its healthcheck calls healthy, asking it over SQL (see `_readiness`)."""
-        with self.session() as session:
+        deadline = Deadline(timeout)
+        with self.session(deadline=deadline) as session:
             poll_until(
                 lambda: _readiness(self, session),
                 lambda state: state == "ready",
                 what=f"node {self.name!r} to be ready (answering; streaming when it has an upstream)",
-                timeout=timeout,
+                deadline=deadline,
                 nodes=(self,),
             )
 
@@ -640,41 +712,6 @@ def _readiness(node: Node, session: Session) -> str:
     return "ready" if streaming else "answering, not streaming yet"
 
 
-class Session:
-    """One connection to a node for many short queries, made again when it is lost (a restart, a kill).
-
-    Waits probe through one: opening a connection (TCP, SCRAM) costs about 10 ms,
-    more than a small commit takes to replay.
-    """
-
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self._conn: psycopg.Connection[Any] | None = None
-
-    def scalar(self, query: Query, params: Params | None = None) -> Any:
-        """The first column of the first row of `query` (None when there is no row)."""
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self.close()
-            self._conn = self.node.connect(connect_timeout=5)
-        try:
-            row = self._conn.execute(query, params).fetchone()
-        except psycopg.OperationalError:
-            self.close()  # the next call connects again
-            raise
-        return row[0] if row else None
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def __enter__(self) -> Session:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 class Cluster:
     """One compose project: a primary, its standbys and the shared WAL archive.
 
@@ -696,6 +733,8 @@ class Cluster:
         image: str,
         ports: Mapping[str, int] | None = None,
         password: str | None = None,
+        replication_user: str | None = None,
+        replication_password: str | None = None,
         owner: str | None = None,
         topology: str = "streaming",
         standbys: int = 1,
@@ -711,16 +750,22 @@ class Cluster:
         self.name = name or new_cluster_name()
         self.image = image
         self.ports = dict(ports or {})
-        self.password = password or os.environ.get("POSTGRES_PASSWORD") or "postgres"
-        self.replication_user = os.environ.get("REPLICATION_USER") or "repli"
-        self.replication_password = os.environ.get("REPLICATION_PASSWORD") or "repli"
+        # Secrets and the role name go into conninfo strings, postgresql.conf and SQL: any
+        # character is fine but NUL and line breaks (harness.quoting).
+        self.password = check_secret("POSTGRES_PASSWORD", password or os.environ.get("POSTGRES_PASSWORD") or "postgres")
+        self.replication_user = check_secret(
+            "REPLICATION_USER", replication_user or os.environ.get("REPLICATION_USER") or "repli"
+        )
+        self.replication_password = check_secret(
+            "REPLICATION_PASSWORD", replication_password or os.environ.get("REPLICATION_PASSWORD") or "repli"
+        )
         self.keep = keep
         variables = {
             "HARNESS_IMAGE": image,
             "POSTGRES_PASSWORD": self.password,
             "REPLICATION_USER": self.replication_user,
             "REPLICATION_PASSWORD": self.replication_password,
-            "PGHARNESS_OWNER": owner or f"pid-{os.getpid()}",
+            **_owner_variables(owner_labels(owner or f"pid-{os.getpid()}")),
             # Empty means "an ephemeral port" in compose.yaml's ${PRIMARY_PORT-5433}.
             "PRIMARY_PORT": "",
             "STANDBY_PORT": "",
@@ -751,6 +796,8 @@ class Cluster:
         #: Streaming standbys beyond the first, added once the cluster is up: standby2, standby3, ...
         self.extra_standbys = [f"standby{i}" for i in range(2, standbys + 1)]
         self.owner = variables["PGHARNESS_OWNER"]
+        #: The owner labels every container, volume and network of the cluster carries.
+        self.owner_labels = owner_labels(self.owner)
         self._client = docker_client()
         self._nodes: dict[str, Node] = {}
 
@@ -774,16 +821,23 @@ class Cluster:
         files = [Path(f) for f in first.labels.get(CONFIG_FILES_LABEL, "").split(",") if f]
         overrides = [f for f in files[1:] if f.is_file()]
         tls = TlsFiles(*(env.get(f"PGHARNESS_TLS_{part}", "") for part in ("CA", "CERT", "KEY")))
-        return cls(
+        cluster = cls(
             name,
             image=str(first.attrs["Config"]["Image"]),
+            # The cluster's own credentials, not the calling shell's environment.
             password=env.get("POSTGRES_PASSWORD"),
+            replication_user=env.get("REPLICATION_USER"),
+            replication_password=env.get("REPLICATION_PASSWORD"),
             owner=first.labels.get(OWNER_LABEL),
             compose_files=overrides,
             # What nodes added later (rebuild, restore, add_node) need to match the others.
             settings=env.get("PGHARNESS_EXTRA_SETTINGS") or None,
             tls=tls if tls.ca and tls.cert and tls.key else False,
         )
+        # Its owner is whoever made it, not this process: keep the labels as they are.
+        cluster.owner_labels = {k: v for k, v in first.labels.items() if k.startswith(OWNER_LABEL)}
+        cluster.compose.variables.update(_owner_variables(cluster.owner_labels))
+        return cluster
 
     @property
     def archive(self) -> Archive:
@@ -815,7 +869,7 @@ class Cluster:
         """Bring the project up (``compose up --detach``, then `wait_ready`); on any failure, remove it and raise."""
         self.preflight()
         log.info("### Starting cluster %r (image %s)", self.name, self.image)
-        _live.add(self)
+        registry.register(self)
         try:
             if self.compose_files:
                 self.added_services = self.compose.added_services()
@@ -845,17 +899,23 @@ class Cluster:
             self.service(name).wait_healthy(timeout=max(0.0, deadline - time.monotonic()))
 
     def destroy(self) -> None:
-        """Remove the project's containers, volumes and network (nothing else)."""
-        _live.discard(self)
-        log.info("### Removing cluster %r", self.name)
-        self.compose.down()
-        # Data volumes of nodes added at run time are the harness's, not compose's.
-        for volume in self._client.volumes.list(filters={"label": f"{PROJECT_LABEL}={self.name}"}):
-            volume.remove(force=True)
+        """Remove the project's containers, volumes and network (nothing else).
+
+        SIGINT and SIGTERM wait until it is done (see `harness.registry.shielded`);
+        the cluster leaves the live registry only once everything is removed, so
+        a failed removal is tried again at exit.
+        """
+        with registry.shielded(f"removing cluster {self.name!r}"):
+            log.info("### Removing cluster %r", self.name)
+            self.compose.down()
+            # Data volumes of nodes added at run time are the harness's, not compose's.
+            for volume in self._client.volumes.list(filters={"label": f"{PROJECT_LABEL}={self.name}"}):
+                volume.remove(force=True)
+            registry.unregister(self)
 
     def release(self) -> None:
         """Leave the cluster running after this process exits (`harness up`)."""
-        _live.discard(self)
+        registry.unregister(self)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -865,9 +925,13 @@ class Cluster:
     ) -> None:
         if self.keep and exc is not None:
             log.warning("keeping cluster %r for inspection: remove it with `%s`", self.name, self.down_command)
-            _live.discard(self)
+            registry.unregister(self)
             return
         self.destroy()
+
+    def labels(self) -> dict[str, str]:
+        """The labels of everything the cluster owns: managed, its compose project, its owner."""
+        return {PROJECT_LABEL: self.name, MANAGED_LABEL: "true", **self.owner_labels}
 
     @property
     def down_command(self) -> str:
@@ -948,6 +1012,9 @@ class Cluster:
         incremental backup on top of that earlier backup; ``pg_combinebackup``
         makes a full one out of the chain.
         """
+        check_file_name("backup name", name)
+        if incremental_from is not None:
+            check_file_name("backup name", incremental_from)
         log.info("### Taking backup %r of node %r", name, source)
         self.node(source)  # an unknown source is named as such
         extra = [f"--incremental=/backups/{incremental_from}/backup_manifest"] if incremental_from else []
@@ -1012,9 +1079,11 @@ class Cluster:
             raise ClusterError(f"cluster {self.name!r} has a node {name!r} already")
         if upstream is None and from_backup is None:
             raise ClusterError("a new node needs an upstream to copy, or a backup to start from")
+        if from_backup is not None:
+            check_file_name("backup name", from_backup)
         log.info("### Adding node %r (upstream %s, backup %s)", name, upstream, from_backup)
         volume = f"{self.name}_{name}-data"
-        labels = {PROJECT_LABEL: self.name, MANAGED_LABEL: "true", OWNER_LABEL: self.owner, NODE_LABEL: name}
+        labels = {**self.labels(), NODE_LABEL: name}
         self._client.volumes.create(volume, labels=labels)
         variables = {
             "NODE_NAME": name,
@@ -1029,7 +1098,6 @@ class Cluster:
             "--detach",
             "--name", f"{self.name}-{name}",
             "--label", f"{NODE_LABEL}={name}",
-            "--label", f"{OWNER_LABEL}={self.owner}",
             "--volume", f"{volume}:/var/lib/pgharness",
             "--publish", f"{HOST}::{CONTAINER_PORT}",
         ]  # fmt: skip
@@ -1052,7 +1120,7 @@ class Cluster:
         or the last FATAL of its server; empty when no container says."""
         try:
             containers = {**self.containers(), **{n: s.container for n, s in self.services().items()}}
-        except Exception:  # evidence gathering must not mask the failure
+        except Exception:  # noqa: BLE001 -- evidence gathering must never mask the failure it explains
             return ""
         for name, container in sorted(containers.items()):
             if container.status == "running":
@@ -1071,7 +1139,7 @@ class Cluster:
             services = list(self.services().values())
             states = ", ".join(f"{n.name}: {n.status()}" for n in [*nodes, *services]) or "no containers"
             return f"nodes: {states}\n{log_tails([*nodes, *services])}"
-        except Exception as e:  # evidence gathering must not mask the failure
+        except Exception as e:  # noqa: BLE001 -- evidence gathering must never mask the failure it explains
             return f"(could not describe the cluster: {e})"
 
     def save_evidence(self, directory: Path) -> Path:
@@ -1165,23 +1233,6 @@ def _sql_snapshot(node: Node) -> dict[str, Any]:
     except psycopg.Error as e:
         snapshot["error"] = f"{type(e).__name__}: {e}"
     return snapshot
-
-
-# Clusters started by this process and not yet removed: removed at exit, so an
-# interrupted run leaves nothing behind.
-_live: set[Cluster] = set()
-_live_lock = threading.Lock()
-
-
-@atexit.register
-def _destroy_live_clusters() -> None:
-    with _live_lock:
-        clusters = list(_live)
-    for cluster in clusters:
-        try:
-            cluster.destroy()
-        except Exception as e:
-            log.error("could not remove cluster %r: %s", cluster.name, e)
 
 
 __all__ = ["MANAGED_LABEL", "Cluster", "Node"]

@@ -17,9 +17,11 @@ import subprocess
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
+import requests
 from testcontainers.compose import DockerCompose
 
 from harness.errors import ClusterError, DockerUnavailable
@@ -37,6 +39,15 @@ def _compose_file() -> Path:
 
 #: The compose file; its folder holds docker/, the image's build context.
 COMPOSE_FILE = _compose_file()
+
+#: What the Docker SDK raises when the engine does not answer within a call's timeout (an APIError is an
+#: HTTPError, a RequestException too: never catch RequestException for a timeout).
+ENGINE_TIMEOUT_ERRORS = (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError)
+
+#: Deadline of a compose command (seconds) unless the caller gives one.
+COMPOSE_TIMEOUT = 300.0
+#: Deadline of ``compose down``.
+DOWN_TIMEOUT = 120.0
 
 #: Label that every container, volume and network of the harness carries.
 MANAGED_LABEL = "org.pgharness.managed"
@@ -65,7 +76,12 @@ def check_compose_v2() -> str:
     """The Compose v2 version string, or `DockerUnavailable` saying how to get it."""
     if shutil.which("docker") is None:
         raise DockerUnavailable("no 'docker' command on PATH: install the Docker CLI with the Compose v2 plugin")
-    proc = subprocess.run(["docker", "compose", "version", "--short"], capture_output=True, text=True, check=False)
+    try:
+        proc = subprocess.run(
+            ["docker", "compose", "version", "--short"], capture_output=True, text=True, check=False, timeout=30
+        )
+    except subprocess.TimeoutExpired:
+        raise DockerUnavailable("'docker compose version' did not answer within 30 s") from None
     version = proc.stdout.strip().lstrip("v")
     if proc.returncode != 0 or not version[:1].isdigit() or int(version.split(".")[0]) < 2:
         raise DockerUnavailable(
@@ -80,9 +96,17 @@ def check_compose_v2() -> str:
 def base_services() -> frozenset[str]:
     """Every service of COMPOSE_FILE, of every profile."""
     cmd = ["docker", "compose", "--file", str(COMPOSE_FILE), "--profile", "*", "config", "--services"]
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, check=False, env={**os.environ, "COMPOSE_PROJECT_NAME": "x"}
-    )
+    try:
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "COMPOSE_PROJECT_NAME": "x"},
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        raise ClusterError(f"docker compose config of {COMPOSE_FILE} did not answer within 60 s") from None
     if proc.returncode != 0:
         raise ClusterError(f"docker compose config of {COMPOSE_FILE} failed: {last_lines(proc.stderr)}")
     return frozenset(proc.stdout.split())
@@ -134,11 +158,34 @@ class ComposeProject(DockerCompose):
         base = super().compose_command_property
         return [*base[:2], "--project-name", self.project_name, *base[2:]]
 
-    def _run_command(self, cmd: str | list[str], context: str | None = None) -> subprocess.CompletedProcess[bytes]:
+    def _run_command(
+        self,
+        cmd: str | list[str],
+        context: str | None = None,
+        *,
+        timeout: float = COMPOSE_TIMEOUT,
+        detached: bool = False,
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run a compose command (an argv list) with the project's variables; `ClusterError` when it fails or
+        has not finished within `timeout` seconds. `detached` runs it in a session of its own, so that a
+        signal to this process group (a second Ctrl-C) cannot cut it short."""
         env = {**os.environ, **self.variables, "COMPOSE_PROJECT_NAME": self.project_name}
-        proc = subprocess.run(cmd, capture_output=True, check=False, cwd=context or str(self.context), env=env)
+        verb = next((c for c in cmd if c in ("up", "down", "run", "config", "stop", "start", "exec", "ps")), cmd)
+        try:
+            proc = subprocess.run(
+                cmd,
+                capture_output=True,
+                check=False,
+                cwd=context or str(self.context),
+                env=env,
+                timeout=timeout,
+                start_new_session=detached,
+            )
+        except subprocess.TimeoutExpired:
+            raise ClusterError(
+                f"docker compose {verb} did not finish within {timeout:g} s for project {self.project_name!r}"
+            ) from None
         if proc.returncode != 0:
-            verb = next((c for c in cmd if c in ("up", "down", "stop", "start", "exec", "ps", "logs", "port")), cmd)
             stderr = proc.stderr.decode(errors="replace")
             raise ClusterError(
                 f"docker compose {verb} failed for project {self.project_name!r} "
@@ -151,25 +198,47 @@ class ComposeProject(DockerCompose):
         ``compose up --detach`` when the caller waits for readiness itself."""
         services = list(self.services or [])
         waiting = ["--wait", "--wait-timeout", str(int(self.wait_timeout))] if wait else ["--detach"]
-        self._run_command([*self.compose_command_property, "up", *waiting, *services])
+        self._run_command([*self.compose_command_property, "up", *waiting, *services], timeout=self.wait_timeout + 60)
 
     def down(self) -> None:
         """Remove the project's containers (of every profile, one-off ones too), volumes and networks."""
         everything = ["--profile", "*", "down", "--volumes", "--remove-orphans", "--timeout", "10"]
-        self._run_command([*self.compose_command_property, *everything])
+        self._run_command([*self.compose_command_property, *everything], timeout=DOWN_TIMEOUT, detached=True)
 
     def config_text(self) -> str:
         """The resolved compose configuration of this project (``compose config``)."""
         cmd = [*self.compose_command_property, "--profile", "*", "config"]
-        return self._run_command(cmd).stdout.decode(errors="replace")
+        return self._run_command(cmd, timeout=60).stdout.decode(errors="replace")
 
-    def run(self, service: str, *args: str, options: list[str] | None = None) -> str:
+    def run(self, service: str, *args: str, options: list[str] | None = None, timeout: float = COMPOSE_TIMEOUT) -> str:
         """``compose run`` a one-off container of `service` (no dependencies started); return its output."""
         cmd = [*self.compose_command_property, "run", "--no-deps", *(options or []), service, *args]
-        return self._run_command(cmd).stdout.decode(errors="replace")
+        return self._run_command(cmd, timeout=timeout).stdout.decode(errors="replace")
 
     def stop(self, down: bool = True) -> None:
         if down:
             self.down()
         else:
             super().stop(down=False)
+
+
+def run_container(
+    client: docker.DockerClient, image: str, argv: list[str], *, timeout: float, what: str, **create: Any
+) -> tuple[int, str]:
+    """Run `argv` (a list, never a shell string) in a new container of `image`; return its exit code and output.
+
+    The container is created, started, awaited at most `timeout` seconds and
+    removed, whatever happens, also when it could not start. `create` holds more
+    arguments of ``containers.create`` (user, environment, volumes, network,
+    labels). `ClusterError` when it has not finished in time.
+    """
+    container = client.containers.create(image, argv, **create)
+    try:
+        container.start()
+        status = container.wait(timeout=timeout)
+        output = container.logs().decode(errors="replace")
+    except ENGINE_TIMEOUT_ERRORS:
+        raise ClusterError(f"{what} did not finish within {timeout:g} s") from None
+    finally:
+        container.remove(force=True)
+    return int(status.get("StatusCode", -1)), str(output)

@@ -4,17 +4,26 @@ Every container, volume and network of the harness carries
 ``org.pgharness.managed=true``, its compose project's label, and
 ``org.pgharness.owner``: ``pytest-<pid>`` / ``pid-<pid>`` for a process that
 removes it when done, or ``harness-up`` / ``compose`` for an environment a
-person asked to keep. `gc` removes what belongs to a process that is gone (a
-test run killed with SIGKILL, say) and nothing else.
+person asked to keep. A process owner also names its host
+(``org.pgharness.owner-host``: hostname and machine id) and when the process
+started (``org.pgharness.owner-started``, clock ticks after boot), because an
+engine can be shared by several machines and a PID can be reused.
+
+`gc` removes only what provably belongs to a process of this host that is gone
+(a test run killed with SIGKILL, say); an environment of another host, or one
+whose owner cannot be told, is listed and kept.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 import re
+import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import docker
 
@@ -23,6 +32,48 @@ from harness.compose import MANAGED_LABEL, PROJECT_LABEL, ComposeProject
 log = logging.getLogger("harness")
 
 OWNER_LABEL = "org.pgharness.owner"
+OWNER_HOST_LABEL = "org.pgharness.owner-host"
+OWNER_STARTED_LABEL = "org.pgharness.owner-started"
+
+
+@functools.cache
+def this_host() -> str:
+    """This machine's identity in owner labels: its hostname and machine id (``/etc/machine-id``).
+
+    Both, because containers made from one image share a machine id and
+    machines may share a hostname.
+    """
+    machine_id = ""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            machine_id = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if machine_id:
+            break
+    return f"{socket.gethostname()}/{machine_id or 'no-machine-id'}"
+
+
+def process_started(pid: int) -> str | None:
+    """When process `pid` started (clock ticks after boot, from /proc), or None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: count fields after its last ')'.
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def owner_labels(owner: str) -> dict[str, str]:
+    """The labels naming `owner`: for a process owner (``pytest-<pid>``), its host and start time too."""
+    labels = {OWNER_LABEL: owner}
+    pid = owner_pid(owner)
+    if pid is not None:
+        labels[OWNER_HOST_LABEL] = this_host()
+        labels[OWNER_STARTED_LABEL] = process_started(pid) or ""
+    return labels
+
+
 SERVICE_LABEL = "com.docker.compose.service"
 NODE_LABEL = "org.pgharness.node"
 
@@ -33,6 +84,8 @@ class Environment:
 
     name: str
     owner: str = ""
+    owner_host: str = ""
+    owner_started: str = ""
     created: dt.datetime | None = None
     nodes: dict[str, str] = field(default_factory=dict)  #: node name -> container status
     volumes: int = 0
@@ -56,18 +109,36 @@ def owner_pid(owner: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def owner_is_gone(owner: str) -> bool:
-    """Whether the process that owns an environment has exited (False for kept environments)."""
+def owner_is_gone(owner: str, host: str = "", started: str = "") -> bool:
+    """Whether the process that owns an environment has provably exited.
+
+    Only a process of this host can be shown to be gone: one that no longer
+    exists, or whose PID now belongs to a process started at another time.
+    False for kept environments (no PID), for another host's, and for an owner
+    label without a host (made before hosts were recorded): those cannot be told.
+    """
     pid = owner_pid(owner)
-    if pid is None:
+    if pid is None or host != this_host():
         return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
-        return False
-    return False
+        pass  # alive, another user's
+    now = process_started(pid)
+    return bool(started) and now is not None and now != started
+
+
+def why_kept(e: Environment) -> str:
+    """Why `gc` keeps `e`, in a few words."""
+    if owner_pid(e.owner) is None:
+        return f"kept by request (owner {e.owner or 'unknown'})"
+    if not e.owner_host:
+        return f"owner {e.owner} names no host: cannot tell whether it is gone"
+    if e.owner_host != this_host():
+        return f"owner {e.owner} runs on another host ({e.owner_host})"
+    return f"owner {e.owner} is alive"
 
 
 def _created(value: str) -> dt.datetime | None:
@@ -86,6 +157,8 @@ def list_environments(client: docker.DockerClient) -> list[Environment]:
         name = labels.get(PROJECT_LABEL, "(no project)")
         found = envs.setdefault(name, Environment(name))
         found.owner = found.owner or labels.get(OWNER_LABEL, "")
+        found.owner_host = found.owner_host or labels.get(OWNER_HOST_LABEL, "")
+        found.owner_started = found.owner_started or labels.get(OWNER_STARTED_LABEL, "")
         return found
 
     for c in client.containers.list(all=True, filters=filters):
@@ -114,12 +187,17 @@ def remove_environment(client: docker.DockerClient, name: str) -> None:
         n.remove()
 
 
-def gc(client: docker.DockerClient) -> list[str]:
-    """Remove the environments whose owning process is gone; return their names."""
-    removed = []
+def gc(client: docker.DockerClient) -> tuple[list[str], dict[str, str]]:
+    """Remove the environments whose owning process is provably gone (`owner_is_gone`).
+
+    Returns the names removed, and the environments kept with why each was kept.
+    """
+    removed, kept = [], {}
     for e in list_environments(client):
-        if owner_is_gone(e.owner):
+        if owner_is_gone(e.owner, e.owner_host, e.owner_started):
             log.info("### Removing %r, left by %s", e.name, e.owner)
             remove_environment(client, e.name)
             removed.append(e.name)
-    return removed
+        else:
+            kept[e.name] = why_kept(e)
+    return removed, kept

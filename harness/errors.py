@@ -62,3 +62,10 @@ class WaitTimeout(HarnessError, TimeoutError):
         if log_tail:
             message += "\n" + log_tail
         super().__init__(message)
+
+
+class QueryTimeout(WaitTimeout):
+    """A statement (or a connection attempt) got no answer within its deadline: a frozen or hung node."""
+
+    def __init__(self, what: str, timeout: float) -> None:
+        super().__init__(what, timeout, "no answer")

@@ -10,16 +10,16 @@ the new one. `assert_single_primary` catches split brain.
 from __future__ import annotations
 
 import logging
-import shlex
 from collections.abc import Iterable, Sequence
 
 import psycopg
 from psycopg import sql as pgsql
 
 from harness.backup import BackupError, run_tool
-from harness.cluster import DATA_MOUNT, HOST, Cluster, Node
+from harness.cluster import CONTAINER_PORT, DATA_MOUNT, HOST, Cluster, Node
 from harness.errors import ClusterError, HarnessError
 from harness.lsn import Lsn
+from harness.quoting import conninfo, settings_lines
 from harness.wait import poll_until
 
 log = logging.getLogger("harness")
@@ -33,7 +33,7 @@ def writable_nodes(cluster: Cluster, *, timeout: int = 2) -> list[tuple[Node, in
     """The running nodes that answer and are not in recovery, with the timeline each writes on."""
     found = []
     for node in cluster.nodes:
-        if node.container.status != "running" or not node.is_responsive(timeout):
+        if node.container.status != "running" or not node.is_responsive(timeout=timeout):
             continue
         try:
             if not node.is_in_recovery():
@@ -85,28 +85,33 @@ def repoint(standby: Node, upstream: Node) -> None:
     log.info("### Re-pointing node %r to %r", standby.name, upstream.name)
     standby.sql(
         pgsql.SQL("ALTER SYSTEM SET primary_conninfo = {}").format(
-            pgsql.Literal(conninfo(standby.cluster, upstream.name, standby.name))
+            pgsql.Literal(primary_conninfo(standby.cluster, upstream.name, standby.name))
         )
     )
     standby.sql("SELECT pg_reload_conf()")
 
 
-def conninfo(cluster: Cluster, upstream: str, application_name: str) -> str:
-    """primary_conninfo for a standby of `upstream` (a node name on the cluster's network)."""
-    return (
-        f"host={upstream} port=5432 user={cluster.replication_user} password={cluster.replication_password} "
-        f"application_name={application_name}"
+def primary_conninfo(cluster: Cluster, upstream: str, application_name: str) -> str:
+    """primary_conninfo for a standby of `upstream` (a node name on the cluster's network), quoted."""
+    return conninfo(
+        host=upstream,
+        port=CONTAINER_PORT,
+        user=cluster.replication_user,
+        password=cluster.replication_password,
+        application_name=application_name,
     )
 
 
 def multi_host_dsn(nodes: Sequence[Node], *, target_session_attrs: str = "read-write", connect_timeout: int = 2) -> str:
     """A libpq multi-host connection string over `nodes`: clients find the primary without reconfiguration."""
-    hosts = ",".join(HOST for _ in nodes)
-    ports = ",".join(str(node.port) for node in nodes)
-    password = nodes[0].cluster.password
-    return (
-        f"host={hosts} port={ports} dbname=postgres user=postgres password={password} "
-        f"target_session_attrs={target_session_attrs} connect_timeout={connect_timeout}"
+    return conninfo(
+        host=",".join(HOST for _ in nodes),
+        port=",".join(str(node.port) for node in nodes),
+        dbname="postgres",
+        user="postgres",
+        password=nodes[0].cluster.password,
+        target_session_attrs=target_session_attrs,
+        connect_timeout=connect_timeout,
     )
 
 
@@ -128,15 +133,20 @@ def rejoin(cluster: Cluster, name: str, upstream: str, *, timeout: float | None 
     source.sql("CHECKPOINT")
     log.info("### Rewinding node %r against %r", name, upstream)
     data = f"{DATA_MOUNT}/data"
-    settings = f"primary_conninfo = '{conninfo(cluster, upstream, name)}'\nrestore_command = 'cp /archive/%f %p'\n"
+    settings = settings_lines(
+        {"primary_conninfo": primary_conninfo(cluster, upstream, name), "restore_command": "cp /archive/%f %p"}
+    )
     # The node is down; a crashed one leaves postmaster.pid naming PID 1, which in the
     # tool's container is alive: remove it, or pg_rewind's crash recovery refuses to start.
+    # A fixed script: the data directory, the source (its password in PGPASSWORD) and the
+    # settings reach it as arguments, never as its text.
     script = (
-        f"rm -f {data}/postmaster.pid && pg_rewind --target-pgdata={data} "
-        f"--source-server={shlex.quote(f'host={upstream} user=postgres dbname=postgres password={cluster.password}')} "
-        f"&& printf %s {shlex.quote(settings)} >> {data}/postgresql.auto.conf && touch {data}/standby.signal"
+        'rm -f "$1/postmaster.pid" && pg_rewind --target-pgdata="$1" --source-server="$2" '
+        '&& printf "%s\n" "$3" >> "$1/postgresql.auto.conf" && touch "$1/standby.signal"'
     )
-    run_tool(cluster, ["sh", "-c", script], volumes={volume: DATA_MOUNT}, what=f"pg_rewind of {name}")
+    source_server = conninfo(host=upstream, user="postgres", dbname="postgres")
+    argv = ["sh", "-c", script, "pg_rewind", data, source_server, settings]
+    run_tool(cluster, argv, volumes={volume: DATA_MOUNT}, what=f"pg_rewind of {name}")
     node.start(wait=False)
     try:
         node.poll_query_until("SELECT status FROM pg_stat_wal_receiver", "streaming", timeout=timeout)

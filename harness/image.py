@@ -15,9 +15,11 @@ from __future__ import annotations
 import hashlib
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -26,12 +28,14 @@ import docker
 import docker.errors
 from filelock import FileLock
 
-from harness.compose import COMPOSE_FILE, MANAGED_LABEL, docker_client
+from harness.compose import COMPOSE_FILE, MANAGED_LABEL, docker_client, run_container
 from harness.errors import ImageError
 from harness.versions import DebianSuite, suite_for
 
 DOCKER_DIR = COMPOSE_FILE.parent / "docker"
 INPUTS_LABEL = "org.pgharness.inputs"
+#: Deadline of one image build step (mmdebstrap | docker import, docker build), in seconds.
+BUILD_TIMEOUT = 1800.0
 #: Bump when the base recipe below changes in a way its digest does not see.
 RECIPE_VERSION = "1"
 
@@ -169,7 +173,10 @@ class ImageBuilder:
         packages = packages or suite.packages
         self.say(f"building {tag} from Debian {suite.name} packages ({', '.join(packages)}); about a minute")
         debootstrap = mmdebstrap_command(suite, self.mirror, packages)
-        importer = ["docker", "import", "--change", f"LABEL {INPUTS_LABEL}={inputs}", "-", tag]
+        # Imported untagged, and tagged only once both sides succeeded: an interrupted build (Ctrl-C, a
+        # killed mmdebstrap) must never leave a truncated rootfs under the tag, where the digest label
+        # would pass it for a good one.
+        importer = ["docker", "import", "--change", f"LABEL {INPUTS_LABEL}={inputs}", "-"]
         try:
             producer = subprocess.Popen(debootstrap, stdout=subprocess.PIPE)
         except FileNotFoundError:
@@ -178,24 +185,47 @@ class ImageBuilder:
                 "or bring an image with PostgreSQL, e.g. PG_IMAGE=postgres:17"
             ) from None
         assert producer.stdout is not None
-        consumer = subprocess.run(importer, stdin=producer.stdout, stdout=subprocess.DEVNULL, check=False)
-        producer.stdout.close()
-        if producer.wait() != 0 or consumer.returncode != 0:
+        try:
+            consumer = subprocess.run(
+                importer, stdin=producer.stdout, stdout=subprocess.PIPE, check=False, timeout=BUILD_TIMEOUT
+            )
+        except subprocess.TimeoutExpired:
+            producer.kill()
+            producer.wait()
+            raise ImageError(
+                f"building {tag} did not finish within {BUILD_TIMEOUT:g} s (mmdebstrap | docker import)"
+            ) from None
+        finally:
+            producer.stdout.close()
+        imported = consumer.stdout.decode().strip()
+        if producer.wait(timeout=60) != 0 or consumer.returncode != 0:
+            if imported:
+                self.client.images.remove(imported, force=True)
             raise ImageError(
                 f"building {tag} failed: {shlex.join(debootstrap)} exited {producer.returncode}, "
                 f"docker import exited {consumer.returncode} (output above)"
             )
+        repository, _, version = tag.rpartition(":")
+        self.client.images.get(imported).tag(repository, version)
 
     def run(self, cmd: list[str], *, what: str) -> None:
         """Run a build step, showing its output as progress; fail with the image script's own reason."""
         reasons: list[str] = []
         with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                self.out.write(line)
-                # docker/pgharness.sh explains a refused base image on a line of its own.
-                if m := re.search(r"pgharness: (.*)$", line.rstrip()):
-                    reasons.append(m.group(1))
+            # The output is read line by line as progress; a timer ends a build that runs past its deadline.
+            timer = threading.Timer(BUILD_TIMEOUT, proc.kill)
+            timer.start()
+            try:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    self.out.write(line)
+                    # docker/pgharness.sh explains a refused base image on a line of its own.
+                    if m := re.search(r"pgharness: (.*)$", line.rstrip()):
+                        reasons.append(m.group(1))
+            finally:
+                timer.cancel()
+        if not timer.is_alive() and proc.returncode == -signal.SIGKILL:
+            raise ImageError(f"{what} did not finish within {BUILD_TIMEOUT:g} s")
         if proc.returncode != 0:
             reason = reasons[-1] if reasons else "the build output above says why"
             raise ImageError(f"{what} failed: {reason}")
@@ -237,8 +267,16 @@ def image_exists(tag: str) -> bool:
 
 def server_version(tag: str) -> str:
     """``postgres -V`` of an image, e.g. ``postgres (PostgreSQL) 17.2 (Debian 17.2-1)``."""
-    client: docker.DockerClient = docker_client()
-    output = client.containers.run(
-        tag, ["postgres", "-V"], entrypoint=[], remove=True, network_mode="none", labels={MANAGED_LABEL: "true"}
+    code, output = run_container(
+        docker_client(),
+        tag,
+        ["postgres", "-V"],
+        timeout=60,
+        what=f"postgres -V in {tag}",
+        entrypoint=[],
+        network_mode="none",
+        labels={MANAGED_LABEL: "true"},
     )
-    return bytes(output).decode().strip()
+    if code != 0:
+        raise ImageError(f"'postgres -V' failed in {tag}: {output.strip()}")
+    return output.strip()

@@ -23,11 +23,15 @@ from typing import Self
 import psycopg
 
 from harness.cluster import Node
+from harness.errors import QueryTimeout
+from harness.session import bounded, connect_timeout
 from harness.wait import poll_until
 
 log = logging.getLogger("harness")
 
 TABLE = "pgharness_load"
+#: Seconds a worker waits for a connection or one INSERT before it gives up and connects again.
+CALL_TIMEOUT = 30.0
 
 
 @dataclass
@@ -109,11 +113,13 @@ class WriteLoad:
         while not self._stop.is_set() and time.monotonic() < self.deadline and seq < self.max_rows:
             try:
                 if conn is None or conn.closed:
-                    conn = psycopg.connect(self.dsn, autocommit=True)
+                    conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=connect_timeout(CALL_TIMEOUT))
                 seq += 1
-                conn.execute(f"INSERT INTO {TABLE} VALUES (%s, %s)", (worker, seq))
+                # An INSERT that gets no answer (a hung primary) is given up, never acknowledged.
+                with bounded(conn, CALL_TIMEOUT, f"INSERT ({worker}, {seq})"):
+                    conn.execute(f"INSERT INTO {TABLE} VALUES (%s, %s)", (worker, seq))
                 self.log.ack((worker, seq))
-            except psycopg.Error as e:
+            except (psycopg.Error, QueryTimeout) as e:
                 self.log.error(f"worker {worker}: {type(e).__name__}: {str(e).strip()[:200]}")
                 if conn is not None:
                     conn.close()

@@ -18,6 +18,8 @@ Options (each with an ini twin and an environment default; the README has the ta
     --pg-setting LINE     postgresql.conf line(s) for every node [PGHARNESS_EXTRA_SETTINGS]
     --pg-init-sql FILE    SQL run once on each new primary        [PGHARNESS_INIT_SQL_FILE]
     --pg-tls              replication over TLS (verify-full)      [PGHARNESS_TLS=1]
+    --pg-test-timeout S   deadline of a test that uses a cluster, when no pytest-timeout
+                          timeout is set (signal method)          [PGHARNESS_TEST_TIMEOUT, 300]
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_timeout
 
 from harness.cluster import Cluster
 from harness.errors import HarnessError
@@ -58,6 +61,9 @@ MARKERS = {
     "docker": "needs a Docker engine (set on every test that uses a cluster)",
     "pg(spec)": "run only on PostgreSQL versions matching spec, e.g. pg('>=17') or pg('>=13,<16'); others skip",
 }
+
+#: A test that uses a cluster ends within this many seconds unless a pytest-timeout timeout says otherwise.
+DEFAULT_TEST_TIMEOUT = 300.0
 
 _reports = pytest.StashKey[dict[str, pytest.TestReport]]()
 _clusters = pytest.StashKey[list[Cluster]]()
@@ -178,6 +184,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="SQL file run once on each new primary: schema, extensions (env PGHARNESS_INIT_SQL_FILE)",
     )
     group.addoption(
+        "--pg-test-timeout",
+        dest="pg_test_timeout",
+        metavar="SECONDS",
+        help=f"deadline of each test that uses a cluster when no pytest-timeout timeout is set; signal method, so "
+        f"clusters still come down (env PGHARNESS_TEST_TIMEOUT; default {DEFAULT_TEST_TIMEOUT:g})",
+    )
+    group.addoption(
         "--pg-tls",
         dest="pg_tls",
         action="store_true",
@@ -192,6 +205,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("pg_settings", "postgresql.conf lines for every node", type="linelist")
     parser.addini("pg_init_sql", "SQL file run once on each new primary", type="paths")
     parser.addini("pg_tls", "replication over TLS in every cluster", type="bool")
+    parser.addini("pg_test_timeout", "deadline (seconds) of a test that uses a cluster, when no timeout is set")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -216,7 +230,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         version = server_version(tag) if image_exists(tag) else "not built yet: the first test builds it"
     except HarnessError as e:
         version = str(e)
-    except Exception as e:  # a header must never stop the run
+    except Exception as e:  # noqa: BLE001 -- a report header must never stop the run
         version = f"unknown ({type(e).__name__}: {e})"
     return [f"pgharness: image {tag} ({version})"]
 
@@ -237,16 +251,40 @@ def pytest_runtest_makereport(
             try:
                 path = cluster.save_evidence(evidence_path(settings, item, cluster))
                 report.sections.append(("pgharness evidence", (path / "summary.txt").read_text()))
-            except Exception as e:  # evidence must not hide the failure itself
+            except Exception as e:  # noqa: BLE001 -- evidence must never hide the failure itself
                 log.error("could not save evidence of cluster %r: %s", cluster.name, e)
     return report
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def cluster_test_timeout(config: pytest.Config) -> float | None:
+    """The deadline the plugin gives a test that uses a cluster: None when the user set a pytest-timeout
+    timeout (``--timeout``, ``PYTEST_TIMEOUT``, ini ``timeout``: theirs wins), else ``--pg-test-timeout``
+    / ini ``pg_test_timeout`` / ``PGHARNESS_TEST_TIMEOUT``, else 300 s."""
+    if pytest_timeout.get_env_settings(config).timeout is not None:
+        return None
+    value = (
+        config.getoption("pg_test_timeout")
+        or config.getini("pg_test_timeout")
+        or os.environ.get("PGHARNESS_TEST_TIMEOUT")
+        or DEFAULT_TEST_TIMEOUT
+    )
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise pytest.UsageError(f"pg_test_timeout {value!r}: a number of seconds") from None
+    return seconds if seconds > 0 else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     cluster_fixtures = {"cluster", "cluster_factory", "shared_cluster", "harness_image"}
+    deadline = cluster_test_timeout(config)
     for item in items:
         if cluster_fixtures & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.docker)
+            # Nothing else bounds a test in a project that only installs the plugin: a commit blocked on
+            # synchronous replication would hang the run. A test's own timeout mark wins.
+            if deadline is not None and item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(deadline, method="signal"))
         for mark in item.iter_markers("pg"):
             if len(mark.args) != 1 or not isinstance(mark.args[0], str):
                 raise pytest.UsageError(f"{item.nodeid}: use @pytest.mark.pg('>=17'), not {mark}")
@@ -348,7 +386,7 @@ def cluster_factory(
     for cluster in reversed(made):
         try:
             _finish(cluster, harness_settings, request.node, failed)
-        except Exception as e:  # remove every cluster; report each failure
+        except Exception as e:  # noqa: BLE001 -- every cluster gets its teardown; each failure is reported
             errors.append(f"{cluster.name}: {e}")
     if errors:
         pytest.fail("could not remove clusters: " + "; ".join(errors), pytrace=False)

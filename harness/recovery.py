@@ -103,17 +103,30 @@ class Lag:
     """How far a standby is behind its primary."""
 
     standby: str
-    bytes: int  #: primary's current write LSN minus the standby's replay LSN
+    #: primary's current write LSN minus the standby's replay LSN; None when unknown (the standby has
+    #: replayed nothing yet, or reports no position): unknown is never "caught up"
+    bytes: int | None
     replay_delay: float | None  #: seconds since the last transaction the standby replayed was committed
     write_lag: float | None  #: pg_stat_replication.write_lag, in seconds (None when idle)
     flush_lag: float | None
     replay_lag: float | None
 
+    def within(self, max_bytes: int, max_seconds: float | None = None) -> bool:
+        """Whether the standby is known to be at most `max_bytes` (and `max_seconds`) behind.
+
+        An unknown byte count is never within a bound: a standby that has
+        replayed nothing yet is not "0 bytes behind".
+        """
+        if self.bytes is None or self.bytes > max_bytes:
+            return False
+        return max_seconds is None or self.replay_delay is None or self.replay_delay <= max_seconds
+
     def __str__(self) -> str:
         def secs(value: float | None) -> str:
             return "n/a" if value is None else f"{value:.3f} s"
 
+        behind = "an unknown number of bytes" if self.bytes is None else f"{self.bytes} bytes"
         return (
-            f"{self.standby}: {self.bytes} bytes behind, last replayed commit {secs(self.replay_delay)} old "
+            f"{self.standby}: {behind} behind, last replayed commit {secs(self.replay_delay)} old "
             f"(write_lag {secs(self.write_lag)}, flush_lag {secs(self.flush_lag)}, replay_lag {secs(self.replay_lag)})"
         )

@@ -28,12 +28,15 @@ SELECT application_name, sync_state,
 
 COLUMNS = (
     "node", "role", "state", "timeline", "current_lsn", "receive_lsn", "replay_lsn",
-    "lag_bytes", "lag_seconds", "sync_state", "wal_receiver", "last_archived", "archive_failed",
+    "lag_bytes", "lag_seconds", "sync_state", "wal_receiver", "last_archived", "archive_failed", "split_brain",
 )  # fmt: skip
 
 
 def cluster_status(cluster: Cluster) -> list[dict[str, Any]]:
-    """One row per node (see `COLUMNS`); a node that is down or does not answer has only its state."""
+    """One row per node (see `COLUMNS`); a node that is down or does not answer has only its state.
+
+    ``split_brain`` is true on every writable node when more than one node accepts writes.
+    """
     rows: dict[str, dict[str, Any]] = {}
     for node in cluster.nodes:
         row: dict[str, Any] = dict.fromkeys(COLUMNS)
@@ -61,4 +64,12 @@ def cluster_status(cluster: Cluster) -> list[dict[str, Any]]:
         for application_name, sync_state, lag_bytes, lag_seconds in cluster.node(name).sql(REPLICATION_QUERY):
             if application_name in rows:
                 rows[application_name].update(sync_state=sync_state, lag_bytes=lag_bytes, lag_seconds=lag_seconds)
+    primaries = [row for row in rows.values() if row["role"] == "primary"]
+    for row in rows.values():
+        row["split_brain"] = len(primaries) > 1 and row["role"] == "primary"
     return list(rows.values())
+
+
+def split_brain(rows: list[dict[str, Any]]) -> list[str]:
+    """The nodes of `cluster_status` rows that accept writes while another does too (empty: no split brain)."""
+    return [str(row["node"]) for row in rows if row.get("split_brain")]

@@ -16,12 +16,12 @@ from typing import Protocol, TypeVar
 
 import psycopg
 
-from harness.errors import WaitTimeout
+from harness.errors import HarnessError, QueryTimeout, WaitTimeout
 
 T = TypeVar("T")
 
-#: Default deadline of a wait, in seconds (``PGHARNESS_TIMEOUT`` overrides it).
-DEFAULT_TIMEOUT = float(os.environ.get("PGHARNESS_TIMEOUT", "60"))
+#: Default deadline of a wait or an outside call, in seconds, when ``PGHARNESS_TIMEOUT`` is not set.
+DEFAULT_TIMEOUT = 60.0
 #: Seconds between two probes: short at first (most waits end within a second), then longer.
 FIRST_INTERVAL = 0.01
 DEFAULT_INTERVAL = 0.1
@@ -30,8 +30,27 @@ FAST_POLLING_SECONDS = 1.0
 #: Log lines of each node attached to a timeout.
 LOG_TAIL_LINES = 30
 
-#: Errors a probe may raise while a node is still coming up; they are retried.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (psycopg.OperationalError,)
+#: Errors a probe may raise while a node is still coming up, or while it does not answer; they are retried.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (psycopg.OperationalError, QueryTimeout)
+
+
+def default_timeout() -> float:
+    """The deadline of a wait or an outside call when none is given: ``PGHARNESS_TIMEOUT`` (read now), else 60 s."""
+    value = os.environ.get("PGHARNESS_TIMEOUT", "")
+    if not value:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise HarnessError(f"PGHARNESS_TIMEOUT={value!r}: give a number of seconds, e.g. 60") from None
+    if seconds <= 0:
+        raise HarnessError(f"PGHARNESS_TIMEOUT={value!r}: give a positive number of seconds")
+    return seconds
+
+
+def resolve_timeout(timeout: float | None) -> float:
+    """`timeout`, or `default_timeout()` when it is None."""
+    return default_timeout() if timeout is None else float(timeout)
 
 
 class HasLogs(Protocol):
@@ -41,9 +60,13 @@ class HasLogs(Protocol):
 
 
 class Deadline:
-    """A point in time after which a wait gives up."""
+    """A point in time after which a wait gives up (`timeout` seconds from now; None: `default_timeout()`).
 
-    def __init__(self, timeout: float) -> None:
+    One deadline can bound a wait and every query its probes run (see `harness.session.Session`).
+    """
+
+    def __init__(self, timeout: float | None = None) -> None:
+        timeout = resolve_timeout(timeout)
         self.timeout = timeout
         self._start = time.monotonic()
         self._end = self._start + timeout
@@ -77,7 +100,7 @@ def log_tails(nodes: Iterable[HasLogs], lines: int = LOG_TAIL_LINES) -> str:
     for node in nodes:
         try:
             text = node.logs(tail=lines)
-        except Exception as e:  # evidence gathering must not mask the timeout
+        except Exception as e:  # noqa: BLE001 -- evidence gathering must never mask the timeout it explains
             text = f"(log unavailable: {e})"
         parts.append(f"--- last {lines} log lines of node {node.name!r} ---\n{text.rstrip()}")
     return "\n".join(parts)
@@ -92,15 +115,20 @@ def poll_until(
     interval: float | None = None,
     nodes: Iterable[HasLogs] = (),
     retry_on: tuple[type[BaseException], ...] = TRANSIENT_ERRORS,
+    deadline: Deadline | None = None,
 ) -> T:
     """Call `probe` until `done(result)` holds; return that result.
 
-    Exceptions in `retry_on` count as "not yet" and are reported as the last
+    The wait ends at `deadline` (one the caller shares with its probes'
+    queries), else `timeout` seconds from now (default: `default_timeout()`).
+    Exceptions in `retry_on` (by default a lost connection, or a query that
+    got no answer in time) count as "not yet" and are reported as the last
     value seen. On timeout, raises `WaitTimeout` with `what`, the last value
     and the log tails of `nodes`. Probes come every `interval` seconds; by
     default every 10 ms for the first second, then every 100 ms.
     """
-    deadline = Deadline(DEFAULT_TIMEOUT if timeout is None else timeout)
+    if deadline is None:
+        deadline = Deadline(timeout)
     last: object = "(nothing yet)"
     while True:
         try:

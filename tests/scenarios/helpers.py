@@ -1,14 +1,19 @@
 """Steps that several scenarios share."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 
 import docker
+import psycopg
+import pytest
 
 from harness.wait import poll_until
+
+LOOPBACK = "127.0.0.1"
 
 
 def generate_segments(primary, table, count):
@@ -35,6 +40,30 @@ def set_and_reload(node, setting, value):
     """ALTER SYSTEM SET one setting and reload the configuration."""
     node.sql(f"ALTER SYSTEM SET {setting} = '{value}'")
     node.sql("SELECT pg_reload_conf()")
+
+
+def connect_kwargs(node, **overrides):
+    """Keyword arguments of a TCP connection to `node` through its published port."""
+    return {"host": LOOPBACK, "port": node.port, "dbname": "postgres", "connect_timeout": 10, **overrides}
+
+
+def refused(node, sqlstate, **kwargs):
+    """Connecting with `kwargs` fails, and the server logs the refusal as a FATAL with `sqlstate`.
+
+    libpq reports a failed connection without its SQLSTATE; the server's log line has it
+    (log_line_prefix carries %e).
+    """
+    line = re.compile(rf"\] {sqlstate} .*FATAL: ")
+    before = len(line.findall(node.logs(tail=5000)))
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(**kwargs)
+    node.poll_query_until("SELECT true")  # the server is still up, and its log line is written
+    poll_until(
+        lambda: len(line.findall(node.logs(tail=5000))),
+        lambda count: count > before,
+        what=f"a FATAL with SQLSTATE {sqlstate} in {node.name}'s log",
+        timeout=10,
+    )
 
 
 # --- child processes: a test run or a `harness` command, and what they leave on the engine ---
@@ -67,10 +96,11 @@ def default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def run_pytest(tmp_path, test_source, *args, **popen):
+def run_pytest(tmp_path, test_source, *args, env_extra=None, **popen):
     """Start pytest on `test_source` in a child process (output on its stdout); return the Popen.
 
-    Its clusters carry the owner label ``org.pgharness.owner=pytest-<its pid>``.
+    Its clusters carry the owner label ``org.pgharness.owner=pytest-<its pid>``. `env_extra` adds
+    environment variables.
     """
     (tmp_path / "test_inner.py").write_text(textwrap.dedent(test_source))
     popen.setdefault("stdout", subprocess.PIPE)
@@ -79,7 +109,7 @@ def run_pytest(tmp_path, test_source, *args, **popen):
         cwd=tmp_path,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PGHARNESS_EVIDENCE_DIR": str(tmp_path / "evidence")},
+        env={**os.environ, "PGHARNESS_EVIDENCE_DIR": str(tmp_path / "evidence"), **(env_extra or {})},
         preexec_fn=default_sigint,
         **popen,
     )

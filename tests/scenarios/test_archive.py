@@ -41,9 +41,21 @@ def test_archive_command_refuses_to_overwrite_a_segment(shared_cluster):
     segment = primary.switch_wal()
     primary.wait_for_archived(segment)
 
-    # ... is not overwritten: the archive_command fails for an existing file.
+    # ... is not overwritten: the archive_command, run (as the archiver does) with another file as %p,
+    # fails on its `test ! -f` (exit status 1), and the archived copy keeps its content.
     archive_command = primary.scalar("SHOW archive_command")
-    command = archive_command.replace("%p", f"pg_wal/{segment}").replace("%f", segment)
-    data_dir = primary.scalar("SHOW data_directory")
-    result = primary.container.exec_run(["sh", "-c", command], user="postgres", workdir=data_dir)
-    assert result.exit_code != 0
+    archived = f"/archive/{segment}"
+    before = primary.exec("md5sum", archived)
+    command = archive_command.replace("%p", "/etc/hostname").replace("%f", segment)
+    result = primary.container.exec_run(["sh", "-c", command], user="postgres")
+    assert result.exit_code == 1
+    assert primary.exec("md5sum", archived) == before
+
+    # The refusal is about the existing file: the same command archives a file name not taken yet.
+    fresh = f"{segment}.overwrite-probe"
+    command = archive_command.replace("%p", "/etc/hostname").replace("%f", fresh)
+    try:
+        assert primary.container.exec_run(["sh", "-c", command], user="postgres").exit_code == 0
+        assert fresh in primary.list_archive()
+    finally:
+        primary.exec("rm", "-f", f"/archive/{fresh}")

@@ -8,11 +8,13 @@ are what turned the GitLab.com incident into an outage.
 
 import psycopg.errors
 import pytest
+from psycopg import sql as pgsql
 
 from harness import WaitTimeout
 from harness.backup import BackupError, dump, restore_dump, run_tool
 from harness.faults import replay_paused
 from harness.image import ImageSpec, ensure_image
+from harness.quoting import QuotingError
 from harness.recovery import RecoveryTarget
 from harness.versions import SUITES
 
@@ -160,6 +162,39 @@ def test_dump_and_restore_round_trip_between_nodes(cluster):
 
     # The table is identical on both.
     assert other.table_checksum("hoge", dbname="restored") == primary.table_checksum("hoge")
+
+
+#: A database name that is a shell command, quoted words and a connection-string fragment (under 63 bytes).
+HOSTILE_DBNAME = "db $(touch /backups/pwned);'q' \"d\" `id` x=y"
+
+
+@pytest.mark.backup
+def test_hostile_names_are_plain_names_or_refused_and_nothing_runs(shared_cluster):
+    primary = shared_cluster.primary
+
+    # A database whose name is a shell command and a connection-string fragment is dumped as a plain name ...
+    primary.sql(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(HOSTILE_DBNAME)))
+    try:
+        primary.sql("CREATE TABLE hostile (col integer)", dbname=HOSTILE_DBNAME)
+        primary.sql("INSERT INTO hostile VALUES (42)", dbname=HOSTILE_DBNAME)
+        path = dump(shared_cluster, "hostile", source="primary", dbname=HOSTILE_DBNAME)
+        assert path == "/backups/hostile.dump"
+        # ... and the dump holds that database's table.
+        listing = run_tool(shared_cluster, ["pg_restore", "--list", path])
+        assert "TABLE public hostile" in listing
+    finally:
+        primary.sql(pgsql.SQL("DROP DATABASE {}").format(pgsql.Identifier(HOSTILE_DBNAME)))
+
+    # Names that would become paths or shell words are refused in one line, before anything runs.
+    for name in ("$(touch /backups/pwned)", "../escape", "a b", "x;y"):
+        with pytest.raises(QuotingError) as excinfo:
+            dump(shared_cluster, name, source="primary")
+        assert "\n" not in str(excinfo.value)
+        with pytest.raises(QuotingError):
+            shared_cluster.backup(name)
+
+    # Nothing ran: no file was touched in the backups volume.
+    assert "pwned" not in shared_cluster.backups()
 
 
 @pytest.mark.backup

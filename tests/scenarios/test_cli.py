@@ -15,6 +15,7 @@ from helpers import run_pytest, wait_until_healthy
 from harness import Cluster, ClusterError
 from harness.cluster import new_cluster_name
 from harness.compose import COMPOSE_FILE
+from harness.environments import this_host
 from harness.lsn import Lsn
 from harness.wait import poll_until
 
@@ -229,6 +230,13 @@ def test_the_seed_exercise_entirely_through_the_cli(environment):
     ok("sql", *name, "standby", "INSERT INTO hoge VALUES (3)")
     assert ok("sql", *name, "standby", "SELECT col FROM hoge ORDER BY col").split() == ["1", "2", "3"]
 
+    # The old primary still runs: two nodes accept writes, and status says so (split brain).
+    rows = json.loads(ok("status", *name, "--json"))
+    assert {row["node"]: row["split_brain"] for row in rows} == {"primary": True, "standby": True}
+    table = ok("status", *name)
+    assert table.count("primary (SPLIT BRAIN)") == 2
+    assert "split brain: 2 nodes accept writes (primary, standby)" in table
+
     # And down removes it all.
     ok("down", *name)
     assert project_resources(environment) == []
@@ -307,6 +315,53 @@ def test_gc_removes_what_a_killed_test_run_left(tmp_path, harness_image):
     project = left[0].labels["com.docker.compose.project"]
     assert project in result.stdout
     assert project_resources(project) == []
+
+
+def test_gc_removes_only_what_provably_belongs_to_a_dead_process_of_this_host(harness_image):
+    client = docker.from_env()
+    dead = 4_194_304 + 17  # above any pid_max: no such process
+    owners = {
+        # A process of this host that is gone: removed.
+        "pgh-gc-gone": {"org.pgharness.owner": f"pytest-{dead}", "org.pgharness.owner-host": this_host()},
+        # Another machine's run on a shared engine: its pid means nothing here; kept.
+        "pgh-gc-other": {"org.pgharness.owner": f"pytest-{dead}", "org.pgharness.owner-host": "ci-runner-7/0123abcd"},
+        # An owner label that names no host (made before hosts were recorded): cannot be told; kept.
+        "pgh-gc-unknown": {"org.pgharness.owner": f"pytest-{dead}"},
+    }
+    for project, labels in owners.items():
+        client.volumes.create(
+            f"{project}_archive",
+            labels={"org.pgharness.managed": "true", "com.docker.compose.project": project, **labels},
+        )
+    try:
+        result = harness("gc")
+        assert result.returncode == 0, result.stderr
+        assert project_resources("pgh-gc-gone") == []
+        assert len(project_resources("pgh-gc-other")) == 1
+        assert len(project_resources("pgh-gc-unknown")) == 1
+        assert "kept: pgh-gc-other (owner pytest-4194321 runs on another host (ci-runner-7/0123abcd))" in result.stdout
+        assert "kept: pgh-gc-unknown (owner pytest-4194321 names no host" in result.stdout
+    finally:
+        for project in owners:
+            for volume in project_resources(project):
+                volume.remove(force=True)
+
+
+def test_up_with_a_password_that_needs_quoting(environment):
+    # The password that broke `harness up` before (space, quote, backslash), and more.
+    password = "a b'c\\d/@:?#%"
+    up = harness(
+        "up", "--name", environment, "--primary-port", str(free_port()), "--standby-port", str(free_port()),
+        env={"POSTGRES_PASSWORD": password},
+    )  # fmt: skip
+    assert up.returncode == 0, up.stderr
+
+    # The connection URIs it prints (percent-encoded) connect, with that password.
+    uris = [line.split()[-1] for line in up.stdout.splitlines() if "postgresql://" in line]
+    assert len(uris) == 3  # primary, standby, and the `connect:` line
+    for uri in uris:
+        with psycopg.connect(uri.strip("'"), connect_timeout=10) as conn:
+            assert conn.info.password == password
 
 
 ARCHIVE_READ_ONLY = """

@@ -12,7 +12,7 @@ import docker
 import pytest
 from helpers import default_sigint, labelled, remove_projects, run_pytest, wait_until_healthy
 
-from harness import Cluster, ClusterError
+from harness import Cluster, ClusterError, registry
 
 pytestmark = pytest.mark.lifecycle
 
@@ -125,6 +125,55 @@ def test_ctrl_c_or_sigterm_in_the_middle_of_a_scenario_removes_the_cluster(tmp_p
     # pytest reports the interruption, and the cluster is gone.
     assert "KeyboardInterrupt" in output
     assert left == []
+
+
+def test_a_second_sigterm_during_teardown_waits_for_it(tmp_path, harness_image):
+    # A scenario that waits on its cluster for a long time.
+    proc = run_pytest(
+        tmp_path,
+        """
+        def test_waits(cluster):
+            cluster.primary.poll_query_until("SELECT false", True, timeout=240)
+        """,
+    )
+    owner = f"org.pgharness.owner=pytest-{proc.pid}"
+    try:
+        wait_until_healthy(owner)
+        # A CI runner cancels the job, then signals again 0.2 s later, while the cluster comes down.
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)  # the gap between the two signals is what this test is about
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+        left = labelled(owner)  # what the run left, before the cleanup below
+    finally:
+        proc.kill()
+        proc.wait()
+        remove_projects(owner)
+
+    # The run was interrupted, and the teardown the second signal arrived in finished all the same.
+    assert "KeyboardInterrupt" in output
+    assert left == [], output
+
+
+def test_a_cluster_whose_removal_failed_is_removed_at_exit(harness_image):
+    cluster = Cluster(image=harness_image)
+    registry.register(cluster)
+    down = cluster.compose.down
+
+    def failing_down():
+        raise ClusterError("docker compose down failed (simulated)")
+
+    # compose down fails: the cluster stays in the registry, so the atexit handler tries again ...
+    cluster.compose.down = failing_down
+    try:
+        with pytest.raises(ClusterError):
+            cluster.destroy()
+        assert cluster in registry.live()
+    finally:
+        cluster.compose.down = down
+    # ... and once removal succeeds it leaves the registry.
+    cluster.destroy()
+    assert cluster not in registry.live()
 
 
 def test_pytest_timeout_expiry_removes_the_cluster_and_keeps_evidence(tmp_path, harness_image):

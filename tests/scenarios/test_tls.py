@@ -1,7 +1,7 @@
 """Replication over TLS: sslmode=verify-full against a CA made at run time."""
 
-import psycopg
 import pytest
+from helpers import connect_kwargs, refused
 
 from harness import Cluster, ClusterError
 from harness.tls import TlsFiles
@@ -30,17 +30,14 @@ def test_streaming_runs_over_tls_verified_against_the_run_time_ca(cluster_factor
     late = Cluster.attach(cluster.name).add_node("late")
     assert "sslmode=verify-full" in late.scalar("SELECT conninfo FROM pg_stat_wal_receiver")
 
-    # Without TLS, the replication role is turned away (pg_hba.conf: hostssl replication).
-    with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(
-            host=primary.host,
-            port=primary.port,
-            user=cluster.replication_user,
-            password=cluster.replication_password,
-            replication="true",
-            sslmode="disable",
-            connect_timeout=10,
-        )
+    # Without TLS, the replication role is turned away (pg_hba.conf: hostssl replication):
+    # invalid_authorization_specification (28000) in the server's log.
+    refused(
+        primary,
+        "28000",
+        **connect_kwargs(primary, user=cluster.replication_user, replication="true", sslmode="disable"),
+        password=cluster.replication_password,
+    )
 
 
 def test_a_standby_that_trusts_another_ca_is_refused(cluster_factory):

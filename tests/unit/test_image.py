@@ -30,6 +30,11 @@ def test_mirror_goes_last():
     assert mmdebstrap_command(suite_for(17), "http://mirror.invalid/debian")[-1] == "http://mirror.invalid/debian"
 
 
-def test_base_inputs_change_with_the_suite_only():
-    assert base_inputs(suite_for(17), None) == base_inputs(suite_for(17), None)
-    assert base_inputs(suite_for(17), None) != base_inputs(suite_for(15), None)
+def test_base_inputs_change_with_what_the_base_is_made_of():
+    default = base_inputs(suite_for(17), None)
+    assert len(default) == 16
+    assert int(default, 16) >= 0
+    # The suite, the mirror and the packages each make another base.
+    assert default != base_inputs(suite_for(15), None)
+    assert default != base_inputs(suite_for(17), "http://mirror.invalid/debian")
+    assert default != base_inputs(suite_for(17), None, ("postgresql-17", "pgbouncer"))

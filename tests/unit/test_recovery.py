@@ -53,3 +53,19 @@ def test_lag_reads_well():
         "standby: 16384 bytes behind, last replayed commit 1.500 s old "
         "(write_lag n/a, flush_lag 0.002 s, replay_lag 1.250 s)"
     )
+
+
+def test_unknown_lag_is_never_within_a_bound():
+    # No replay position yet (NULL replay_lsn) is unknown, not "0 bytes behind".
+    unknown = Lag("standby", None, None, None, None, None)
+    assert not unknown.within(0)
+    assert not unknown.within(10**12)
+    assert "unknown number of bytes" in str(unknown)
+
+
+def test_known_lag_is_within_its_bounds():
+    lag = Lag("standby", 100, 2.0, None, None, None)
+    assert lag.within(100)
+    assert not lag.within(99)
+    assert lag.within(100, max_seconds=2.0)
+    assert not lag.within(100, max_seconds=1.0)

@@ -1,0 +1,116 @@
+"""Every wait and every outside call ends at its deadline, whatever the node does; waits never pass falsely."""
+
+import threading
+import time
+
+import docker
+import pytest
+from helpers import labelled, run_pytest
+
+from harness import QueryTimeout, WaitTimeout
+from harness.compose import docker_client, run_container
+from harness.errors import ClusterError
+
+pytestmark = pytest.mark.failover
+
+
+def test_a_wait_on_a_frozen_primary_ends_at_its_deadline(cluster):
+    primary, standby = cluster.primary, cluster.standby
+    primary.sql("CREATE TABLE hoge (col integer)")
+
+    # A frozen primary accepts TCP connections (the kernel does) and never answers.
+    primary.pause()
+    try:
+        started = time.monotonic()
+        with pytest.raises(WaitTimeout) as excinfo:
+            primary.wait_for_catchup(standby, timeout=2)
+        took = time.monotonic() - started
+        # A single statement on it ends at its own deadline too.
+        with pytest.raises(QueryTimeout):
+            primary.sql("SELECT 1", timeout=2)
+    finally:
+        primary.unpause()
+    assert took < 4, f"the wait took {took:.1f} s for a 2 s deadline"
+    assert "standby" in excinfo.value.what
+
+    # Thawed, the same node answers again.
+    primary.wait_for_catchup(standby, timeout=30)
+
+
+def test_poll_log_until_only_sees_lines_logged_after_it_begins(shared_cluster):
+    primary = shared_cluster.primary
+
+    # A line logged before the wait ...
+    primary.sql("DO $$ BEGIN RAISE LOG 'pgharness-marker-before'; END $$")
+    primary.poll_log_until("pgharness-marker-before", since="")  # (it is in the log: from its start)
+
+    # ... does not satisfy a wait that begins afterwards.
+    with pytest.raises(WaitTimeout):
+        primary.poll_log_until("pgharness-marker-before", timeout=1)
+
+    # A line logged during the wait does; so does one after a position the caller took.
+    position = primary.log_position()
+    timer = threading.Timer(0.3, primary.sql, ("DO $$ BEGIN RAISE LOG 'pgharness-marker-during'; END $$",))
+    timer.start()
+    try:
+        assert primary.poll_log_until("pgharness-marker-during", timeout=30) == "pgharness-marker-during"
+    finally:
+        timer.join()
+    assert primary.poll_log_until("pgharness-marker-during", since=position, timeout=5) == "pgharness-marker-during"
+
+
+def test_a_container_that_cannot_start_is_removed(harness_image):
+    label = "org.pgharness.test=unstartable"
+    client = docker_client()
+
+    # The engine creates the container, then cannot start it: its command does not exist.
+    with pytest.raises(docker.errors.APIError):
+        run_container(
+            client,
+            harness_image,
+            ["/no/such/command"],
+            timeout=30,
+            what="an unstartable container",
+            entrypoint=[],
+            network_mode="none",
+            labels={"org.pgharness.managed": "true", "org.pgharness.test": "unstartable"},
+        )
+    assert labelled(label) == []
+
+
+def test_a_container_past_its_deadline_is_removed(harness_image):
+    label = "org.pgharness.test=overdue"
+    with pytest.raises(ClusterError, match="did not finish within 1 s"):
+        run_container(
+            docker_client(),
+            harness_image,
+            ["sleep", "30"],
+            timeout=1,
+            what="a sleeping container",
+            entrypoint=[],
+            network_mode="none",
+            labels={"org.pgharness.managed": "true", "org.pgharness.test": "overdue"},
+        )
+    assert labelled(label) == []
+
+
+def test_a_project_that_only_installs_the_plugin_gets_a_test_deadline(tmp_path, harness_image):
+    # A project with no pytest-timeout setting of its own (no ini file here), whose test never returns.
+    proc = run_pytest(
+        tmp_path,
+        """
+        import threading
+
+        def test_hangs(harness_image):
+            threading.Event().wait(120)
+        """,
+        env_extra={"PGHARNESS_TEST_TIMEOUT": "3"},
+    )
+    started = time.monotonic()
+    output, _ = proc.communicate(timeout=100)
+    took = time.monotonic() - started
+
+    # The plugin's deadline (signal method) ends the test.
+    assert proc.returncode == 1, output
+    assert "Timeout" in output
+    assert took < 60, output
