@@ -19,7 +19,7 @@ export PG_VERSION PG_IMAGE PRIMARY_PORT STANDBY_PORT
 BIN     := $(VENV)/bin
 HARNESS := $(BIN)/harness
 
-.PHONY: help venv image up down test test-matrix test-provision soak unit lint format bench clean
+.PHONY: help venv image up down test test-matrix test-provision soak unit lint format docs bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -73,8 +73,12 @@ format: venv ## Apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+docs: venv ## The API reference from the docstrings (pdoc) into docs/api/; any warning is an error
+	rm -rf docs/api
+	$(BIN)/python -W error -m pdoc --docformat restructuredtext --output-directory docs/api harness
+
 bench: image ## Time a primary + standby to the first replicated row (BENCH_RUNS runs)
 	$(BIN)/python bench/startup.py --runs $(BENCH_RUNS)
 
 clean: ## Remove the virtual environment and test results
-	rm -rf $(VENV) test-results .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) test-results docs/api .pytest_cache .mypy_cache .ruff_cache

@@ -13,6 +13,7 @@
 #   PGHARNESS_SETTINGS    postgresql.conf lines for this node, rewritten at every start
 #                         into $PGDATA/pgharness.conf (ALTER SYSTEM still wins over them)
 #   PGHARNESS_EXTRA_SETTINGS  more lines, after those: a user's settings for every node
+#   PGHARNESS_NODE_SETTINGS   more lines, after those: a user's settings for this node alone
 #   PGHARNESS_INIT_SQL    SQL run once on a new primary (schema, extensions); standbys get
 #                         its result through their base backup
 #   PGHARNESS_TLS_CA, PGHARNESS_TLS_CERT, PGHARNESS_TLS_KEY   PEM texts: with all three,
@@ -177,6 +178,8 @@ write_settings() {
         [ "${1:-}" != standby ] || recovery_settings
         echo "# --- PGHARNESS_EXTRA_SETTINGS"
         printf '%s\n' "${PGHARNESS_EXTRA_SETTINGS:-}"
+        echo "# --- PGHARNESS_NODE_SETTINGS"
+        printf '%s\n' "${PGHARNESS_NODE_SETTINGS:-}"
     } >"${2:-$PGDATA}/pgharness.conf"
 }
 

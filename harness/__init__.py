@@ -6,7 +6,7 @@ holds the deadline-bound waits, and the pytest plugin (``harness.pytest_plugin``
 gives tests fresh or shared clusters.
 """
 
-from harness.cluster import Cluster, Node, Service
+from harness.cluster import Cluster
 from harness.errors import (
     ClusterError,
     DockerUnavailable,
@@ -19,6 +19,8 @@ from harness.errors import (
     WaitTimeout,
 )
 from harness.lsn import Lsn, walfile_name
+from harness.node import Node
+from harness.service import Service
 from harness.tls import TlsFiles
 from harness.wait import poll_until
 

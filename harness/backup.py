@@ -1,10 +1,15 @@
 """Replication is not backup: base backups, point-in-time restores, logical dumps, and a guard rail.
 
-Everything here runs PostgreSQL's own tools (pg_basebackup, pg_verifybackup,
-pg_dump, pg_restore) inside containers on the cluster's network, with the
-client tools of the server's own image unless told otherwise, so the major
-versions match (the GitLab.com outage had a pg_dump older than its server).
-Backups and dumps live in the cluster's ``backups`` volume and go with it.
+Reached as ``cluster.backups`` (beside ``cluster.archive``). Everything here
+runs PostgreSQL's own tools (pg_basebackup, pg_verifybackup, pg_dump,
+pg_restore) inside containers on the cluster's network, with the client tools
+of the server's own image unless told otherwise, so the major versions match
+(the GitLab.com outage had a pg_dump older than its server). Backups and dumps
+live in the cluster's ``backups`` volume and go with it.
+
+    cluster.backups.take("before")
+    ...
+    restored = cluster.backups.restore("restored", "before", RecoveryTarget.name("before-delete"))
 """
 
 from __future__ import annotations
@@ -17,24 +22,22 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict
 
-from harness.cluster import DATA_MOUNT
 from harness.compose import run_container
-from harness.errors import ClusterError, HarnessError
+from harness.constants import BACKUPS_PATH, DATA_MOUNT
+from harness.errors import BackupError, ClusterError, HarnessError
 from harness.quoting import check_file_name, conninfo
 from harness.recovery import ACTIONS, RecoveryTarget, TargetAction
 from harness.versions import supports
 from harness.wait import failure_lines, log_tails, poll_until
 
 if TYPE_CHECKING:
-    from harness.cluster import Cluster, Node
+    from harness.cluster import Cluster
+    from harness.node import Node
 
 log = logging.getLogger("harness")
 
-BACKUPS_PATH = "/backups"
-
-
-class BackupError(HarnessError):
-    """A backup, restore, dump or rebuild failed, or was refused."""
+#: Seconds a tool run in a throwaway container may take (a dump, a rewind, a listing).
+TOOL_TIMEOUT = 600.0
 
 
 def last_error_line(output: str) -> str:
@@ -47,203 +50,248 @@ def last_error_line(output: str) -> str:
     return lines[-1] if lines else "(no output)"
 
 
-def ensure_backups_volume(cluster: Cluster) -> str:
-    """The cluster's backups volume, made (with compose's own labels) when it does not exist yet."""
-    name = f"{cluster.name}_backups"
-    try:
-        cluster.docker.volumes.get(name)
-    except docker.errors.NotFound:
-        cluster.docker.volumes.create(name, labels={**cluster.labels(), "com.docker.compose.volume": "backups"})
-    return name
+class Backups:
+    """The base backups and dumps of a cluster, and what is made from them: ``cluster.backups``."""
 
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
 
-def run_tool(
-    cluster: Cluster,
-    argv: list[str],
-    *,
-    image: str | None = None,
-    what: str | None = None,
-    volumes: dict[str, str] | None = None,
-    timeout: float = 600.0,
-) -> str:
-    """Run a client tool (an argv list, never a shell string) in a throwaway container on the cluster's
-    network; return its output.
+    def __repr__(self) -> str:
+        return f"Backups(cluster={self.cluster.name!r})"
 
-    The container uses `image` (default: the cluster's node image, hence the
-    server's major version), mounts the backups volume at /backups (and any
-    `volumes`, name to path), reaches the nodes by name, and is removed
-    afterwards, also when it could not start. A non-zero exit raises
-    `BackupError` with the tool's own error line; so does a tool still running
-    after `timeout` seconds.
-    """
-    what = what or argv[0]
-    try:
-        code, output = run_container(
-            cluster.docker,
-            image or cluster.image,
-            argv,
-            timeout=timeout,
-            what=what,
-            entrypoint=[],
-            user="postgres",
-            environment={"PGPASSWORD": cluster.password, "PGUSER": "postgres"},
-            network=f"{cluster.name}_replication",
-            dns=["127.0.0.1"],
-            volumes={
-                ensure_backups_volume(cluster): {"bind": BACKUPS_PATH, "mode": "rw"},
-                **{name: {"bind": path, "mode": "rw"} for name, path in (volumes or {}).items()},
+    # --- base backups -------------------------------------------------------
+
+    def take(self, name: str, *, source: Node | str = "primary", incremental_from: str | None = None) -> str:
+        """Take a base backup of `source` now (pg_basebackup, with a manifest) into the backups volume as
+        `name`; return `name`.
+
+        With `incremental_from` (PostgreSQL 17+, ``summarize_wal = on``), an
+        incremental backup on top of that earlier backup; ``pg_combinebackup``
+        makes a full one out of the chain. Names are plain file names
+        (`QuotingError` otherwise); `ClusterError` when pg_basebackup fails.
+        """
+        check_file_name("backup name", name)
+        if incremental_from is not None:
+            check_file_name("backup name", incremental_from)
+        node = self.cluster.node(source)
+        log.info("### Taking backup %r of node %r", name, node.name)
+        extra = [f"--incremental={BACKUPS_PATH}/{incremental_from}/backup_manifest"] if incremental_from else []
+        self.cluster.compose.run(
+            "node", "backup", name, *extra, options=["--rm", "-e", f"UPSTREAM_HOST={node.name}"], timeout=TOOL_TIMEOUT
+        )
+        return name
+
+    def names(self) -> list[str]:
+        """The base backups (folders) and dumps (``NAME.dump``) in the backups volume, sorted."""
+        return sorted(self.run_tool(["ls", "-1", BACKUPS_PATH], what="listing the backups").split())
+
+    def verify(self, name: str) -> str:
+        """Check base backup `name` against its manifest with ``pg_verifybackup``; return its report.
+
+        Raises `BackupError` with pg_verifybackup's own complaint when the check fails.
+        """
+        check_file_name("backup name", name)
+        log.info("### Verifying backup %r", name)
+        return self.run_tool(["pg_verifybackup", f"{BACKUPS_PATH}/{name}"], what=f"pg_verifybackup of {name!r}")
+
+    def restore(
+        self,
+        name: str,
+        backup: str,
+        target: RecoveryTarget,
+        *,
+        action: TargetAction = "promote",
+        inclusive: bool = True,
+        timeout: float | None = None,
+    ) -> Node:
+        """Point-in-time recovery: a new node `name` from base backup `backup` plus the archive, up to `target`.
+
+        Returns once recovery has reached the target and done `action`:
+        promoted (accepting writes), paused (read-only; ``pg_wal_replay_resume()``
+        promotes it) or shut down, within `timeout` seconds (default
+        ``PGHARNESS_TIMEOUT``, else 60; `WaitTimeout`). If recovery ends without
+        reaching the target (WAL missing from the archive), raises `BackupError`
+        with PostgreSQL's own message, and the node is left stopped for inspection.
+        """
+        if action not in ACTIONS:
+            raise BackupError(f"recovery_target_action {action!r}: one of {', '.join(ACTIONS)}")
+        log.info("### Restoring node %r from backup %r to %s (%s)", name, backup, target.env(), action)
+        node = self.cluster.add_node(
+            name,
+            from_backup=backup,
+            upstream=None,
+            env={
+                "RECOVERY_TARGET": target.env(),
+                "RECOVERY_TARGET_ACTION": action,
+                "RECOVERY_TARGET_INCLUSIVE": "on" if inclusive else "off",
             },
-            labels=cluster.labels(),
+            wait=False,
         )
-    except ClusterError as e:
-        raise BackupError(str(e)) from None
-    if code != 0:
-        raise BackupError(f"{what} failed: {last_error_line(output)}")
-    return output
 
+        def state() -> str:
+            container = node.container
+            if container.status == "exited":
+                return "exited"
+            try:
+                if not node.is_in_recovery():
+                    return "promoted"
+                if supports("replay_pause_state", node.major):
+                    paused = node.scalar("SELECT pg_get_wal_replay_pause_state() = 'paused'")
+                else:
+                    paused = node.scalar("SELECT pg_is_wal_replay_paused()")
+                return "paused" if paused else "recovering"
+            except (psycopg.OperationalError, ClusterError):
+                # Not answering yet, or it has just exited (then its port is gone too).
+                return "exited" if node.container.status == "exited" else "starting"
 
-def list_backups(cluster: Cluster) -> list[str]:
-    """The base backups (folders) and dumps (``NAME.dump``) in the cluster's backups volume."""
-    return sorted(run_tool(cluster, ["ls", "-1", BACKUPS_PATH], what="listing the backups").split())
+        wanted = {"promote": "promoted", "pause": "paused", "shutdown": "exited"}[action]
+        reached = poll_until(
+            state,
+            lambda s: s in (wanted, "exited"),
+            what=f"node {name!r} to recover to {target.env()} and {action}",
+            timeout=timeout,
+            nodes=(node,),
+        )
+        if reached == "exited" and action != "shutdown":
+            raise BackupError(
+                f"restore of {name!r} from {backup!r} to {target.env()} failed: {last_error_line(node.logs(tail=50))}"
+            )
+        return node
 
+    def rebuild(self, node: Node | str, *, timeout: float | None = None) -> Node:
+        """Wipe standby `node`'s data and make it again with a fresh base backup from its upstream.
 
-def verify_backup(cluster: Cluster, name: str) -> str:
-    """Check base backup `name` against its manifest with ``pg_verifybackup``; return its report."""
-    check_file_name("backup name", name)
-    log.info("### Verifying backup %r", name)
-    return run_tool(cluster, ["pg_verifybackup", f"{BACKUPS_PATH}/{name}"], what=f"pg_verifybackup of {name!r}")
-
-
-def restore(
-    cluster: Cluster,
-    name: str,
-    backup: str,
-    target: RecoveryTarget,
-    *,
-    action: TargetAction = "promote",
-    inclusive: bool = True,
-    timeout: float | None = None,
-) -> Node:
-    """Make node `name` from base backup `backup` plus the archive, recovering up to `target`.
-
-    Returns once recovery has reached the target and done `action`: promoted
-    (accepting writes) or paused (read-only, ``pg_wal_replay_resume()``
-    promotes it). If recovery ends without reaching the target (WAL missing from
-    the archive), raises `BackupError` with PostgreSQL's own message, and the
-    node is left stopped for inspection.
-    """
-    if action not in ACTIONS:
-        raise BackupError(f"recovery_target_action {action!r}: one of {', '.join(ACTIONS)}")
-    log.info("### Restoring node %r from backup %r to %s (%s)", name, backup, target.env(), action)
-    node = cluster.add_node(
-        name,
-        from_backup=backup,
-        upstream=None,
-        env={
-            "RECOVERY_TARGET": target.env(),
-            "RECOVERY_TARGET_ACTION": action,
-            "RECOVERY_TARGET_INCLUSIVE": "on" if inclusive else "off",
-        },
-        wait=False,
-    )
-
-    def state() -> str:
-        container = node.container
-        if container.status == "exited":
-            return "exited"
+        The guard rail against the GitLab.com mistake: refused (`BackupError`)
+        unless the node answers, is in recovery, and is not the node its own
+        primary_conninfo points at; refused for a node whose data volume cannot
+        be told apart. Returns once it is ready again, within `timeout` seconds
+        (default ``PGHARNESS_TIMEOUT``, else 60).
+        """
+        node = self.cluster.node(node)
+        name = node.name
         try:
-            if not node.is_in_recovery():
-                return "promoted"
-            if supports("replay_pause_state", node.major):
-                paused = node.scalar("SELECT pg_get_wal_replay_pause_state() = 'paused'")
-            else:
-                paused = node.scalar("SELECT pg_is_wal_replay_paused()")
-            return "paused" if paused else "recovering"
-        except (psycopg.OperationalError, ClusterError):
-            # Not answering yet, or it has just exited (then its port is gone too).
-            return "exited" if node.container.status == "exited" else "starting"
+            in_recovery = node.is_in_recovery()
+            primary_conninfo = str(node.scalar("SHOW primary_conninfo"))
+        except (psycopg.Error, HarnessError) as e:
+            raise BackupError(
+                f"refusing to rebuild {name!r}: it does not answer ({type(e).__name__}), "
+                "so it cannot be shown to be a standby"
+            ) from None
+        if not in_recovery:
+            raise BackupError(
+                f"refusing to rebuild {name!r}: it is not in recovery (it is a primary); "
+                "wiping it would destroy the only copy of its data"
+            )
+        upstream = conninfo_to_dict(primary_conninfo).get("host") if primary_conninfo else None
+        if not upstream:
+            raise BackupError(f"refusing to rebuild {name!r}: it has no primary_conninfo to take a base backup from")
+        if upstream in (name, node.container.attrs["Config"].get("Hostname")):
+            raise BackupError(f"refusing to rebuild {name!r}: its primary_conninfo points at itself ({upstream})")
+        volume = node.data_volume()
 
-    wanted = {"promote": "promoted", "pause": "paused", "shutdown": "exited"}[action]
-    reached = poll_until(
-        state,
-        lambda s: s in (wanted, "exited"),
-        what=f"node {name!r} to recover to {target.env()} and {action}",
-        timeout=timeout,
-        nodes=(node,),
-    )
-    if reached == "exited" and action != "shutdown":
-        raise BackupError(
-            f"restore of {name!r} from {backup!r} to {target.env()} failed: {last_error_line(node.logs(tail=50))}"
+        log.info("### Rebuilding node %r from %r (wiping volume %s)", name, upstream, volume)
+        node.stop(timeout=timeout)
+        self.run_tool(["rm", "-rf", f"{DATA_MOUNT}/data"], volumes={volume: DATA_MOUNT}, what=f"wiping {volume}")
+        try:
+            node.start(timeout=timeout)
+        except HarnessError as e:
+            raise BackupError(f"{name!r} did not come back after the rebuild: {e}\n{log_tails((node,))}") from None
+        return node
+
+    # --- logical dumps -------------------------------------------------------
+
+    def dump(
+        self, name: str, *, source: Node | str = "primary", dbname: str = "postgres", image: str | None = None
+    ) -> str:
+        """``pg_dump -Fc`` database `dbname` of node `source` into /backups/`name`.dump; return that path.
+
+        The dump runs with the client tools of the server's own image unless
+        `image` says otherwise. A pg_dump that refuses the server (an older
+        major version) raises `BackupError` and leaves no dump behind: an empty
+        dump is never taken for a backup. `name` is a plain file name
+        (`QuotingError` otherwise); `dbname` may be any database name.
+        """
+        node = self.cluster.node(source)
+        path = f"{BACKUPS_PATH}/{check_file_name('dump name', name)}.dump"
+        log.info("### Dumping %s on node %r into %s", dbname, node.name, path)
+        # A fixed script: the connection string and the path reach it as arguments, never as its text.
+        script = 'pg_dump --dbname="$1" --format=custom --file="$2" || { status=$?; rm -f "$2"; exit "$status"; }'
+        argv = ["sh", "-c", script, "pg_dump", conninfo(host=node.name, dbname=dbname), path]
+        self.run_tool(argv, image=image, what=f"pg_dump of {dbname!r} on {node.name}")
+        return path
+
+    def restore_dump(self, name: str, *, target: Node | str, dbname: str) -> None:
+        """``pg_restore`` /backups/`name`.dump into a new database `dbname` on node `target`.
+
+        Raises `BackupError` with pg_restore's own error line when it fails.
+        """
+        node = self.cluster.node(target)
+        path = f"{BACKUPS_PATH}/{check_file_name('dump name', name)}.dump"
+        node.sql(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(dbname)))
+        log.info("### Restoring %s into %s on node %r", path, dbname, node.name)
+        self.run_tool(
+            ["pg_restore", f"--dbname={conninfo(host=node.name, dbname=dbname)}", "--exit-on-error", path],
+            what=f"pg_restore of {name!r} into {dbname!r} on {node.name}",
         )
-    return node
+
+    # --- tools ---------------------------------------------------------------
+
+    def volume(self) -> str:
+        """The cluster's backups volume, made (with compose's own labels) when it does not exist yet."""
+        name = f"{self.cluster.name}_backups"
+        try:
+            self.cluster.docker.volumes.get(name)
+        except docker.errors.NotFound:
+            self.cluster.docker.volumes.create(
+                name, labels={**self.cluster.labels(), "com.docker.compose.volume": "backups"}
+            )
+        return name
+
+    def run_tool(
+        self,
+        argv: list[str],
+        *,
+        image: str | None = None,
+        what: str | None = None,
+        volumes: dict[str, str] | None = None,
+        timeout: float = TOOL_TIMEOUT,
+    ) -> str:
+        """Run a client tool (an argv list, never a shell string) in a throwaway container on the cluster's
+        network; return its output.
+
+        The container uses `image` (default: the cluster's node image, hence
+        the server's major version), runs as postgres with the superuser's
+        password in PGPASSWORD, mounts the backups volume at /backups (and any
+        `volumes`, name to path), reaches the nodes by name, and is removed
+        afterwards, also when it could not start. A non-zero exit raises
+        `BackupError` with the tool's own error line; so does a tool still
+        running after `timeout` seconds (default 600).
+        """
+        cluster = self.cluster
+        what = what or argv[0]
+        try:
+            code, output = run_container(
+                cluster.docker,
+                image or cluster.image,
+                argv,
+                timeout=timeout,
+                what=what,
+                entrypoint=[],
+                user="postgres",
+                environment={"PGPASSWORD": cluster.password, "PGUSER": "postgres"},
+                network=f"{cluster.name}_replication",
+                dns=["127.0.0.1"],
+                volumes={
+                    self.volume(): {"bind": BACKUPS_PATH, "mode": "rw"},
+                    **{name: {"bind": path, "mode": "rw"} for name, path in (volumes or {}).items()},
+                },
+                labels=cluster.labels(),
+            )
+        except ClusterError as e:
+            raise BackupError(str(e)) from None
+        if code != 0:
+            raise BackupError(f"{what} failed: {last_error_line(output)}")
+        return output
 
 
-def dump(
-    cluster: Cluster, name: str, *, source: str = "primary", dbname: str = "postgres", image: str | None = None
-) -> str:
-    """``pg_dump -Fc`` database `dbname` of node `source` into /backups/`name`.dump; return that path.
-
-    The dump runs with the client tools of the server's own image unless
-    `image` says otherwise. A pg_dump that refuses the server (an older major
-    version) raises `BackupError` and leaves no dump behind: an empty dump is
-    never taken for a backup.
-    """
-    node = cluster.node(source)
-    path = f"{BACKUPS_PATH}/{check_file_name('dump name', name)}.dump"
-    log.info("### Dumping %s on node %r into %s", dbname, node.name, path)
-    # A fixed script: the connection string and the path reach it as arguments, never as its text.
-    script = 'pg_dump --dbname="$1" --format=custom --file="$2" || { status=$?; rm -f "$2"; exit "$status"; }'
-    source_db = conninfo(host=node.name, dbname=dbname)
-    argv = ["sh", "-c", script, "pg_dump", source_db, path]
-    run_tool(cluster, argv, image=image, what=f"pg_dump of {dbname!r} on {node.name}")
-    return path
-
-
-def restore_dump(cluster: Cluster, name: str, *, target: str, dbname: str) -> None:
-    """``pg_restore`` /backups/`name`.dump into a new database `dbname` on node `target`."""
-    path = f"{BACKUPS_PATH}/{check_file_name('dump name', name)}.dump"
-    cluster.node(target).sql(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(dbname)))
-    log.info("### Restoring %s into %s on node %r", path, dbname, target)
-    run_tool(
-        cluster,
-        ["pg_restore", f"--dbname={conninfo(host=target, dbname=dbname)}", "--exit-on-error", path],
-        what=f"pg_restore of {name!r} into {dbname!r} on {target}",
-    )
-
-
-def rebuild(cluster: Cluster, name: str, *, timeout: float | None = None) -> Node:
-    """Wipe standby `name`'s data and make it again with a fresh base backup from its upstream.
-
-    The guard rail against the GitLab.com mistake: refused unless the node is
-    reachable, in recovery, and not the node its own primary_conninfo points
-    at; refused for a node whose data volume cannot be told apart.
-    """
-    node = cluster.node(name)
-    try:
-        in_recovery = node.is_in_recovery()
-        conninfo = str(node.scalar("SHOW primary_conninfo"))
-    except psycopg.Error as e:
-        raise BackupError(
-            f"refusing to rebuild {name!r}: it does not answer ({type(e).__name__}), "
-            "so it cannot be shown to be a standby"
-        ) from None
-    if not in_recovery:
-        raise BackupError(
-            f"refusing to rebuild {name!r}: it is not in recovery (it is a primary); "
-            "wiping it would destroy the only copy of its data"
-        )
-    upstream = conninfo_to_dict(conninfo).get("host") if conninfo else None
-    if not upstream:
-        raise BackupError(f"refusing to rebuild {name!r}: it has no primary_conninfo to take a base backup from")
-    if upstream in (name, node.container.attrs["Config"].get("Hostname")):
-        raise BackupError(f"refusing to rebuild {name!r}: its primary_conninfo points at itself ({upstream})")
-    volume = node.data_volume()
-
-    log.info("### Rebuilding node %r from %r (wiping volume %s)", name, upstream, volume)
-    node.stop()
-    run_tool(cluster, ["rm", "-rf", f"{DATA_MOUNT}/data"], volumes={volume: DATA_MOUNT}, what=f"wiping {volume}")
-    try:
-        node.start(timeout=timeout)
-    except HarnessError as e:
-        raise BackupError(f"{name!r} did not come back after the rebuild: {e}\n{log_tails((node,))}") from None
-    return node
+__all__ = ["BackupError", "Backups", "last_error_line"]

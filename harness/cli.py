@@ -30,12 +30,13 @@ from rich.live import Live
 from rich.table import Table
 
 from harness import faults
-from harness.cluster import Cluster, Node
+from harness.cluster import Cluster
 from harness.compose import docker_client
 from harness.environments import gc as gc_environments
 from harness.environments import list_environments, remove_environment
 from harness.errors import HarnessError, UnknownEnvironment, UnknownNode
 from harness.image import ImageSpec, ensure_image
+from harness.node import Node
 from harness.recovery import RecoveryTarget
 from harness.status import cluster_status, split_brain
 from harness.versions import DEFAULT_VERSION, parse_version_arg
@@ -315,7 +316,7 @@ def backup(name: str, backup_name: str, source: str) -> None:
 
     Example: harness backup nightly
     """
-    Cluster.attach(name).backup(backup_name, source=source)
+    Cluster.attach(name).backups.take(backup_name, source=source)
     click.echo(f"backup {backup_name!r} of {source} taken")
 
 
@@ -327,7 +328,7 @@ def backups(name: str) -> None:
 
     Example: harness backups
     """
-    for item in Cluster.attach(name).backups():
+    for item in Cluster.attach(name).backups.names():
         click.echo(item)
 
 
@@ -340,7 +341,7 @@ def verify_backup(name: str, backup_name: str) -> None:
 
     Example: harness verify-backup nightly
     """
-    click.echo(Cluster.attach(name).verify_backup(backup_name).strip())
+    click.echo(Cluster.attach(name).backups.verify(backup_name).strip())
 
 
 @main.command()
@@ -364,7 +365,7 @@ def restore(name: str, node: str, backup_name: str, target_text: str, action: st
     """
     target = RecoveryTarget.parse(target_text)
     cluster = Cluster.attach(name)
-    restored = cluster.restore(node, backup_name, target, action=action, inclusive=not exclusive)  # type: ignore[arg-type]
+    restored = cluster.backups.restore(node, backup_name, target, action=action, inclusive=not exclusive)  # type: ignore[arg-type]
     click.echo(describe(restored))
 
 
@@ -377,7 +378,7 @@ def rebuild(name: str, node: str) -> None:
 
     Example: harness rebuild standby
     """
-    Cluster.attach(name).rebuild(node)
+    Cluster.attach(name).backups.rebuild(node)
     click.echo(f"{node} rebuilt and streaming")
 
 

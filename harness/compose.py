@@ -49,11 +49,6 @@ COMPOSE_TIMEOUT = 300.0
 #: Deadline of ``compose down``.
 DOWN_TIMEOUT = 120.0
 
-#: Label that every container, volume and network of the harness carries.
-MANAGED_LABEL = "org.pgharness.managed"
-PROJECT_LABEL = "com.docker.compose.project"
-SERVICE_LABEL = "com.docker.compose.service"
-
 
 def docker_client() -> docker.DockerClient:
     """A Docker SDK client for the engine in DOCKER_HOST (or the default socket).

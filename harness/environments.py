@@ -27,13 +27,18 @@ from pathlib import Path
 
 import docker
 
-from harness.compose import MANAGED_LABEL, PROJECT_LABEL, ComposeProject
+from harness.compose import ComposeProject
+from harness.constants import (
+    MANAGED_LABEL,
+    NODE_LABEL,
+    OWNER_HOST_LABEL,
+    OWNER_LABEL,
+    OWNER_STARTED_LABEL,
+    PROJECT_LABEL,
+    SERVICE_LABEL,
+)
 
 log = logging.getLogger("harness")
-
-OWNER_LABEL = "org.pgharness.owner"
-OWNER_HOST_LABEL = "org.pgharness.owner-host"
-OWNER_STARTED_LABEL = "org.pgharness.owner-started"
 
 
 @functools.cache
@@ -72,10 +77,6 @@ def owner_labels(owner: str) -> dict[str, str]:
         labels[OWNER_HOST_LABEL] = this_host()
         labels[OWNER_STARTED_LABEL] = process_started(pid) or ""
     return labels
-
-
-SERVICE_LABEL = "com.docker.compose.service"
-NODE_LABEL = "org.pgharness.node"
 
 
 @dataclass

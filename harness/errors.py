@@ -39,6 +39,18 @@ class UnknownNode(ClusterError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class BackupError(HarnessError):
+    """A backup, restore, dump or rebuild failed, or was refused (the rebuild guard rail)."""
+
+
+class FailoverError(ClusterError):
+    """A failover step failed: a rejoin that does not stream, a standby that cannot be re-pointed."""
+
+
+class SplitBrain(HarnessError, AssertionError):
+    """More than one node accepts writes."""
+
+
 class UnknownEnvironment(ClusterError):
     """An environment (compose project) name that the engine does not have."""
 

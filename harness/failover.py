@@ -15,22 +15,20 @@ from collections.abc import Iterable, Sequence
 import psycopg
 from psycopg import sql as pgsql
 
-from harness.backup import BackupError, run_tool
-from harness.cluster import CONTAINER_PORT, DATA_MOUNT, HOST, Cluster, Node
-from harness.errors import ClusterError, HarnessError
+from harness.cluster import Cluster
+from harness.constants import CONTAINER_PORT, DATA_MOUNT, HOST
+from harness.errors import ClusterError, FailoverError, HarnessError, SplitBrain
 from harness.lsn import Lsn
+from harness.node import Node
 from harness.quoting import conninfo, settings_lines
 from harness.wait import poll_until
 
 log = logging.getLogger("harness")
 
 
-class SplitBrain(HarnessError, AssertionError):
-    """More than one node accepts writes."""
-
-
-def writable_nodes(cluster: Cluster, *, timeout: int = 2) -> list[tuple[Node, int]]:
-    """The running nodes that answer and are not in recovery, with the timeline each writes on."""
+def writable_nodes(cluster: Cluster, *, timeout: float = 2.0) -> list[tuple[Node, int]]:
+    """The running nodes that answer within `timeout` seconds and are not in recovery, with the timeline
+    each writes on."""
     found = []
     for node in cluster.nodes:
         if node.container.status != "running" or not node.is_responsive(timeout=timeout):
@@ -44,7 +42,8 @@ def writable_nodes(cluster: Cluster, *, timeout: int = 2) -> list[tuple[Node, in
 
 
 def assert_single_primary(cluster: Cluster) -> Node:
-    """Exactly one node accepts writes; return it. Two or more is split brain."""
+    """Exactly one node accepts writes; return it. Raises `SplitBrain` for two or more, `ClusterError`
+    for none."""
     writable = writable_nodes(cluster)
     if len(writable) == 1:
         return writable[0][0]
@@ -55,13 +54,12 @@ def assert_single_primary(cluster: Cluster) -> Node:
     raise SplitBrain(f"split brain in cluster {cluster.name!r}: {len(writable)} writable nodes{diverged}: {described}")
 
 
-def fence(node: Node) -> None:
-    """Make sure a failed primary can accept no more writes: kill its container (paused or not)."""
+def fence(node: Node, *, timeout: float | None = None) -> None:
+    """Make sure a failed primary can accept no more writes: kill its container (paused or not), and
+    return once it has exited (within `timeout` seconds; default ``PGHARNESS_TIMEOUT``, else 60)."""
     log.info("### Fencing node %r", node.name)
-    container = node.container
-    if container.status in ("running", "paused"):
-        container.kill()
-        container.wait(timeout=30)
+    if node.container.status in ("running", "paused"):
+        node.kill(timeout=timeout)
 
 
 def position(node: Node) -> Lsn:
@@ -80,8 +78,9 @@ def choose_new_primary(standbys: Iterable[Node]) -> Node:
     return ranked[0]
 
 
-def repoint(standby: Node, upstream: Node) -> None:
+def repoint(standby: Node, upstream: Node | str) -> None:
     """Make `standby` stream from `upstream` (primary_conninfo, reloaded; PostgreSQL 13+ needs no restart)."""
+    upstream = standby.cluster.node(upstream)
     log.info("### Re-pointing node %r to %r", standby.name, upstream.name)
     standby.sql(
         pgsql.SQL("ALTER SYSTEM SET primary_conninfo = {}").format(
@@ -115,15 +114,19 @@ def multi_host_dsn(nodes: Sequence[Node], *, target_session_attrs: str = "read-w
     )
 
 
-def rejoin(cluster: Cluster, name: str, upstream: str, *, timeout: float | None = None) -> Node:
-    """Bring failed primary `name` back as a standby of `upstream` with pg_rewind.
+def rejoin(cluster: Cluster, node: Node | str, upstream: Node | str, *, timeout: float | None = None) -> Node:
+    """Bring failed primary `node` back as a standby of `upstream` with pg_rewind.
 
     Stops the node, rewinds its data directory to where it diverged from
     `upstream` (the transactions only it had are gone), points it at
     `upstream` (primary_conninfo in postgresql.auto.conf, standby.signal) and
-    starts it; returns once it streams on `upstream`'s timeline.
+    starts it; returns once it streams and has caught up, each wait within
+    `timeout` seconds (default ``PGHARNESS_TIMEOUT``, else 60). Raises
+    `FailoverError` when it does not stream afterwards, `BackupError` when
+    pg_rewind fails.
     """
-    node, source = cluster.node(name), cluster.node(upstream)
+    node, source = cluster.node(node), cluster.node(upstream)
+    name, upstream = node.name, source.name
     if node.container.status == "running":
         node.stop()
     volume = node.data_volume()
@@ -146,12 +149,12 @@ def rejoin(cluster: Cluster, name: str, upstream: str, *, timeout: float | None 
     )
     source_server = conninfo(host=upstream, user="postgres", dbname="postgres")
     argv = ["sh", "-c", script, "pg_rewind", data, source_server, settings]
-    run_tool(cluster, argv, volumes={volume: DATA_MOUNT}, what=f"pg_rewind of {name}")
+    cluster.backups.run_tool(argv, volumes={volume: DATA_MOUNT}, what=f"pg_rewind of {name}")
     node.start(wait=False)
     try:
         node.poll_query_until("SELECT status FROM pg_stat_wal_receiver", "streaming", timeout=timeout)
     except HarnessError as e:
-        raise BackupError(f"{name!r} did not stream from {upstream!r} after pg_rewind: {e}") from None
+        raise FailoverError(f"{name!r} did not stream from {upstream!r} after pg_rewind: {e}") from None
     source.wait_for_catchup(node, timeout=timeout)
     return node
 

@@ -1,7 +1,12 @@
-"""Faults that a test switches on and off: each is reversible, and each context manager restores in `finally`.
+"""Faults on nodes that a test switches on and off: each is reversible, each context manager undoes its
+fault in ``finally``.
 
-with cut_off(cluster.standby):      # no traffic between the standby and any other node
-    ...                             # the host still reaches it on its published port
+One word per fault: a node is *partitioned* (from the other nodes, and with
+``clients=True`` from the host too) and *healed*; *paused* (frozen: TCP stays
+open, nothing answers) and unpaused; its replay is *paused* and resumed.
+
+    with partitioned(cluster.standby):      # no traffic between the standby and any other node
+        ...                                 # the host still reaches it on its published port
 """
 
 from __future__ import annotations
@@ -9,17 +14,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from docker.models.networks import Network
 
-from harness.cluster import Cluster, Node
-from harness.compose import SERVICE_LABEL
+from harness.constants import REPLICATION_NETWORK, SERVICE_LABEL
 from harness.errors import ClusterError
 
-log = logging.getLogger("harness")
+if TYPE_CHECKING:
+    from harness.cluster import Cluster
+    from harness.node import Node
 
-#: The compose network that carries node-to-node traffic (compose.yaml).
-REPLICATION_NETWORK = "replication"
+log = logging.getLogger("harness")
 
 
 def access_network_name(node: Node) -> str:
@@ -28,7 +34,7 @@ def access_network_name(node: Node) -> str:
 
 
 def replication_network(node: Node) -> Network:
-    """The cluster's node-to-node network (``<project>_replication``)."""
+    """The cluster's node-to-node network (``<project>_replication``); `ClusterError` when it is gone."""
     name = f"{node.cluster.name}_{REPLICATION_NETWORK}"
     networks = node.cluster.docker.networks.list(names=[name])
     if not networks:
@@ -36,50 +42,31 @@ def replication_network(node: Node) -> Network:
     return networks[0]
 
 
-def is_cut_off(node: Node) -> bool:
-    """Whether `node` is disconnected from the replication network."""
+def is_partitioned(node: Node) -> bool:
+    """Whether `node` is cut off from the other nodes (not on the replication network)."""
     networks = node.container.attrs["NetworkSettings"]["Networks"] or {}
     return f"{node.cluster.name}_{REPLICATION_NETWORK}" not in networks
 
 
-def disconnect(node: Node) -> None:
-    """Cut `node` off from every other node (Docker network disconnect); the host still reaches it."""
+def partition(node: Node, *, clients: bool = False) -> None:
+    """Cut `node` off from every other node (Docker network disconnect) and, with `clients`, from the host
+    too (its published port). `heal` undoes it."""
     log.info("### Cutting node %r off from the other nodes", node.name)
     replication_network(node).disconnect(node.container)
-
-
-def reconnect(node: Node) -> None:
-    """Restore `node`'s link to the other nodes, under its node name."""
-    log.info("### Reconnecting node %r", node.name)
-    if is_cut_off(node):
-        replication_network(node).connect(node.container, aliases=[node.name])
-
-
-@contextmanager
-def cut_off(node: Node) -> Iterator[Node]:
-    """Disconnect `node` from the other nodes for the block; reconnect it afterwards, whatever happens."""
-    disconnect(node)
-    try:
-        yield node
-    finally:
-        reconnect(node)
-
-
-def partition(node: Node, *, clients: bool = False) -> None:
-    """Cut `node` off from every other node and, with `clients`, from the host too (its published port)."""
-    disconnect(node)
     if clients:
         log.info("### Cutting node %r off from its clients", node.name)
         node.cluster.docker.networks.get(access_network_name(node)).disconnect(node.container)
 
 
 def heal(node: Node) -> None:
-    """Undo `partition` / `disconnect` for `node`: back on the replication network and its own port.
+    """Undo `partition` for `node`: back on the replication network (under its node name) and its own port.
 
     What to restore is read from the container itself, so a heal works from
     another process (``harness heal`` after ``harness partition``).
     """
-    reconnect(node)
+    if is_partitioned(node):
+        log.info("### Reconnecting node %r to the other nodes", node.name)
+        replication_network(node).connect(node.container, aliases=[node.name])
     name = access_network_name(node)
     if name not in (node.container.attrs["NetworkSettings"]["Networks"] or {}):
         log.info("### Reconnecting node %r to its clients", node.name)

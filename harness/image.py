@@ -28,7 +28,8 @@ import docker
 import docker.errors
 from filelock import FileLock
 
-from harness.compose import COMPOSE_FILE, MANAGED_LABEL, docker_client, run_container
+from harness.compose import COMPOSE_FILE, docker_client, run_container
+from harness.constants import MANAGED_LABEL
 from harness.errors import ImageError
 from harness.versions import DebianSuite, suite_for
 
@@ -258,6 +259,7 @@ def debian_image(
 
 
 def image_exists(tag: str) -> bool:
+    """Whether the engine has an image tagged `tag`."""
     try:
         docker_client().images.get(tag)
     except docker.errors.ImageNotFound:

@@ -22,8 +22,8 @@ from typing import Self
 
 import psycopg
 
-from harness.cluster import Node
 from harness.errors import QueryTimeout
+from harness.node import Node
 from harness.session import bounded, connect_timeout
 from harness.wait import poll_until
 
@@ -51,6 +51,7 @@ class CommitLog:
             self.errors.append((time.monotonic(), message))
 
     def count(self) -> int:
+        """How many commits were acknowledged."""
         with self.lock:
             return len(self.acknowledged)
 
@@ -81,9 +82,11 @@ class WriteLoad:
 
     @staticmethod
     def create_table(primary: Node) -> None:
+        """Create the load's table (``pgharness_load (worker, seq)``) on `primary`, if it is not there."""
         primary.sql(f"CREATE TABLE IF NOT EXISTS {TABLE} (worker int, seq int, PRIMARY KEY (worker, seq))")
 
     def start(self) -> Self:
+        """Start the writer threads; return the load."""
         for worker in range(self.workers):
             thread = threading.Thread(target=self._run, args=(worker,), name=f"pgharness-load-{worker}", daemon=True)
             thread.start()
@@ -91,6 +94,7 @@ class WriteLoad:
         return self
 
     def stop(self) -> None:
+        """Stop the writers and wait for them (30 s each at most)."""
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=30)

@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 import pytest_timeout
 
+from harness import evidence
 from harness.cluster import Cluster
 from harness.errors import HarnessError
 from harness.image import ImageSpec, ensure_image, image_exists, server_version
@@ -249,7 +250,7 @@ def pytest_runtest_makereport(
         settings = Settings.from_config(item.config)
         for cluster in clusters:
             try:
-                path = cluster.save_evidence(evidence_path(settings, item, cluster))
+                path = evidence.save_evidence(cluster, evidence_path(settings, item, cluster))
                 report.sections.append(("pgharness evidence", (path / "summary.txt").read_text()))
             except Exception as e:  # noqa: BLE001 -- evidence must never hide the failure itself
                 log.error("could not save evidence of cluster %r: %s", cluster.name, e)

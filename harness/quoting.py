@@ -1,4 +1,4 @@
-"""Quoting: every value goes out by the rules of the place it lands in.
+"""Configuration rendering and quoting: every value goes out by the rules of the place it lands in.
 
 One module owns these rules on the Python side (the entrypoint,
 ``docker/pgharness.sh``, has one shell function per rule):
@@ -23,11 +23,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from urllib.parse import quote
 
 from psycopg.conninfo import make_conninfo
 
-from harness.errors import HarnessError
+from harness.errors import ClusterError, HarnessError
+
+#: postgresql.conf settings as the harness takes them: a mapping (values quoted by `conf_value`),
+#: lines, or a text (lines and text taken as written).
+Settings = Mapping[str, object] | Sequence[str] | str
 
 
 class QuotingError(HarnessError, ValueError):
@@ -67,7 +72,7 @@ def conf_value(value: object) -> str:
     return conf_string(str(value))
 
 
-def settings_lines(settings: Mapping[str, object] | Sequence[str] | str) -> str:
+def settings_lines(settings: Settings) -> str:
     """postgresql.conf lines from a mapping (``{"work_mem": "64MB"}``, values quoted by `conf_value`),
     a list of lines, or a text (lines and text are taken as written)."""
     if isinstance(settings, str):
@@ -90,6 +95,16 @@ def check_file_name(what: str, name: str) -> str:
     if not _FILE_NAME.fullmatch(name):
         raise QuotingError(f"{what} {name!r}: use letters, digits, '.', '_' and '-' (not first '.' or '-')")
     return name
+
+
+def read_sql(init_sql: str | Path) -> str:
+    """The SQL text of `init_sql`: a path to a .sql file, or the SQL itself (`ClusterError`: no such file)."""
+    if isinstance(init_sql, Path) or (init_sql.endswith(".sql") and "\n" not in init_sql):
+        path = Path(init_sql)
+        if not path.is_file():
+            raise ClusterError(f"init SQL file {str(path)!r} not found")
+        return path.read_text()
+    return init_sql
 
 
 def uri_component(text: str) -> str:

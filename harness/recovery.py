@@ -39,6 +39,7 @@ class RecoveryTarget:
 
     @classmethod
     def xid(cls, xid: int | str) -> RecoveryTarget:
+        """A transaction id (``txid_current()``); recovery stops after (or, not inclusive, before) its commit."""
         try:
             value = int(xid)
         except ValueError:
@@ -49,6 +50,7 @@ class RecoveryTarget:
 
     @classmethod
     def lsn(cls, lsn: Lsn | str) -> RecoveryTarget:
+        """A WAL position, ``X/Y``."""
         try:
             value = lsn if isinstance(lsn, Lsn) else Lsn.parse(lsn)
         except ValueError as e:

@@ -27,7 +27,7 @@ from harness.errors import QueryTimeout
 from harness.wait import Deadline, default_timeout
 
 if TYPE_CHECKING:
-    from harness.cluster import Node
+    from harness.node import Node
 
 #: A statement: a literal string, or one composed with psycopg.sql.
 Query = LiteralString | bytes | pgsql.SQL | pgsql.Composed
@@ -129,6 +129,7 @@ class Session:
             raise
 
     def close(self) -> None:
+        """Close the connection (the next query opens a new one)."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None

@@ -73,14 +73,17 @@ class Deadline:
 
     @property
     def elapsed(self) -> float:
+        """Seconds since the deadline was set."""
         return time.monotonic() - self._start
 
     @property
     def remaining(self) -> float:
+        """Seconds left (0 once expired)."""
         return max(0.0, self._end - time.monotonic())
 
     @property
     def expired(self) -> bool:
+        """Whether the deadline has passed."""
         return time.monotonic() >= self._end
 
 

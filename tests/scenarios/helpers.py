@@ -56,7 +56,7 @@ def refused(node, sqlstate, **kwargs):
     line = re.compile(rf"\] {sqlstate} .*FATAL: ")
     before = len(line.findall(node.logs(tail=5000)))
     with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(**kwargs)
+        psycopg.connect(**kwargs).close()  # (closed, should it ever connect)
     node.poll_query_until("SELECT true")  # the server is still up, and its log line is written
     poll_until(
         lambda: len(line.findall(node.logs(tail=5000))),

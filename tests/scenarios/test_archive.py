@@ -17,7 +17,7 @@ def test_switched_segment_lands_in_the_shared_archive(shared_cluster):
     primary.wait_for_archived(segment)
 
     # The standby, through its read-only mount of the archive, sees the segment.
-    assert segment in standby.list_archive()
+    assert segment in shared_cluster.archive.files(node=standby)
 
     # pg_stat_archiver counts it (before PostgreSQL 15 the count arrives through the
     # statistics collector, a moment later), and nothing failed.
@@ -31,7 +31,7 @@ def test_standby_cannot_write_to_the_archive(shared_cluster):
     # The archive is mounted read-only in the standby: it only restores from it.
     result = standby.container.exec_run(["touch", "/archive/written-by-standby"], user="postgres")
     assert result.exit_code != 0
-    assert "written-by-standby" not in standby.list_archive()
+    assert "written-by-standby" not in shared_cluster.archive.files(node=standby)
 
 
 def test_archive_command_refuses_to_overwrite_a_segment(shared_cluster):
@@ -56,6 +56,6 @@ def test_archive_command_refuses_to_overwrite_a_segment(shared_cluster):
     command = archive_command.replace("%p", "/etc/hostname").replace("%f", fresh)
     try:
         assert primary.container.exec_run(["sh", "-c", command], user="postgres").exit_code == 0
-        assert fresh in primary.list_archive()
+        assert fresh in shared_cluster.archive.files(node=primary)
     finally:
         primary.exec("rm", "-f", f"/archive/{fresh}")

@@ -11,7 +11,7 @@ import pytest
 from psycopg import sql as pgsql
 
 from harness import WaitTimeout
-from harness.backup import BackupError, dump, restore_dump, run_tool
+from harness.errors import BackupError
 from harness.faults import replay_paused
 from harness.image import ImageSpec, ensure_image
 from harness.quoting import QuotingError
@@ -24,7 +24,7 @@ def test_mistaken_delete_replicates_and_the_backup_brings_the_rows_back(cluster)
     primary, standby = cluster.primary, cluster.standby
 
     # A base backup, then the seed's table with rows.
-    cluster.backup("nightly")
+    cluster.backups.take("nightly")
     primary.sql("CREATE TABLE hoge (col integer)")
     primary.sql("INSERT INTO hoge SELECT generate_series(1, 100)")
     checksum = primary.table_checksum("hoge")
@@ -41,7 +41,7 @@ def test_mistaken_delete_replicates_and_the_backup_brings_the_rows_back(cluster)
     primary.wait_for_archived(primary.switch_wal())
 
     # A new node from the backup and the archive, recovered to the restore point ...
-    restored = cluster.restore("restored", "nightly", RecoveryTarget.name("before-delete"))
+    restored = cluster.backups.restore("restored", "nightly", RecoveryTarget.name("before-delete"))
 
     # ... has every row back, exactly, and accepts writes.
     assert restored.table_checksum("hoge") == checksum
@@ -54,7 +54,7 @@ def three_transactions(cluster):
     """Rows 1, 2, 3 committed one transaction each after a base backup; return what marks the second."""
     primary = cluster.primary
     primary.sql("CREATE TABLE hoge (col integer)")
-    cluster.backup("base")
+    cluster.backups.take("base")
     marks = {}
     for value in (1, 2, 3):
         with primary.connect() as conn:
@@ -84,7 +84,7 @@ def test_recovery_stops_exactly_at_the_target(cluster, kind, inclusive, rows):
     target = getattr(RecoveryTarget, kind)(marks[kind])
 
     # Recover from the backup to the target, then promote.
-    restored = cluster.restore("restored", "base", target, inclusive=inclusive)
+    restored = cluster.backups.restore("restored", "base", target, inclusive=inclusive)
 
     # Exactly the transactions before the target (and the target's own, when inclusive).
     assert [r[0] for r in restored.sql("SELECT col FROM hoge ORDER BY col")] == rows
@@ -95,7 +95,7 @@ def test_recovery_paused_at_the_target_is_read_only_until_resumed(cluster):
     marks = three_transactions(cluster)
 
     # Recover to the second transaction and pause there instead of promoting.
-    paused = cluster.restore("paused", "base", RecoveryTarget.xid(marks["xid"]), action="pause")
+    paused = cluster.backups.restore("paused", "base", RecoveryTarget.xid(marks["xid"]), action="pause")
 
     # The node shows the data as of the target, and is read-only.
     assert paused.is_in_recovery()
@@ -114,7 +114,7 @@ def test_recovery_paused_at_the_target_is_read_only_until_resumed(cluster):
 def test_target_beyond_the_archive_fails_loudly(cluster):
     primary, archive = cluster.primary, cluster.archive
     primary.sql("CREATE TABLE hoge (col integer)")
-    cluster.backup("base")
+    cluster.backups.take("base")
 
     # A restore point in a segment that then goes missing from the archive.
     primary.sql("INSERT INTO hoge VALUES (1)")
@@ -124,7 +124,7 @@ def test_target_beyond_the_archive_fails_loudly(cluster):
 
     # Recovery runs out of WAL before the target: the harness says so, with PostgreSQL's words ...
     with archive.missing(segment), pytest.raises(BackupError) as excinfo:
-        cluster.restore("restored", "base", RecoveryTarget.name("unreachable"))
+        cluster.backups.restore("restored", "base", RecoveryTarget.name("unreachable"))
     assert "FATAL" in str(excinfo.value)
     assert "recovery target" in str(excinfo.value)
 
@@ -135,15 +135,15 @@ def test_target_beyond_the_archive_fails_loudly(cluster):
 @pytest.mark.backup
 def test_verifybackup_passes_a_good_backup_and_fails_a_changed_one(cluster):
     # A fresh base backup is listed, and verifies against its manifest.
-    cluster.backup("good")
-    assert cluster.backups() == ["good"]
-    assert "backup successfully verified" in cluster.verify_backup("good")
+    cluster.backups.take("good")
+    assert cluster.backups.names() == ["good"]
+    assert "backup successfully verified" in cluster.backups.verify("good")
 
     # One file changed after the fact, and the same check fails.
-    cluster.backup("tampered")
-    run_tool(cluster, ["sh", "-c", "echo '# changed' >> /backups/tampered/postgresql.conf"])
+    cluster.backups.take("tampered")
+    cluster.backups.run_tool(["sh", "-c", "echo '# changed' >> /backups/tampered/postgresql.conf"])
     with pytest.raises(BackupError, match="pg_verifybackup of 'tampered' failed"):
-        cluster.verify_backup("tampered")
+        cluster.backups.verify("tampered")
 
 
 @pytest.mark.backup
@@ -153,12 +153,12 @@ def test_dump_and_restore_round_trip_between_nodes(cluster):
     primary.sql("INSERT INTO hoge SELECT g, md5(g::text) FROM generate_series(1, 1000) g")
 
     # pg_dump on the primary, with the client tools of the server's own image.
-    dump(cluster, "hoge", source="primary")
+    cluster.backups.dump("hoge", source="primary")
 
     # pg_restore into a fresh database on another writable node.
     other = cluster.add_node("other")
     other.promote()
-    restore_dump(cluster, "hoge", target="other", dbname="restored")
+    cluster.backups.restore_dump("hoge", target="other", dbname="restored")
 
     # The table is identical on both.
     assert other.table_checksum("hoge", dbname="restored") == primary.table_checksum("hoge")
@@ -177,10 +177,10 @@ def test_hostile_names_are_plain_names_or_refused_and_nothing_runs(shared_cluste
     try:
         primary.sql("CREATE TABLE hostile (col integer)", dbname=HOSTILE_DBNAME)
         primary.sql("INSERT INTO hostile VALUES (42)", dbname=HOSTILE_DBNAME)
-        path = dump(shared_cluster, "hostile", source="primary", dbname=HOSTILE_DBNAME)
+        path = shared_cluster.backups.dump("hostile", source="primary", dbname=HOSTILE_DBNAME)
         assert path == "/backups/hostile.dump"
         # ... and the dump holds that database's table.
-        listing = run_tool(shared_cluster, ["pg_restore", "--list", path])
+        listing = shared_cluster.backups.run_tool(["pg_restore", "--list", path])
         assert "TABLE public hostile" in listing
     finally:
         primary.sql(pgsql.SQL("DROP DATABASE {}").format(pgsql.Identifier(HOSTILE_DBNAME)))
@@ -188,13 +188,13 @@ def test_hostile_names_are_plain_names_or_refused_and_nothing_runs(shared_cluste
     # Names that would become paths or shell words are refused in one line, before anything runs.
     for name in ("$(touch /backups/pwned)", "../escape", "a b", "x;y"):
         with pytest.raises(QuotingError) as excinfo:
-            dump(shared_cluster, name, source="primary")
+            shared_cluster.backups.dump(name, source="primary")
         assert "\n" not in str(excinfo.value)
         with pytest.raises(QuotingError):
-            shared_cluster.backup(name)
+            shared_cluster.backups.take(name)
 
     # Nothing ran: no file was touched in the backups volume.
-    assert "pwned" not in shared_cluster.backups()
+    assert "pwned" not in shared_cluster.backups.names()
 
 
 @pytest.mark.backup
@@ -207,10 +207,10 @@ def test_pg_dump_of_an_older_major_version_fails_loudly_and_leaves_no_dump(clust
     # The GitLab.com symptom: a pg_dump older than the server.
     old_image = ensure_image(ImageSpec(max(older)))
     with pytest.raises(BackupError, match="server version mismatch"):
-        dump(cluster, "stale", source="primary", image=old_image)
+        cluster.backups.dump("stale", source="primary", image=old_image)
 
     # The harness leaves no empty dump that could pass for a backup.
-    assert "stale.dump" not in run_tool(cluster, ["ls", "/backups"])
+    assert "stale.dump" not in cluster.backups.run_tool(["ls", "/backups"])
 
 
 @pytest.mark.backup
@@ -221,20 +221,20 @@ def test_rebuild_refuses_the_primary_and_rebuilds_a_standby(cluster):
 
     # Rebuilding the primary (the GitLab.com mistake) is refused, and its data is untouched.
     with pytest.raises(BackupError, match="not in recovery"):
-        cluster.rebuild("primary")
+        cluster.backups.rebuild("primary")
     assert primary.table_checksum("hoge") == before
 
     # So is rebuilding a standby whose primary_conninfo points at itself.
     standby.sql("ALTER SYSTEM SET primary_conninfo = 'host=standby user=repli'")
     standby.sql("SELECT pg_reload_conf()")
     with pytest.raises(BackupError, match="points at itself"):
-        cluster.rebuild("standby")
+        cluster.backups.rebuild("standby")
     standby.sql("ALTER SYSTEM RESET primary_conninfo")
     standby.sql("SELECT pg_reload_conf()")
 
     # A real standby is wiped, taken again from the primary, and streams.
     standby.sql("SELECT 1")  # reachable
-    rebuilt = cluster.rebuild("standby")
+    rebuilt = cluster.backups.rebuild("standby")
     primary.sql("INSERT INTO hoge VALUES (1001)")
     primary.wait_for_catchup(rebuilt)
     assert rebuilt.table_checksum("hoge") == primary.table_checksum("hoge")

@@ -37,6 +37,25 @@ def test_a_wait_on_a_frozen_primary_ends_at_its_deadline(cluster):
     primary.wait_for_catchup(standby, timeout=30)
 
 
+def test_a_statement_on_a_connection_made_before_the_node_froze_ends_at_its_deadline(cluster):
+    primary = cluster.primary
+
+    # A connection that is already open when the node freezes: connect_timeout cannot help here.
+    with primary.session(query_timeout=2) as session:
+        assert session.scalar("SELECT 1") == 1
+        primary.pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(QueryTimeout):
+                session.scalar("SELECT 1")
+            took = time.monotonic() - started
+        finally:
+            primary.unpause()
+        assert took < 4, f"the statement took {took:.1f} s for a 2 s deadline"
+        # The session connects again for the next statement.
+        assert session.scalar("SELECT 2") == 2
+
+
 def test_poll_log_until_only_sees_lines_logged_after_it_begins(shared_cluster):
     primary = shared_cluster.primary
 

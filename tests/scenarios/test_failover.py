@@ -24,7 +24,7 @@ from harness.failover import (
     repoint,
     wait_until_unresponsive,
 )
-from harness.faults import cut_off, partitioned
+from harness.faults import partitioned
 from harness.load import WriteLoad
 from harness.wait import poll_until
 
@@ -119,7 +119,7 @@ def test_failed_primary_rejoins_as_a_standby_with_pg_rewind(cluster):
     primary.wait_for_catchup(standby)
 
     # The primary writes transactions the standby never gets, then crashes.
-    with cut_off(standby):
+    with partitioned(standby):
         primary.sql("INSERT INTO hoge SELECT generate_series(101, 110)")
         primary.kill()
 
@@ -249,7 +249,7 @@ def test_the_most_advanced_standby_is_chosen_and_the_other_follows_it(cluster_fa
     primary.wait_for_catchup(standby2)
 
     # standby2 falls behind (cut off while the primary writes), then the primary dies.
-    with cut_off(standby2):
+    with partitioned(standby2):
         primary.sql("INSERT INTO hoge SELECT generate_series(1, 100)")
         primary.wait_for_catchup(standby)
         primary.kill()

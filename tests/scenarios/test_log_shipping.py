@@ -9,7 +9,7 @@ import psycopg.errors
 import pytest
 from helpers import generate_segments, notice_lost_standbys_fast, pg_wal_files
 
-from harness.faults import cut_off
+from harness.faults import partitioned
 from harness.lsn import Lsn, segment_start
 from harness.wait import poll_until
 
@@ -54,9 +54,9 @@ def test_cut_off_standby_catches_up_from_the_archive_then_streams_again(cluster)
     notice_lost_standbys_fast(primary)
     primary.sql("CREATE TABLE hoge (col integer)")
     primary.wait_for_catchup(standby)
-    needed = cluster.archive.walfile_for(standby.lsn("replay"))
+    needed = cluster.primary.walfile(standby.lsn("replay"))
 
-    with cut_off(standby):
+    with partitioned(standby):
         # The primary loses its standby ...
         primary.poll_query_until("SELECT count(*) FROM pg_stat_replication", 0)
 
@@ -95,7 +95,7 @@ def test_slot_keeps_wal_for_a_cut_off_standby_until_max_slot_wal_keep_size(clust
     assert standby.scalar("SHOW primary_slot_name") == "slot_standby"
     assert standby.scalar("SHOW restore_command") == ""
 
-    with cut_off(standby):
+    with partitioned(standby):
         primary.poll_query_until("SELECT active FROM pg_replication_slots WHERE slot_name = 'slot_standby'", False)
         restart_lsn = Lsn.parse(primary.scalar("SELECT restart_lsn::text FROM pg_replication_slots"))
         size_before = primary.scalar("SELECT sum(size) FROM pg_ls_waldir()")
@@ -105,7 +105,7 @@ def test_slot_keeps_wal_for_a_cut_off_standby_until_max_slot_wal_keep_size(clust
         primary.sql("CHECKPOINT")
 
         # ... and keeps every segment from the slot's restart_lsn on: pg_wal grows.
-        assert cluster.archive.walfile_for(restart_lsn) in pg_wal_files(primary)
+        assert cluster.primary.walfile(restart_lsn) in pg_wal_files(primary)
         assert primary.scalar("SELECT sum(size) FROM pg_ls_waldir()") > size_before
         assert primary.scalar("SELECT wal_status FROM pg_replication_slots") in ("reserved", "extended")
         target = primary.lsn("write")
@@ -117,7 +117,7 @@ def test_slot_keeps_wal_for_a_cut_off_standby_until_max_slot_wal_keep_size(clust
     # Now cap what a slot may hold back, and cut the standby off again.
     primary.sql("ALTER SYSTEM SET max_slot_wal_keep_size = '32MB'")
     primary.sql("SELECT pg_reload_conf()")
-    with cut_off(standby):
+    with partitioned(standby):
         primary.poll_query_until("SELECT active FROM pg_replication_slots WHERE slot_name = 'slot_standby'", False)
         generate_segments(primary, "hoge", 4)
         primary.sql("CHECKPOINT")
@@ -194,7 +194,7 @@ def test_missing_segment_makes_a_log_shipping_standby_wait_not_skip(cluster):
     primary.sql("CREATE TABLE hoge (col integer)")
 
     # A base backup now; then two segments, each with a row, archived.
-    cluster.backup("before")
+    cluster.backups.take("before")
     first, end = two_archived_segments(primary)
 
     with archive.missing(first):
@@ -224,7 +224,7 @@ INVALID_RECORD = (
 def test_corrupted_segment_is_refused_not_applied(cluster):
     primary, archive = cluster.primary, cluster.archive
     primary.sql("CREATE TABLE hoge (col integer)")
-    cluster.backup("before")
+    cluster.backups.take("before")
     first, end = two_archived_segments(primary)
 
     # The first page of the first segment is overwritten with garbage, past its header.
@@ -253,7 +253,7 @@ def test_standby_from_an_older_backup_follows_the_new_timeline_through_the_archi
     primary.sql("INSERT INTO hoge VALUES (1)")
 
     # A base backup taken before anything is promoted.
-    cluster.backup("before-promotion")
+    cluster.backups.take("before-promotion")
 
     # A second standby that archives once promoted; it is promoted to timeline 2 and writes there.
     new_primary = cluster.add_node("new-primary")

@@ -43,7 +43,7 @@ def test_a_client_goes_through_pgbouncer_before_and_after_a_failover(cluster_fac
 
     # The added service is a service, not a node; it started with the cluster.
     assert [n.name for n in cluster.nodes] == ["primary", "standby"]
-    assert list(cluster.services()) == ["pgbouncer"]
+    assert [service.name for service in cluster.services] == ["pgbouncer"]
 
     # Before: the client's writes go through PgBouncer to the primary.
     with through(pgbouncer, cluster) as conn:
@@ -88,6 +88,33 @@ def test_settings_and_init_sql_reach_every_node(cluster_factory):
     assert (
         standby.scalar("SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pgcrypto'") == "app"
     )
+
+
+def test_settings_of_one_node_reach_that_node_alone(cluster_factory):
+    # One delayed standby of two, and a primary with more work_mem: settings per node, on top of everyone's.
+    cluster = cluster_factory(
+        standbys=2,
+        settings={"work_mem": "12MB"},
+        node_settings={"primary": {"work_mem": "24MB"}, "standby2": {"recovery_min_apply_delay": "1h"}},
+    )
+    primary, standby, standby2 = cluster.primary, cluster.standby, cluster.node("standby2")
+
+    # Each node's own line wins over the cluster's; a node without one keeps the cluster's.
+    assert primary.scalar("SHOW work_mem") == "24MB"
+    assert standby.scalar("SHOW work_mem") == "12MB"
+    assert standby2.scalar("SHOW recovery_min_apply_delay") == "1h"
+    assert standby.scalar("SHOW recovery_min_apply_delay") == "0"
+
+    # The delay is real: a commit reaches the standby's WAL at once, and is applied on the prompt standby only.
+    primary.sql("CREATE TABLE hoge (col integer)")
+    primary.wait_for_catchup(standby)
+    primary.wait_for_catchup(standby2, "flush")
+    assert standby.scalar("SELECT to_regclass('hoge') IS NOT NULL") is True
+    assert standby2.scalar("SELECT to_regclass('hoge') IS NOT NULL") is False
+
+    # A node added later takes the settings given for it.
+    late = cluster.add_node("late", settings={"work_mem": "48MB"})
+    assert late.scalar("SHOW work_mem") == "48MB"
 
 
 def test_init_sql_that_fails_stops_the_start_with_its_error(harness_image):

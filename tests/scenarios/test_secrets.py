@@ -68,7 +68,7 @@ def test_adversarial_secrets_work_everywhere(cluster_factory, monkeypatch):
     assert (result.returncode, result.stdout) == (0, "10\n"), result.stderr
 
     # A standby rebuilt from scratch (a fresh pg_basebackup with the same credentials) streams again.
-    cluster.rebuild("standby2")
+    cluster.backups.rebuild("standby2")
     primary.sql("INSERT INTO hoge VALUES (11)")
     primary.wait_for_catchup(standby2)
 

@@ -10,6 +10,7 @@ import pytest
 from helpers import connect_kwargs, refused
 
 from harness.compose import COMPOSE_FILE
+from harness.evidence import save_evidence
 
 pytestmark = pytest.mark.security
 
@@ -138,7 +139,7 @@ def test_secrets_come_from_the_environment_and_are_masked_in_evidence(cluster_fa
         assert conn.execute("SELECT count(*) FROM secrets_check").fetchone() == (0,)
 
     # Evidence (logs, compose config with its environment, status) never shows them.
-    folder = cluster.save_evidence(tmp_path / "evidence")
+    folder = save_evidence(cluster, tmp_path / "evidence")
     files = [p for p in folder.rglob("*") if p.is_file()]
     assert any(p.name == "compose.yaml" for p in files)
     for path in files:

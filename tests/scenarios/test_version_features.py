@@ -3,8 +3,7 @@
 import pytest
 from helpers import generate_segments, notice_lost_standbys_fast, pg_wal_files, set_and_reload
 
-from harness.backup import run_tool
-from harness.faults import cut_off
+from harness.faults import partitioned
 from harness.wait import poll_until
 
 
@@ -18,12 +17,12 @@ def test_incremental_backup_combined_into_a_working_standby(cluster):
     primary.sql("CREATE TABLE hoge AS SELECT generate_series(1, 1000) AS col")
 
     # A full backup, more writes, then an incremental backup on top of the full one.
-    cluster.backup("full")
+    cluster.backups.take("full")
     primary.sql("INSERT INTO hoge SELECT generate_series(1001, 2000)")
-    cluster.backup("incr", incremental_from="full")
+    cluster.backups.take("incr", incremental_from="full")
 
     # pg_combinebackup makes a full backup out of the chain.
-    run_tool(cluster, ["pg_combinebackup", "/backups/full", "/backups/incr", "--output", "/backups/combined"])
+    cluster.backups.run_tool(["pg_combinebackup", "/backups/full", "/backups/incr", "--output", "/backups/combined"])
 
     # A standby started from the combined backup streams from the primary ...
     standby = cluster.add_node("combined", from_backup="combined")
@@ -41,8 +40,8 @@ def outage(cluster, standby):
     Return the WAL file the standby needed next, and the primary's position after the writes.
     """
     primary = cluster.primary
-    needed = cluster.archive.walfile_for(standby.lsn("replay"))
-    with cut_off(standby):
+    needed = cluster.primary.walfile(standby.lsn("replay"))
+    with partitioned(standby):
         query = f"SELECT count(*) FROM pg_stat_replication WHERE application_name = '{standby.name}'"
         primary.poll_query_until(query, 0)
         generate_segments(primary, "hoge", 4)

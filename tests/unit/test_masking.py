@@ -1,4 +1,4 @@
-from harness.cluster import mask
+from harness.evidence import mask
 
 
 def test_passwords_are_masked_and_nothing_else():

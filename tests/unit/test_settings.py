@@ -5,8 +5,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.cluster import ClusterError, read_sql, settings_lines
+from harness.errors import ClusterError
 from harness.pytest_plugin import Settings
+from harness.quoting import read_sql, settings_lines
 
 
 class FakeConfig:

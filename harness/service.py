@@ -1,0 +1,101 @@
+"""A container of a cluster's compose project: a node, or a service a user's override file adds.
+
+The handle finds its container by the project's labels each time it is asked
+(containers are made again by restarts and rebuilds), and offers what every
+container has: published ports, its log, commands run inside it, its state.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from docker.models.containers import Container
+
+from harness.constants import HOST
+from harness.errors import ClusterError
+from harness.wait import log_tails, poll_until
+
+if TYPE_CHECKING:
+    from harness.cluster import Cluster
+
+
+class Service:
+    """A container of a cluster's compose project: a node, or a service a user's override file adds.
+
+    ``cluster.service("pgbouncer")`` is the handle of an added service:
+    its container, its published ports, its log, commands inside it.
+    """
+
+    def __init__(self, cluster: Cluster, name: str) -> None:
+        self.cluster = cluster
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, cluster={self.cluster.name!r})"
+
+    @property
+    def container(self) -> Container:
+        """The container (Docker SDK), looked up by its compose labels."""
+        return self.cluster.service_container(self.name)
+
+    @property
+    def host(self) -> str:
+        """Where the host reaches the service's published ports."""
+        return HOST
+
+    def published_port(self, container_port: int, protocol: str = "tcp") -> int:
+        """The host port on 127.0.0.1 that reaches `container_port` of the service."""
+        container = self.container
+        bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{container_port}/{protocol}") or []
+        for binding in bindings:
+            if binding.get("HostIp") == HOST:
+                return int(binding["HostPort"])
+        raise ClusterError(
+            f"{self.name!r} publishes no port for {container_port}/{protocol} on {HOST} "
+            f"(status: {container.status}); is it running, and is the port published on {HOST}?"
+        )
+
+    def logs(self, tail: int = 200) -> str:
+        """The last `tail` lines of the container's log."""
+        raw = self.container.logs(tail=tail, stream=False)
+        assert isinstance(raw, bytes)
+        return raw.decode(errors="replace")
+
+    def exec(self, *argv: str, check: bool = True, user: str = "") -> str:
+        """Run a command inside the container; return its output."""
+        result = self.container.exec_run(list(argv), user=user, demux=False)
+        assert isinstance(result.output, bytes | None)
+        output = (result.output or b"").decode(errors="replace")
+        if check and result.exit_code != 0:
+            raise ClusterError(
+                f"{' '.join(argv)!r} failed on {self.name!r} (exit {result.exit_code}): {output.strip()}"
+            )
+        return output
+
+    def status(self) -> str:
+        """The container's state: running, exited, paused, ... (with health when it has one)."""
+        container = self.container
+        health = container.attrs["State"].get("Health", {}).get("Status")
+        return f"{container.status} ({health})" if health else str(container.status)
+
+    def wait_healthy(self, *, timeout: float | None = None) -> None:
+        """Wait until the container's healthcheck reports healthy (running, for one without a healthcheck)."""
+
+        def probe() -> str:
+            container = self.container
+            if container.status in ("exited", "dead"):
+                raise ClusterError(f"{self.name!r} exited while starting\n{log_tails((self,))}")
+            return str(container.attrs["State"].get("Health", {}).get("Status", container.status))
+
+        poll_until(
+            probe,
+            lambda state: state in ("healthy", "running"),
+            what=f"{self.name!r} to be healthy",
+            timeout=timeout,
+            nodes=(self,),
+        )
+
+
+def container_env(container: Container) -> dict[str, str]:
+    """A container's environment variables (its Config.Env), as a mapping."""
+    return dict(item.split("=", 1) for item in container.attrs["Config"].get("Env") or [] if "=" in item)
