@@ -138,7 +138,7 @@ class Cluster:
     `start()` brings the project up and waits until every node is ready;
     `destroy()` removes its containers, volumes and networks (nothing else),
     and runs also when start-up fails. Raises `ClusterError` for a bad
-    argument, `harness.quoting.QuotingError` for a secret no quoting can carry.
+    argument, `QuotingError` for a secret no quoting can carry.
     """
 
     def __init__(

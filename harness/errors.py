@@ -51,6 +51,15 @@ class SplitBrain(HarnessError, AssertionError):
     """More than one node accepts writes."""
 
 
+class QuotingError(HarnessError, ValueError):
+    """A value that cannot be carried safely to where it must go (a NUL byte or a line break in a secret,
+    a backup name that is not a plain file name)."""
+
+
+class RecoveryTargetError(HarnessError, ValueError):
+    """A recovery target that PostgreSQL would not accept."""
+
+
 class UnknownEnvironment(ClusterError):
     """An environment (compose project) name that the engine does not have."""
 

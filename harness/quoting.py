@@ -28,15 +28,11 @@ from urllib.parse import quote
 
 from psycopg.conninfo import make_conninfo
 
-from harness.errors import ClusterError, HarnessError
+from harness.errors import ClusterError, QuotingError
 
 #: postgresql.conf settings as the harness takes them: a mapping (values quoted by `conf_value`),
 #: lines, or a text (lines and text taken as written).
 Settings = Mapping[str, object] | Sequence[str] | str
-
-
-class QuotingError(HarnessError, ValueError):
-    """A value that cannot be carried safely to where it must go."""
 
 
 def check_secret(what: str, value: str) -> str:

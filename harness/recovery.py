@@ -11,16 +11,12 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Literal
 
-from harness.errors import HarnessError
+from harness.errors import RecoveryTargetError
 from harness.lsn import Lsn
 
 TargetKind = Literal["name", "xid", "lsn", "time", "immediate"]
 TargetAction = Literal["promote", "pause", "shutdown"]
 ACTIONS: tuple[TargetAction, ...] = ("promote", "pause", "shutdown")
-
-
-class RecoveryTargetError(HarnessError, ValueError):
-    """A recovery target that PostgreSQL would not accept."""
 
 
 @dataclass(frozen=True)

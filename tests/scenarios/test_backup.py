@@ -11,10 +11,9 @@ import pytest
 from psycopg import sql as pgsql
 
 from harness import WaitTimeout
-from harness.errors import BackupError
+from harness.errors import BackupError, QuotingError
 from harness.faults import replay_paused
 from harness.image import ImageSpec, ensure_image
-from harness.quoting import QuotingError
 from harness.recovery import RecoveryTarget
 from harness.versions import SUITES
 

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from psycopg.conninfo import conninfo_to_dict
 
+from harness.errors import QuotingError
 from harness.quoting import (
-    QuotingError,
     check_file_name,
     check_secret,
     conf_string,

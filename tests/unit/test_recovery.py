@@ -2,8 +2,9 @@ import datetime as dt
 
 import pytest
 
+from harness.errors import RecoveryTargetError
 from harness.lsn import Lsn
-from harness.recovery import Lag, RecoveryTarget, RecoveryTargetError
+from harness.recovery import Lag, RecoveryTarget
 
 
 @pytest.mark.parametrize(
