@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
 import sys
 import tempfile
@@ -157,6 +158,11 @@ def image(pg_version: str, pg_image: str) -> None:
 @click.option("--sync", "synchronous", is_flag=True, help="Make the standby synchronous (FIRST 1 (standby)).")
 @click.option("--cascade", is_flag=True, help="Add a standby 'cascade' that streams from the standby.")
 @click.option(
+    "--delayed-standby",
+    metavar="DELAY",
+    help="Add a standby 'delayed' that applies WAL DELAY late (recovery_min_apply_delay, e.g. 30s, 5min).",
+)
+@click.option(
     "--compose-file",
     "compose_files",
     multiple=True,
@@ -182,6 +188,7 @@ def up(
     archive_only: bool,
     synchronous: bool,
     cascade: bool,
+    delayed_standby: str | None,
     compose_files: tuple[str, ...],
     tls: bool,
 ) -> None:
@@ -193,6 +200,8 @@ def up(
         raise click.UsageError("--archive-only has one log-shipping standby: no --standbys, --sync or --cascade")
     if (synchronous or cascade) and standbys == 0:
         raise click.UsageError("--sync and --cascade need a standby: --standbys 1 or more")
+    if delayed_standby is not None and not re.fullmatch(r"\d+\s*(ms|s|min|h|d)?", delayed_standby.strip()):
+        raise click.UsageError(f"--delayed-standby {delayed_standby!r}: a duration such as 30s, 5min or 1h")
     tag = ensure_image(spec_from(pg_version, pg_image))
     cluster = Cluster(
         name,
@@ -215,6 +224,8 @@ def up(
             cluster.primary.set_synchronous("FIRST 1 (standby)")
         if cascade:
             cluster.add_node("cascade", upstream="standby")
+        if delayed_standby:
+            cluster.add_node("delayed", settings={"recovery_min_apply_delay": delayed_standby})
     cluster.release()
     click.echo(f"{'node':<16} {'role':<8} connection")
     for node in cluster.nodes:

@@ -60,6 +60,10 @@ class RecoveryTargetError(HarnessError, ValueError):
     """A recovery target that PostgreSQL would not accept."""
 
 
+class NotConverged(HarnessError, AssertionError):
+    """A node's data differs from the primary's once it has replayed everything (`harness.convergence`)."""
+
+
 class UnknownEnvironment(ClusterError):
     """An environment (compose project) name that the engine does not have."""
 

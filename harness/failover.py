@@ -41,10 +41,11 @@ def writable_nodes(cluster: Cluster, *, timeout: float = 2.0) -> list[tuple[Node
     return found
 
 
-def assert_single_primary(cluster: Cluster) -> Node:
+def assert_single_primary(cluster: Cluster, *, ignore: Iterable[Node | str] = ()) -> Node:
     """Exactly one node accepts writes; return it. Raises `SplitBrain` for two or more, `ClusterError`
-    for none."""
-    writable = writable_nodes(cluster)
+    for none. Nodes in `ignore` (a node restored from a backup, say: a primary of its own) do not count."""
+    ignored = {cluster.node(node).name for node in ignore}
+    writable = [(node, tli) for node, tli in writable_nodes(cluster) if node.name not in ignored]
     if len(writable) == 1:
         return writable[0][0]
     if not writable:

@@ -1,4 +1,5 @@
-"""A write load with a client-side commit log: what the clients saw acknowledged, to count what a failover lost.
+"""Load: a write load with a client-side commit log (what the clients saw acknowledged, to count what a
+failover lost), and pgbench run inside a node.
 
     with WriteLoad(dsn, workers=2) as load:      # each worker INSERTs (worker, seq) rows, autocommit
         load.wait_for_commits(100)
@@ -14,6 +15,7 @@ deadline, or after `max_rows`; the load is bounded in count and in time.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ from typing import Self
 
 import psycopg
 
-from harness.errors import QueryTimeout
+from harness.errors import ClusterError, QueryTimeout
 from harness.node import Node
 from harness.session import bounded, connect_timeout
 from harness.wait import poll_until
@@ -131,3 +133,72 @@ class WriteLoad:
                 self._stop.wait(0.05)  # back off before reconnecting
         if conn is not None:
             conn.close()
+
+
+@dataclass(frozen=True)
+class PgbenchResult:
+    """What a pgbench run reports."""
+
+    transactions: int  #: transactions actually processed
+    failed: int | None  #: failed transactions (PostgreSQL 15+ reports them; None before)
+    tps: float  #: transactions per second, without the initial connection time
+    latency_ms: float | None  #: average latency
+    output: str  #: pgbench's whole report
+
+
+def pgbench_init(node: Node, *, scale: int = 1, dbname: str = "postgres") -> None:
+    """``pgbench --initialize`` at `scale` in `dbname`, run inside `node` (the server's own pgbench, its local
+    socket). Raises `ClusterError` with pgbench's output when it fails."""
+    log.info("### pgbench --initialize --scale=%d on node %r", scale, node.name)
+    node.exec("pgbench", "--initialize", f"--scale={scale}", "--quiet", dbname)
+
+
+def pgbench(
+    node: Node,
+    *,
+    clients: int = 4,
+    seconds: int | None = None,
+    transactions: int | None = None,
+    dbname: str = "postgres",
+    host: str | None = None,
+    options: tuple[str, ...] = (),
+) -> PgbenchResult:
+    """Run pgbench inside `node` with `clients` clients for `seconds` (``-T``) or `transactions` per client
+    (``-t``; default 100); return its figures.
+
+    It connects over the node's local socket, or to `host` (another node's
+    name, over the cluster's network; the superuser's password from the
+    cluster). `options` are more pgbench arguments (``("-S",)`` for select-only).
+    Bounded by the Docker client's deadline (120 s). Raises `ClusterError`
+    with pgbench's output when it exits non-zero.
+    """
+    if seconds is not None and transactions is not None:
+        raise ValueError("pgbench runs for seconds or for transactions, not both")
+    length = [f"--time={seconds}"] if seconds is not None else [f"--transactions={transactions or 100}"]
+    where = [f"--host={host}"] if host else []
+    argv = ["pgbench", *where, f"--client={clients}", f"--jobs={min(clients, 2)}", *length, *options, dbname]
+    log.info("### pgbench on node %r: %s", node.name, " ".join(argv[1:]))
+    env = {"PGPASSWORD": node.cluster.password} if host else {}
+    return parse_pgbench(node.exec(*argv, env=env))
+
+
+def parse_pgbench(output: str) -> PgbenchResult:
+    """The figures of a pgbench report (13 to 18 word them alike but for the failed count and tps lines)."""
+
+    def number(pattern: str) -> str | None:
+        found = re.findall(pattern, output, re.MULTILINE)
+        return found[-1] if found else None
+
+    processed = number(r"^number of transactions actually processed: (\d+)")
+    tps = number(r"^tps = ([0-9.]+)")
+    if processed is None or tps is None:
+        raise ClusterError(f"pgbench reported no figures:\n{output.strip()}")
+    failed = number(r"^number of failed transactions: (\d+)")
+    latency = number(r"^latency average = ([0-9.]+) ms")
+    return PgbenchResult(
+        transactions=int(processed),
+        failed=None if failed is None else int(failed),
+        tps=float(tps),
+        latency_ms=None if latency is None else float(latency),
+        output=output,
+    )

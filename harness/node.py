@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
@@ -20,6 +21,7 @@ from docker.models.containers import Container
 from psycopg import sql as pgsql
 from psycopg.abc import Params
 
+from harness.background import BackgroundSession
 from harness.compose import ENGINE_TIMEOUT_ERRORS
 from harness.constants import CONTAINER_PORT, DATA_MOUNT, HOST, LONG_PAGE_HEADER_SIZE
 from harness.errors import ClusterError, QueryTimeout
@@ -78,9 +80,9 @@ class Node(Service):
         """The host port on 127.0.0.1 that reaches this node's PostgreSQL."""
         return self.published_port(CONTAINER_PORT)
 
-    def exec(self, *argv: str, check: bool = True, user: str = "postgres") -> str:
-        """Run a command inside the node (as postgres by default); return its output."""
-        return super().exec(*argv, check=check, user=user)
+    def exec(self, *argv: str, check: bool = True, user: str = "postgres", env: Mapping[str, str] | None = None) -> str:
+        """Run a command inside the node (as postgres by default); see `Service.exec`."""
+        return super().exec(*argv, check=check, user=user, env=env)
 
     def data_volume(self) -> str:
         """The name of the volume holding this node's data directory (mounted at /var/lib/pgharness)."""
@@ -164,6 +166,14 @@ class Node(Service):
             """
         )
         return int(tli)
+
+    def background_session(
+        self, dbname: str = "postgres", *, autocommit: bool = True, statement_timeout: float | None = None
+    ) -> BackgroundSession:
+        """A connection the test holds open (a transaction, a cursor, a lock, a snapshot), whose statements
+        can run in the background and be asked whether they block and how they ended; see
+        `harness.background`. Use it as a context manager: its end cancels what still runs."""
+        return BackgroundSession(self, dbname, autocommit=autocommit, statement_timeout=statement_timeout)
 
     def session(self, *, deadline: Deadline | None = None, query_timeout: float | None = None) -> Session:
         """One connection for many short queries (a wait's probes), made again if it is lost.
@@ -353,6 +363,39 @@ class Node(Service):
             pgsql.Identifier(*table.split("."))
         )
         return str(self.scalar(query, dbname=dbname))
+
+    def conflicts(self, dbname: str = "postgres") -> dict[str, int]:
+        """This standby's recovery conflicts in `dbname` by kind (``pg_stat_database_conflicts``, without the
+        ``confl_`` prefix): snapshot, lock, tablespace, bufferpin, deadlock (and active_logicalslot, 16+).
+
+        The counters are the cumulative statistics system's: a cancelled
+        backend reports its conflict a moment later, so wait for a count with
+        `wait_for_conflicts`.
+        """
+        with self.connect(dbname) as conn:
+            cur = conn.execute("SELECT * FROM pg_stat_database_conflicts WHERE datname = current_database()")
+            row = cur.fetchone()
+            names = [d.name for d in cur.description or []]
+        if row is None:
+            return {}
+        return {
+            name.removeprefix("confl_"): int(value)
+            for name, value in zip(names, row, strict=True)
+            if name.startswith("confl_")
+        }
+
+    def wait_for_conflicts(
+        self, kind: str, count: int = 1, *, dbname: str = "postgres", timeout: float | None = None
+    ) -> dict[str, int]:
+        """Wait until ``pg_stat_database_conflicts.confl_<kind>`` of `dbname` reaches `count`; return all the
+        counters. Raises `WaitTimeout` with the counters last seen."""
+        return poll_until(
+            lambda: self.conflicts(dbname),
+            lambda seen: seen.get(kind, 0) >= count,
+            what=f"{count} {kind} conflict(s) in {dbname} on node {self.name!r} (pg_stat_database_conflicts)",
+            timeout=timeout,
+            nodes=(self,),
+        )
 
     def wait_for_replay(self, target_lsn: Lsn, *, timeout: float | None = None) -> Lsn:
         """Wait until this standby has replayed up to `target_lsn` (``pg_last_wal_replay_lsn()``); return

@@ -55,6 +55,7 @@ MARKERS = {
     "failover": "failover under faults: crash, hang, partition, rejoin",
     "sync": "synchronous replication and what commits it keeps",
     "cascade": "cascading standbys",
+    "hot_standby": "hot standby queries against replay: recovery conflicts, feedback, delayed standbys, convergence",
     "security": "security defaults: loopback-only ports, SCRAM, a replication-only role, secrets kept out",
     "downstream": "use from another project: override files and added services, settings, init SQL, the wheel",
     "lifecycle": "clusters are removed after failed start-up, failed tests and Ctrl-C",

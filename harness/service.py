@@ -7,6 +7,7 @@ container has: published ports, its log, commands run inside it, its state.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from docker.models.containers import Container
@@ -61,9 +62,11 @@ class Service:
         assert isinstance(raw, bytes)
         return raw.decode(errors="replace")
 
-    def exec(self, *argv: str, check: bool = True, user: str = "") -> str:
-        """Run a command inside the container; return its output."""
-        result = self.container.exec_run(list(argv), user=user, demux=False)
+    def exec(self, *argv: str, check: bool = True, user: str = "", env: Mapping[str, str] | None = None) -> str:
+        """Run a command (an argv list, never a shell string) inside the container, with more environment
+        variables `env`; return its output (stdout and stderr). With `check`, a non-zero exit raises
+        `ClusterError` with the output. Bounded by the Docker client's deadline (120 s)."""
+        result = self.container.exec_run(list(argv), user=user, demux=False, environment=dict(env or {}))
         assert isinstance(result.output, bytes | None)
         output = (result.output or b"").decode(errors="replace")
         if check and result.exit_code != 0:

@@ -49,7 +49,7 @@ def open_connection(node: Node, seconds: float, dbname: str = "postgres") -> psy
         raise QueryTimeout(f"node {node.name!r} to accept a connection", seconds) from None
 
 
-def _shut_down(conn: psycopg.Connection[Any]) -> None:
+def shut_down(conn: psycopg.Connection[Any]) -> None:
     """End whatever libpq is waiting for on `conn`: shut its socket down (the descriptor stays libpq's)."""
     try:
         with socket.socket(fileno=os.dup(conn.fileno())) as sock:
@@ -68,7 +68,7 @@ def bounded(conn: psycopg.Connection[Any], seconds: float, what: str) -> Iterato
 
     def fire() -> None:
         fired.set()
-        _shut_down(conn)
+        shut_down(conn)
 
     timer = threading.Timer(max(seconds, 0.01), fire)
     timer.daemon = True

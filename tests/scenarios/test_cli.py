@@ -347,6 +347,22 @@ def test_gc_removes_only_what_provably_belongs_to_a_dead_process_of_this_host(ha
                 volume.remove(force=True)
 
 
+def test_up_with_a_delayed_standby(environment):
+    up = up_on_free_ports(environment, "--delayed-standby", "1h")
+    assert "delayed " in up
+
+    # The delayed standby has the WAL at once and applies it an hour later.
+    name = ["--name", environment]
+    assert ok("sql", *name, "delayed", "SHOW recovery_min_apply_delay") == "1h"
+    ok("sql", *name, "primary", "CREATE TABLE hoge (col integer)")
+    sql_until(environment, "standby", "SELECT to_regclass('hoge') IS NOT NULL", "True", what="hoge on the standby")
+    assert ok("sql", *name, "delayed", "SELECT to_regclass('hoge') IS NOT NULL") == "False"
+
+    # A delay that is no duration is bad usage, in one line.
+    bad = harness("up", "--name", environment, "--delayed-standby", "soon")
+    assert (bad.returncode, bad.stderr.count("\n")) == (2, 1), bad.stderr
+
+
 def test_up_with_a_password_that_needs_quoting(environment):
     # The password that broke `harness up` before (space, quote, backslash), and more.
     password = "a b'c\\d/@:?#%"
