@@ -7,7 +7,6 @@ the JUnit report, never asserted.
 """
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
@@ -187,18 +186,18 @@ def test_commits_block_while_the_only_synchronous_standby_is_down(cluster):
 
     # The only synchronous standby goes down.
     standby.stop()
-    with primary.connect() as session, ThreadPoolExecutor(1) as pool:
-        commit = pool.submit(session.execute, "INSERT INTO hoge VALUES (1)")
+    with primary.background_session() as session:
+        commit = session.send("INSERT INTO hoge VALUES (1)")
 
-        # The commit waits for it: the backend is in the SyncRep wait ...
-        primary.poll_query_until("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'", 1)
-        # ... and a bounded wait for the commit to return runs out.
+        # The commit waits for it: the backend is in the SyncRep wait, and has not returned ...
+        assert commit.wait_until_blocked("SyncRep") == "SyncRep"
+        # ... nor does it within a bounded wait.
         with pytest.raises(WaitTimeout):
-            poll_until(commit.done, what="the commit to return without its synchronous standby", timeout=1)
+            commit.result(timeout=1)
 
         # The standby comes back; the commit completes.
         standby.start()
-        commit.result(timeout=60)
+        assert commit.result(timeout=60) == []
     primary.wait_for_catchup(standby)
     assert standby.sql("SELECT col FROM hoge") == [(1,)]
 

@@ -162,9 +162,10 @@ def test_dropping_a_database_terminates_its_standby_sessions(conflict_cluster):
     standby.poll_log_until("User was connected to a database that must be dropped", since="")
 
 
-def test_without_a_delay_limit_replay_waits_for_the_standby_query(cluster_factory):
+def test_without_a_delay_limit_replay_waits_for_the_standby_query(cluster_factory, pg_major):
     # max_standby_streaming_delay = -1: replay waits as long as the standby query runs.
-    cluster = cluster_factory(node_settings={"standby": {"max_standby_streaming_delay": -1}})
+    waits = {**standby_settings(pg_major), "max_standby_streaming_delay": -1}
+    cluster = cluster_factory(node_settings={"standby": waits})
     primary, standby = cluster.primary, cluster.standby
     primary.sql("CREATE TABLE t (a int)")
     primary.wait_for_catchup(standby)
@@ -189,6 +190,8 @@ def test_without_a_delay_limit_replay_waits_for_the_standby_query(cluster_factor
             timeout=30,
         )
         assert startup == "Lock:relation"
+        if pg_major >= 14:  # log_recovery_conflict_waits: the startup process says what it waits for
+            standby.poll_log_until("recovery still waiting after", since="")
         lag = primary.lag(standby)
         assert lag.bytes is not None
         assert lag.bytes > 0
@@ -308,8 +311,11 @@ def test_nodes_converge_after_a_workload_a_failover_and_a_rejoin(cluster_factory
     second = pgbench(standby2, clients=4, transactions=200)
     assert second.transactions == 800
 
-    # The old primary rejoins with pg_rewind; then every node holds exactly what the new primary holds.
+    # The old primary rejoins with pg_rewind, a cascading standby joins it; then every node holds
+    # exactly what the new primary holds.
     rejoin(cluster, primary, standby2)
+    cluster.add_node("cascade", upstream=primary)
+    pgbench(standby2, clients=2, transactions=50)
     assert assert_converged(cluster).name == "standby2"
 
 
