@@ -69,9 +69,22 @@ TOPOLOGIES: dict[str, tuple[str, ...]] = {
     "archive-only": ("primary", "archive-standby"),
     # A standby streaming through a physical replication slot, without the archive.
     "slot": ("primary", "slot-standby"),
+    # Logical replication: the seed's pair with wal_level = logical (a publisher and its standby), and
+    # independent primaries as subscribers (subscriber, subscriber2, ...), added once it is up.
+    "logical": ("primary", "standby"),
 }
 #: The nodes compose.yaml describes itself; their own settings go in variables named after them.
 COMPOSE_NODES = ("primary", "standby", "archive-standby", "slot-standby")
+#: The settings of an independent primary added at run time (`Cluster.add_primary`): logical
+#: replication on, no archiving.
+FRESH_PRIMARY_SETTINGS = """\
+wal_level = logical
+max_wal_senders = 10
+max_replication_slots = 10
+hot_standby = on
+wal_log_hints = on
+fsync = off
+"""
 #: A node's name: a DNS label, as other nodes reach it by this name.
 NODE_NAME = re.compile(r"[a-z][a-z0-9-]{0,30}")
 
@@ -113,9 +126,12 @@ class Cluster:
 
     - `image`: the node image (``harness.image.ensure_image`` builds it).
     - `topology`: the services to start, one of `TOPOLOGIES` (``streaming``,
-      ``archive-only``, ``slot``); `compose_services` lists them instead.
-      `standbys` is how many streaming standbys ``streaming`` has:
-      ``standby``, then ``standby2``, ``standby3``, ... (0: a primary alone).
+      ``archive-only``, ``slot``, ``logical``); `compose_services` lists them
+      instead. `standbys` is how many streaming standbys ``streaming`` and
+      ``logical`` have: ``standby``, then ``standby2``, ``standby3``, ... (0: a
+      primary alone). ``logical`` runs every node with ``wal_level = logical``
+      and adds `subscribers` independent primaries (``subscriber``,
+      ``subscriber2``, ...; see `add_primary`).
     - `ports`: fixed host ports by service name; services not named there (the
       default) get ephemeral ports, so clusters live side by side.
     - `password`, `replication_user`, `replication_password`: the superuser's
@@ -148,6 +164,7 @@ class Cluster:
         image: str,
         topology: str = "streaming",
         standbys: int = 1,
+        subscribers: int = 1,
         compose_services: Sequence[str] = (),
         ports: Mapping[str, int] | None = None,
         password: str | None = None,
@@ -193,8 +210,11 @@ class Cluster:
         }
         variables.update({_variable(service, "PORT"): str(p) for service, p in self.ports.items()})
         variables.update({_variable(node, "SETTINGS"): self.node_settings.get(node, "") for node in COMPOSE_NODES})
-        if settings:
-            variables["PGHARNESS_EXTRA_SETTINGS"] = settings_lines(settings)
+        everyone = [settings_lines(settings)] if settings else []
+        if topology == "logical":
+            everyone.insert(0, "wal_level = logical")
+        if everyone:
+            variables["PGHARNESS_EXTRA_SETTINGS"] = "\n".join(everyone)
         if init_sql:
             variables["PGHARNESS_INIT_SQL"] = read_sql(init_sql)
         #: The cluster's TLS files (a CA made at run time), or None.
@@ -208,8 +228,10 @@ class Cluster:
         )
         if not compose_services and topology not in TOPOLOGIES:
             raise ClusterError(f"unknown topology {topology!r}; the topologies: {', '.join(TOPOLOGIES)}")
-        if standbys < 0 or (standbys != 1 and topology != "streaming"):
+        if standbys < 0 or (standbys != 1 and topology not in ("streaming", "logical")):
             raise ClusterError(f"standbys={standbys}: a streaming topology has 0 or more standbys")
+        if subscribers < 0 or (subscribers != 1 and topology != "logical"):
+            raise ClusterError(f"subscribers={subscribers}: only the logical topology has subscribers")
         self.compose.services = list(compose_services or TOPOLOGIES[topology])
         if standbys == 0:
             self.compose.services = ["primary"]
@@ -217,6 +239,12 @@ class Cluster:
         self.added_services: list[str] = []
         #: Streaming standbys beyond the first, added once the cluster is up: standby2, standby3, ...
         self.extra_standbys = [f"standby{i}" for i in range(2, standbys + 1)]
+        #: Independent primaries added once the cluster is up (the logical topology): subscriber, subscriber2, ...
+        self.subscribers = (
+            [("subscriber" if i == 1 else f"subscriber{i}") for i in range(1, subscribers + 1)]
+            if topology == "logical"
+            else []
+        )
         self.owner = variables["PGHARNESS_OWNER"]
         #: The owner labels every container, volume and network of the cluster carries.
         self.owner_labels = owner_labels(self.owner)
@@ -320,6 +348,8 @@ class Cluster:
             self.wait_ready(timeout=self.compose.wait_timeout)
             for name in self.extra_standbys:
                 self.add_node(name)
+            for name in self.subscribers:
+                self.add_primary(name)
         except BaseException as e:
             described = evidence.describe_failure(self) if isinstance(e, HarnessError) else ""
             reason = evidence.failure_reason(self) if isinstance(e, HarnessError) else ""
@@ -477,28 +507,76 @@ class Cluster:
         seconds (default ``PGHARNESS_TIMEOUT``, else 60). Raises `ClusterError`
         for a bad name or a failed start.
         """
-        if not NODE_NAME.fullmatch(name):
-            raise ClusterError(f"node name {name!r}: use lower-case letters, digits and '-' (at most 31)")
-        if name in self.containers():
-            raise ClusterError(f"cluster {self.name!r} has a node {name!r} already")
+        self._check_new_name(name)
         if upstream is None and from_backup is None:
             raise ClusterError("a new node needs an upstream to copy, or a backup to start from")
         if from_backup is not None:
             check_file_name("backup name", from_backup)
         upstream_name = self.node(upstream).name if isinstance(upstream, Node) else upstream
         log.info("### Adding node %r (upstream %s, backup %s)", name, upstream_name, from_backup)
-        volume = f"{self.name}_{name}-data"
-        self._client.volumes.create(volume, labels={**self.labels(), NODE_LABEL: name})
-        own_settings = settings_lines(settings) if settings is not None else self.node_settings.get(name, "")
         variables = {
-            "NODE_NAME": name,
             "UPSTREAM_HOST": upstream_name or "",
             "STREAMING": "on" if streaming else "off",
             "FROM_BACKUP": from_backup or "",
-            "AWAIT_ALIAS": name,
-            "PGHARNESS_NODE_SETTINGS": own_settings,
             **({} if restore else {"RESTORE_COMMAND": ""}),
             **(env or {}),
+        }
+        return self._run_node(name, "standby", variables, settings=settings, wait=wait, timeout=timeout)
+
+    def add_primary(
+        self,
+        name: str,
+        *,
+        image: str | None = None,
+        settings: Settings | None = None,
+        env: Mapping[str, str] | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> Node:
+        """Start a new, independent primary `name`: freshly initialised (its image's own initdb template),
+        on the cluster's network, reached by the other nodes by its name: a logical-replication subscriber,
+        the target of an upgrade.
+
+        It runs `image` (default: the cluster's; another PostgreSQL major
+        version or image works), with ``wal_level = logical``, and does not
+        archive (the shared archive belongs to the cluster's own timeline).
+        The superuser and replication role are the cluster's. Its own
+        `settings` (default: the cluster's `node_settings` for `name`) come
+        after the cluster's. With `wait`, returns once it answers, within
+        `timeout` seconds (default ``PGHARNESS_TIMEOUT``, else 60).
+        """
+        self._check_new_name(name)
+        log.info("### Adding an independent primary %r (image %s)", name, image or self.image)
+        variables = {"PGHARNESS_SETTINGS": FRESH_PRIMARY_SETTINGS, "UPSTREAM_HOST": "", **(env or {})}
+        return self._run_node(name, "primary", variables, settings=settings, image=image, wait=wait, timeout=timeout)
+
+    def _check_new_name(self, name: str) -> None:
+        if not NODE_NAME.fullmatch(name):
+            raise ClusterError(f"node name {name!r}: use lower-case letters, digits and '-' (at most 31)")
+        if name in self.containers():
+            raise ClusterError(f"cluster {self.name!r} has a node {name!r} already")
+
+    def _run_node(
+        self,
+        name: str,
+        role: str,
+        variables: Mapping[str, str],
+        *,
+        settings: Settings | None,
+        image: str | None = None,
+        wait: bool,
+        timeout: float | None,
+    ) -> Node:
+        """One more node `name` in `role` (primary, standby): a one-off container of compose.yaml's ``node``
+        service, with a labelled data volume of its own, reached on the replication network by its name."""
+        volume = f"{self.name}_{name}-data"
+        self._client.volumes.create(volume, labels={**self.labels(), NODE_LABEL: name})
+        own_settings = settings_lines(settings) if settings is not None else self.node_settings.get(name, "")
+        environment = {
+            "NODE_NAME": name,
+            "AWAIT_ALIAS": name,
+            "PGHARNESS_NODE_SETTINGS": own_settings,
+            **variables,
         }
         options = [
             "--detach",
@@ -507,9 +585,9 @@ class Cluster:
             "--volume", f"{volume}:{DATA_MOUNT}",
             "--publish", f"{HOST}::{CONTAINER_PORT}",
         ]  # fmt: skip
-        for key, value in variables.items():
+        for key, value in environment.items():
             options += ["--env", f"{key}={value}"]
-        self.compose.run("node", "standby", options=options)
+        self.compose.run("node", role, options=options, variables={"HARNESS_IMAGE": image} if image else None)
         node = self.node(name)
         # Other nodes reach it by its node name, as they reach compose's services.
         network = self.docker.networks.get(f"{self.name}_{REPLICATION_NETWORK}")

@@ -160,11 +160,12 @@ class ComposeProject(DockerCompose):
         *,
         timeout: float = COMPOSE_TIMEOUT,
         detached: bool = False,
+        variables: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[bytes]:
         """Run a compose command (an argv list) with the project's variables; `ClusterError` when it fails or
         has not finished within `timeout` seconds. `detached` runs it in a session of its own, so that a
         signal to this process group (a second Ctrl-C) cannot cut it short."""
-        env = {**os.environ, **self.variables, "COMPOSE_PROJECT_NAME": self.project_name}
+        env = {**os.environ, **self.variables, **(variables or {}), "COMPOSE_PROJECT_NAME": self.project_name}
         verb = next((c for c in cmd if c in ("up", "down", "run", "config", "stop", "start", "exec", "ps")), cmd)
         try:
             proc = subprocess.run(
@@ -205,10 +206,20 @@ class ComposeProject(DockerCompose):
         cmd = [*self.compose_command_property, "--profile", "*", "config"]
         return self._run_command(cmd, timeout=60).stdout.decode(errors="replace")
 
-    def run(self, service: str, *args: str, options: list[str] | None = None, timeout: float = COMPOSE_TIMEOUT) -> str:
-        """``compose run`` a one-off container of `service` (no dependencies started); return its output."""
+    def run(
+        self,
+        service: str,
+        *args: str,
+        options: list[str] | None = None,
+        timeout: float = COMPOSE_TIMEOUT,
+        variables: dict[str, str] | None = None,
+    ) -> str:
+        """``compose run`` a one-off container of `service` (no dependencies started); return its output.
+
+        `variables` override the project's compose variables for this one container (another image, say).
+        """
         cmd = [*self.compose_command_property, "run", "--no-deps", *(options or []), service, *args]
-        return self._run_command(cmd, timeout=timeout).stdout.decode(errors="replace")
+        return self._run_command(cmd, timeout=timeout, variables=variables).stdout.decode(errors="replace")
 
     def stop(self, down: bool = True) -> None:
         if down:

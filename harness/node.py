@@ -21,10 +21,12 @@ from docker.models.containers import Container
 from psycopg import sql as pgsql
 from psycopg.abc import Params
 
+from harness import logical
 from harness.background import BackgroundSession
 from harness.compose import ENGINE_TIMEOUT_ERRORS
 from harness.constants import CONTAINER_PORT, DATA_MOUNT, HOST, LONG_PAGE_HEADER_SIZE
 from harness.errors import ClusterError, QueryTimeout
+from harness.logical import Publication, Subscription
 from harness.lsn import Lsn, previous_walfile
 from harness.quoting import conninfo, uri_component
 from harness.recovery import Lag
@@ -97,6 +99,16 @@ class Node(Service):
         """A libpq connection string for this node from the host (the superuser's password included)."""
         password = self.cluster.password if user == "postgres" else None
         return conninfo(host=HOST, port=self.port, dbname=dbname, user=user, password=password)
+
+    def conninfo(self, dbname: str = "postgres", user: str = "postgres") -> str:
+        """A libpq connection string for this node as the other nodes see it: its name on the cluster's
+        network, port 5432, with the real credentials (the superuser's, or the replication role's), quoted.
+        For ``CREATE SUBSCRIPTION ... CONNECTION``, ``primary_conninfo``, dblink."""
+        passwords = {
+            "postgres": self.cluster.password,
+            self.cluster.replication_user: self.cluster.replication_password,
+        }
+        return conninfo(host=self.name, port=CONTAINER_PORT, dbname=dbname, user=user, password=passwords.get(user))
 
     def uri(self, dbname: str = "postgres") -> str:
         """A ``postgresql://`` URI for this node from the host, as the superuser (parts percent-encoded)."""
@@ -264,10 +276,14 @@ class Node(Service):
         is the standby's name. `target_lsn` defaults to this node's current
         write LSN (its replay LSN when it is itself a standby). Raises
         `WaitTimeout` after `timeout` seconds (default ``PGHARNESS_TIMEOUT``,
-        else 60), also when this node hangs.
+        else 60), also when this node hangs. `standby` may also be the
+        application_name of another client, a logical subscription's say.
         """
-        standby_node = self.cluster.node(standby)
-        name = standby_node.name
+        if isinstance(standby, Node) or standby in self.cluster.containers():
+            standby_node: Node | None = self.cluster.node(standby)
+            name = self.cluster.node(standby).name
+        else:
+            standby_node, name = None, standby
         if mode not in ("write", "flush", "replay"):
             raise ValueError(f"unknown catch-up mode {mode!r}: write, flush or replay")
         query = pgsql.SQL("SELECT {} FROM pg_stat_replication WHERE application_name = %s").format(
@@ -292,7 +308,7 @@ class Node(Service):
                 what=f"node {name!r} to {mode} up to {target[0] if target else 'the current position'} "
                 f"(pg_stat_replication.{mode}_lsn on {self.name!r})",
                 deadline=deadline,
-                nodes=(self, standby_node),
+                nodes=(self, standby_node) if standby_node else (self,),
             )
         assert isinstance(reached, Lsn)
         return reached
@@ -363,6 +379,23 @@ class Node(Service):
             pgsql.Identifier(*table.split("."))
         )
         return str(self.scalar(query, dbname=dbname))
+
+    # --- logical replication (harness.logical) ----------------------------------
+
+    def publish(self, name: str, **kwargs: Any) -> Publication:
+        """``CREATE PUBLICATION`` on this node; see `harness.logical.publish` for the arguments."""
+        return logical.publish(self, name, **kwargs)
+
+    def subscribe(self, publication: Publication, name: str, **kwargs: Any) -> Subscription:
+        """``CREATE SUBSCRIPTION`` on this node to `publication`; see `harness.logical.subscribe`."""
+        return logical.subscribe(self, publication, name, **kwargs)
+
+    def wait_for_slot_catchup(
+        self, slot: str, position: logical.SlotPosition, target: Lsn, *, timeout: float | None = None
+    ) -> Lsn:
+        """Wait until `slot`'s ``restart_lsn`` or ``confirmed_flush_lsn`` reaches `target`; see
+        `harness.logical.wait_for_slot_catchup`."""
+        return logical.wait_for_slot_catchup(self, slot, position, target, timeout=timeout)
 
     def conflicts(self, dbname: str = "postgres") -> dict[str, int]:
         """This standby's recovery conflicts in `dbname` by kind (``pg_stat_database_conflicts``, without the

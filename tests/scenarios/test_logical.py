@@ -1,0 +1,235 @@
+"""Logical replication and slots, as PostgreSQL's own subscription suite tests them (src/test/subscription/t/).
+
+A publisher (the cluster's primary, wal_level = logical) and subscribers that are independent primaries,
+possibly of another major version: `cluster_factory(topology="logical")`, `cluster.add_primary(...)`.
+"""
+
+import re
+
+import psycopg.errors
+import pytest
+
+from harness.image import ImageSpec, ensure_image
+from harness.load import WriteLoad
+from harness.logical import create_logical_slot, pg_recvlogical, slot, slot_changes
+from harness.versions import SUITES
+from harness.wait import poll_until
+
+pytestmark = pytest.mark.logical
+
+
+@pytest.fixture
+def logical(cluster_factory):
+    """A publisher (with its standby) and one subscriber."""
+    cluster = cluster_factory(topology="logical", settings={"max_prepared_transactions": 10})
+    return cluster, cluster.primary, cluster.node("subscriber")
+
+
+def same_tables(publisher, subscriber, *tables):
+    for table in tables:
+        assert subscriber.table_checksum(table) == publisher.table_checksum(table), table
+
+
+def test_initial_sync_and_changes_with_toast_and_a_large_transaction(logical, pg_major):
+    _, publisher, subscriber = logical
+    # Decoding spills (or streams) transactions larger than this.
+    publisher.sql("ALTER SYSTEM SET logical_decoding_work_mem = '64kB'")
+    publisher.sql("SELECT pg_reload_conf()")
+    schema = [
+        "CREATE TABLE accounts (id int PRIMARY KEY, balance int)",
+        "CREATE TABLE documents (id int PRIMARY KEY, body text)",
+    ]
+    for node in (publisher, subscriber):
+        for statement in schema:
+            node.sql(statement)
+    publisher.sql("INSERT INTO accounts SELECT g, 100 FROM generate_series(1, 1000) g")
+    # TOAST values: large and incompressible, stored out of line.
+    publisher.sql(
+        "INSERT INTO documents SELECT g, (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 300)) FROM generate_series(1, 20) g"
+    )
+
+    # The initial copy, then ongoing changes; a transaction larger than logical_decoding_work_mem streamed
+    # while it runs where the version can (14+; in parallel, 16+).
+    streaming = {"streaming": "parallel" if pg_major >= 16 else "on"} if pg_major >= 14 else {}
+    publication = publisher.publish("pub", tables=["accounts", "documents"])
+    subscription = subscriber.subscribe(publication, "sub", **streaming)
+    subscription.wait_for_sync()
+    same_tables(publisher, subscriber, "accounts", "documents")
+
+    publisher.sql("INSERT INTO accounts SELECT g, g FROM generate_series(1001, 20000) g")
+    publisher.sql("UPDATE documents SET body = body || 'changed' WHERE id % 2 = 0")
+    publisher.sql("DELETE FROM accounts WHERE id % 10 = 0")
+    subscription.wait_for_catchup()
+    assert subscriber.scalar("SELECT count(*) FROM accounts") == 18000
+    same_tables(publisher, subscriber, "accounts", "documents")
+
+
+@pytest.mark.pg(">=15")
+def test_row_filters_and_column_lists(logical):
+    _, publisher, subscriber = logical
+    publisher.sql("CREATE TABLE items (id int PRIMARY KEY, region text, price int, secret text)")
+    subscriber.sql("CREATE TABLE items (id int PRIMARY KEY, region text, price int)")
+
+    # Only rows of region 'jp', and only three of the four columns, are published.
+    publication = publisher.publish(
+        "pub", tables=["items"], columns={"items": ["id", "region", "price"]}, where={"items": "region = 'jp'"}
+    )
+    publisher.sql("INSERT INTO items VALUES (1, 'jp', 10, 'x'), (2, 'us', 20, 'y'), (3, 'jp', 30, 'z')")
+    subscription = subscriber.subscribe(publication, "sub")
+    subscription.wait_for_sync()
+    publisher.sql("INSERT INTO items VALUES (4, 'jp', 40, 'w'), (5, 'eu', 50, 'v')")
+    subscription.wait_for_catchup()
+
+    assert subscriber.sql("SELECT id, region, price FROM items ORDER BY id") == [
+        (1, "jp", 10),
+        (3, "jp", 30),
+        (4, "jp", 40),
+    ]
+
+
+@pytest.mark.pg(">=15")
+def test_a_conflict_stops_apply_until_skipped(logical):
+    _, publisher, subscriber = logical
+    for node in (publisher, subscriber):
+        node.sql("CREATE TABLE t (id int PRIMARY KEY)")
+    publication = publisher.publish("pub", tables=["t"])
+    subscription = subscriber.subscribe(publication, "sub", disable_on_error=True)
+    subscription.wait_for_sync()
+
+    # A row that already exists on the subscriber: applying the publisher's INSERT fails (23505) ...
+    subscriber.sql("INSERT INTO t VALUES (1)")
+    position = subscriber.log_position()
+    publisher.sql("INSERT INTO t VALUES (1)")
+    line = subscriber.poll_log_until("23505", since=position)
+    assert line == "23505"
+    # ... the error is counted, and disable_on_error disabled the subscription.
+    subscriber.poll_query_until("SELECT NOT subenabled FROM pg_subscription WHERE subname = 'sub'")
+    assert subscription.stats()["apply_error_count"] >= 1
+
+    # The operator skips the failed transaction (its finish LSN is in the log) and enables it again.
+    finished = re.findall(r"finished at ([0-9A-F]+/[0-9A-F]+)", subscriber.logs(tail=200))
+    assert finished, subscriber.logs(tail=50)
+    subscription.skip(finished[-1])
+    subscription.enable()
+    publisher.sql("INSERT INTO t VALUES (2)")
+    subscription.wait_for_catchup()
+    assert subscriber.sql("SELECT id FROM t ORDER BY id") == [(1,), (2,)]
+
+
+@pytest.mark.pg(">=15")
+def test_two_phase_transactions_are_prepared_on_the_subscriber(logical):
+    _, publisher, subscriber = logical
+    for node in (publisher, subscriber):
+        node.sql("CREATE TABLE t (id int PRIMARY KEY)")
+    publication = publisher.publish("pub", tables=["t"])
+    subscription = subscriber.subscribe(publication, "sub", two_phase=True)
+    subscription.wait_for_sync()
+    subscriber.poll_query_until("SELECT subtwophasestate = 'e' FROM pg_subscription WHERE subname = 'sub'")
+
+    # A transaction prepared on the publisher is prepared on the subscriber too ...
+    for gid, value in (("commit-me", 1), ("roll-me-back", 2)):
+        with publisher.background_session() as session:
+            session.run("BEGIN")
+            session.run("INSERT INTO t VALUES (%s)", (value,))
+            session.run(f"PREPARE TRANSACTION '{gid}'")
+    subscription.wait_for_catchup()
+    assert subscriber.scalar("SELECT count(*) FROM pg_prepared_xacts") == 2
+    assert subscriber.scalar("SELECT count(*) FROM t") == 0
+
+    # ... and committed, or rolled back, on both.
+    publisher.sql("COMMIT PREPARED 'commit-me'")
+    publisher.sql("ROLLBACK PREPARED 'roll-me-back'")
+    subscription.wait_for_catchup()
+    assert subscriber.scalar("SELECT count(*) FROM pg_prepared_xacts") == 0
+    assert subscriber.sql("SELECT id FROM t") == [(1,)] == publisher.sql("SELECT id FROM t")
+
+
+def newer_versions():
+    """The versions a subscriber of an upgrade runs: 17 and 18 (the run's own is skipped if older)."""
+    return [version for version in (17, 18) if version in SUITES]
+
+
+@pytest.mark.parametrize("target", newer_versions())
+def test_an_upgrade_through_logical_replication_loses_and_duplicates_nothing(cluster_factory, pg_major, target):
+    if target <= pg_major:
+        pytest.skip(f"an upgrade goes to a newer version than the publisher's {pg_major}")
+    # The publisher runs this run's version; the subscriber, a newer one (its own image, built once).
+    cluster = cluster_factory(topology="logical", subscribers=0)
+    publisher = cluster.primary
+    subscriber = cluster.add_primary("upgraded", image=ensure_image(ImageSpec(target)))
+    assert subscriber.major == target
+    WriteLoad.create_table(publisher)
+    WriteLoad.create_table(subscriber)
+
+    # The application writes on the old version while the new one copies and follows ...
+    publication = publisher.publish("upgrade", tables=["pgharness_load"])
+    with WriteLoad(publisher.dsn(), workers=2) as load:
+        load.wait_for_commits(100)
+        subscription = subscriber.subscribe(publication, "upgrade")
+        subscription.wait_for_sync()
+        load.wait_for_commits(load.log.count() + 200)
+    # ... the application stops, the subscriber catches up, and the application switches over.
+    subscription.wait_for_catchup()
+    subscription.disable()
+    assert load.log.missing(subscriber) == set()
+    rows, distinct = subscriber.sql("SELECT count(*), count(DISTINCT (worker, seq)) FROM pgharness_load")[0]
+    assert rows == distinct == load.log.count()
+    subscriber.sql("INSERT INTO pgharness_load VALUES (99, 1)")
+
+
+@pytest.mark.slots
+def test_logical_decoding_reads_changes_up_to_an_lsn(logical):
+    _, publisher, _ = logical
+    publisher.sql("CREATE TABLE t (id int PRIMARY KEY, note text)")
+    create_logical_slot(publisher, "decoder", "test_decoding")
+    publisher.sql("INSERT INTO t VALUES (1, 'one')")
+    middle = publisher.lsn("write")
+    publisher.sql("INSERT INTO t VALUES (2, 'two')")
+    end = publisher.lsn("write")
+
+    # Peeking reads without consuming; up to an LSN, only what was committed before it.
+    peeked = slot_changes(publisher, "decoder", upto_lsn=middle, peek=True)
+    assert [c for c in peeked if c.startswith("table")] == ["table public.t: INSERT: id[integer]:1 note[text]:'one'"]
+    assert len(slot_changes(publisher, "decoder", peek=True)) > len(peeked)
+
+    # pg_recvlogical, inside the node, streams the same changes up to the end.
+    streamed = pg_recvlogical(publisher, "decoder", endpos=end)
+    assert "note[text]:'two'" in streamed
+    publisher.wait_for_slot_catchup("decoder", "confirmed_flush", end)
+    assert slot(publisher, "decoder")["plugin"] == "test_decoding"
+
+
+@pytest.mark.slots
+@pytest.mark.pg(">=16")
+def test_logical_decoding_on_a_standby_and_its_invalidation(cluster_factory, pg_major):
+    cluster = cluster_factory(topology="logical", subscribers=0)
+    primary, standby = cluster.primary, cluster.standby
+    primary.sql("CREATE TABLE t (id int)")
+    primary.wait_for_catchup(standby)
+
+    # A logical slot on the standby (it needs a running-xacts record from the primary to start) ...
+    with standby.background_session() as session:
+        creating = session.send("SELECT pg_create_logical_replication_slot('on_standby', 'test_decoding')")
+
+        def snapshot_logged_and_slot_made():
+            primary.sql("SELECT pg_log_standby_snapshot()")
+            return creating.done()
+
+        poll_until(snapshot_logged_and_slot_made, what="the logical slot on the standby to be made")
+        creating.result()
+    primary.sql("INSERT INTO t VALUES (1)")
+    primary.wait_for_catchup(standby)
+    # ... decodes the primary's changes.
+    changes = slot_changes(standby, "on_standby")
+    assert "table public.t: INSERT: id[integer]:1" in changes
+
+    # With hot_standby_feedback off, VACUUM on the primary removes catalog rows the slot needs: invalidated.
+    primary.sql("CREATE TABLE gone (id int)")
+    primary.sql("DROP TABLE gone")
+    primary.sql("VACUUM pg_class")
+    primary.wait_for_catchup(standby)
+    column = "invalidation_reason" if pg_major >= 17 else "conflicting"
+    expected = "rows_removed" if pg_major >= 17 else True
+    standby.poll_query_until(f"SELECT {column} FROM pg_replication_slots WHERE slot_name = 'on_standby'", expected)
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+        slot_changes(standby, "on_standby")
