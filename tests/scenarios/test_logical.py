@@ -45,8 +45,10 @@ def test_initial_sync_and_changes_with_toast_and_a_large_transaction(logical, pg
     publisher.sql("INSERT INTO accounts SELECT g, 100 FROM generate_series(1, 1000) g")
     # TOAST values: large and incompressible, stored out of line.
     publisher.sql(
-        "INSERT INTO documents SELECT g, (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 300)) FROM generate_series(1, 20) g"
+        "INSERT INTO documents SELECT g, (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 300))"
+        " FROM generate_series(1, 20) g"
     )
+    assert publisher.scalar("SELECT pg_column_size(body) > 2000 FROM documents LIMIT 1")
 
     # The initial copy, then ongoing changes; a transaction larger than logical_decoding_work_mem streamed
     # while it runs where the version can (14+; in parallel, 16+).
