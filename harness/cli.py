@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 
 import click
 import psycopg
-from rich.console import Console
+from psycopg import sql as pgsql
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
@@ -155,6 +156,11 @@ def image(pg_version: str, pg_image: str) -> None:
     help="Streaming standbys: standby, then standby2, standby3, ...",
 )
 @click.option("--archive-only", is_flag=True, help="A log-shipping standby (restore_command, no streaming) instead.")
+@click.option(
+    "--logical",
+    is_flag=True,
+    help="wal_level = logical everywhere, and an independent primary 'subscriber' to subscribe with.",
+)
 @click.option("--sync", "synchronous", is_flag=True, help="Make the standby synchronous (FIRST 1 (standby)).")
 @click.option("--cascade", is_flag=True, help="Add a standby 'cascade' that streams from the standby.")
 @click.option(
@@ -186,6 +192,7 @@ def up(
     standby_port: int,
     standbys: int,
     archive_only: bool,
+    logical: bool,
     synchronous: bool,
     cascade: bool,
     delayed_standby: str | None,
@@ -196,8 +203,10 @@ def up(
 
     Example: harness up --name bug123 --primary-port 6433 --standby-port 6434 --cascade
     """
-    if archive_only and (standbys != 1 or synchronous or cascade):
-        raise click.UsageError("--archive-only has one log-shipping standby: no --standbys, --sync or --cascade")
+    if archive_only and (standbys != 1 or synchronous or cascade or logical):
+        raise click.UsageError(
+            "--archive-only has one log-shipping standby: no --standbys, --sync, --cascade or --logical"
+        )
     if (synchronous or cascade) and standbys == 0:
         raise click.UsageError("--sync and --cascade need a standby: --standbys 1 or more")
     if delayed_standby is not None and not re.fullmatch(r"\d+\s*(ms|s|min|h|d)?", delayed_standby.strip()):
@@ -208,7 +217,7 @@ def up(
         image=tag,
         ports={"primary": primary_port, "standby": standby_port},
         owner="harness-up",
-        topology="archive-only" if archive_only else "streaming",
+        topology="archive-only" if archive_only else "logical" if logical else "streaming",
         standbys=standbys,
         compose_files=compose_files,
         tls=tls,
@@ -231,6 +240,18 @@ def up(
     for node in cluster.nodes:
         click.echo(describe(node))
     click.echo(f"\nconnect: psql {shlex.quote(cluster.primary.uri())}")
+    if logical:
+        subscribe = (
+            "CREATE TABLE hoge (col integer PRIMARY KEY);  -- on both, then:\n"
+            f"         harness sql --name {name} primary 'CREATE PUBLICATION pub FOR TABLE hoge'\n"
+            f"         harness sql --name {name} subscriber "
+            + shlex.quote(
+                pgsql.SQL("CREATE SUBSCRIPTION sub CONNECTION {} PUBLICATION pub")
+                .format(pgsql.Literal(cluster.primary.conninfo()))
+                .as_string(None)
+            )
+        )
+        click.echo(f"logical: {subscribe}")
     click.echo(f"status:  harness status --name {name}")
     click.echo(f"remove:  harness down --name {name}   (make down for the default environment)")
 
@@ -407,6 +428,36 @@ def console() -> Console:
     return Console(width=None if sys.stdout.isatty() else 240)
 
 
+SLOT_HEADERS = {
+    "node": "node", "slot_name": "slot", "slot_type": "type", "plugin": "plugin", "active": "active",
+    "restart_lsn": "restart", "confirmed_flush_lsn": "confirmed flush", "wal_status": "wal",
+    "failover": "failover", "synced": "synced",
+}  # fmt: skip
+SUBSCRIPTION_HEADERS = {
+    "node": "node", "subname": "subscription", "subenabled": "enabled", "received_lsn": "received",
+    "latest_end_lsn": "latest end", "apply_error_count": "apply errors",
+}  # fmt: skip
+
+
+def status_view(rows: list[dict[str, Any]]) -> Group:
+    """The status table, then tables of the slots, publications and subscriptions when there are any."""
+    parts: list[Table] = [status_table(rows)]
+    for key, headers in (("slots", SLOT_HEADERS), ("subscriptions", SUBSCRIPTION_HEADERS)):
+        found = [{"node": row["node"], **item} for row in rows for item in row.get(key) or []]
+        if found:
+            table = Table(*headers.values(), box=None, title=key)
+            for item in found:
+                table.add_row(*("" if item.get(k) is None else str(item[k]) for k in headers))
+            parts.append(table)
+    publications = [f"{row['node']}: {p['pubname']}" for row in rows for p in row.get("publications") or []]
+    if publications:
+        table = Table("publications", box=None)
+        for line in publications:
+            table.add_row(line)
+        parts.append(table)
+    return Group(*parts)
+
+
 def status_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(*STATUS_HEADERS.values(), box=None)
     for row in rows:
@@ -425,7 +476,8 @@ def status_table(rows: list[dict[str, Any]]) -> Table:
 @click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.1, 60))
 @clean_errors
 def status(name: str, as_json: bool, watch: bool, interval: float) -> None:
-    """Per node: role, timeline, current/received/replayed LSN, lag, sync state, WAL receiver, archiver.
+    """Per node: role, timeline, current/received/replayed LSN, lag, sync state, WAL receiver, archiver;
+    then every replication slot, publication and subscription.
 
     Example: harness status --name bug123 --watch
     """
@@ -434,13 +486,13 @@ def status(name: str, as_json: bool, watch: bool, interval: float) -> None:
         click.echo(json.dumps(cluster_status(cluster), indent=2, default=str))
         return
     if not watch:
-        console().print(status_table(cluster_status(cluster)))
+        console().print(status_view(cluster_status(cluster)))
         return
-    with Live(status_table(cluster_status(cluster)), console=console(), refresh_per_second=4) as live:
+    with Live(status_view(cluster_status(cluster)), console=console(), refresh_per_second=4) as live:
         try:
             while True:
                 time.sleep(interval)  # the refresh period of a display, not a wait on a condition
-                live.update(status_table(cluster_status(cluster)))
+                live.update(status_view(cluster_status(cluster)))
         except KeyboardInterrupt:
             pass
 

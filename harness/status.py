@@ -8,6 +8,7 @@ import psycopg
 
 from harness.cluster import Cluster
 from harness.errors import ClusterError
+from harness.node import Node
 
 NODE_QUERY = """
 SELECT pg_is_in_recovery(),
@@ -29,7 +30,22 @@ SELECT application_name, sync_state,
 COLUMNS = (
     "node", "role", "state", "timeline", "current_lsn", "receive_lsn", "replay_lsn",
     "lag_bytes", "lag_seconds", "sync_state", "wal_receiver", "last_archived", "archive_failed", "split_brain",
+    "slots", "publications", "subscriptions",
 )  # fmt: skip
+
+#: Every slot: its type, whether it is in use, its positions, whether its WAL is kept (and, 17+, whether
+#: it is synchronised to standbys / synchronised from a primary).
+SLOTS_QUERY = """
+SELECT slot_name, slot_type, plugin, database, active, restart_lsn::text, confirmed_flush_lsn::text, wal_status
+  FROM pg_replication_slots ORDER BY slot_name
+"""
+SLOT_COLUMNS_17 = ", failover, synced"
+PUBLICATIONS_QUERY = "SELECT pubname FROM pg_publication ORDER BY pubname"
+SUBSCRIPTIONS_QUERY = """
+SELECT s.subname, s.subenabled, st.received_lsn::text, st.latest_end_lsn::text
+  FROM pg_subscription s LEFT JOIN pg_stat_subscription st ON st.subid = s.oid AND st.relid IS NULL
+ ORDER BY s.subname
+"""
 
 
 def cluster_status(cluster: Cluster) -> list[dict[str, Any]]:
@@ -56,6 +72,7 @@ def cluster_status(cluster: Cluster) -> list[dict[str, Any]]:
                 last_archived=archived,
                 archive_failed=failed,
             )
+            row.update(logical_objects(node))
         except (psycopg.Error, ClusterError) as e:
             row["role"] = f"unreachable ({type(e).__name__})"
     for name, row in rows.items():
@@ -73,3 +90,24 @@ def cluster_status(cluster: Cluster) -> list[dict[str, Any]]:
 def split_brain(rows: list[dict[str, Any]]) -> list[str]:
     """The nodes of `cluster_status` rows that accept writes while another does too (empty: no split brain)."""
     return [str(row["node"]) for row in rows if row.get("split_brain")]
+
+
+def logical_objects(node: Node) -> dict[str, list[dict[str, Any]]]:
+    """A node's replication slots (physical and logical), publications and subscriptions (with the last
+    apply error count, 15+), as lists of dicts."""
+    query = SLOTS_QUERY.replace(", wal_status", ", wal_status" + SLOT_COLUMNS_17) if node.major >= 17 else SLOTS_QUERY
+    found: dict[str, list[dict[str, Any]]] = {}
+    with node.connect() as conn:
+        for key, statement in (
+            ("slots", query),
+            ("publications", PUBLICATIONS_QUERY),
+            ("subscriptions", SUBSCRIPTIONS_QUERY),
+        ):
+            cur = conn.execute(statement)
+            names = [d.name for d in cur.description or []]
+            found[key] = [dict(zip(names, values, strict=True)) for values in cur.fetchall()]
+        if node.major >= 15 and found["subscriptions"]:
+            errors = dict(conn.execute("SELECT subname, apply_error_count FROM pg_stat_subscription_stats").fetchall())
+            for subscription in found["subscriptions"]:
+                subscription["apply_error_count"] = errors.get(subscription["subname"])
+    return found

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -472,3 +473,27 @@ def test_docker_compose_up_alone_gives_a_working_pair(harness_image):
     finally:
         subprocess.run([*compose, "down", "--volumes"], env=env, check=False, capture_output=True, timeout=120)
     assert project_resources(name) == []
+
+
+def test_up_logical_prints_how_to_subscribe_and_status_shows_it(environment):
+    up = up_on_free_ports(environment, "--logical")
+    name = ["--name", environment]
+    assert "subscriber " in up
+
+    # The walk-through `harness up --logical` prints, step by step.
+    for node in ("primary", "subscriber"):
+        ok("sql", *name, node, "CREATE TABLE hoge (col integer PRIMARY KEY)")
+    ok("sql", *name, "primary", "CREATE PUBLICATION pub FOR TABLE hoge")
+    [create] = [line.split("subscriber ", 1)[1] for line in up.splitlines() if "CREATE SUBSCRIPTION" in line]
+    ok("sql", *name, "subscriber", shlex.split(create)[0])
+    ok("sql", *name, "primary", "INSERT INTO hoge VALUES (1)")
+    sql_until(environment, "subscriber", "SELECT count(*) FROM hoge", "1", what="row 1 on the subscriber")
+
+    # status shows the publication, the subscription and its slot on the publisher.
+    rows = {row["node"]: row for row in json.loads(ok("status", *name, "--json"))}
+    assert [p["pubname"] for p in rows["primary"]["publications"]] == ["pub"]
+    assert [(s["slot_name"], s["slot_type"]) for s in rows["primary"]["slots"]] == [("sub", "logical")]
+    assert [(s["subname"], s["subenabled"]) for s in rows["subscriber"]["subscriptions"]] == [("sub", True)]
+    table = ok("status", *name)
+    assert "subscriptions" in table
+    assert "publications" in table
