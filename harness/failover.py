@@ -91,14 +91,16 @@ def repoint(standby: Node, upstream: Node | str) -> None:
     standby.sql("SELECT pg_reload_conf()")
 
 
-def primary_conninfo(cluster: Cluster, upstream: str, application_name: str) -> str:
-    """primary_conninfo for a standby of `upstream` (a node name on the cluster's network), quoted."""
+def primary_conninfo(cluster: Cluster, upstream: str, application_name: str, *, dbname: str | None = None) -> str:
+    """primary_conninfo for a standby of `upstream` (a node name on the cluster's network), quoted; with
+    `dbname` (which the slot-sync worker of PostgreSQL 17 needs) when given."""
     return conninfo(
         host=upstream,
         port=CONTAINER_PORT,
         user=cluster.replication_user,
         password=cluster.replication_password,
         application_name=application_name,
+        dbname=dbname,
     )
 
 
@@ -137,8 +139,14 @@ def rejoin(cluster: Cluster, node: Node | str, upstream: Node | str, *, timeout:
     source.sql("CHECKPOINT")
     log.info("### Rewinding node %r against %r", name, upstream)
     data = f"{DATA_MOUNT}/data"
+    # pg_rewind copies the source's configuration, postgresql.auto.conf included: the rewound node must not
+    # take the source's own primary_slot_name (a slot on the old primary) for one it has upstream.
     settings = settings_lines(
-        {"primary_conninfo": primary_conninfo(cluster, upstream, name), "restore_command": "cp /archive/%f %p"}
+        {
+            "primary_conninfo": primary_conninfo(cluster, upstream, name),
+            "primary_slot_name": "",
+            "restore_command": "cp /archive/%f %p",
+        }
     )
     # The node is down; a crashed one leaves postmaster.pid naming PID 1, which in the
     # tool's container is alive: remove it, or pg_rewind's crash recovery refuses to start.

@@ -8,7 +8,9 @@ import re
 
 import psycopg.errors
 import pytest
+from psycopg import sql as pgsql
 
+from harness.failover import primary_conninfo, rejoin
 from harness.image import ImageSpec, ensure_image
 from harness.load import WriteLoad
 from harness.logical import create_logical_slot, pg_recvlogical, slot, slot_changes
@@ -16,6 +18,22 @@ from harness.versions import SUITES
 from harness.wait import poll_until
 
 pytestmark = pytest.mark.logical
+
+
+def allow_replication_role_into(node, dbname, role):
+    """Put a pg_hba.conf line first on `node` that lets `role` connect to `dbname` (SCRAM), then reload."""
+    hba = node.scalar("SHOW hba_file")
+    line = f'host {dbname} "{role.replace(chr(34), chr(34) * 2)}" all scram-sha-256'
+    script = 'printf "%s\\n" "$2" | cat - "$1" > "$1.new" && mv "$1.new" "$1"'
+    node.exec("sh", "-c", script, "prepend", hba, line)
+    node.sql("SELECT pg_reload_conf()")
+
+
+def set_and_reload(node, settings):
+    """ALTER SYSTEM SET each of `settings` on `node`, then reload."""
+    for name, value in settings.items():
+        node.sql(pgsql.SQL("ALTER SYSTEM SET {} = {}").format(pgsql.Identifier(name), pgsql.Literal(value)))
+    node.sql("SELECT pg_reload_conf()")
 
 
 @pytest.fixture
@@ -235,3 +253,64 @@ def test_logical_decoding_on_a_standby_and_its_invalidation(cluster_factory, pg_
     standby.poll_query_until(f"SELECT {column} FROM pg_replication_slots WHERE slot_name = 'on_standby'", expected)
     with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
         slot_changes(standby, "on_standby")
+
+
+@pytest.mark.slots
+@pytest.mark.failover
+def test_a_subscription_across_a_publisher_failover(cluster_factory, pg_major):
+    # The publisher's standby is synchronous (no acknowledged commit is lost in the failover) and streams
+    # through a physical slot; from 17 on it also synchronises the subscription's failover slot.
+    # The standby that takes over is one added at run time: it archives once promoted, as a real primary
+    # does (the old publisher's rejoin reads the new timeline's WAL from the archive).
+    cluster = cluster_factory(topology="logical", standbys=2)
+    publisher, standby, subscriber = cluster.primary, cluster.node("standby2"), cluster.node("subscriber")
+    publisher.sql("SELECT pg_create_physical_replication_slot('standby_slot')")
+    if pg_major >= 17:
+        # The slot-sync worker is a logical walsender connection: pg_hba.conf matches it by database, and the
+        # harness lets the replication role open no database session. This scenario allows it one, here only.
+        allow_replication_role_into(publisher, "postgres", cluster.replication_user)
+    standby_settings = {
+        "primary_slot_name": "standby_slot",
+        "hot_standby_feedback": "on",
+        # The slot-sync worker connects to a database with primary_conninfo's role (see below).
+        "primary_conninfo": primary_conninfo(cluster, "primary", "standby2", dbname="postgres"),
+    }
+    if pg_major >= 17:
+        standby_settings["sync_replication_slots"] = "on"
+        set_and_reload(publisher, {"synchronized_standby_slots": "standby_slot"})
+    set_and_reload(standby, standby_settings)
+    publisher.poll_query_until("SELECT active FROM pg_replication_slots WHERE slot_name = 'standby_slot'")
+    publisher.set_synchronous("FIRST 1 (standby2)")
+
+    WriteLoad.create_table(publisher)
+    WriteLoad.create_table(subscriber)
+    publication = publisher.publish("pub", tables=["pgharness_load"])
+    options = {"failover": True} if pg_major >= 17 else {}
+    subscription = subscriber.subscribe(publication, "sub", **options)
+    subscription.wait_for_sync()
+    if pg_major >= 17:
+        # The standby holds a synchronised copy of the subscription's slot.
+        standby.poll_query_until("SELECT synced AND NOT temporary FROM pg_replication_slots WHERE slot_name = 'sub'")
+
+    # The publisher crashes under load; its standby is promoted; the subscription is pointed at it.
+    with WriteLoad(publisher.dsn(), workers=2) as load:
+        load.wait_for_commits(200)
+        publisher.kill()
+    standby.promote()
+    subscription.disable()
+    subscriber.sql(pgsql.SQL("ALTER SUBSCRIPTION sub CONNECTION {}").format(pgsql.Literal(standby.conninfo())))
+    position = subscriber.log_position()
+    subscription.enable()
+
+    if pg_major >= 17:
+        # It continues from the synchronised slot: nothing acknowledged is lost, nothing is applied twice.
+        standby.wait_for_catchup("sub")
+        assert load.log.missing(subscriber) == set()
+        assert subscriber.table_checksum("pgharness_load") == standby.table_checksum("pgharness_load")
+    else:
+        # Before 17 the slot lives on the old publisher only: the subscription cannot continue.
+        subscriber.poll_log_until('replication slot "sub" does not exist', since=position)
+
+    # The old publisher comes back as a standby of the new one (pg_rewind), as any failed primary does.
+    rejoin(cluster, publisher, standby)
+    assert publisher.is_in_recovery()
