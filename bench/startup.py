@@ -41,6 +41,7 @@ import requests
 from harness import Cluster, HarnessError, Lsn, Node
 from harness.compose import docker_client
 from harness.image import ImageSpec, ensure_image, server_version
+from harness.load import WriteLoad
 from harness.versions import DEFAULT_VERSION, parse_version_arg
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -172,6 +173,46 @@ def archive_run(image: str, rounds: int = 3) -> Figures:
     return {"archive round trip (switch to replayed)": statistics.median(times)}
 
 
+def logical_run(image: str, rows: int = 100_000, load_seconds: float = 3.0) -> Figures:
+    """A subscription's initial sync of `rows` rows; then its apply lag under a steady write load
+    (the median of ``pg_stat_replication.replay_lag`` of its walsender, sampled every 100 ms)."""
+    cluster = Cluster(image=image, owner="bench", topology="logical")
+    try:
+        cluster.start()
+        publisher, subscriber = cluster.primary, cluster.node("subscriber")
+        for node in (publisher, subscriber):
+            node.sql("CREATE TABLE synced (id integer PRIMARY KEY, label text)")
+            WriteLoad.create_table(node)
+        publisher.sql("INSERT INTO synced SELECT g, md5(g::text) FROM generate_series(1, %s) g", (rows,))
+        publication = publisher.publish("bench", tables=["synced", "pgharness_load"])
+        t0 = time.perf_counter()
+        subscription = subscriber.subscribe(publication, "bench")
+        subscription.wait_for_sync(timeout=300)
+        synced = time.perf_counter() - t0
+        lags: list[float] = []
+        query = (
+            "SELECT extract(epoch FROM replay_lag)::float8 FROM pg_stat_replication WHERE application_name = 'bench'"
+        )
+        with (
+            WriteLoad(publisher.dsn(), workers=2, max_seconds=load_seconds + 5) as load,
+            publisher.session() as session,
+        ):
+            load.wait_for_commits(50)
+            end = time.monotonic() + load_seconds
+            while time.monotonic() < end:
+                lag = session.scalar(query)
+                if lag is not None:
+                    lags.append(float(lag))
+                time.sleep(0.1)  # the sampling period of a measurement, not a wait on a condition
+        subscription.wait_for_catchup()
+    finally:
+        cluster.destroy()
+    return {
+        f"logical initial sync of {rows:,} rows": synced,
+        "logical apply lag under write load": statistics.median(lags) if lags else float("nan"),
+    }
+
+
 def timed(action: Callable[[], object]) -> float:
     t0 = time.perf_counter()
     action()
@@ -221,6 +262,7 @@ def main() -> int:
             figures, memory = streaming_run(image)
             figures["image build when cached"] = timed(lambda: ensure_image(spec))
             figures |= archive_run(image)
+            figures |= logical_run(image)
             runs.append(figures)
             peaks = {name: max(peaks.get(name, 0), used) for name, used in memory.items()}
     except HarnessError as e:

@@ -18,6 +18,7 @@ Host-to-node traffic goes only to ports published on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -29,12 +30,13 @@ from types import TracebackType
 from typing import Self
 
 import docker
+import docker.errors
 from docker.models.containers import Container
 
 from harness import evidence, registry
 from harness.archive import Archive
 from harness.backup import Backups
-from harness.compose import ComposeProject, check_compose_v2, docker_client
+from harness.compose import ComposeProject, check_compose_v2, docker_client, list_containers
 from harness.constants import (
     CONFIG_FILES_LABEL,
     CONTAINER_PORT,
@@ -267,9 +269,9 @@ class Cluster:
         the environments there are) when the engine has none of that name.
         """
         client = docker_client()
-        found = client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={name}"})
+        found = list_containers(client, {"label": f"{PROJECT_LABEL}={name}"})
         if not found:
-            managed = client.containers.list(all=True, filters={"label": f"{MANAGED_LABEL}=true"})
+            managed = list_containers(client, {"label": f"{MANAGED_LABEL}=true"})
             names = sorted({c.labels.get(PROJECT_LABEL, "?") for c in managed})
             raise UnknownEnvironment(
                 f"no environment named {name!r} on this engine; environments: {', '.join(names) or 'none'}"
@@ -387,7 +389,8 @@ class Cluster:
             self.compose.down()
             # Data volumes of nodes added at run time are the harness's, not compose's.
             for volume in self._client.volumes.list(filters={"label": f"{PROJECT_LABEL}={self.name}"}):
-                volume.remove(force=True)
+                with contextlib.suppress(docker.errors.NotFound):  # removed meanwhile: gone is what we want
+                    volume.remove(force=True)
             registry.unregister(self)
 
     def release(self) -> None:
@@ -409,7 +412,7 @@ class Cluster:
     # --- nodes and services -------------------------------------------------
 
     def _project_containers(self, *, nodes: bool) -> dict[str, Container]:
-        found = self.docker.containers.list(all=True, filters={"label": [f"{PROJECT_LABEL}={self.name}"]})
+        found = list_containers(self.docker, {"label": [f"{PROJECT_LABEL}={self.name}"]})
         named = {}
         for c in found:
             if (c.labels.get(KIND_LABEL) == "postgres") != nodes:

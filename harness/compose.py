@@ -22,6 +22,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests
+from docker.models.containers import Container
 from testcontainers.compose import DockerCompose
 
 from harness.errors import ClusterError, DockerUnavailable
@@ -226,6 +227,18 @@ class ComposeProject(DockerCompose):
             self.down()
         else:
             super().stop(down=False)
+
+
+def list_containers(client: docker.DockerClient, filters: dict[str, Any]) -> list[Container]:
+    """The containers (running or not) that match `filters`, each inspected; one that is removed between the
+    listing and its inspection (a one-off backup container, another run's teardown) is left out, not an error."""
+    found = []
+    for sparse in client.containers.list(all=True, filters=filters, sparse=True):
+        try:
+            found.append(client.containers.get(str(sparse.attrs["Id"])))
+        except docker.errors.NotFound:
+            continue
+    return found
 
 
 def run_container(

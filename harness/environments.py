@@ -16,6 +16,7 @@ whose owner cannot be told, is listed and kept.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import logging
@@ -26,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
+import docker.errors
 
-from harness.compose import ComposeProject
+from harness.compose import ComposeProject, list_containers
 from harness.constants import (
     MANAGED_LABEL,
     NODE_LABEL,
@@ -162,7 +164,7 @@ def list_environments(client: docker.DockerClient) -> list[Environment]:
         found.owner_started = found.owner_started or labels.get(OWNER_STARTED_LABEL, "")
         return found
 
-    for c in client.containers.list(all=True, filters=filters):
+    for c in list_containers(client, filters):
         e = env(c.labels)
         node = c.labels.get(NODE_LABEL) or c.labels.get(SERVICE_LABEL) or c.name
         e.nodes[str(node)] = str(c.status)
@@ -180,12 +182,16 @@ def remove_environment(client: docker.DockerClient, name: str) -> None:
     """Remove everything of compose project `name`: compose down, then any labelled leftovers."""
     ComposeProject.for_cluster(name, {}).down()
     label: dict[str, str | list[str] | bool] = {"label": f"{PROJECT_LABEL}={name}"}
-    for c in client.containers.list(all=True, filters=label):
-        c.remove(force=True, v=True)  # with its anonymous volumes (an official image declares VOLUME)
+    # What another process removes meanwhile (its own teardown) is gone already: not an error.
+    for c in list_containers(client, label):
+        with contextlib.suppress(docker.errors.NotFound):
+            c.remove(force=True, v=True)  # with its anonymous volumes (an official image declares VOLUME)
     for v in client.volumes.list(filters=label):
-        v.remove(force=True)
+        with contextlib.suppress(docker.errors.NotFound):
+            v.remove(force=True)
     for n in client.networks.list(filters=label):
-        n.remove()
+        with contextlib.suppress(docker.errors.NotFound):
+            n.remove()
 
 
 def gc(client: docker.DockerClient) -> tuple[list[str], dict[str, str]]:
