@@ -137,6 +137,23 @@ class Subscription:
             dbname=self.dbname,
         )
 
+    def repoint(self, publisher: Node) -> Subscription:
+        """Point the subscription at `publisher` (after a failover of the old one): disable it, ``ALTER
+        SUBSCRIPTION ... CONNECTION`` (the new publisher as the nodes see it), enable it; return the
+        subscription, whose publication now lives there (same name)."""
+        log.info("### Re-pointing subscription %r to %r", self.name, publisher.name)
+        self.disable()
+        self.node.sql(
+            pgsql.SQL("ALTER SUBSCRIPTION {} CONNECTION {}").format(
+                pgsql.Identifier(self.name), pgsql.Literal(publisher.conninfo(self.publication.dbname))
+            ),
+            dbname=self.dbname,
+        )
+        self.enable()
+        return Subscription(
+            self.node, self.name, Publication(publisher, self.publication.name, self.publication.dbname), self.dbname
+        )
+
     def drop(self) -> None:
         """``DROP SUBSCRIPTION`` (and its slot on the publisher)."""
         self.node.sql(pgsql.SQL("DROP SUBSCRIPTION {}").format(pgsql.Identifier(self.name)), dbname=self.dbname)
@@ -173,7 +190,7 @@ class Subscription:
         return [
             line
             for line in self.node.logs(tail=500).splitlines()
-            if "logical replication" in line and ("ERROR" in line or "CONTEXT" in line)
+            if " ERROR: " in line or "logical replication" in line or "processing remote data" in line
         ][-6:]
 
     def _why(self, e: WaitTimeout) -> WaitTimeout:

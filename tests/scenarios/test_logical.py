@@ -10,7 +10,8 @@ import psycopg.errors
 import pytest
 from psycopg import sql as pgsql
 
-from harness.failover import primary_conninfo, rejoin
+from harness.errors import WaitTimeout
+from harness.failover import primary_conninfo, rejoin, repoint
 from harness.image import ImageSpec, ensure_image
 from harness.load import WriteLoad
 from harness.logical import create_logical_slot, pg_recvlogical, slot, slot_changes
@@ -125,6 +126,11 @@ def test_a_conflict_stops_apply_until_skipped(logical):
     # ... the error is counted, and disable_on_error disabled the subscription.
     subscriber.poll_query_until("SELECT NOT subenabled FROM pg_subscription WHERE subname = 'sub'")
     assert subscription.stats()["apply_error_count"] >= 1
+    # A wait on it says why it does not progress: the error count and the subscriber's own error line.
+    with pytest.raises(WaitTimeout) as excinfo:
+        subscription.wait_for_catchup(timeout=2)
+    assert "'apply_error_count': 1" in excinfo.value.what
+    assert "23505" in excinfo.value.what
 
     # The operator skips the failed transaction (its finish LSN is in the log) and enables it again.
     finished = re.findall(r"finished at ([0-9A-F]+/[0-9A-F]+)", subscriber.logs(tail=200))
@@ -297,20 +303,24 @@ def test_a_subscription_across_a_publisher_failover(cluster_factory, pg_major):
         load.wait_for_commits(200)
         publisher.kill()
     standby.promote()
-    subscription.disable()
-    subscriber.sql(pgsql.SQL("ALTER SUBSCRIPTION sub CONNECTION {}").format(pgsql.Literal(standby.conninfo())))
     position = subscriber.log_position()
-    subscription.enable()
+    subscription = subscription.repoint(standby)
 
     if pg_major >= 17:
         # It continues from the synchronised slot: nothing acknowledged is lost, nothing is applied twice.
-        standby.wait_for_catchup("sub")
+        subscription.wait_for_catchup()
         assert load.log.missing(subscriber) == set()
         assert subscriber.table_checksum("pgharness_load") == standby.table_checksum("pgharness_load")
     else:
         # Before 17 the slot lives on the old publisher only: the subscription cannot continue.
         subscriber.poll_log_until('replication slot "sub" does not exist', since=position)
 
-    # The old publisher comes back as a standby of the new one (pg_rewind), as any failed primary does.
+    # The failover toolkit works with subscribers around: the other standby follows the new publisher, and
+    # the old publisher comes back as its standby (pg_rewind), as any failed primary does.
+    repoint(cluster.standby, standby)
     rejoin(cluster, publisher, standby)
     assert publisher.is_in_recovery()
+    standby.sql("INSERT INTO pgharness_load VALUES (98, 1)")
+    for node in (cluster.standby, publisher):
+        standby.wait_for_catchup(node)
+        assert node.scalar("SELECT count(*) FROM pgharness_load WHERE worker = 98") == 1
