@@ -25,7 +25,7 @@ from harness import logical
 from harness.background import BackgroundSession
 from harness.compose import ENGINE_TIMEOUT_ERRORS
 from harness.constants import CONTAINER_PORT, DATA_MOUNT, HOST, LONG_PAGE_HEADER_SIZE
-from harness.errors import ClusterError, QueryTimeout
+from harness.errors import ClusterError, QueryTimeout, UnknownNode
 from harness.logical import Publication, Subscription
 from harness.lsn import Lsn, previous_walfile
 from harness.quoting import conninfo, uri_component
@@ -279,11 +279,12 @@ class Node(Service):
         else 60), also when this node hangs. `standby` may also be the
         application_name of another client, a logical subscription's say.
         """
-        if isinstance(standby, Node) or standby in self.cluster.containers():
-            standby_node: Node | None = self.cluster.node(standby)
-            name = self.cluster.node(standby).name
-        else:
-            standby_node, name = None, standby
+        standby_node: Node | None
+        try:
+            standby_node = self.cluster.node(standby)  # known nodes are cached: no engine call
+            name = standby_node.name
+        except UnknownNode:
+            standby_node, name = None, str(standby)
         if mode not in ("write", "flush", "replay"):
             raise ValueError(f"unknown catch-up mode {mode!r}: write, flush or replay")
         query = pgsql.SQL("SELECT {} FROM pg_stat_replication WHERE application_name = %s").format(
