@@ -22,31 +22,34 @@ import tempfile
 import time
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import psycopg
-from psycopg import sql as pgsql
-from rich.console import Console, Group
-from rich.live import Live
-from rich.table import Table
 
-from harness import faults
-from harness.cluster import Cluster
-from harness.compose import docker_client
-from harness.environments import gc as gc_environments
-from harness.environments import list_environments, remove_environment
 from harness.errors import HarnessError, UnknownEnvironment, UnknownNode
-from harness.image import ImageSpec, ensure_image
-from harness.node import Node
-from harness.recovery import RecoveryTarget
-from harness.status import cluster_status, split_brain
 from harness.versions import DEFAULT_VERSION, parse_version_arg
+
+if TYPE_CHECKING:
+    from rich.console import Console, Group
+    from rich.table import Table
+
+    from harness.cluster import Cluster
+    from harness.image import ImageSpec
+    from harness.node import Node
+
+# What a command needs is imported when it runs (`harness --help` pays for no Docker, psycopg or rich).
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: The compose project name of `make up` / `harness up`.
 DEFAULT_NAME = "pgharness"
+
+
+def attach(name: str) -> Cluster:
+    """The environment `name` on this engine (`Cluster.attach`)."""
+    from harness.cluster import Cluster
+
+    return Cluster.attach(name)
 
 
 def one_line(message: str) -> str:
@@ -64,6 +67,8 @@ def clean_errors(func: F) -> F:
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import psycopg
+
         try:
             return func(*args, **kwargs)
         except (UnknownNode, UnknownEnvironment) as e:
@@ -103,6 +108,8 @@ def image_options(func: F) -> F:
 
 
 def spec_from(pg_version: str, pg_image: str) -> ImageSpec:
+    from harness.image import ImageSpec
+
     return ImageSpec(parse_version_arg(pg_version), pg_image or None)
 
 
@@ -126,6 +133,8 @@ def image(pg_version: str, pg_image: str) -> None:
 
     Example: harness image --pg-version 17
     """
+    from harness.image import ensure_image
+
     click.echo(ensure_image(spec_from(pg_version, pg_image)))
 
 
@@ -203,6 +212,7 @@ def up(
 
     Example: harness up --name bug123 --primary-port 6433 --standby-port 6434 --cascade
     """
+
     if archive_only and (standbys != 1 or synchronous or cascade or logical):
         raise click.UsageError(
             "--archive-only has one log-shipping standby: no --standbys, --sync, --cascade or --logical"
@@ -211,6 +221,11 @@ def up(
         raise click.UsageError("--sync and --cascade need a standby: --standbys 1 or more")
     if delayed_standby is not None and not re.fullmatch(r"\d+\s*(ms|s|min|h|d)?", delayed_standby.strip()):
         raise click.UsageError(f"--delayed-standby {delayed_standby!r}: a duration such as 30s, 5min or 1h")
+    from psycopg import sql as pgsql
+
+    from harness.cluster import Cluster
+    from harness.image import ensure_image
+
     tag = ensure_image(spec_from(pg_version, pg_image))
     cluster = Cluster(
         name,
@@ -265,6 +280,9 @@ def down(name: str, everything: bool) -> None:
 
     Example: harness down --name bug123
     """
+    from harness.compose import docker_client
+    from harness.environments import list_environments, remove_environment
+
     client = docker_client()
     names = [e.name for e in list_environments(client)] if everything else [name]
     for env in names:
@@ -279,6 +297,11 @@ def list_command() -> None:
 
     Example: harness ls
     """
+    from rich.table import Table
+
+    from harness.compose import docker_client
+    from harness.environments import list_environments
+
     table = Table("environment", "owner", "age", "nodes", "volumes", "networks", box=None)
     for e in list_environments(docker_client()):
         nodes = ", ".join(f"{n} ({state})" for n, state in sorted(e.nodes.items())) or "-"
@@ -294,6 +317,9 @@ def gc() -> None:
     Environments started by `harness up` or `make up`, and those of other hosts
     sharing the engine, are kept and listed. Example: harness gc
     """
+    from harness.compose import docker_client
+    from harness.environments import gc as gc_environments
+
     removed, kept = gc_environments(docker_client())
     click.echo("removed: " + (", ".join(removed) if removed else "nothing"))
     for env, why in sorted(kept.items()):
@@ -321,7 +347,7 @@ def sql(name: str, node: str, query: str) -> None:
 
     Example: harness sql standby "SELECT * FROM hoge"
     """
-    print_rows(Cluster.attach(name).node(node).sql(query.encode()))
+    print_rows(attach(name).node(node).sql(query.encode()))
 
 
 @main.command()
@@ -333,7 +359,7 @@ def promote(name: str, node: str) -> None:
 
     Example: harness promote standby
     """
-    target = Cluster.attach(name).node(node)
+    target = attach(name).node(node)
     target.promote()
     click.echo(f"{node} promoted: timeline {target.timeline()}")
 
@@ -348,7 +374,7 @@ def backup(name: str, backup_name: str, source: str) -> None:
 
     Example: harness backup nightly
     """
-    Cluster.attach(name).backups.take(backup_name, source=source)
+    attach(name).backups.take(backup_name, source=source)
     click.echo(f"backup {backup_name!r} of {source} taken")
 
 
@@ -360,7 +386,7 @@ def backups(name: str) -> None:
 
     Example: harness backups
     """
-    for item in Cluster.attach(name).backups.names():
+    for item in attach(name).backups.names():
         click.echo(item)
 
 
@@ -373,7 +399,7 @@ def verify_backup(name: str, backup_name: str) -> None:
 
     Example: harness verify-backup nightly
     """
-    click.echo(Cluster.attach(name).backups.verify(backup_name).strip())
+    click.echo(attach(name).backups.verify(backup_name).strip())
 
 
 @main.command()
@@ -395,8 +421,10 @@ def restore(name: str, node: str, backup_name: str, target_text: str, action: st
 
     Example: harness restore restored --from-backup nightly --target name:before-delete
     """
+    from harness.recovery import RecoveryTarget
+
     target = RecoveryTarget.parse(target_text)
-    cluster = Cluster.attach(name)
+    cluster = attach(name)
     restored = cluster.backups.restore(node, backup_name, target, action=action, inclusive=not exclusive)  # type: ignore[arg-type]
     click.echo(describe(restored))
 
@@ -410,7 +438,7 @@ def rebuild(name: str, node: str) -> None:
 
     Example: harness rebuild standby
     """
-    Cluster.attach(name).backups.rebuild(node)
+    attach(name).backups.rebuild(node)
     click.echo(f"{node} rebuilt and streaming")
 
 
@@ -425,6 +453,8 @@ SPLIT_BRAIN = "primary (SPLIT BRAIN)"
 
 def console() -> Console:
     """A console as wide as the terminal, or wide enough for the status table when piped."""
+    from rich.console import Console
+
     return Console(width=None if sys.stdout.isatty() else 240)
 
 
@@ -441,6 +471,9 @@ SUBSCRIPTION_HEADERS = {
 
 def status_view(rows: list[dict[str, Any]]) -> Group:
     """The status table, then tables of the slots, publications and subscriptions when there are any."""
+    from rich.console import Group
+    from rich.table import Table
+
     parts: list[Table] = [status_table(rows)]
     for key, headers in (("slots", SLOT_HEADERS), ("subscriptions", SUBSCRIPTION_HEADERS)):
         found = [{"node": row["node"], **item} for row in rows for item in row.get(key) or []]
@@ -459,6 +492,10 @@ def status_view(rows: list[dict[str, Any]]) -> Group:
 
 
 def status_table(rows: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
+    from harness.status import split_brain
+
     table = Table(*STATUS_HEADERS.values(), box=None)
     for row in rows:
         shown = {**row, "role": SPLIT_BRAIN} if row.get("split_brain") else row
@@ -481,7 +518,11 @@ def status(name: str, as_json: bool, watch: bool, interval: float) -> None:
 
     Example: harness status --name bug123 --watch
     """
-    cluster = Cluster.attach(name)
+    from rich.live import Live
+
+    from harness.status import cluster_status
+
+    cluster = attach(name)
     if as_json:
         click.echo(json.dumps(cluster_status(cluster), indent=2, default=str))
         return
@@ -507,7 +548,7 @@ def psql(name: str, node: str, psql_args: tuple[str, ...]) -> None:
 
     Example: harness psql standby -c "SELECT pg_is_in_recovery()"
     """
-    container = Cluster.attach(name).node(node).container
+    container = attach(name).node(node).container
     tty = ["-t"] if sys.stdin.isatty() and sys.stdout.isatty() else []
     os.execvp("docker", ["docker", "exec", "-i", *tty, container.id or "", "psql", *psql_args])
 
@@ -523,7 +564,7 @@ def logs(name: str, node: str, follow: bool, tail: str) -> None:
 
     Example: harness logs standby -f
     """
-    container = Cluster.attach(name).node(node).container
+    container = attach(name).node(node).container
     os.execvp("docker", ["docker", "logs", "--tail", tail, *(["--follow"] if follow else []), container.id or ""])
 
 
@@ -534,7 +575,7 @@ def node_action(verb: str, doc: str) -> None:
     @click.argument("node")
     @clean_errors
     def command(name: str, node: str) -> None:
-        target = Cluster.attach(name).node(node)
+        target = attach(name).node(node)
         {
             "kill": target.kill,
             "stop": target.stop,
@@ -572,7 +613,9 @@ def partition(name: str, node: str, clients: bool) -> None:
 
     Example: harness partition primary --clients
     """
-    faults.partition(Cluster.attach(name).node(node), clients=clients)
+    from harness import faults
+
+    faults.partition(attach(name).node(node), clients=clients)
     click.echo(f"{node}: partitioned" + (" (from clients too)" if clients else ""))
 
 
@@ -584,7 +627,9 @@ def heal(name: str) -> None:
 
     Example: harness heal
     """
-    faults.heal_all(Cluster.attach(name))
+    from harness import faults
+
+    faults.heal_all(attach(name))
     click.echo("healed")
 
 

@@ -68,7 +68,7 @@ def table(results: dict[str, list[Result]]) -> str:
     return "\n".join([header, rule, *rows, summary])
 
 
-def merged_junit(results_dir: Path, files: list[Path]) -> ET.ElementTree[ET.Element]:
+def merged_junit(results_dir: Path, files: list[Path]) -> ET.ElementTree:
     """One JUnit document holding each version's test suite, renamed pg<version>."""
     root = ET.Element("testsuites")
     for path in files:
