@@ -45,6 +45,9 @@ COMPOSE_FILE = _compose_file()
 #: HTTPError, a RequestException too: never catch RequestException for a timeout).
 ENGINE_TIMEOUT_ERRORS = (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError)
 
+#: What Docker says when its default address pools are used up (about 30 networks: 10 clusters).
+ADDRESS_POOLS_EXHAUSTED = "could not find an available, non-overlapping IPv4 address pool"
+
 #: Deadline of a compose command (seconds) unless the caller gives one.
 COMPOSE_TIMEOUT = 300.0
 #: Deadline of ``compose down``.
@@ -184,6 +187,13 @@ class ComposeProject(DockerCompose):
             ) from None
         if proc.returncode != 0:
             stderr = proc.stderr.decode(errors="replace")
+            if ADDRESS_POOLS_EXHAUSTED in stderr:
+                raise ClusterError(
+                    "the engine has no address pool left for another network (each cluster takes 3): remove "
+                    "environments you no longer need (`harness ls`, `harness down`), or give dockerd more pools "
+                    '("default-address-pools" in /etc/docker/daemon.json, e.g. '
+                    '[{"base": "10.99.0.0/16", "size": 24}], then restart dockerd)'
+                )
             raise ClusterError(
                 f"docker compose {verb} failed for project {self.project_name!r} "
                 f"(exit {proc.returncode}):\n{last_lines(stderr)}"

@@ -1,0 +1,36 @@
+"""How compose failures read: one line that says what to do (the compose process replaced by a stub)."""
+
+import pytest
+
+from harness.compose import ComposeProject
+from harness.errors import ClusterError
+
+
+def failing(stderr):
+    return ["sh", "-c", 'printf "%s\\n" "$1" >&2; exit 1', "compose", stderr]
+
+
+def test_exhausted_address_pools_name_the_limit_and_the_remedy():
+    project = ComposeProject.for_cluster("pgh-test", {})
+    stderr = (
+        "network pgh-test_replication: Error response from daemon: could not find an available, "
+        "non-overlapping IPv4 address pool among the defaults to assign to the network"
+    )
+    with pytest.raises(ClusterError) as excinfo:
+        project._run_command(failing(stderr), timeout=10)
+    message = str(excinfo.value)
+    assert "\n" not in message
+    assert "default-address-pools" in message
+    assert "harness down" in message
+
+
+def test_other_failures_keep_compose_own_words():
+    project = ComposeProject.for_cluster("pgh-test", {})
+    with pytest.raises(ClusterError, match="no such service: nosuch"):
+        project._run_command(failing("no such service: nosuch"), timeout=10)
+
+
+def test_a_compose_command_past_its_deadline_says_so():
+    project = ComposeProject.for_cluster("pgh-test", {})
+    with pytest.raises(ClusterError, match="did not finish within 0.5 s"):
+        project._run_command(["sleep", "5"], timeout=0.5)
