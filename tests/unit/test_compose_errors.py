@@ -32,5 +32,5 @@ def test_other_failures_keep_compose_own_words():
 
 def test_a_compose_command_past_its_deadline_says_so():
     project = ComposeProject.for_cluster("pgh-test", {})
-    with pytest.raises(ClusterError, match="did not finish within 0.5 s"):
+    with pytest.raises(ClusterError, match=r"did not finish within 0\.5 s"):
         project._run_command(["sleep", "5"], timeout=0.5)
