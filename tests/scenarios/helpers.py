@@ -66,6 +66,16 @@ def refused(node, sqlstate, **kwargs):
     )
 
 
+def in_one_transaction(node, *statements, dbname="postgres", end="COMMIT"):
+    """Run `statements` in one transaction on `node` (a session of its own), ended by `end`
+    (``COMMIT``, or ``PREPARE TRANSACTION 'gid'``)."""
+    with node.background_session(dbname) as session:
+        session.run("BEGIN")
+        for statement in statements:
+            session.run(statement)
+        session.run(end)
+
+
 # --- child processes: a test run or a `harness` command, and what they leave on the engine ---
 
 

@@ -10,6 +10,7 @@ background session held open on the standby.
 
 import psycopg.errors
 import pytest
+from helpers import in_one_transaction
 
 from harness.convergence import assert_converged
 from harness.errors import NotConverged
@@ -43,15 +44,6 @@ def conflict_cluster(cluster_factory, pg_major):
     primary.sql("INSERT INTO t SELECT i % 3, 0 FROM generate_series(1, 20) i", dbname=DB)
     primary.wait_for_catchup(standby)
     return cluster
-
-
-def in_one_transaction(node, *statements, dbname=DB):
-    """Run `statements` in one transaction on `node` (a session of its own)."""
-    with node.background_session(dbname) as session:
-        session.run("BEGIN")
-        for statement in statements:
-            session.run(statement)
-        session.run("COMMIT")
 
 
 def cancelled_by_recovery(pending, sqlstate="40001"):
@@ -92,7 +84,7 @@ def test_lock_conflict_cancels_the_standby_query(conflict_cluster):
         running.wait_until_blocked("PgSleep")
 
         # ... and the primary takes ACCESS EXCLUSIVE, which the standby replays.
-        in_one_transaction(primary, "LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        in_one_transaction(primary, "LOCK TABLE t IN ACCESS EXCLUSIVE MODE", dbname=DB)
         cancelled_by_recovery(running)
     assert standby.wait_for_conflicts("lock", dbname=DB)["lock"] == 1
     standby.poll_log_until("User was holding a relation lock for too long", since="")
@@ -129,7 +121,7 @@ def test_buffer_pin_conflict_cancels_the_standby_query(conflict_cluster):
         writer.run("BEGIN")
         writer.run("INSERT INTO t VALUES (1, 0)")
         writer.run("ROLLBACK")
-    in_one_transaction(primary, "LOCK t")  # a commit, to flush the rollback's WAL
+    in_one_transaction(primary, "LOCK t", dbname=DB)  # a commit, to flush the rollback's WAL
     primary.wait_for_catchup(standby)
 
     with standby.background_session(DB) as session:
@@ -274,10 +266,7 @@ def test_prepared_transactions_survive_a_failover(cluster_factory):
     primary, standby = cluster.primary, cluster.standby
     primary.sql("CREATE TABLE t (id int)")
     for gid, value in (("to-commit", 1), ("to-roll-back", 2)):
-        with primary.background_session() as session:
-            session.run("BEGIN")
-            session.run("INSERT INTO t VALUES (%s)", (value,))
-            session.run(f"PREPARE TRANSACTION '{gid}'")
+        in_one_transaction(primary, f"INSERT INTO t VALUES ({value})", end=f"PREPARE TRANSACTION '{gid}'")
     primary.wait_for_catchup(standby)
     # On the standby their rows are not visible: they are neither committed nor rolled back yet.
     assert standby.scalar("SELECT count(*) FROM t") == 0

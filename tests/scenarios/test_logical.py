@@ -8,6 +8,7 @@ import re
 
 import psycopg.errors
 import pytest
+from helpers import in_one_transaction
 from psycopg import sql as pgsql
 
 from harness.errors import WaitTimeout
@@ -108,14 +109,19 @@ def test_row_filters_and_column_lists(logical):
     ]
 
 
+def subscribed_to_t(publisher, subscriber, **options):
+    """A table t (id primary key) on both, published, subscribed with `options`, synchronised."""
+    for node in (publisher, subscriber):
+        node.sql("CREATE TABLE t (id int PRIMARY KEY)")
+    subscription = subscriber.subscribe(publisher.publish("pub", tables=["t"]), "sub", **options)
+    subscription.wait_for_sync()
+    return subscription
+
+
 @pytest.mark.pg(">=15")
 def test_a_conflict_stops_apply_until_skipped(logical):
     _, publisher, subscriber = logical
-    for node in (publisher, subscriber):
-        node.sql("CREATE TABLE t (id int PRIMARY KEY)")
-    publication = publisher.publish("pub", tables=["t"])
-    subscription = subscriber.subscribe(publication, "sub", disable_on_error=True)
-    subscription.wait_for_sync()
+    subscription = subscribed_to_t(publisher, subscriber, disable_on_error=True)
 
     # A row that already exists on the subscriber: applying the publisher's INSERT fails (23505) ...
     subscriber.sql("INSERT INTO t VALUES (1)")
@@ -145,19 +151,12 @@ def test_a_conflict_stops_apply_until_skipped(logical):
 @pytest.mark.pg(">=15")
 def test_two_phase_transactions_are_prepared_on_the_subscriber(logical):
     _, publisher, subscriber = logical
-    for node in (publisher, subscriber):
-        node.sql("CREATE TABLE t (id int PRIMARY KEY)")
-    publication = publisher.publish("pub", tables=["t"])
-    subscription = subscriber.subscribe(publication, "sub", two_phase=True)
-    subscription.wait_for_sync()
+    subscription = subscribed_to_t(publisher, subscriber, two_phase=True)
     subscriber.poll_query_until("SELECT subtwophasestate = 'e' FROM pg_subscription WHERE subname = 'sub'")
 
     # A transaction prepared on the publisher is prepared on the subscriber too ...
     for gid, value in (("commit-me", 1), ("roll-me-back", 2)):
-        with publisher.background_session() as session:
-            session.run("BEGIN")
-            session.run("INSERT INTO t VALUES (%s)", (value,))
-            session.run(f"PREPARE TRANSACTION '{gid}'")
+        in_one_transaction(publisher, f"INSERT INTO t VALUES ({value})", end=f"PREPARE TRANSACTION '{gid}'")
     subscription.wait_for_catchup()
     assert subscriber.scalar("SELECT count(*) FROM pg_prepared_xacts") == 2
     assert subscriber.scalar("SELECT count(*) FROM t") == 0
