@@ -22,7 +22,7 @@ HARNESS := $(BIN)/harness
 .PHONY: help venv image up down test test-matrix test-provision soak unit lint format docs bench clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
 venv: $(VENV)/.installed ## Create the virtual environment with the harness and its tools
 
