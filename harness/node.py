@@ -61,10 +61,10 @@ def _log_time(stamp: str) -> tuple[str, int]:
     return whole, int(fraction.ljust(9, "0")[:9] or 0)
 
 
-def dt_seconds(stamp: str) -> float:
+def _log_seconds(stamp: str) -> int:
     """The Unix time of a Docker log timestamp, to the second."""
     whole = stamp.rstrip("Z").partition(".")[0]
-    return dt.datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.UTC).timestamp()
+    return int(dt.datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.UTC).timestamp())
 
 
 class Node(Service):
@@ -223,8 +223,8 @@ class Node(Service):
     def log_since(self, position: str) -> list[str]:
         """The node's log lines logged after `position` (from `log_position`), without their timestamps."""
         after = _log_time(position) if position else None
-        since = int(dt_seconds(position)) if position else None
-        raw = self.container.logs(timestamps=True, since=since) if since else self.container.logs(timestamps=True)
+        # The engine filters to the second; the exact cut is made below, on its nanosecond timestamps.
+        raw = self.container.logs(timestamps=True, since=_log_seconds(position) if position else None)
         assert isinstance(raw, bytes)
         lines = []
         for line in raw.decode(errors="replace").splitlines():

@@ -10,6 +10,7 @@ import textwrap
 import docker
 import psycopg
 import pytest
+from psycopg import sql as pgsql
 
 from harness.wait import poll_until
 
@@ -36,9 +37,10 @@ def pg_wal_files(node):
     return {name for (name,) in node.sql("SELECT name FROM pg_ls_waldir()")}
 
 
-def set_and_reload(node, setting, value):
-    """ALTER SYSTEM SET one setting and reload the configuration."""
-    node.sql(f"ALTER SYSTEM SET {setting} = '{value}'")
+def set_and_reload(node, settings):
+    """ALTER SYSTEM SET each of `settings` (a mapping, values quoted as SQL literals) on `node`, then reload."""
+    for name, value in settings.items():
+        node.sql(pgsql.SQL("ALTER SYSTEM SET {} = {}").format(pgsql.Identifier(name), pgsql.Literal(value)))
     node.sql("SELECT pg_reload_conf()")
 
 

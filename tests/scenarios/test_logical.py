@@ -8,8 +8,7 @@ import re
 
 import psycopg.errors
 import pytest
-from helpers import in_one_transaction
-from psycopg import sql as pgsql
+from helpers import in_one_transaction, set_and_reload
 
 from harness.errors import WaitTimeout
 from harness.failover import primary_conninfo, rejoin, repoint
@@ -28,13 +27,6 @@ def allow_replication_role_into(node, dbname, role):
     line = f'host {dbname} "{role.replace(chr(34), chr(34) * 2)}" all scram-sha-256'
     script = 'printf "%s\\n" "$2" | cat - "$1" > "$1.new" && mv "$1.new" "$1"'
     node.exec("sh", "-c", script, "prepend", hba, line)
-    node.sql("SELECT pg_reload_conf()")
-
-
-def set_and_reload(node, settings):
-    """ALTER SYSTEM SET each of `settings` on `node`, then reload."""
-    for name, value in settings.items():
-        node.sql(pgsql.SQL("ALTER SYSTEM SET {} = {}").format(pgsql.Identifier(name), pgsql.Literal(value)))
     node.sql("SELECT pg_reload_conf()")
 
 
