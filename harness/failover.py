@@ -18,7 +18,7 @@ from psycopg import sql as pgsql
 from harness.cluster import Cluster
 from harness.constants import CONTAINER_PORT, DATA_MOUNT, HOST
 from harness.errors import ClusterError, FailoverError, HarnessError, SplitBrain
-from harness.lsn import Lsn
+from harness.lsn import Lsn, parse_timeline_history
 from harness.node import Node
 from harness.quoting import conninfo, settings_lines
 from harness.wait import poll_until
@@ -79,9 +79,25 @@ def choose_new_primary(standbys: Iterable[Node]) -> Node:
     return ranked[0]
 
 
-def repoint(standby: Node, upstream: Node | str) -> None:
-    """Make `standby` stream from `upstream` (primary_conninfo, reloaded; PostgreSQL 13+ needs no restart)."""
+def repoint(standby: Node, upstream: Node | str, *, timeout: float | None = None) -> Node:
+    """Make `standby` stream from `upstream`; return it.
+
+    When `standby` has WAL past the point where `upstream`'s timeline left its
+    own (an asynchronous standby that received more from the failed primary
+    than the standby promoted in its place), it cannot follow: it is rewound
+    with `rejoin` instead. Otherwise primary_conninfo is set and reloaded
+    (PostgreSQL 13+ needs no restart).
+    """
     upstream = standby.cluster.node(upstream)
+    switchpoint = diverged_at(standby, upstream)
+    if switchpoint is not None:
+        log.info(
+            "### Node %r has WAL past %s, where %r's timeline left its own: rewinding it",
+            standby.name,
+            switchpoint,
+            upstream.name,
+        )
+        return rejoin(standby.cluster, standby, upstream, timeout=timeout)
     log.info("### Re-pointing node %r to %r", standby.name, upstream.name)
     standby.sql(
         pgsql.SQL("ALTER SYSTEM SET primary_conninfo = {}").format(
@@ -89,6 +105,29 @@ def repoint(standby: Node, upstream: Node | str) -> None:
         )
     )
     standby.sql("SELECT pg_reload_conf()")
+    return standby
+
+
+def diverged_at(standby: Node, upstream: Node) -> Lsn | None:
+    """Where `upstream`'s history left `standby`'s timeline, if `standby` has WAL past that point; else None.
+
+    Read from `upstream`'s newest timeline history file and `standby`'s
+    position (received or replayed, whichever is further: a received tail that
+    is only part of a record counts too, so a doubtful case is rewound).
+    """
+    history = upstream.scalar(
+        "SELECT pg_read_file('pg_wal/' || name) FROM pg_ls_waldir()"
+        " WHERE name LIKE '%.history' ORDER BY name DESC LIMIT 1"
+    )
+    if history is None:
+        return None
+    timeline = standby.scalar(
+        "SELECT coalesce((SELECT received_tli FROM pg_stat_wal_receiver), timeline_id) FROM pg_control_checkpoint()"
+    )
+    switchpoint = parse_timeline_history(str(history)).get(int(str(timeline)))
+    if switchpoint is None or position(standby) <= switchpoint:
+        return None
+    return switchpoint
 
 
 def primary_conninfo(cluster: Cluster, upstream: str, application_name: str, *, dbname: str | None = None) -> str:
@@ -118,7 +157,8 @@ def multi_host_dsn(nodes: Sequence[Node], *, target_session_attrs: str = "read-w
 
 
 def rejoin(cluster: Cluster, node: Node | str, upstream: Node | str, *, timeout: float | None = None) -> Node:
-    """Bring failed primary `node` back as a standby of `upstream` with pg_rewind.
+    """Bring `node` back as a standby of `upstream` with pg_rewind: a failed primary, or a
+    standby with WAL that `upstream` never had (see `repoint`).
 
     Stops the node, rewinds its data directory to where it diverged from
     `upstream` (the transactions only it had are gone), points it at

@@ -79,3 +79,24 @@ def previous_walfile(name: str, segment_size: int = DEFAULT_SEGMENT_SIZE) -> str
     if segno == 0:
         raise ValueError(f"{name} is the first WAL file of its timeline")
     return walfile_name(Lsn((segno - 1) * segment_size), timeline, segment_size)
+
+
+def parse_timeline_history(text: str) -> dict[int, Lsn]:
+    """The switch points of a timeline history file (``00000002.history``): for each
+    parent timeline, the position where it ended and the next one began.
+
+    Lines are ``<parent tli> <switch point> <reason>``, tab-separated; blank lines
+    and ``#`` comments are skipped, as PostgreSQL's readTimeLineHistory() does.
+    """
+    switchpoints: dict[int, Lsn] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        fields = stripped.split(None, 2)
+        try:
+            timeline, switchpoint = int(fields[0]), Lsn.parse(fields[1])
+        except (IndexError, ValueError):
+            raise ValueError(f"timeline history line {number} is not '<timeline> <LSN> <reason>': {line!r}") from None
+        switchpoints[timeline] = switchpoint
+    return switchpoints

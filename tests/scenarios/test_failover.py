@@ -264,3 +264,25 @@ def test_the_most_advanced_standby_is_chosen_and_the_other_follows_it(cluster_fa
     chosen.wait_for_catchup(standby2)
     assert standby2.table_checksum("hoge") == chosen.table_checksum("hoge")
     assert standby2.timeline() == 2
+
+
+def test_a_standby_ahead_of_the_promoted_one_is_rewound_to_follow_it(cluster_factory):
+    # An operator may promote a standby that is not the most advanced (the synchronous one, one in the
+    # right data centre): a standby that got WAL the new primary never had cannot stream from it.
+    cluster = cluster_factory(standbys=2)
+    primary, standby, standby2 = cluster.primary, cluster.standby, cluster.node("standby2")
+    notice_lost_standbys_fast(primary)
+    primary.sql("CREATE TABLE hoge (col integer)")
+    primary.wait_for_catchup(standby2)
+    with partitioned(standby2):
+        primary.sql("INSERT INTO hoge VALUES (1)")
+        primary.wait_for_catchup(standby)
+        primary.kill()
+    standby2.promote()
+
+    # repoint sees that standby has WAL past the fork of standby2's timeline and rewinds it (pg_rewind).
+    assert repoint(standby, standby2) is standby
+    standby2.sql("INSERT INTO hoge VALUES (2)")
+    standby2.wait_for_catchup(standby)
+    assert standby.sql("SELECT col FROM hoge") == [(2,)]
+    assert standby.timeline() == 2

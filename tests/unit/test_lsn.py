@@ -1,6 +1,6 @@
 import pytest
 
-from harness.lsn import Lsn, parse_walfile_name, previous_walfile, segment_start, walfile_name
+from harness.lsn import Lsn, parse_timeline_history, parse_walfile_name, previous_walfile, segment_start, walfile_name
 
 
 def test_parse_and_print_round_trip():
@@ -53,3 +53,16 @@ def test_previous_of_the_first_walfile_is_an_error():
 def test_segment_start_is_the_first_lsn_of_the_file():
     assert segment_start("000000010000000000000003") == Lsn.parse("0/3000000")
     assert walfile_name(segment_start("0000000200000001000000A0"), 2) == "0000000200000001000000A0"
+
+
+def test_timeline_history_gives_each_parent_its_switch_point():
+    # As PostgreSQL 17 wrote it after two promotions (tab-separated, a reason per line).
+    text = "1\t0/403D900\tno recovery target specified\n\n2\t0/5000A28\tno recovery target specified\n"
+    assert parse_timeline_history(text) == {1: Lsn.parse("0/403D900"), 2: Lsn.parse("0/5000A28")}
+    assert parse_timeline_history("# a comment\n") == {}
+
+
+@pytest.mark.parametrize("line", ["1", "x\t0/1\treason", "1\tnot-an-lsn\treason"])
+def test_timeline_history_refuses_a_malformed_line(line):
+    with pytest.raises(ValueError, match="line 1"):
+        parse_timeline_history(line)
