@@ -147,7 +147,7 @@ def image(pg_version: str, pg_image: str) -> None:
     default=5433,
     show_default=True,
     type=click.IntRange(1, 65535),
-    help="Host port on 127.0.0.1 for the primary. [env: PRIMARY_PORT]",
+    help="Published port of the primary (on 127.0.0.1 for a local engine). [env: PRIMARY_PORT]",
 )
 @click.option(
     "--standby-port",
@@ -155,7 +155,7 @@ def image(pg_version: str, pg_image: str) -> None:
     default=5434,
     show_default=True,
     type=click.IntRange(1, 65535),
-    help="Host port on 127.0.0.1 for the standby. [env: STANDBY_PORT]",
+    help="Published port of the standby (on 127.0.0.1 for a local engine). [env: STANDBY_PORT]",
 )
 @click.option(
     "--standbys",

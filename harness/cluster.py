@@ -13,7 +13,8 @@ dumps, `harness.backup`).
         cluster.primary.sql("CREATE TABLE hoge (col integer)")
         cluster.primary.wait_for_catchup(cluster.standby)
 
-Host-to-node traffic goes only to ports published on 127.0.0.1.
+Host-to-node traffic goes only to published ports: on 127.0.0.1 for a local engine, on
+the engine's own address for a remote one (`harness.engine`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from harness.constants import (
     REPLICATION_NETWORK,
     SERVICE_LABEL,
 )
+from harness.engine import resolve
 from harness.environments import owner_labels
 from harness.errors import ClusterError, HarnessError, PortInUse, UnknownEnvironment, UnknownNode
 from harness.node import Node
@@ -96,12 +98,12 @@ def new_cluster_name(prefix: str = "pgh") -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
 
 
-def port_is_free(port: int) -> bool:
-    """Whether `port` on 127.0.0.1 can be bound now."""
+def port_is_free(port: int, address: str = HOST) -> bool:
+    """Whether `port` on `address` (a local one) can be bound now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind((HOST, port))
+            s.bind((address, port))
         except OSError:
             return False
     return True
@@ -200,8 +202,11 @@ class Cluster:
         for node in self.node_settings:
             if not NODE_NAME.fullmatch(node):
                 raise ClusterError(f"node_settings for {node!r}: not a node name (lower-case letters, digits, '-')")
+        #: The Docker engine that runs the cluster, and where its published ports are reached.
+        self.engine = resolve()
         variables = {
             "HARNESS_IMAGE": image,
+            "PGHARNESS_BIND": self.engine.bind,
             "POSTGRES_PASSWORD": self.password,
             "REPLICATION_USER": self.replication_user,
             "REPLICATION_PASSWORD": self.replication_password,
@@ -250,7 +255,7 @@ class Cluster:
         self.owner = variables["PGHARNESS_OWNER"]
         #: The owner labels every container, volume and network of the cluster carries.
         self.owner_labels = owner_labels(self.owner)
-        self._client = docker_client()
+        self._client = docker_client(self.engine)
         self._nodes: dict[str, Node] = {}
         #: The shared WAL archive: listing, waits, faults.
         self.archive = Archive(self)
@@ -317,17 +322,20 @@ class Cluster:
     # --- lifecycle -------------------------------------------------------
 
     def preflight(self) -> None:
-        """Check what start-up needs before anything is created: Compose v2, free host ports.
+        """Check what start-up needs before anything is created: Compose v2, free host ports (on a local
+        engine; a remote one refuses a port in use itself).
 
         Raises `DockerUnavailable` or `PortInUse`, each in one line saying what to do.
         """
         check_compose_v2()
+        if self.engine.remote:
+            return
         # A port held by this project's own containers is not in use by someone else.
         own = self.containers()
         for service, port in self.ports.items():
-            if service not in own and not port_is_free(port):
+            if service not in own and not port_is_free(port, self.engine.bind):
                 raise PortInUse(
-                    f"port {port} on {HOST} (for {service}) is already in use: stop what holds it "
+                    f"port {port} on {self.engine.bind} (for {service}) is already in use: stop what holds it "
                     f"(another environment? `make down`) or choose another with {_variable(service, 'PORT')}=..."
                 )
 
@@ -586,7 +594,7 @@ class Cluster:
             "--name", f"{self.name}-{name}",
             "--label", f"{NODE_LABEL}={name}",
             "--volume", f"{volume}:{DATA_MOUNT}",
-            "--publish", f"{HOST}::{CONTAINER_PORT}",
+            "--publish", f"{self.engine.bind}::{CONTAINER_PORT}",
         ]  # fmt: skip
         for key, value in environment.items():
             options += ["--env", f"{key}={value}"]

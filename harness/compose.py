@@ -25,6 +25,7 @@ import requests
 from docker.models.containers import Container
 from testcontainers.compose import DockerCompose
 
+from harness.engine import Engine, resolve
 from harness.errors import ClusterError, DockerUnavailable
 
 
@@ -54,19 +55,31 @@ COMPOSE_TIMEOUT = 300.0
 DOWN_TIMEOUT = 120.0
 
 
-def docker_client() -> docker.DockerClient:
-    """A Docker SDK client for the engine in DOCKER_HOST (or the default socket).
+def docker_client(engine: Engine | None = None) -> docker.DockerClient:
+    """A Docker SDK client for `engine` (default: the one the user's Docker configuration names, as
+    `harness.engine.resolve` finds it: DOCKER_HOST, else the Docker context, else the default socket).
 
     Raises `DockerUnavailable` with what to do when no engine answers.
     """
+    engine = engine or resolve()
+    ssh = engine.url.startswith("ssh://")
     try:
-        client = docker.from_env(timeout=120)
+        if engine.context:
+            from docker.context import ContextAPI
+
+            context = ContextAPI.get_context(engine.context)
+            assert context is not None
+            client = docker.DockerClient(
+                base_url=engine.url, tls=context.TLSConfig or False, timeout=120, use_ssh_client=ssh
+            )
+        else:
+            # DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, as the docker CLI reads them.
+            client = docker.from_env(timeout=120, use_ssh_client=ssh)
         client.ping()
     except docker.errors.DockerException as e:
-        where = os.environ.get("DOCKER_HOST", "the default socket /var/run/docker.sock")
         raise DockerUnavailable(
-            f"no Docker engine answers at {where}: start dockerd (or Docker Desktop), "
-            f"or point DOCKER_HOST at a running engine ({type(e).__name__})"
+            f"no Docker engine answers at {engine}: start dockerd (or Docker Desktop), "
+            f"or point DOCKER_HOST (or the Docker context) at a running engine ({type(e).__name__})"
         ) from None
     return client
 

@@ -61,11 +61,18 @@ def save_evidence(cluster: Cluster, directory: Path) -> Path:
     pg_stat_wal_receiver, pg_stat_archiver, pg_replication_slots per node),
     ``archive.txt`` (the shared archive, .history files included),
     ``compose.yaml`` (the resolved compose configuration) and
-    ``summary.txt``. Passwords are masked.
+    ``summary.txt`` (which names the Docker engine, as ``status.json`` does).
+    Passwords are masked.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    status: dict[str, Any] = {"cluster": cluster.name, "image": cluster.image, "nodes": {}}
-    summary = [f"cluster {cluster.name} (image {cluster.image}); evidence in {directory}"]
+    engine = cluster.engine
+    status: dict[str, Any] = {
+        "cluster": cluster.name,
+        "image": cluster.image,
+        "engine": {"url": engine.url, "context": engine.context, "host": engine.host, "bind": engine.bind},
+        "nodes": {},
+    }
+    summary = [f"cluster {cluster.name} (image {cluster.image}) on engine {engine}; evidence in {directory}"]
     for name, container in sorted(cluster.containers().items()):
         (directory / f"{name}.log").write_text(mask_secrets(cluster, container.logs().decode(errors="replace")))
         node_status: dict[str, Any] = {"state": container.attrs["State"]}

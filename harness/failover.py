@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql as pgsql
 
 from harness.cluster import Cluster
-from harness.constants import CONTAINER_PORT, DATA_MOUNT, HOST
+from harness.constants import CONTAINER_PORT, DATA_MOUNT
 from harness.errors import ClusterError, FailoverError, HarnessError, SplitBrain
 from harness.lsn import Lsn, parse_timeline_history
 from harness.node import Node
@@ -146,7 +146,7 @@ def primary_conninfo(cluster: Cluster, upstream: str, application_name: str, *, 
 def multi_host_dsn(nodes: Sequence[Node], *, target_session_attrs: str = "read-write", connect_timeout: int = 2) -> str:
     """A libpq multi-host connection string over `nodes`: clients find the primary without reconfiguration."""
     return conninfo(
-        host=",".join(HOST for _ in nodes),
+        host=",".join(node.host for node in nodes),
         port=",".join(str(node.port) for node in nodes),
         dbname="postgres",
         user="postgres",

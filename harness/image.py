@@ -30,6 +30,7 @@ from filelock import FileLock
 
 from harness.compose import COMPOSE_FILE, docker_client, run_container
 from harness.constants import MANAGED_LABEL
+from harness.engine import resolve
 from harness.errors import ImageError
 from harness.versions import DebianSuite, suite_for
 
@@ -235,10 +236,13 @@ class ImageBuilder:
 def ensure_image(spec: ImageSpec, *, out: IO[str] = sys.stderr) -> str:
     """The tag of the node image for `spec`, built if missing or stale.
 
-    One process at a time builds a given image (a file lock per tag): pytest-xdist
-    workers and parallel CI steps on one engine wait for the first build, then reuse it.
+    One process at a time builds a given image on a given engine (a file lock per tag and
+    engine): pytest-xdist workers and parallel CI steps on one engine wait for the first
+    build, then reuse it.
     """
-    with FileLock(Path(tempfile.gettempdir()) / f"pgharness-image-{sanitize_tag(spec.tag)}.lock"):
+    # Per engine: workers spread over several engines build (or load) the image once on each.
+    engine = hashlib.sha256(resolve().url.encode()).hexdigest()[:12]
+    with FileLock(Path(tempfile.gettempdir()) / f"pgharness-image-{sanitize_tag(spec.tag)}-{engine}.lock"):
         return ImageBuilder(spec, out=out).ensure()
 
 

@@ -24,11 +24,11 @@ from psycopg.abc import Params
 from harness import logical
 from harness.background import BackgroundSession
 from harness.compose import ENGINE_TIMEOUT_ERRORS
-from harness.constants import CONTAINER_PORT, DATA_MOUNT, HOST, LONG_PAGE_HEADER_SIZE
+from harness.constants import CONTAINER_PORT, DATA_MOUNT, LONG_PAGE_HEADER_SIZE
 from harness.errors import ClusterError, QueryTimeout, UnknownNode
 from harness.logical import Publication, Subscription
 from harness.lsn import Lsn, previous_walfile
-from harness.quoting import conninfo, uri_component
+from harness.quoting import conninfo, uri_component, uri_host
 from harness.recovery import Lag
 from harness.service import Service, container_env
 from harness.session import Query, Session, bounded, open_connection
@@ -79,7 +79,7 @@ class Node(Service):
 
     @property
     def port(self) -> int:
-        """The host port on 127.0.0.1 that reaches this node's PostgreSQL."""
+        """The published port that reaches this node's PostgreSQL (at `host`)."""
         return self.published_port(CONTAINER_PORT)
 
     def exec(self, *argv: str, check: bool = True, user: str = "postgres", env: Mapping[str, str] | None = None) -> str:
@@ -98,7 +98,7 @@ class Node(Service):
     def dsn(self, dbname: str = "postgres", user: str = "postgres") -> str:
         """A libpq connection string for this node from the host (the superuser's password included)."""
         password = self.cluster.password if user == "postgres" else None
-        return conninfo(host=HOST, port=self.port, dbname=dbname, user=user, password=password)
+        return conninfo(host=self.host, port=self.port, dbname=dbname, user=user, password=password)
 
     def conninfo(self, dbname: str = "postgres", user: str = "postgres") -> str:
         """A libpq connection string for this node as the other nodes see it: its name on the cluster's
@@ -113,7 +113,7 @@ class Node(Service):
     def uri(self, dbname: str = "postgres") -> str:
         """A ``postgresql://`` URI for this node from the host, as the superuser (parts percent-encoded)."""
         user, password = uri_component("postgres"), uri_component(self.cluster.password)
-        return f"postgresql://{user}:{password}@{HOST}:{self.port}/{uri_component(dbname)}"
+        return f"postgresql://{user}:{password}@{uri_host(self.host)}:{self.port}/{uri_component(dbname)}"
 
     def connect(self, dbname: str = "postgres", *, autocommit: bool = True, **kwargs: Any) -> psycopg.Connection[Any]:
         """A new psycopg connection to this node (autocommit unless told otherwise)."""

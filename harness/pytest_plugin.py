@@ -20,6 +20,8 @@ Options (each with an ini twin and an environment default; the README has the ta
     --pg-tls              replication over TLS (verify-full)      [PGHARNESS_TLS=1]
     --pg-test-timeout S   deadline of a test that uses a cluster, when no pytest-timeout
                           timeout is set (signal method)          [PGHARNESS_TEST_TIMEOUT, 300]
+    --pg-engine URL       a Docker engine for the run; repeatable: pytest-xdist workers
+                          are spread over them round-robin         [PGHARNESS_ENGINES]
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import pytest_timeout
 
 from harness import evidence
 from harness.cluster import Cluster
+from harness.engine import resolve
 from harness.errors import HarnessError
 from harness.image import ImageSpec, ensure_image, image_exists, server_version
 from harness.versions import DEFAULT_VERSION, parse_postgres_v, parse_version_arg, version_matches
@@ -200,6 +203,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="replication over TLS (verify-full, a CA made at run time) in every cluster (env PGHARNESS_TLS=1)",
     )
+    group.addoption(
+        "--pg-engine",
+        dest="pg_engines",
+        metavar="URL",
+        action="append",
+        help="a Docker engine (unix://, tcp://, ssh:// URL, as DOCKER_HOST takes) to run clusters on; repeatable: "
+        "pytest-xdist workers are assigned to the engines round-robin (env PGHARNESS_ENGINES, space-separated)",
+    )
+    parser.addini("pg_engines", "Docker engines the workers are spread over (URLs)", type="linelist")
     parser.addini("pg_version", "PostgreSQL major version under test")
     parser.addini("pg_image", "base image with PostgreSQL server binaries")
     parser.addini("keep_on_failure", "leave a failed test's cluster running")
@@ -214,9 +226,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for name, description in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {description}")
+    engines = configured_engines(config)
+    if engines:
+        # Before any client exists: the SDK, `docker compose` and `docker import` all read DOCKER_HOST.
+        os.environ["DOCKER_HOST"] = engine_of_worker(engines, os.environ.get("PYTEST_XDIST_WORKER", ""))
+        os.environ.pop("DOCKER_CONTEXT", None)
     # A CI job that is cancelled gets SIGTERM: tear down as for Ctrl-C instead of dying with clusters up.
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _interrupt)
+
+
+def configured_engines(config: pytest.Config) -> list[str]:
+    """The engines of --pg-engine, else the ini's pg_engines, else PGHARNESS_ENGINES (space-separated)."""
+    given = config.getoption("pg_engines") or config.getini("pg_engines") or os.environ.get("PGHARNESS_ENGINES", "")
+    return [str(e) for e in (given.split() if isinstance(given, str) else given) if str(e).strip()]
+
+
+def engine_of_worker(engines: list[str], worker: str) -> str:
+    """The engine of pytest-xdist worker `worker` (``gw0``, ``gw1``, ...): round-robin; the first without xdist."""
+    index = int(worker[2:]) if re.fullmatch(r"gw\d+", worker) else 0
+    return engines[index % len(engines)]
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -235,7 +264,19 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         version = str(e)
     except Exception as e:  # noqa: BLE001 -- a report header must never stop the run
         version = f"unknown ({type(e).__name__}: {e})"
-    return [f"pgharness: image {tag} ({version})"]
+    lines = [f"pgharness: image {tag} ({version})"]
+    engines = configured_engines(config)
+    workers = int(getattr(config.option, "numprocesses", 0) or 0)
+    if engines:
+        for index, url in enumerate(engines):
+            assigned = [f"gw{w}" for w in range(workers) if w % len(engines) == index]
+            lines.append(f"pgharness: engine {url}" + (f" (workers {', '.join(assigned)})" if assigned else ""))
+    else:
+        try:
+            lines.append(f"pgharness: engine {resolve()}")
+        except HarnessError as e:
+            lines.append(f"pgharness: engine: {e}")
+    return lines
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

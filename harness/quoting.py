@@ -106,3 +106,8 @@ def read_sql(init_sql: str | Path) -> str:
 def uri_component(text: str) -> str:
     """`text` percent-encoded for a ``postgresql://`` URI's user, password or database part."""
     return quote(text, safe="")
+
+
+def uri_host(host: str) -> str:
+    """`host` as the host part of a URI: an IPv6 address in brackets, anything else as it is."""
+    return f"[{host}]" if ":" in host else host

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 from docker.models.containers import Container
 
-from harness.constants import HOST
 from harness.errors import ClusterError
 from harness.wait import log_tails, poll_until
 
@@ -41,19 +40,22 @@ class Service:
 
     @property
     def host(self) -> str:
-        """Where the host reaches the service's published ports."""
-        return HOST
+        """Where the tests reach the service's published ports: 127.0.0.1 for a local engine, the engine's
+        host for a remote one, or PGHARNESS_HOST (see `harness.engine`)."""
+        return self.cluster.engine.host
 
     def published_port(self, container_port: int, protocol: str = "tcp") -> int:
-        """The host port on 127.0.0.1 that reaches `container_port` of the service."""
+        """The port that reaches `container_port` of the service, published on the engine's bind address
+        (127.0.0.1 for a local engine)."""
         container = self.container
+        bind = self.cluster.engine.bind
         bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{container_port}/{protocol}") or []
         for binding in bindings:
-            if binding.get("HostIp") == HOST:
+            if binding.get("HostIp") == bind:
                 return int(binding["HostPort"])
         raise ClusterError(
-            f"{self.name!r} publishes no port for {container_port}/{protocol} on {HOST} "
-            f"(status: {container.status}); is it running, and is the port published on {HOST}?"
+            f"{self.name!r} publishes no port for {container_port}/{protocol} on {bind} "
+            f"(status: {container.status}); is it running, and is the port published on {bind}?"
         )
 
     def logs(self, tail: int = 200) -> str:
