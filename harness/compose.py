@@ -73,8 +73,9 @@ def docker_client(engine: Engine | None = None) -> docker.DockerClient:
                 base_url=engine.url, tls=context.TLSConfig or False, timeout=120, use_ssh_client=ssh
             )
         else:
-            # DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, as the docker CLI reads them.
-            client = docker.from_env(timeout=120, use_ssh_client=ssh)
+            # The engine's URL, with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH as the docker CLI reads them.
+            environment = {**os.environ, "DOCKER_HOST": engine.url}
+            client = docker.from_env(timeout=120, use_ssh_client=ssh, environment=environment)
         client.ping()
     except docker.errors.DockerException as e:
         raise DockerUnavailable(

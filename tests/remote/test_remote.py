@@ -1,0 +1,126 @@
+"""The harness against a remote engine (DOCKER_HOST=tcp://...), and one run spread over two engines."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+
+from harness.compose import docker_client
+from harness.engine import resolve, url_host
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+LOCAL_ENGINE = "unix:///var/run/docker.sock"
+
+
+def harness(*argv, env=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_clusters_run_on_the_remote_engine_and_are_reached_at_its_address(cluster, remote_engine):
+    # DOCKER_HOST names the remote engine: the cluster is there, and nowhere else.
+    assert resolve().url == remote_engine
+    address = url_host(remote_engine)
+    primary, standby = cluster.primary, cluster.standby
+    assert primary.host == address
+    for node in (primary, standby):
+        bindings = node.container.attrs["NetworkSettings"]["Ports"]["5432/tcp"]
+        assert {b["HostIp"] for b in bindings} == {address}
+    local = docker_client(resolve({"DOCKER_HOST": LOCAL_ENGINE}))
+    assert local.containers.list(all=True, filters={"label": f"com.docker.compose.project={cluster.name}"}) == []
+    # A client on this machine reaches the nodes through the engine's address.
+    with psycopg.connect(primary.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id integer)")
+        conn.execute("INSERT INTO t VALUES (1)")
+    primary.wait_for_catchup(standby)
+    with psycopg.connect(standby.dsn()) as conn:
+        assert conn.execute("SELECT id FROM t").fetchall() == [(1,)]
+
+
+def test_the_cli_drives_an_environment_on_the_remote_engine(remote_engine):
+    name = f"remote-cli-{os.getpid()}"
+    address = url_host(remote_engine)
+    try:
+        up = harness("up", "--name", name)
+        assert up.returncode == 0, up.stderr
+        # The connection strings name the host the user can reach: the engine's.
+        assert f"@{address}:5433/" in up.stdout
+        assert f"@{address}:5434/" in up.stdout
+        uri = next(word for word in up.stdout.split() if word.startswith("postgresql://") and ":5433/" in word)
+        with psycopg.connect(uri, autocommit=True, connect_timeout=10) as conn:
+            conn.execute("CREATE TABLE hoge (col integer)")
+            conn.execute("INSERT INTO hoge VALUES (1)")
+        status = harness("status", "--name", name)
+        assert status.returncode == 0, status.stderr
+        assert "streaming" in status.stdout
+        sql = harness("sql", "--name", name, "standby", "SELECT pg_is_in_recovery()")
+        assert (sql.returncode, sql.stdout) == (0, "True\n"), sql.stderr
+        promote = harness("promote", "--name", name, "standby")
+        assert promote.returncode == 0, promote.stderr
+        sql = harness("sql", "--name", name, "standby", "INSERT INTO hoge VALUES (2) RETURNING col")
+        assert (sql.returncode, sql.stdout) == (0, "2\n"), sql.stderr
+        listed = harness("ls")
+        assert name in listed.stdout, listed.stdout + listed.stderr
+    finally:
+        down = harness("down", "--name", name)
+    assert down.returncode == 0, down.stderr
+    assert name not in harness("ls").stdout
+
+
+def test_one_run_spread_over_two_engines_names_the_engine_in_its_evidence(tmp_path, remote_engine):
+    # Two workers, one per engine; every test runs on both (--dist each); one test fails on purpose.
+    out, evidence = tmp_path / "out", tmp_path / "evidence"
+    out.mkdir()
+    env = {**os.environ, "PGHARNESS_SPREAD_OUT": str(out)}
+    env.pop("DOCKER_HOST", None)
+    run = subprocess.run(
+        [
+            sys.executable, "-m", "pytest", str(HERE / "spread_sample.py"),
+            "-n", "2", "--dist", "each", "-p", "no:cacheprovider",
+            "--pg-engine", LOCAL_ENGINE, "--pg-engine", remote_engine,
+            "--evidence-dir", str(evidence),
+        ],
+        capture_output=True, text=True, timeout=600, check=False, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "2 failed, 2 passed" in run.stdout, run.stdout[-3000:]
+    # The report header lists the engines and their workers.
+    assert f"pgharness: engine {LOCAL_ENGINE} (workers gw0)" in run.stdout
+    assert f"pgharness: engine {remote_engine} (workers gw1)" in run.stdout
+    # Each worker ran on its own engine.
+    assert (out / "gw0.engine").read_text() == LOCAL_ENGINE
+    assert (out / "gw1.engine").read_text() == remote_engine
+    # The failed test's evidence, once per engine, names the engine it ran on.
+    statuses = [json.loads(p.read_text()) for p in evidence.glob("*fails_on_purpose*/*/status.json")]
+    assert sorted(s["engine"]["url"] for s in statuses) == sorted([LOCAL_ENGINE, remote_engine])
+    summaries = [p.read_text() for p in evidence.glob("*fails_on_purpose*/*/summary.txt")]
+    assert any(f"on engine {remote_engine}" in s for s in summaries), summaries
+    # Nothing of the run is left on either engine: neither the passing tests' clusters nor the failed ones'.
+    for worker, url in (("gw0", LOCAL_ENGINE), ("gw1", remote_engine)):
+        client = docker_client(resolve({"DOCKER_HOST": url}))
+        names = [(out / f"{worker}.cluster").read_text()]
+        names += [s["cluster"] for s in statuses if s["engine"]["url"] == url]
+        for name in names:
+            label = {"label": f"com.docker.compose.project={name}"}
+            assert client.containers.list(all=True, filters=label) == []
+            assert client.volumes.list(filters=label) == []
+            assert client.networks.list(filters=label) == []
+
+
+def test_an_engine_that_does_not_answer_is_one_line(remote_engine):
+    # The test host's address, on a port where no engine listens.
+    silent = remote_engine.rsplit(":", 1)[0] + ":2399"
+    result = harness("ls", env={"DOCKER_HOST": silent}, timeout=200)
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert f"no Docker engine answers at {silent}" in result.stderr
