@@ -55,12 +55,8 @@ test-matrix: venv ## Run the suite on each of MATRIX_VERSIONS in turn; table und
 	$(BIN)/python -m harness.matrix $(MATRIX_DIR) || status=1; \
 	exit $$status
 
-REMOTE_TESTS ?= tests/scenarios/test_streaming.py tests/scenarios/test_promotion.py tests/scenarios/test_failover.py tests/remote
-test-remote: image ## Streaming, promotion, failover and the CLI on a second engine in a network namespace, then one run over both (root)
-	@url=$$(.ci/remote-engine up) || exit 1; \
-	trap '.ci/remote-engine down' EXIT; trap 'exit 130' INT TERM; \
-	.ci/remote-engine load $$($(BIN)/python -c 'from harness.image import ImageSpec; s = ImageSpec($(PG_VERSION)); print(s.base_tag, s.tag)') && \
-	DOCKER_HOST=$$url PGHARNESS_REMOTE_ENGINE=$$url $(BIN)/pytest $(REMOTE_TESTS) $(PYTEST_ARGS)
+test-remote: image ## Streaming, promotion, failover, the CLI and a downstream job on a second engine in a network namespace, then one run over both (root)
+	PYTHON=$(BIN)/python bash .ci/test-remote $(PYTEST_ARGS)
 
 test-provision: venv ## Check .ci/provision on a fresh Debian bookworm root: it would change no installed package (root)
 	$(BIN)/pytest tests/provision $(PYTEST_ARGS)

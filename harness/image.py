@@ -13,13 +13,17 @@ an image whose label matches is not built again):
 from __future__ import annotations
 
 import hashlib
+import os
+import pwd
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -88,6 +92,80 @@ def mmdebstrap_command(
     if mirror:
         cmd.append(mirror)
     return cmd
+
+
+#: mmdebstrap's modes the harness chooses from, in its order of preference (see `mmdebstrap_mode`).
+MMDEBSTRAP_MODES = ("root", "unshare", "sudo", "fakechroot")
+
+
+@dataclass(frozen=True)
+class BuildHost:
+    """What this machine allows mmdebstrap, as `mmdebstrap_mode` asks it (each a probe, to test without root)."""
+
+    is_root: Callable[[], bool]
+    #: User namespaces work for this user: subordinate ids in /etc/subuid, newuidmap, and `unshare --user`
+    #: allowed (Ubuntu 24.04 restricts it through AppArmor: "unshare: Operation not permitted").
+    can_unshare: Callable[[], bool]
+    #: Passwordless sudo (`sudo -n true`), as on GitHub's hosted runners.
+    can_sudo: Callable[[], bool]
+    has_fakechroot: Callable[[], bool]
+
+
+def _succeeds(argv: list[str]) -> bool:
+    try:
+        return subprocess.run(argv, capture_output=True, timeout=20, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _has_subids(path: str = "/etc/subuid") -> bool:
+    names = {str(os.getuid()), pwd.getpwuid(os.getuid()).pw_name}
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return False
+    return any(line.split(":", 1)[0] in names for line in lines if ":" in line)
+
+
+THIS_HOST = BuildHost(
+    is_root=lambda: os.geteuid() == 0,
+    can_unshare=lambda: (
+        _has_subids()
+        and shutil.which("newuidmap") is not None
+        and _succeeds(["unshare", "--user", "--map-root-user", "true"])
+    ),
+    can_sudo=lambda: _succeeds(["sudo", "--non-interactive", "true"]),
+    has_fakechroot=lambda: shutil.which("fakechroot") is not None and shutil.which("fakeroot") is not None,
+)
+
+
+def mmdebstrap_mode(environ: Mapping[str, str] | None = None, host: BuildHost = THIS_HOST) -> str:
+    """The mmdebstrap ``--mode`` for this machine: PGHARNESS_MMDEBSTRAP_MODE when set; else ``root``
+    as root, ``unshare`` where user namespaces work, ``sudo`` with passwordless sudo, ``fakechroot``
+    where it is installed. Raises `ImageError` in one line naming the remedies when none works."""
+    environ = os.environ if environ is None else environ
+    forced = environ.get("PGHARNESS_MMDEBSTRAP_MODE", "").strip()
+    if forced:
+        if forced not in (*MMDEBSTRAP_MODES, "auto", "fakeroot", "chrootless"):
+            raise ImageError(
+                f"PGHARNESS_MMDEBSTRAP_MODE={forced!r} is not an mmdebstrap mode: "
+                f"one of {', '.join(MMDEBSTRAP_MODES)} (or auto, fakeroot, chrootless)"
+            )
+        return forced
+    if host.is_root():
+        return "root"
+    if host.can_unshare():
+        return "unshare"
+    if host.can_sudo():
+        return "sudo"
+    if host.has_fakechroot():
+        return "fakechroot"
+    raise ImageError(
+        "mmdebstrap cannot build the image as this user: user namespaces are unavailable (no subordinate ids "
+        "in /etc/subuid, or unshare is not permitted), sudo asks for a password and fakechroot is not installed; "
+        "build as root, allow user namespaces, set up passwordless sudo, install fakechroot and fakeroot, "
+        "set PGHARNESS_MMDEBSTRAP_MODE, or bring an image (PG_IMAGE=postgres:17)"
+    )
 
 
 def digest(*parts: str | bytes) -> str:
@@ -174,7 +252,9 @@ class ImageBuilder:
     def build_base(self, suite: DebianSuite, tag: str, inputs: str, packages: tuple[str, ...] | None = None) -> None:
         packages = packages or suite.packages
         self.say(f"building {tag} from Debian {suite.name} packages ({', '.join(packages)}); about a minute")
+        # The mode is how this machine builds, not what is built: it stays out of the inputs' digest.
         debootstrap = mmdebstrap_command(suite, self.mirror, packages)
+        debootstrap.insert(1, f"--mode={mmdebstrap_mode()}")
         # Imported untagged, and tagged only once both sides succeeded: an interrupted build (Ctrl-C, a
         # killed mmdebstrap) must never leave a truncated rootfs under the tag, where the digest label
         # would pass it for a good one.

@@ -17,7 +17,7 @@
 set -euo pipefail
 
 project=$(cd "${PROJECT_DIR:-.}" && pwd)
-results=${RESULTS_DIR:-$project/test-results}
+results=$(realpath -m "${RESULTS_DIR:-$project/test-results}")   # a relative one: from the current folder
 venv=${VENV_DIR:-$project/.venv-pgharness}
 export PG_VERSION=${PG_VERSION:-17}
 
