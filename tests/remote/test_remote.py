@@ -69,8 +69,14 @@ def test_the_cli_drives_an_environment_on_the_remote_engine(remote_engine):
         assert promote.returncode == 0, promote.stderr
         sql = harness("sql", "--name", name, "standby", "INSERT INTO hoge VALUES (2) RETURNING col")
         assert (sql.returncode, sql.stdout) == (0, "2\n"), sql.stderr
+        psql = harness("psql", "--name", name, "primary", "--", "-Atc", "SELECT count(*) FROM hoge")
+        assert (psql.returncode, psql.stdout) == (0, "1\n"), psql.stderr
         listed = harness("ls")
         assert name in listed.stdout, listed.stdout + listed.stderr
+        # gc removes what belongs to dead processes of this client: a `harness up` environment is a person's.
+        gc = harness("gc")
+        assert gc.returncode == 0, gc.stderr
+        assert name in harness("ls").stdout
     finally:
         down = harness("down", "--name", name)
     assert down.returncode == 0, down.stderr

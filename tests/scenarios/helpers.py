@@ -14,7 +14,6 @@ from psycopg import sql as pgsql
 
 from harness.wait import poll_until
 
-LOOPBACK = "127.0.0.1"
 
 
 def generate_segments(primary, table, count):
@@ -45,8 +44,9 @@ def set_and_reload(node, settings):
 
 
 def connect_kwargs(node, **overrides):
-    """Keyword arguments of a TCP connection to `node` through its published port."""
-    return {"host": LOOPBACK, "port": node.port, "dbname": "postgres", "connect_timeout": 10, **overrides}
+    """Keyword arguments of a TCP connection to `node` through its published port (on 127.0.0.1 for a local
+    engine, the engine's address for a remote one)."""
+    return {"host": node.host, "port": node.port, "dbname": "postgres", "connect_timeout": 10, **overrides}
 
 
 def refused(node, sqlstate, **kwargs):
