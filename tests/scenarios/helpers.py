@@ -15,7 +15,6 @@ from psycopg import sql as pgsql
 from harness.wait import poll_until
 
 
-
 def generate_segments(primary, table, count):
     """Write rows into `table` and close `count` WAL segments; return the last one, once archived."""
     for _ in range(count):
