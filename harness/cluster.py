@@ -355,11 +355,16 @@ class Cluster:
                 self.added_services = self.compose.added_services()
                 self.compose.services = [*(self.compose.services or []), *self.added_services]
             self.compose.start(wait=False)
-            self.wait_ready(timeout=self.compose.wait_timeout)
-            for name in self.extra_standbys:
-                self.add_node(name)
-            for name in self.subscribers:
-                self.add_primary(name)
+            deadline = Deadline(self.compose.wait_timeout)
+            # The extra standbys and subscribers start together, as soon as the primary they copy is up;
+            # then every node is waited for, all within the one start-up deadline.
+            if self.extra_standbys or self.subscribers:
+                self.primary.wait_ready(timeout=deadline.remaining)
+            added = [self.add_node(name, wait=False) for name in self.extra_standbys]
+            added += [self.add_primary(name, wait=False) for name in self.subscribers]
+            self.wait_ready(timeout=deadline.remaining)
+            for node in added:
+                node.wait_ready(timeout=deadline.remaining)
         except BaseException as e:
             described = evidence.describe_failure(self) if isinstance(e, HarnessError) else ""
             reason = evidence.failure_reason(self) if isinstance(e, HarnessError) else ""

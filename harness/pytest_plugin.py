@@ -20,6 +20,8 @@ Options (each with an ini twin and an environment default; the README has the ta
     --pg-tls              replication over TLS (verify-full)      [PGHARNESS_TLS=1]
     --pg-test-timeout S   deadline of a test that uses a cluster, when no pytest-timeout
                           timeout is set (signal method)          [PGHARNESS_TEST_TIMEOUT, 300]
+    --pg-sync-teardown    remove a test's clusters before the next test starts (default:
+                          in the background while it starts)      [PGHARNESS_SYNC_TEARDOWN=1]
     --pg-engine URL       a Docker engine for the run; repeatable: pytest-xdist workers
                           are spread over them round-robin         [PGHARNESS_ENGINES]
 """
@@ -38,7 +40,7 @@ from typing import Any
 import pytest
 import pytest_timeout
 
-from harness import evidence
+from harness import evidence, registry
 from harness.cluster import Cluster
 from harness.engine import resolve
 from harness.errors import HarnessError
@@ -86,6 +88,7 @@ class Settings:
     settings: tuple[str, ...] = ()
     init_sql: Path | None = None
     tls: bool = False
+    background_teardown: bool = True
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -119,6 +122,9 @@ class Settings:
             settings=tuple(line for line in lines("pg_settings", "PGHARNESS_EXTRA_SETTINGS") if line.strip()),
             init_sql=init_sql[-1] if init_sql else None,
             tls=bool(config.getoption("pg_tls")) or _truthy(get("pg_tls", "PGHARNESS_TLS", "")),
+            background_teardown=not (
+                config.getoption("pg_sync_teardown") or _truthy(get("pg_sync_teardown", "PGHARNESS_SYNC_TEARDOWN", ""))
+            ),
         )
 
     def cluster_kwargs(self) -> dict[str, Any]:
@@ -211,6 +217,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="a Docker engine (unix://, tcp://, ssh:// URL, as DOCKER_HOST takes) to run clusters on; repeatable: "
         "pytest-xdist workers are assigned to the engines round-robin (env PGHARNESS_ENGINES, space-separated)",
     )
+    group.addoption(
+        "--pg-sync-teardown",
+        dest="pg_sync_teardown",
+        action="store_true",
+        default=False,
+        help="remove each test's clusters before the next test starts, instead of in the background while it "
+        "starts (env PGHARNESS_SYNC_TEARDOWN=1)",
+    )
+    parser.addini("pg_sync_teardown", "remove each test's clusters before the next test starts", type="bool")
     parser.addini("pg_engines", "Docker engines the workers are spread over (URLs)", type="linelist")
     parser.addini("pg_version", "PostgreSQL major version under test")
     parser.addini("pg_image", "base image with PostgreSQL server binaries")
@@ -234,6 +249,20 @@ def pytest_configure(config: pytest.Config) -> None:
     # A CI job that is cancelled gets SIGTERM: tear down as for Ctrl-C instead of dying with clusters up.
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _interrupt)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Wait for the clusters still being removed in the background; a removal that failed fails the run."""
+    errors = registry.wait_for_removals()
+    if errors:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        for error in errors:
+            line = f"pgharness: could not remove cluster {error} (tried again at exit)"
+            if reporter is not None:
+                reporter.write_line(line, red=True)
+            else:
+                log.error("%s", line)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def configured_engines(config: pytest.Config) -> list[str]:
@@ -394,7 +423,11 @@ def _finish(cluster: Cluster, settings: Settings, item: pytest.Item, failed: boo
             f"  harness down --name {cluster.name}      (removes it)"
         )
         return
-    cluster.destroy()
+    if settings.background_teardown:
+        # Off the next test's critical path: removed while it starts; waited for at the session's end.
+        registry.remove_in_background(cluster)
+    else:
+        cluster.destroy()
 
 
 ClusterFactory = Callable[..., Cluster]

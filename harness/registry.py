@@ -5,6 +5,12 @@ A cluster joins the registry when it starts and leaves it only once its
 interrupted run (Ctrl-C, SIGTERM from a cancelled CI job, a timeout) left.
 `shielded` holds SIGINT and SIGTERM back while a teardown runs: a second
 signal then waits for the teardown to finish instead of aborting it halfway.
+
+`remove_in_background` takes a finished test's teardown off the next test's
+critical path: a worker thread runs ``destroy()`` while the next test starts
+(at most `BACKGROUND_REMOVALS` pending; past that, the caller waits for the
+oldest); `wait_for_removals` waits for all of them and returns their errors.
+A removal still pending at exit is waited for before the atexit handler.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import logging
 import signal
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -77,9 +84,55 @@ def shielded(what: str) -> Iterator[None]:
         raise KeyboardInterrupt(f"stopped by {signal.Signals(received[0]).name} during {what}")
 
 
+#: Removals that may run behind the tests at once; one more waits for the oldest.
+BACKGROUND_REMOVALS = 2
+_running: list[Future[None]] = []
+_failures: list[str] = []
+_executor: ThreadPoolExecutor | None = None
+
+
+def remove_in_background(cluster: Removable) -> None:
+    """Run ``cluster.destroy()`` in a worker thread; return at once, or once the oldest of
+    `BACKGROUND_REMOVALS` running removals is done. The cluster stays registered until it is removed."""
+    global _executor
+    while True:
+        with _lock:
+            _running[:] = [f for f in _running if not f.done()]
+            if len(_running) < BACKGROUND_REMOVALS:
+                if _executor is None:
+                    _executor = ThreadPoolExecutor(BACKGROUND_REMOVALS, thread_name_prefix="pgharness-removal")
+                _running.append(_executor.submit(_remove, cluster))
+                return
+            oldest = _running[0]
+        wait([oldest])
+
+
+def _remove(cluster: Removable) -> None:
+    try:
+        cluster.destroy()
+    except Exception as e:  # noqa: BLE001 -- reported by wait_for_removals; the cluster stays registered
+        with _lock:
+            _failures.append(f"{cluster.name}: {e}")
+
+
+def wait_for_removals() -> list[str]:
+    """Wait for every background removal; return one line per removal that failed (``name: error``)."""
+    with _lock:
+        running = list(_running)
+    wait(running)
+    with _lock:
+        errors = list(_failures)
+        _failures.clear()
+        _running.clear()
+    return errors
+
+
 @atexit.register
 def _destroy_live_clusters() -> None:
-    """At exit: remove every cluster still registered, each on its own (a failure does not stop the rest)."""
+    """At exit: remove every cluster still registered, each on its own (a failure does not stop the rest),
+    once the background removals are done."""
+    for error in wait_for_removals():
+        log.error("could not remove cluster %s", error)
     for cluster in live():
         try:
             cluster.destroy()

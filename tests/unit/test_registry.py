@@ -2,6 +2,7 @@
 
 import os
 import signal
+import threading
 
 import pytest
 
@@ -66,3 +67,46 @@ def test_at_exit_every_registered_cluster_gets_its_teardown():
         assert working not in registry.live()
     finally:
         registry.unregister(failing)
+
+
+class SlowRemovable(Removable):
+    """Its removal waits for `gate`; records how many removals ran at once."""
+
+    running = 0
+    most = 0
+
+    def __init__(self, name, gate, fail=False):
+        super().__init__(name, fail)
+        self.gate = gate
+
+    def destroy(self):
+        cls = type(self)
+        cls.running += 1
+        cls.most = max(cls.most, cls.running)
+        try:
+            self.gate.wait(10)
+            super().destroy()
+        finally:
+            cls.running -= 1
+
+
+def test_background_removals_are_bounded_waited_for_and_report_failures():
+    gate = threading.Event()
+    clusters = [SlowRemovable(f"c{i}", gate, fail=(i == 1)) for i in range(4)]
+    for cluster in clusters:
+        registry.register(cluster)
+    # The first two return at once, while their removals wait on the gate.
+    registry.remove_in_background(clusters[0])
+    registry.remove_in_background(clusters[1])
+    assert all(c.destroyed == 0 for c in clusters)
+    # A third waits for the oldest: open the gate from another thread, as the removals finish.
+    threading.Timer(0.2, gate.set).start()
+    registry.remove_in_background(clusters[2])
+    registry.remove_in_background(clusters[3])
+    assert registry.wait_for_removals() == ["c1: compose down failed"]
+    assert [c.destroyed for c in clusters] == [1, 1, 1, 1]
+    assert SlowRemovable.most == registry.BACKGROUND_REMOVALS
+    # The one that failed stays registered (the atexit handler tries it again); the others left.
+    assert [c.name for c in registry.live() if c in clusters] == ["c1"]
+    registry.unregister(clusters[1])
+    assert registry.wait_for_removals() == []
