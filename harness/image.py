@@ -12,7 +12,9 @@ an image whose label matches is not built again):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import pwd
 import re
@@ -351,10 +353,31 @@ def image_exists(tag: str) -> bool:
     return True
 
 
+def _versions_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pgharness" / "server-versions.json"
+
+
 def server_version(tag: str) -> str:
-    """``postgres -V`` of an image, e.g. ``postgres (PostgreSQL) 17.2 (Debian 17.2-1)``."""
+    """``postgres -V`` of an image, e.g. ``postgres (PostgreSQL) 17.2 (Debian 17.2-1)``.
+
+    Asked of a container once per image id, then read from a cache
+    (``~/.cache/pgharness/server-versions.json``): an id names the image's
+    content, so the answer cannot go stale.
+    """
+    client = docker_client()
+    try:
+        image_id = str(client.images.get(tag).id)
+    except docker.errors.ImageNotFound:
+        raise ImageError(f"no image {tag} on the engine: build it first (harness image)") from None
+    cache = _versions_cache()
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and isinstance(known.get(image_id), str):
+        return str(known[image_id])
     code, output = run_container(
-        docker_client(),
+        client,
         tag,
         ["postgres", "-V"],
         timeout=60,
@@ -365,4 +388,13 @@ def server_version(tag: str) -> str:
     )
     if code != 0:
         raise ImageError(f"'postgres -V' failed in {tag}: {output.strip()}")
-    return output.strip()
+    version = output.strip()
+    known = known if isinstance(known, dict) else {}
+    known[image_id] = version
+    # Written aside, then renamed: parallel workers never read half a file.
+    with contextlib.suppress(OSError):
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=cache.parent, delete=False, suffix=".tmp") as f:
+            json.dump(known, f)
+        os.replace(f.name, cache)
+    return version
