@@ -15,6 +15,9 @@ Figures (median, min and max over the runs):
   replayed on an archive-only standby (restore_command alone);
 - down: `compose down -v`;
 - peak memory of each container (cgroup max usage, or sampled usage);
+- up with 1 and with 5 standbys (extra standbys start together);
+- from the end of pytest's collection to the first scenario's setup and call;
+- how many default clusters run side by side on the engine, and what stops the next;
 - the default suite's wall time, serial and with pytest-xdist `-n 2`.
 
 Prints the machine it ran on, a table, and writes everything to bench/results.json.
@@ -219,6 +222,46 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
+def standbys_up(image: str, standbys: int) -> float:
+    """Seconds to a ready cluster of a primary and `standbys` streaming standbys."""
+    t0 = time.perf_counter()
+    with Cluster(image=image, owner="bench", standbys=standbys):
+        return time.perf_counter() - t0
+
+
+def side_by_side(image: str, limit: int = 40) -> tuple[int, str]:
+    """How many default clusters run at once on this engine (up to `limit`), and what stopped the next one."""
+    alive: list[Cluster] = []
+    stopped = f"reached the bench's limit of {limit}"
+    try:
+        while len(alive) < limit:
+            cluster = Cluster(image=image, owner="bench")
+            try:
+                cluster.start()
+            except HarnessError as e:
+                stopped = str(e).splitlines()[0]
+                break
+            alive.append(cluster)
+    finally:
+        for cluster in alive:
+            cluster.destroy()
+    return len(alive), stopped
+
+
+def first_test_timings(pg_version: str) -> dict[str, float]:
+    """Seconds from the end of collection to the first scenario's setup, and to its call (its cluster up)."""
+    out = REPOSITORY / "bench" / ".first-test.json"
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "first_test", "--pg-version",
+           pg_version, "tests/scenarios/test_streaming.py", "-x"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPOSITORY / "bench"), "PGHARNESS_BENCH_FIRST_TEST": str(out)}
+    subprocess.run(cmd, cwd=REPOSITORY, check=False, stdout=subprocess.DEVNULL, env=env, timeout=600)
+    timings = json.loads(out.read_text())
+    out.unlink()
+    return {"collection end to the first scenario's setup": timings["setup"],
+            "collection end to the first scenario's call": timings["call"]}  # fmt: skip
+
+
 def suite_wall_time(pg_version: str, pg_image: str, workers: int | None) -> float:
     """Seconds for the default suite (`pytest`, as `make test` runs it), serial or on `workers` xdist workers."""
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pg-version", pg_version]
@@ -263,6 +306,9 @@ def main() -> int:
             figures["image build when cached"] = timed(lambda: ensure_image(spec))
             figures |= archive_run(image)
             figures |= logical_run(image)
+            figures["up: primary + 1 standby (standbys=1)"] = standbys_up(image, 1)
+            figures["up: primary + 5 standbys (standbys=5)"] = standbys_up(image, 5)
+            figures |= first_test_timings(args.pg_version)
             runs.append(figures)
             peaks = {name: max(peaks.get(name, 0), used) for name, used in memory.items()}
     except HarnessError as e:
@@ -276,6 +322,7 @@ def main() -> int:
         "image": image,
     }
     figures_summary = summarize(runs)
+    clusters, stopped = side_by_side(image)
     suite: dict[str, Any] = {}
     if not args.no_suite:
         serial = suite_wall_time(args.pg_version, args.pg_image, None)
@@ -283,19 +330,21 @@ def main() -> int:
         suite = {"serial_s": serial, "xdist_2_s": parallel, "speedup": serial / parallel}
 
     print(", ".join(f"{k}: {v}" for k, v in machine.items()) + f"; {args.runs} runs")
-    print(f"{'figure':<42} {'median':>8} {'min':>8} {'max':>8}")
+    print(f"{'figure':<52} {'median':>8} {'min':>8} {'max':>8}")
     for phase, f in figures_summary.items():
-        print(f"{phase:<42} {f['median']:>7.3f}s {f['min']:>7.3f}s {f['max']:>7.3f}s")
+        print(f"{phase:<52} {f['median']:>7.3f}s {f['min']:>7.3f}s {f['max']:>7.3f}s")
     for name, used in sorted(peaks.items()):
-        print(f"{'peak memory of ' + name:<42} {used / 2**20:>6.0f}MiB")
+        print(f"{'peak memory of ' + name:<52} {used / 2**20:>6.0f}MiB")
+    print(f"{'clusters side by side on this engine':<52} {clusters:>8}  (then: {stopped})")
     if suite:
-        print(f"{'default suite, serial':<42} {suite['serial_s']:>7.0f}s")
-        print(f"{'default suite, pytest -n 2':<42} {suite['xdist_2_s']:>7.0f}s  ({suite['speedup']:.2f}x)")
+        print(f"{'default suite, serial':<52} {suite['serial_s']:>7.0f}s")
+        print(f"{'default suite, pytest -n 2':<52} {suite['xdist_2_s']:>7.0f}s  ({suite['speedup']:.2f}x)")
     result = {
         "machine": machine,
         "runs": args.runs,
         "seconds": figures_summary,
         "peak_memory_bytes": peaks,
+        "side_by_side": {"clusters": clusters, "stopped_by": stopped},
         "suite": suite,
     }
     Path(args.json).write_text(json.dumps(result, indent=2))
