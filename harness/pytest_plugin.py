@@ -42,6 +42,7 @@ import pytest_timeout
 
 from harness import evidence, registry
 from harness.cluster import Cluster
+from harness.compose import ADDRESS_POOLS_EXHAUSTED
 from harness.engine import resolve
 from harness.errors import HarnessError
 from harness.image import ImageSpec, ensure_image, image_exists, server_version
@@ -449,13 +450,19 @@ def cluster_factory(
         kwargs = {**harness_settings.cluster_kwargs(), **kwargs}
         kwargs.setdefault("image", harness_image)
         kwargs.setdefault("owner", f"pytest-{os.getpid()}")
-        cluster = Cluster(**kwargs)
-        made.append(cluster)
-        try:
-            return cluster.start()
-        except HarnessError as e:
-            made.remove(cluster)
-            pytest.fail(str(e), pytrace=False)
+        for attempt in (1, 2):
+            cluster = Cluster(**kwargs)
+            made.append(cluster)
+            try:
+                return cluster.start()
+            except HarnessError as e:
+                made.remove(cluster)
+                # Docker's address pools ran out: the clusters still being removed in the background hold
+                # networks; once they are gone, try once more.
+                if attempt == 1 and ADDRESS_POOLS_EXHAUSTED in str(e) and registry.wait_for_removals() is not None:
+                    continue
+                pytest.fail(str(e), pytrace=False)
+        raise AssertionError("unreachable")
 
     yield make
     failed = failed_in(request.node)

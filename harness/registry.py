@@ -8,7 +8,7 @@ signal then waits for the teardown to finish instead of aborting it halfway.
 
 `remove_in_background` takes a finished test's teardown off the next test's
 critical path: a worker thread runs ``destroy()`` while the next test starts
-(at most `BACKGROUND_REMOVALS` pending; past that, the caller waits for the
+(at most `BACKGROUND_REMOVALS` running; past that, the caller waits for the
 oldest); `wait_for_removals` waits for all of them and returns their errors.
 A removal still pending at exit is waited for before the atexit handler.
 """
@@ -84,8 +84,9 @@ def shielded(what: str) -> Iterator[None]:
         raise KeyboardInterrupt(f"stopped by {signal.Signals(received[0]).name} during {what}")
 
 
-#: Removals that may run behind the tests at once; one more waits for the oldest.
-BACKGROUND_REMOVALS = 2
+#: Removals that may run behind the tests at once; one more waits for the oldest. One: each cluster holds
+#: networks from Docker's address pools (about 30 on a default engine), and pytest-xdist multiplies them.
+BACKGROUND_REMOVALS = 1
 _running: list[Future[None]] = []
 _failures: list[str] = []
 _executor: ThreadPoolExecutor | None = None
