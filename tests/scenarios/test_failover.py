@@ -240,18 +240,26 @@ def test_cascading_standby_follows_its_promoted_upstream(cluster):
     assert standby2.timeline() == 2
 
 
-def test_the_most_advanced_standby_is_chosen_and_the_other_follows_it(cluster_factory):
+def standby2_behind_when_the_primary_dies(cluster_factory, insert):
+    """A primary and two standbys; standby2 is cut off while the primary runs `insert`, then the primary
+    dies: standby has WAL that standby2 never got. Returns (standby, standby2)."""
     cluster = cluster_factory(standbys=2)
     primary, standby, standby2 = cluster.primary, cluster.standby, cluster.node("standby2")
     notice_lost_standbys_fast(primary)
     primary.sql("CREATE TABLE hoge (col integer)")
     primary.wait_for_catchup(standby2)
-
-    # standby2 falls behind (cut off while the primary writes), then the primary dies.
     with partitioned(standby2):
-        primary.sql("INSERT INTO hoge SELECT generate_series(1, 100)")
+        primary.sql(insert)
         primary.wait_for_catchup(standby)
         primary.kill()
+    return standby, standby2
+
+
+def test_the_most_advanced_standby_is_chosen_and_the_other_follows_it(cluster_factory):
+    # standby2 falls behind (cut off while the primary writes), then the primary dies.
+    standby, standby2 = standby2_behind_when_the_primary_dies(
+        cluster_factory, "INSERT INTO hoge SELECT generate_series(1, 100)"
+    )
 
     # The harness compares how far each got, and promotes the more advanced one.
     chosen = choose_new_primary([standby, standby2])
@@ -269,15 +277,7 @@ def test_the_most_advanced_standby_is_chosen_and_the_other_follows_it(cluster_fa
 def test_a_standby_ahead_of_the_promoted_one_is_rewound_to_follow_it(cluster_factory):
     # An operator may promote a standby that is not the most advanced (the synchronous one, one in the
     # right data centre): a standby that got WAL the new primary never had cannot stream from it.
-    cluster = cluster_factory(standbys=2)
-    primary, standby, standby2 = cluster.primary, cluster.standby, cluster.node("standby2")
-    notice_lost_standbys_fast(primary)
-    primary.sql("CREATE TABLE hoge (col integer)")
-    primary.wait_for_catchup(standby2)
-    with partitioned(standby2):
-        primary.sql("INSERT INTO hoge VALUES (1)")
-        primary.wait_for_catchup(standby)
-        primary.kill()
+    standby, standby2 = standby2_behind_when_the_primary_dies(cluster_factory, "INSERT INTO hoge VALUES (1)")
     standby2.promote()
 
     # repoint sees that standby has WAL past the fork of standby2's timeline and rewinds it (pg_rewind).
