@@ -37,7 +37,14 @@ from docker.models.containers import Container
 from harness import evidence, registry
 from harness.archive import Archive
 from harness.backup import Backups
-from harness.compose import ComposeProject, check_compose_v2, docker_client, list_containers
+from harness.compose import (
+    STORAGES,
+    TMPFS_OVERRIDE,
+    ComposeProject,
+    check_compose_v2,
+    docker_client,
+    list_containers,
+)
 from harness.constants import (
     CONFIG_FILES_LABEL,
     CONTAINER_PORT,
@@ -150,6 +157,9 @@ class Cluster:
     - `tls`: replication over TLS with a CA made now (or `TlsFiles` of your own).
     - `compose_files`: override files on top of compose.yaml (your services);
       `env`: more of compose.yaml's variables (``PG_FSYNC``, ``STANDBY_UPSTREAM``, ...).
+    - `storage`: where the compose nodes keep their data: ``volume`` (disk, the
+      default) or ``tmpfs`` (memory, held for the cluster's lifetime; the pytest
+      plugin's default: docker/compose.tmpfs.yaml says why).
     - `owner`: the owner label (default ``pid-<this process>``): `harness gc`
       removes the cluster once that process is gone.
     - `start_timeout`: seconds `start()` waits for the nodes (default 120).
@@ -179,6 +189,7 @@ class Cluster:
         init_sql: str | Path | None = None,
         tls: bool | TlsFiles = False,
         compose_files: Sequence[str | Path] = (),
+        storage: str = "volume",
         env: Mapping[str, str] | None = None,
         owner: str | None = None,
         start_timeout: float = 120.0,
@@ -230,8 +241,12 @@ class Cluster:
             variables.update(self.tls.variables())
         variables.update(env or {})
         self.compose_files = [Path(p) for p in compose_files]
+        if storage not in STORAGES:
+            raise ClusterError(f"storage {storage!r}: one of {', '.join(STORAGES)}")
+        #: Where the compose services keep their data directories: "volume" (on disk) or "tmpfs" (in memory).
+        self.storage = storage
         self.compose = ComposeProject.for_cluster(
-            self.name, variables, wait_timeout=start_timeout, overrides=self.compose_files
+            self.name, variables, wait_timeout=start_timeout, overrides=self.compose_files, storage=storage
         )
         if not compose_services and topology not in TOPOLOGIES:
             raise ClusterError(f"unknown topology {topology!r}; the topologies: {', '.join(TOPOLOGIES)}")
@@ -285,7 +300,8 @@ class Cluster:
         env = container_env(first)
         # The files it was made from: compose.yaml, then a user's override files (when they still exist).
         files = [Path(f) for f in first.labels.get(CONFIG_FILES_LABEL, "").split(",") if f]
-        overrides = [f for f in files[1:] if f.is_file()]
+        storage = "tmpfs" if TMPFS_OVERRIDE in files else "volume"
+        overrides = [f for f in files[1:] if f.is_file() and f != TMPFS_OVERRIDE]
         tls = TlsFiles(*(env.get(f"PGHARNESS_TLS_{part}", "") for part in ("CA", "CERT", "KEY")))
         cluster = cls(
             name,
@@ -296,6 +312,7 @@ class Cluster:
             replication_password=env.get("REPLICATION_PASSWORD"),
             owner=first.labels.get(OWNER_LABEL),
             compose_files=overrides,
+            storage=storage,
             # What nodes added later (rebuild, restore, add_node) need to match the others.
             settings=env.get("PGHARNESS_EXTRA_SETTINGS") or None,
             tls=tls if tls.ca and tls.cert and tls.key else False,
@@ -428,7 +445,7 @@ class Cluster:
         found = list_containers(self.docker, {"label": [f"{PROJECT_LABEL}={self.name}"]})
         named = {}
         for c in found:
-            if (c.labels.get(KIND_LABEL) == "postgres") != nodes:
+            if c.labels.get(KIND_LABEL) == "storage" or (c.labels.get(KIND_LABEL) == "postgres") != nodes:
                 continue
             oneoff = c.labels.get(ONEOFF_LABEL) == "True"
             name = c.labels.get(NODE_LABEL) or (None if oneoff else c.labels[SERVICE_LABEL])

@@ -42,6 +42,13 @@ def _compose_file() -> Path:
 #: The compose file; its folder holds docker/, the image's build context.
 COMPOSE_FILE = _compose_file()
 
+#: The override that keeps the compose services' data directories in memory (a cluster's storage "tmpfs").
+TMPFS_OVERRIDE = COMPOSE_FILE.parent / "docker" / "compose.tmpfs.yaml"
+#: Its service that holds the tmpfs volumes mounted for the cluster's lifetime (not a node, not a user's).
+STORAGE_SERVICE = "data-keeper"
+#: Where a cluster's compose services keep their data directories.
+STORAGES = ("volume", "tmpfs")
+
 #: What the Docker SDK raises when the engine does not answer within a call's timeout (an APIError is an
 #: HTTPError, a RequestException too: never catch RequestException for a timeout).
 ENGINE_TIMEOUT_ERRORS = (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError)
@@ -144,14 +151,20 @@ class ComposeProject(DockerCompose):
         variables: dict[str, str],
         wait_timeout: float = 120.0,
         overrides: list[Path] | None = None,
+        storage: str = "volume",
     ) -> ComposeProject:
-        """The project on COMPOSE_FILE, with a user's `overrides` on top (``-f`` after ``-f``)."""
+        """The project on COMPOSE_FILE (with TMPFS_OVERRIDE for `storage` "tmpfs"), a user's `overrides`
+        on top (``-f`` after ``-f``)."""
         missing = [str(p) for p in overrides or [] if not p.is_file()]
         if missing:
             raise ClusterError(f"compose override file(s) not found: {', '.join(missing)}")
         return cls(
             context=str(COMPOSE_FILE.parent),
-            compose_file_name=[str(COMPOSE_FILE), *(str(p.resolve()) for p in overrides or [])],
+            compose_file_name=[
+                str(COMPOSE_FILE),
+                *([str(TMPFS_OVERRIDE)] if storage == "tmpfs" else []),
+                *(str(p.resolve()) for p in overrides or []),
+            ],
             project_name=project_name,
             variables=variables,
             wait_timeout=wait_timeout,
@@ -164,7 +177,7 @@ class ComposeProject(DockerCompose):
             return []
         cmd = [*self.compose_command_property, "config", "--services"]
         merged = self._run_command(cmd).stdout.decode().split()
-        return [s for s in merged if s not in base_services()]
+        return [s for s in merged if s not in base_services() and s != STORAGE_SERVICE]
 
     @cached_property
     def compose_command_property(self) -> list[str]:

@@ -20,6 +20,7 @@ Options (each with an ini twin and an environment default; the README has the ta
     --pg-tls              replication over TLS (verify-full)      [PGHARNESS_TLS=1]
     --pg-test-timeout S   deadline of a test that uses a cluster, when no pytest-timeout
                           timeout is set (signal method)          [PGHARNESS_TEST_TIMEOUT, 300]
+    --pg-storage WHERE    the compose nodes' data: tmpfs (default) or volume (disk)  [PGHARNESS_STORAGE]
     --pg-sync-teardown    remove a test's clusters before the next test starts (default:
                           in the background while it starts)      [PGHARNESS_SYNC_TEARDOWN=1]
     --pg-engine URL       a Docker engine for the run; repeatable: pytest-xdist workers
@@ -42,7 +43,7 @@ import pytest_timeout
 
 from harness import evidence, registry
 from harness.cluster import Cluster
-from harness.compose import ADDRESS_POOLS_EXHAUSTED
+from harness.compose import ADDRESS_POOLS_EXHAUSTED, STORAGES
 from harness.engine import resolve
 from harness.errors import HarnessError
 from harness.image import ImageSpec, ensure_image, image_exists, server_version
@@ -90,6 +91,7 @@ class Settings:
     init_sql: Path | None = None
     tls: bool = False
     background_teardown: bool = True
+    storage: str = "tmpfs"
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -123,6 +125,7 @@ class Settings:
             settings=tuple(line for line in lines("pg_settings", "PGHARNESS_EXTRA_SETTINGS") if line.strip()),
             init_sql=init_sql[-1] if init_sql else None,
             tls=bool(config.getoption("pg_tls")) or _truthy(get("pg_tls", "PGHARNESS_TLS", "")),
+            storage=get("pg_storage", "PGHARNESS_STORAGE", "tmpfs"),
             background_teardown=not (
                 config.getoption("pg_sync_teardown") or _truthy(get("pg_sync_teardown", "PGHARNESS_SYNC_TEARDOWN", ""))
             ),
@@ -139,6 +142,7 @@ class Settings:
             kwargs["init_sql"] = self.init_sql
         if self.tls:
             kwargs["tls"] = True
+        kwargs["storage"] = self.storage
         return kwargs
 
 
@@ -226,6 +230,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="remove each test's clusters before the next test starts, instead of in the background while it "
         "starts (env PGHARNESS_SYNC_TEARDOWN=1)",
     )
+    group.addoption(
+        "--pg-storage",
+        dest="pg_storage",
+        choices=STORAGES,
+        help="where the compose nodes keep their data: tmpfs (memory, the default: starts are I/O-bound) or "
+        "volume (disk) (env PGHARNESS_STORAGE)",
+    )
+    parser.addini("pg_storage", "where the compose nodes keep their data: tmpfs (default) or volume")
     parser.addini("pg_sync_teardown", "remove each test's clusters before the next test starts", type="bool")
     parser.addini("pg_engines", "Docker engines the workers are spread over (URLs)", type="linelist")
     parser.addini("pg_version", "PostgreSQL major version under test")

@@ -127,11 +127,12 @@ def run_pytest(tmp_path, test_source, *args, env_extra=None, **popen):
 
 
 def wait_until_healthy(label, count=2, timeout=120):
-    """Wait until `count` containers carry `label` and all are healthy."""
+    """Wait until `count` nodes (PostgreSQL containers) carry `label` and all are healthy."""
     client = docker.from_env()
+    filters = {"label": [label, "org.pgharness.kind=postgres"]}
 
     def health():
-        return [client.containers.get(c.id).health for c in client.containers.list(all=True, filters={"label": label})]
+        return [client.containers.get(c.id).health for c in client.containers.list(all=True, filters=filters)]
 
     poll_until(
         health,

@@ -30,14 +30,21 @@ class FakeConfig:
 @pytest.fixture(autouse=True)
 def _no_harness_environment(monkeypatch):
     for name in ("PG_VERSION", "PG_IMAGE", "PGHARNESS_COMPOSE_FILES", "PGHARNESS_EXTRA_SETTINGS",
-                 "PGHARNESS_INIT_SQL_FILE", "PGHARNESS_TLS", "PGHARNESS_KEEP"):  # fmt: skip
+                 "PGHARNESS_INIT_SQL_FILE", "PGHARNESS_TLS", "PGHARNESS_KEEP", "PGHARNESS_STORAGE"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
 
 
-def test_nothing_given_gives_no_cluster_arguments(tmp_path):
+def test_nothing_given_gives_only_the_default_storage(tmp_path):
     settings = Settings.from_config(FakeConfig(tmp_path))
-    assert settings.cluster_kwargs() == {}
+    assert settings.cluster_kwargs() == {"storage": "tmpfs"}
     assert settings.spec.pg_version == 17
+
+
+def test_storage_on_disk_when_asked(tmp_path, monkeypatch):
+    monkeypatch.setenv("PGHARNESS_STORAGE", "volume")
+    assert Settings.from_config(FakeConfig(tmp_path)).cluster_kwargs() == {"storage": "volume"}
+    settings = Settings.from_config(FakeConfig(tmp_path, options={"pg_storage": "tmpfs"}))
+    assert settings.cluster_kwargs()["storage"] == "tmpfs"
 
 
 def test_the_flag_wins_over_the_ini_key_which_wins_over_the_environment(tmp_path, monkeypatch):
@@ -72,6 +79,7 @@ def test_paths_are_relative_to_where_they_were_given(tmp_path, monkeypatch):
         "compose_files": [tmp_path / "a.yaml", tmp_path / "b.yaml"],
         "init_sql": tmp_path / "schema.sql",
         "tls": True,
+        "storage": "tmpfs",
     }
 
 
