@@ -48,6 +48,8 @@ from harness.load import WriteLoad
 from harness.versions import DEFAULT_VERSION, parse_version_arg
 
 REPOSITORY = Path(__file__).resolve().parents[1]
+#: Where the nodes keep their data in the figures: as the pytest plugin has it (tmpfs); `--storage` changes it.
+STORAGE = "tmpfs"
 Figures = dict[str, float]
 
 
@@ -122,7 +124,7 @@ def catchup_overhead(primary: Node, standby: Node, commits: int = 15) -> tuple[f
 
 def streaming_run(image: str) -> tuple[Figures, dict[str, int]]:
     t0 = time.perf_counter()
-    cluster = Cluster(image=image, owner="bench")
+    cluster = Cluster(image=image, owner="bench", storage=STORAGE)
     memory = MemoryPeaks(cluster)
     try:
         memory.start()
@@ -159,7 +161,7 @@ def streaming_run(image: str) -> tuple[Figures, dict[str, int]]:
 
 def archive_run(image: str, rounds: int = 3) -> Figures:
     """pg_switch_wal() on the primary to the segment replayed by a log-shipping standby (median of `rounds`)."""
-    cluster = Cluster(image=image, owner="bench", topology="archive-only")
+    cluster = Cluster(image=image, owner="bench", storage=STORAGE, topology="archive-only")
     try:
         cluster.start()
         primary, standby = cluster.primary, cluster.node("archive-standby")
@@ -179,7 +181,7 @@ def archive_run(image: str, rounds: int = 3) -> Figures:
 def logical_run(image: str, rows: int = 100_000, load_seconds: float = 3.0) -> Figures:
     """A subscription's initial sync of `rows` rows; then its apply lag under a steady write load
     (the median of ``pg_stat_replication.replay_lag`` of its walsender, sampled every 100 ms)."""
-    cluster = Cluster(image=image, owner="bench", topology="logical")
+    cluster = Cluster(image=image, owner="bench", storage=STORAGE, topology="logical")
     try:
         cluster.start()
         publisher, subscriber = cluster.primary, cluster.node("subscriber")
@@ -222,10 +224,10 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
-def standbys_up(image: str, standbys: int) -> float:
+def standbys_up(image: str, standbys: int, storage: str | None = None) -> float:
     """Seconds to a ready cluster of a primary and `standbys` streaming standbys."""
     t0 = time.perf_counter()
-    with Cluster(image=image, owner="bench", standbys=standbys):
+    with Cluster(image=image, owner="bench", storage=storage or STORAGE, standbys=standbys):
         return time.perf_counter() - t0
 
 
@@ -235,7 +237,7 @@ def side_by_side(image: str, limit: int = 40) -> tuple[int, str]:
     stopped = f"reached the bench's limit of {limit}"
     try:
         while len(alive) < limit:
-            cluster = Cluster(image=image, owner="bench")
+            cluster = Cluster(image=image, owner="bench", storage=STORAGE)
             try:
                 cluster.start()
             except HarnessError as e:
@@ -295,7 +297,10 @@ def main() -> int:
     parser.add_argument("--pg-image", default="")
     parser.add_argument("--no-suite", action="store_true", help="skip the suite's wall time (about 8 minutes)")
     parser.add_argument("--json", default="bench/results.json", help="where to write the figures as JSON")
+    parser.add_argument("--storage", choices=("tmpfs", "volume"), default="tmpfs", help="where the nodes keep data")
     args = parser.parse_args()
+    global STORAGE
+    STORAGE = args.storage
     spec = ImageSpec(parse_version_arg(args.pg_version), args.pg_image or None)
     try:
         image = ensure_image(spec)
@@ -307,6 +312,7 @@ def main() -> int:
             figures |= archive_run(image)
             figures |= logical_run(image)
             figures["up: primary + 1 standby (standbys=1)"] = standbys_up(image, 1)
+            figures["up: primary + 1 standby, data on disk (storage=volume)"] = standbys_up(image, 1, "volume")
             figures["up: primary + 5 standbys (standbys=5)"] = standbys_up(image, 5)
             figures |= first_test_timings(args.pg_version)
             runs.append(figures)
@@ -320,6 +326,7 @@ def main() -> int:
         "docker": docker_client().version().get("Version"),
         "postgres": server_version(image),
         "image": image,
+        "storage": STORAGE,
     }
     figures_summary = summarize(runs)
     clusters, stopped = side_by_side(image)
