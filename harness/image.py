@@ -323,7 +323,7 @@ def ensure_image(spec: ImageSpec, *, out: IO[str] = sys.stderr) -> str:
     build, then reuse it.
     """
     # Per engine: workers spread over several engines build (or load) the image once on each.
-    engine = hashlib.sha256(resolve().url.encode()).hexdigest()[:12]
+    engine = digest(resolve().url)[:12]
     with FileLock(Path(tempfile.gettempdir()) / f"pgharness-image-{sanitize_tag(spec.tag)}-{engine}.lock"):
         return ImageBuilder(spec, out=out).ensure()
 

@@ -462,19 +462,27 @@ def cluster_factory(
         kwargs = {**harness_settings.cluster_kwargs(), **kwargs}
         kwargs.setdefault("image", harness_image)
         kwargs.setdefault("owner", f"pytest-{os.getpid()}")
-        for attempt in (1, 2):
-            cluster = Cluster(**kwargs)
-            made.append(cluster)
-            try:
-                return cluster.start()
-            except HarnessError as e:
-                made.remove(cluster)
-                # Docker's address pools ran out: the clusters still being removed in the background hold
-                # networks; once they are gone, try once more.
-                if attempt == 1 and ADDRESS_POOLS_EXHAUSTED in str(e) and registry.wait_for_removals() is not None:
-                    continue
+        try:
+            return start(kwargs)
+        except HarnessError as e:
+            if ADDRESS_POOLS_EXHAUSTED not in str(e):
                 pytest.fail(str(e), pytrace=False)
-        raise AssertionError("unreachable")
+        # Docker's address pools ran out: clusters still being removed in the background hold networks;
+        # once they are gone, try once more (their failures are still reported at the session's end).
+        registry.wait_for_pending()
+        try:
+            return start(kwargs)
+        except HarnessError as e:
+            pytest.fail(str(e), pytrace=False)
+
+    def start(kwargs: dict[str, Any]) -> Cluster:
+        cluster = Cluster(**kwargs)
+        made.append(cluster)
+        try:
+            return cluster.start()
+        except HarnessError:
+            made.remove(cluster)
+            raise
 
     yield make
     failed = failed_in(request.node)

@@ -9,7 +9,8 @@ signal then waits for the teardown to finish instead of aborting it halfway.
 `remove_in_background` takes a finished test's teardown off the next test's
 critical path: a worker thread runs ``destroy()`` while the next test starts
 (at most `BACKGROUND_REMOVALS` running; past that, the caller waits for the
-oldest); `wait_for_removals` waits for all of them and returns their errors.
+oldest); `wait_for_pending` waits for them, `wait_for_removals` too and returns
+their errors.
 A removal still pending at exit is waited for before the atexit handler.
 """
 
@@ -116,11 +117,17 @@ def _remove(cluster: Removable) -> None:
             _failures.append(f"{cluster.name}: {e}")
 
 
-def wait_for_removals() -> list[str]:
-    """Wait for every background removal; return one line per removal that failed (``name: error``)."""
+def wait_for_pending() -> None:
+    """Wait for the background removals running now; their failures stay for `wait_for_removals`."""
     with _lock:
         running = list(_running)
     wait(running)
+
+
+def wait_for_removals() -> list[str]:
+    """Wait for every background removal; return (and forget) one line per removal that failed
+    (``name: error``)."""
+    wait_for_pending()
     with _lock:
         errors = list(_failures)
         _failures.clear()

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import psycopg
+from helpers import harness
 
 from harness.compose import docker_client
 from harness.engine import resolve, url_host
@@ -14,17 +15,6 @@ from harness.engine import resolve, url_host
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 LOCAL_ENGINE = "unix:///var/run/docker.sock"
-
-
-def harness(*argv, env=None, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "harness", *argv],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def test_clusters_run_on_the_remote_engine_and_are_reached_at_its_address(cluster, remote_engine):

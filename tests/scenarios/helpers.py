@@ -126,6 +126,18 @@ def run_pytest(tmp_path, test_source, *args, env_extra=None, **popen):
     )
 
 
+def harness(*args, env=None, timeout=180):
+    """Run `python -m harness ARGS` the way a user would; return the completed process."""
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
+
+
 def wait_until_healthy(label, count=2, timeout=120):
     """Wait until `count` nodes (PostgreSQL containers) carry `label` and all are healthy."""
     client = docker.from_env()

@@ -5,13 +5,12 @@ import os
 import shlex
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import docker
 import psycopg
 import pytest
-from helpers import run_pytest, wait_until_healthy
+from helpers import harness, run_pytest, wait_until_healthy
 
 from harness import Cluster, ClusterError
 from harness.cluster import new_cluster_name
@@ -21,18 +20,6 @@ from harness.lsn import Lsn
 from harness.wait import poll_until
 
 pytestmark = pytest.mark.cli
-
-
-def harness(*args, env=None, timeout=180):
-    """Run `python -m harness ARGS` the way a user would; return the completed process."""
-    return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=timeout,
-        check=False,
-    )
 
 
 def ok(*args):

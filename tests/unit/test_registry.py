@@ -100,10 +100,21 @@ def test_background_removals_are_bounded_waited_for_and_report_failures(monkeypa
     registry.remove_in_background(clusters[0])
     registry.remove_in_background(clusters[1])
     assert all(c.destroyed == 0 for c in clusters)
-    # A third waits for the oldest: open the gate from another thread, as the removals finish.
-    threading.Timer(0.2, gate.set).start()
+    # A third waits for the oldest: the gate opens only once it does (no timer), so returning proves it waited.
+    waited = []
+    real_wait = registry.wait
+
+    def wait_and_open(futures):
+        waited.append(len(futures))
+        gate.set()
+        return real_wait(futures)
+
+    monkeypatch.setattr(registry, "wait", wait_and_open)
     registry.remove_in_background(clusters[2])
+    assert waited[:1] == [1]
     registry.remove_in_background(clusters[3])
+    # Waiting for what runs keeps the failures for the one who reports them.
+    registry.wait_for_pending()
     assert registry.wait_for_removals() == ["c1: compose down failed"]
     assert [c.destroyed for c in clusters] == [1, 1, 1, 1]
     assert SlowRemovable.most == 2
