@@ -74,6 +74,26 @@ check_image() {
         for f in "$bindir"/*; do ln -sf "$f" /usr/local/bin/; done
     fi
     say "PostgreSQL $major, binaries in $bindir"
+    ensure_nft
+}
+
+# The packet filter that partitions a node (harness.faults.partition runs `nft` in
+# the node as root). The harness's own images carry it; an image a user brings
+# gets it from its package manager when the build can reach one, and otherwise
+# builds without it: every other feature works, a partition is refused in one line.
+ensure_nft() {
+    command -v nft >/dev/null 2>&1 && return 0
+    if command -v apt-get >/dev/null 2>&1; then
+        { apt-get update -qq && apt-get install -y -qq --no-install-recommends nftables >/dev/null \
+            && rm -rf /var/lib/apt/lists/*; } || true
+    elif command -v apk >/dev/null 2>&1; then
+        apk add --no-cache --quiet nftables || true
+    fi
+    if command -v nft >/dev/null 2>&1; then
+        say "nft installed for partitions"
+    else
+        say "warning: no nft in this image and none could be installed: partitions (harness.faults.partition) are refused"
+    fi
 }
 
 make_template() {

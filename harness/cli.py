@@ -609,7 +609,7 @@ for _verb, _doc in (
 @click.option("--clients", is_flag=True, help="Cut it off from the host too (its published port).")
 @clean_errors
 def partition(name: str, node: str, clients: bool) -> None:
-    """Cut NODE off from every other node (Docker network disconnect); `harness heal` undoes it.
+    """Cut NODE off from every other node (a packet filter in the node); `harness heal` undoes it.
 
     Example: harness partition primary --clients
     """

@@ -11,6 +11,7 @@ open, nothing answers) and unpaused; its replay is *paused* and resumed.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from docker.models.networks import Network
 
-from harness.constants import REPLICATION_NETWORK, SERVICE_LABEL
+from harness.constants import REPLICATION_NETWORK
 from harness.errors import ClusterError
 
 if TYPE_CHECKING:
@@ -28,13 +29,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("harness")
 
 
-def access_network_name(node: Node) -> str:
-    """The network that carries `node`'s published port: ``<project>_<service>-access`` in compose.yaml."""
-    return f"{node.cluster.name}_{node.container.labels[SERVICE_LABEL]}-access"
+#: The nftables table of a partition, in the node's own network namespace.
+PARTITION_TABLE = "pgharness_partition"
 
 
 def replication_network(node: Node) -> Network:
-    """The cluster's node-to-node network (``<project>_replication``); `ClusterError` when it is gone."""
+    """The cluster's network (``<project>_replication``); `ClusterError` when it is gone."""
     name = f"{node.cluster.name}_{REPLICATION_NETWORK}"
     networks = node.cluster.docker.networks.list(names=[name])
     if not networks:
@@ -42,42 +42,96 @@ def replication_network(node: Node) -> Network:
     return networks[0]
 
 
+def partition_rules(subnet: str, gateway: str, *, clients: bool) -> str:
+    """The nft commands that cut a node off from every other address of its network `subnet` (`gateway`, the
+    host's side, excepted: published ports keep working) or, with `clients`, from everything but loopback.
+
+    Refused rather than silently dropped: a TCP segment that arrives gets a reset (the one kind of packet
+    let out), so a peer that sends on an old connection loses it at once, and the node's own attempts fail
+    at once; other traffic in is dropped. One nft call is one transaction.
+    """
+    ipaddress.ip_network(subnet)  # ValueError on anything but an address range
+    ipaddress.ip_address(gateway)
+    table = f"ip {PARTITION_TABLE}"
+    commands = [f"add table {table}"]
+    for chain, hook, direction, interface in (
+        ("inbound", "input", "saddr", "iifname"),
+        ("outbound", "output", "daddr", "oifname"),
+    ):
+        commands += [
+            f"add chain {table} {chain} {{ type filter hook {hook} priority -10 ; policy accept ; }}",
+            f'add rule {table} {chain} {interface} "lo" accept',
+        ]
+        if not clients:
+            commands.append(f"add rule {table} {chain} ip {direction} {gateway} accept")
+        if chain == "outbound":
+            # The resets the rules below send, to the peer or to the node's own socket.
+            commands.append(f"add rule {table} {chain} tcp flags & rst == rst accept")
+        match = "" if clients else f"ip {direction} {subnet} "
+        commands.append(f"add rule {table} {chain} {match}meta l4proto tcp reject with tcp reset")
+        commands.append(f"add rule {table} {chain} {match}" + ("drop" if chain == "inbound" else "reject"))
+    return " ; ".join(commands)
+
+
+def _nft(node: Node, *argv: str, check: bool = True) -> str:
+    """Run ``nft`` as root in `node` (its network namespace); a clear `ClusterError` when the image has none."""
+    if node.container.status != "running":
+        raise ClusterError(f"node {node.name!r} is {node.container.status}: a partition needs it running")
+    try:
+        return node.exec("nft", *argv, user="root", check=check)
+    except ClusterError as e:
+        if "executable file not found" in str(e) or "not found in $PATH" in str(e):
+            raise ClusterError(
+                f"node {node.name!r} has no nft: partitions need nftables in the node image "
+                "(the harness's own images carry it; add the nftables package to yours)"
+            ) from None
+        raise
+
+
 def is_partitioned(node: Node) -> bool:
-    """Whether `node` is cut off from the other nodes (not on the replication network)."""
-    networks = node.container.attrs["NetworkSettings"]["Networks"] or {}
-    return f"{node.cluster.name}_{REPLICATION_NETWORK}" not in networks
+    """Whether `node` is cut off (its partition table exists); False for a node that has stopped (a
+    container's network namespace, and the filter in it, does not outlive a stop). A paused node cannot
+    be asked: `ClusterError`."""
+    status = node.container.status
+    if status == "paused":
+        raise ClusterError(f"node {node.name!r} is paused: unpause it to ask whether it is partitioned")
+    if status != "running":
+        return False
+    result = node.container.exec_run(["nft", "list", "table", "ip", PARTITION_TABLE], user="root")
+    return result.exit_code == 0
 
 
 def partition(node: Node, *, clients: bool = False) -> None:
-    """Cut `node` off from every other node (Docker network disconnect) and, with `clients`, from the host
-    too (its published port). `heal` undoes it."""
-    log.info("### Cutting node %r off from the other nodes", node.name)
-    replication_network(node).disconnect(node.container)
-    if clients:
-        log.info("### Cutting node %r off from its clients", node.name)
-        node.cluster.docker.networks.get(access_network_name(node)).disconnect(node.container)
+    """Cut `node` off from every other node and, with `clients`, from the host too (its published port):
+    a packet filter in the node's network namespace. The node keeps its address and name; `heal` (or a
+    restart of its container) undoes it."""
+    network = replication_network(node)
+    config = (network.attrs.get("IPAM", {}).get("Config") or [{}])[0]
+    subnet, gateway = config.get("Subnet"), config.get("Gateway")
+    if not subnet or not gateway:
+        raise ClusterError(f"network {network.name!r} shows no IPv4 subnet and gateway: {config!r}")
+    log.info("### Cutting node %r off from the other nodes%s", node.name, " and its clients" if clients else "")
+    _nft(node, partition_rules(subnet, gateway, clients=clients))
 
 
 def heal(node: Node) -> None:
-    """Undo `partition` for `node`: back on the replication network (under its node name) and its own port.
+    """Undo `partition` for `node` (nothing to do when it is not partitioned, or not running).
 
-    What to restore is read from the container itself, so a heal works from
-    another process (``harness heal`` after ``harness partition``).
+    The filter lives in the node itself, so a heal works from another process
+    (``harness heal`` after ``harness partition``).
     """
     if is_partitioned(node):
-        log.info("### Reconnecting node %r to the other nodes", node.name)
-        replication_network(node).connect(node.container, aliases=[node.name])
-    name = access_network_name(node)
-    if name not in (node.container.attrs["NetworkSettings"]["Networks"] or {}):
-        log.info("### Reconnecting node %r to its clients", node.name)
-        node.cluster.docker.networks.get(name).connect(node.container)
+        log.info("### Reconnecting node %r to the other nodes and its clients", node.name)
+        _nft(node, "delete", "table", "ip", PARTITION_TABLE)
 
 
 def heal_all(cluster: Cluster) -> None:
     """Heal every node of `cluster` that is running (a partition may cover several)."""
     for node in cluster.nodes:
-        if node.container.status in ("running", "paused"):
+        if node.container.status == "running":
             heal(node)
+        elif node.container.status == "paused":
+            log.warning("node %r is paused: not healed (unpause it, then heal it)", node.name)
 
 
 @contextmanager

@@ -31,7 +31,8 @@ class DebianSuite:
 
     @property
     def packages(self) -> tuple[str, ...]:
-        return (f"postgresql-{self.major}",)
+        # nftables: the packet filter that partitions a node (harness.faults.partition).
+        return (f"postgresql-{self.major}", "nftables")
 
 
 SUITES: dict[int, DebianSuite] = {

@@ -1,0 +1,65 @@
+"""Partitions: a packet filter inside the node cuts it off from the other nodes and leaves the host's
+way in (its published port), or, with ``clients=True``, cuts that too; healing restores both."""
+
+from helpers import harness
+
+from harness.faults import heal, is_partitioned, partition, partitioned
+from harness.wait import poll_until
+
+
+def reaches(node, other):
+    """Whether `node` can open a PostgreSQL connection to `other` over the cluster's network (pg_isready
+    inside `node`, by `other`'s name)."""
+    result = node.container.exec_run(["pg_isready", "-q", "-t", "3", "-h", other.name, "-p", "5432"])
+    return result.exit_code == 0
+
+
+def test_a_partitioned_node_reaches_no_other_node_and_the_host_still_reaches_it(cluster):
+    primary, standby = cluster.primary, cluster.standby
+    primary.sql("CREATE TABLE hoge (col integer)")
+    primary.wait_for_catchup(standby)
+    assert reaches(standby, primary)
+    assert reaches(primary, standby)
+
+    with partitioned(standby):
+        assert is_partitioned(standby)
+        assert not is_partitioned(primary)
+        # Neither side reaches the other. The primary's next write loses it the standby's connection at
+        # once (refused, not silently dropped: no wal_sender_timeout, 60 s here, to wait for).
+        assert not reaches(standby, primary)
+        assert not reaches(primary, standby)
+        primary.sql("INSERT INTO hoge VALUES (1)")
+        primary.poll_query_until("SELECT count(*) FROM pg_stat_replication", 0, timeout=20)
+        # The host still reads the standby through its published port; the row has not arrived.
+        assert standby.scalar("SELECT count(*) FROM hoge") == 0
+        assert standby.is_in_recovery()
+
+    assert not is_partitioned(standby)
+    primary.wait_for_catchup(standby)
+    assert standby.scalar("SELECT count(*) FROM hoge") == 1
+
+
+def test_a_node_partitioned_from_its_clients_too_answers_nobody_until_healed(cluster):
+    primary, standby = cluster.primary, cluster.standby
+    partition(primary, clients=True)
+    try:
+        assert is_partitioned(primary)
+        assert not primary.is_responsive(timeout=3)
+        assert not reaches(standby, primary)
+        assert primary.container.status == "running"
+    finally:
+        heal(primary)
+    poll_until(primary.is_responsive, what="the primary to answer after the heal")
+    primary.wait_for_catchup(standby)
+
+
+def test_the_cli_partitions_and_heals_a_node_of_an_environment(cluster):
+    standby = cluster.standby
+    done = harness("partition", "--name", cluster.name, "standby")
+    assert done.returncode == 0, done.stderr
+    assert is_partitioned(standby)
+    assert not reaches(standby, cluster.primary)
+    done = harness("heal", "--name", cluster.name)
+    assert done.returncode == 0, done.stderr
+    assert not is_partitioned(standby)
+    assert reaches(standby, cluster.primary)
