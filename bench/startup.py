@@ -18,7 +18,8 @@ Figures (median, min and max over the runs):
 - up with 1 and with 5 standbys (extra standbys start together);
 - from the end of pytest's collection to the first scenario's setup and call;
 - how many default clusters run side by side on the engine, and what stops the next;
-- the default suite's wall time, serial and with pytest-xdist `-n 2`.
+- the default suite's wall time, serial and with pytest-xdist `-n 2`;
+- `harness --help`: the command line's own start (the interpreter included).
 
 Prints the machine it ran on, a table, and writes everything to bench/results.json.
 """
@@ -250,6 +251,14 @@ def side_by_side(image: str, limit: int = 40) -> tuple[int, str]:
     return len(alive), stopped
 
 
+def cli_help() -> float:
+    """Seconds for ``harness --help`` (the installed command, as a user types it)."""
+    command = Path(sys.executable).with_name("harness")
+    t0 = time.perf_counter()
+    subprocess.run([str(command), "--help"], check=True, stdout=subprocess.DEVNULL, timeout=60)
+    return time.perf_counter() - t0
+
+
 def first_test_timings(pg_version: str) -> dict[str, float]:
     """Seconds from the end of collection to the first scenario's setup, and to its call (its cluster up)."""
     out = REPOSITORY / "bench" / ".first-test.json"
@@ -315,6 +324,7 @@ def main() -> int:
             figures["up: primary + 1 standby, data on disk (storage=volume)"] = standbys_up(image, 1, "volume")
             figures["up: primary + 5 standbys (standbys=5)"] = standbys_up(image, 5)
             figures |= first_test_timings(args.pg_version)
+            figures["harness --help"] = cli_help()
             runs.append(figures)
             peaks = {name: max(peaks.get(name, 0), used) for name, used in memory.items()}
     except HarnessError as e:

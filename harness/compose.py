@@ -235,8 +235,12 @@ class ComposeProject(DockerCompose):
         self._run_command([*self.compose_command_property, "up", *waiting, *services], timeout=self.wait_timeout + 60)
 
     def down(self) -> None:
-        """Remove the project's containers (of every profile, one-off ones too), volumes and networks."""
-        everything = ["--profile", "*", "down", "--volumes", "--remove-orphans", "--timeout", "10"]
+        """Remove the project's containers (of every profile, one-off ones too), volumes and networks.
+
+        The containers are killed, not shut down: their volumes go with them, so a clean shutdown would
+        keep nothing, and a node whose walsender waits to send its shutdown checkpoint to a standby that
+        is gone (after a split brain or a partition) held every removal for the whole stop timeout."""
+        everything = ["--profile", "*", "down", "--volumes", "--remove-orphans", "--timeout", "0"]
         self._run_command([*self.compose_command_property, *everything], timeout=DOWN_TIMEOUT, detached=True)
 
     def config_text(self) -> str:

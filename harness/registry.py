@@ -85,9 +85,9 @@ def shielded(what: str) -> Iterator[None]:
         raise KeyboardInterrupt(f"stopped by {signal.Signals(received[0]).name} during {what}")
 
 
-#: Removals that may run behind the tests at once; one more waits for the oldest. One: each cluster holds
-#: networks from Docker's address pools (about 30 on a default engine), and pytest-xdist multiplies them.
-BACKGROUND_REMOVALS = 1
+#: Removals that may run behind the tests at once; one more waits for the oldest. Two: each cluster holds a
+#: network from Docker's address pools (about 30 on a default engine), and pytest-xdist multiplies them.
+BACKGROUND_REMOVALS = 2
 _running: list[Future[None]] = []
 _failures: list[str] = []
 _executor: ThreadPoolExecutor | None = None
