@@ -143,9 +143,6 @@ class ComposeProject(DockerCompose):
     project_name: str = "pgharness"
     variables: dict[str, str] = field(default_factory=dict)
     wait_timeout: float = 120.0
-    #: The environment compose commands run in: this process's at each call (None), or a copy taken once
-    #: (a cluster started in a background thread must not see what a test sets meanwhile).
-    environ: dict[str, str] | None = None
 
     @classmethod
     def for_cluster(
@@ -199,8 +196,7 @@ class ComposeProject(DockerCompose):
         """Run a compose command (an argv list) with the project's variables; `ClusterError` when it fails or
         has not finished within `timeout` seconds. `detached` runs it in a session of its own, so that a
         signal to this process group (a second Ctrl-C) cannot cut it short."""
-        base = os.environ if self.environ is None else self.environ
-        env = {**base, **self.variables, **(variables or {}), "COMPOSE_PROJECT_NAME": self.project_name}
+        env = {**os.environ, **self.variables, **(variables or {}), "COMPOSE_PROJECT_NAME": self.project_name}
         verb = next((c for c in cmd if c in ("up", "down", "run", "config", "stop", "start", "exec", "ps")), cmd)
         try:
             proc = subprocess.run(

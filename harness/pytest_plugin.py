@@ -23,8 +23,6 @@ Options (each with an ini twin and an environment default; the README has the ta
     --pg-storage WHERE    the compose nodes' data: tmpfs (default) or volume (disk)  [PGHARNESS_STORAGE]
     --pg-sync-teardown    remove a test's clusters before the next test starts (default:
                           in the background while it starts)      [PGHARNESS_SYNC_TEARDOWN=1]
-    --pg-no-spare         start no spare default cluster ahead of the next test that asks for
-                          one (default: one spare while a test runs) [PGHARNESS_SPARE=0]
     --pg-engine URL       a Docker engine for the run; repeatable: pytest-xdist workers
                           are spread over them round-robin         [PGHARNESS_ENGINES]
 """
@@ -49,7 +47,6 @@ from harness.compose import ADDRESS_POOLS_EXHAUSTED, STORAGES
 from harness.engine import resolve
 from harness.errors import HarnessError
 from harness.image import ImageSpec, ensure_image, image_exists, server_version
-from harness.spare import Spares
 from harness.versions import DEFAULT_VERSION, parse_postgres_v, parse_version_arg, version_matches
 
 log = logging.getLogger("harness")
@@ -80,7 +77,6 @@ DEFAULT_TEST_TIMEOUT = 300.0
 
 _reports = pytest.StashKey[dict[str, pytest.TestReport]]()
 _clusters = pytest.StashKey[list[Cluster]]()
-_spares = pytest.StashKey[Spares]()
 
 
 @dataclass(frozen=True)
@@ -96,7 +92,6 @@ class Settings:
     tls: bool = False
     background_teardown: bool = True
     storage: str = "tmpfs"
-    spare: bool = True
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -134,10 +129,6 @@ class Settings:
             background_teardown=not (
                 config.getoption("pg_sync_teardown") or _truthy(get("pg_sync_teardown", "PGHARNESS_SYNC_TEARDOWN", ""))
             ),
-            # Off when any of the option, the ini or the environment turns it off.
-            spare=not config.getoption("pg_no_spare")
-            and bool(config.getini("pg_spare"))
-            and _truthy(os.environ.get("PGHARNESS_SPARE", "1")),
         )
 
     def cluster_kwargs(self) -> dict[str, Any]:
@@ -246,15 +237,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="where the compose nodes keep their data: tmpfs (memory, the default: starts are I/O-bound) or "
         "volume (disk) (env PGHARNESS_STORAGE)",
     )
-    group.addoption(
-        "--pg-no-spare",
-        dest="pg_no_spare",
-        action="store_true",
-        default=False,
-        help="start no spare default cluster in the background for the next test that asks for one "
-        "(env PGHARNESS_SPARE=0)",
-    )
-    parser.addini("pg_spare", "keep a spare default cluster starting ahead of the next test", type="bool", default=True)
     parser.addini("pg_storage", "where the compose nodes keep their data: tmpfs (default) or volume")
     parser.addini("pg_sync_teardown", "remove each test's clusters before the next test starts", type="bool")
     parser.addini("pg_engines", "Docker engines the workers are spread over (URLs)", type="linelist")
@@ -270,7 +252,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_spares] = Spares()
     for name, description in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {description}")
     engines = configured_engines(config)
@@ -284,9 +265,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Remove the spare cluster, wait for the clusters still being removed in the background; a removal that
-    failed fails the run."""
-    session.config.stash[_spares].drain()
+    """Wait for the clusters still being removed in the background; a removal that failed fails the run."""
     errors = registry.wait_for_removals()
     if errors:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -478,25 +457,11 @@ def cluster_factory(
     """
     made: list[Cluster] = []
     request.node.stash[_clusters] = made
-    spares = request.config.stash[_spares]
 
     def make(**kwargs: Any) -> Cluster:
-        default = not kwargs
         kwargs = {**harness_settings.cluster_kwargs(), **kwargs}
         kwargs.setdefault("image", harness_image)
         kwargs.setdefault("owner", f"pytest-{os.getpid()}")
-        if not (default and harness_settings.spare):
-            return started(kwargs)
-        # The default cluster: the spare when there is one; and a spare for the next test, made meanwhile.
-        cluster = spares.take(kwargs)
-        if cluster is not None:
-            made.append(cluster)
-        else:
-            cluster = started(kwargs)
-        spares.prepare(kwargs)
-        return cluster
-
-    def started(kwargs: dict[str, Any]) -> Cluster:
         try:
             return start(kwargs)
         except HarnessError as e:

@@ -139,8 +139,7 @@ def harness(*args, env=None, timeout=180):
 
 
 def wait_until_healthy(label, count=2, timeout=120):
-    """Wait until at least `count` nodes (PostgreSQL containers) carry `label` and all are healthy (a run's
-    spare cluster may be among them)."""
+    """Wait until `count` nodes (PostgreSQL containers) carry `label` and all are healthy."""
     client = docker.from_env()
     filters = {"label": [label, "org.pgharness.kind=postgres"]}
 
@@ -149,7 +148,7 @@ def wait_until_healthy(label, count=2, timeout=120):
 
     poll_until(
         health,
-        lambda status: len(status) >= count and set(status) == {"healthy"},
+        lambda status: status == ["healthy"] * count,
         what=f"{count} healthy containers labelled {label}",
         timeout=timeout,
         retry_on=(docker.errors.NotFound,),

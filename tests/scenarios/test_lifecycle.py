@@ -54,39 +54,6 @@ def test_passing_run_leaves_nothing(tmp_path, harness_image):
     assert not (tmp_path / "evidence").exists()
 
 
-def test_a_spare_cluster_serves_the_next_test_as_a_fresh_one_and_is_removed_at_the_end(tmp_path, harness_image):
-    proc = run_pytest(
-        tmp_path,
-        """
-        def test_first(cluster):
-            cluster.primary.sql("CREATE TABLE first_only (id integer)")
-
-        def test_second_gets_the_spare_never_used(cluster):
-            assert cluster.primary.scalar("SELECT to_regclass('first_only') IS NULL")
-            assert cluster.standby.is_in_recovery()
-
-        def test_third_in_another_environment_gets_a_cluster_of_its_own(monkeypatch, cluster_factory):
-            monkeypatch.setenv("POSTGRES_PASSWORD", "other-s3cret")
-            cluster = cluster_factory()
-            assert cluster.password == "other-s3cret"
-            assert cluster.primary.scalar("SELECT 1") == 1
-        """,
-        "-o",
-        "log_cli=true",
-        "--log-cli-level=INFO",
-    )
-    output, _ = proc.communicate(timeout=300)
-    owner = f"org.pgharness.owner=pytest-{proc.pid}"
-    left = labelled(owner)
-    remove_projects(owner)
-
-    assert proc.returncode == 0, output
-    assert "3 passed" in output
-    # The second test's cluster was the spare made while the first ran; the third's environment differs.
-    assert output.count("### Using the spare cluster") == 1, output
-    assert left == []
-
-
 def test_failed_test_leaves_evidence_files_and_no_cluster(tmp_path, harness_image):
     # A test that fails after writing on its cluster.
     proc = run_pytest(
