@@ -216,7 +216,7 @@ class ComposeProject(DockerCompose):
             stderr = proc.stderr.decode(errors="replace")
             if ADDRESS_POOLS_EXHAUSTED in stderr:
                 raise ClusterError(
-                    "the engine has no address pool left for another network (each cluster takes 3): remove "
+                    "the engine has no address pool left for another network (each cluster takes one): remove "
                     "environments you no longer need (`harness ls`, `harness down`), or give dockerd more pools "
                     '("default-address-pools" in /etc/docker/daemon.json, e.g. '
                     '[{"base": "10.99.0.0/16", "size": 24}], then restart dockerd)'
