@@ -48,13 +48,11 @@ def main() -> int:
         image = ensure_image(ImageSpec(parse_version_arg(args.pg_version)))
         client = docker_client()
         cluster = Cluster(image=image, owner="bench", storage=args.storage)
-        since = time.time()
         t0 = time.perf_counter()
         wall0 = time.time()
         with cluster:
             up = time.perf_counter() - t0
-            until = time.time()
-            events = client.events(since=int(since), until=int(until) + 1, decode=True)
+            events = client.events(since=int(wall0), until=int(time.time()) + 1, decode=True)
             lines: list[tuple[float, str]] = [(0.0, "start() called"), (up, "start() returned: every node ready")]
             for event in events:
                 attributes = event.get("Actor", {}).get("Attributes", {})
