@@ -315,17 +315,6 @@ basebackup() {
         || die "pg_basebackup from $host:$port into $dest failed (see above)"
 }
 
-# A node added at run time gets its network alias (its node name) right after
-# it starts: wait for it, so that nothing goes over the network before.
-await_alias() {
-    [ -n "${AWAIT_ALIAS:-}" ] || return 0
-    start=$(date +%s)
-    until getent hosts "$AWAIT_ALIAS" >/dev/null 2>&1; do
-        [ $(( $(date +%s) - start )) -lt 30 ] || die "network alias $AWAIT_ALIAS did not appear within 30 s"
-        sleep 0.05
-    done
-}
-
 # A backup's name: a plain file name (letters, digits, '.', '_', '-'; not starting with '.').
 check_backup_name() {
     case "$1" in
@@ -392,7 +381,6 @@ primary)
     run_postgres primary "$@" ;;
 standby)
     check_archive
-    await_alias
     [ -s "$PGDATA/PG_VERSION" ] || bootstrap_standby
     run_postgres standby "$@" ;;
 backup)

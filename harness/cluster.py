@@ -28,7 +28,7 @@ import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import docker
 import docker.errors
@@ -38,6 +38,8 @@ from harness import evidence, registry
 from harness.archive import Archive
 from harness.backup import Backups
 from harness.compose import (
+    RUN_TIME_DATA,
+    STORAGE_SERVICE,
     STORAGES,
     TMPFS_OVERRIDE,
     ComposeProject,
@@ -58,7 +60,6 @@ from harness.constants import (
     OWNER_LABEL,
     OWNER_STARTED_LABEL,
     PROJECT_LABEL,
-    REPLICATION_NETWORK,
     SERVICE_LABEL,
 )
 from harness.engine import resolve
@@ -225,6 +226,9 @@ class Cluster:
             # Empty means "an ephemeral port" in compose.yaml's ${PRIMARY_PORT-5433}.
             "PRIMARY_PORT": "",
             "STANDBY_PORT": "",
+            # The harness asks the nodes over SQL whether they are ready; Docker's healthchecks (each one a
+            # `docker exec`) need not run ten times a second while a node starts.
+            "PGHARNESS_HEALTH_START_INTERVAL": "1s",
         }
         variables.update({_variable(service, "PORT"): str(p) for service, p in self.ports.items()})
         variables.update({_variable(node, "SETTINGS"): self.node_settings.get(node, "") for node in COMPOSE_NODES})
@@ -589,6 +593,28 @@ class Cluster:
         if name in self.containers():
             raise ClusterError(f"cluster {self.name!r} has a node {name!r} already")
 
+    def _in_memory(self, name: str) -> dict[str, Any]:
+        """The volume options that put node `name`'s data in memory when the cluster's storage is "tmpfs":
+        a folder of the run-time tmpfs that the storage keeper holds, bound as the node's own volume. On a
+        disk, a base backup's thousand new files cost more than their bytes, and much more on a file system
+        without a journal where many were just deleted (ext4 then skips every inode freed in the last
+        minute or more, one inode-table read each: this machine's disk)."""
+        if self.storage != "tmpfs":
+            return {}
+        found = list_containers(
+            self._client, {"label": [f"{PROJECT_LABEL}={self.name}", f"{SERVICE_LABEL}={STORAGE_SERVICE}"]}
+        )
+        if not found:
+            raise ClusterError(f"cluster {self.name!r} has no {STORAGE_SERVICE} to hold node {name!r}'s data")
+        # `name` is a node name (NODE_NAME): a plain folder name.
+        made = found[0].exec_run(["mkdir", "-m", "1777", f"/keep/{RUN_TIME_DATA}/{name}"])
+        if made.exit_code != 0:
+            assert isinstance(made.output, bytes)
+            raise ClusterError(f"no folder for node {name!r} in memory: {made.output.decode(errors='replace')}")
+        held = self._client.volumes.get(f"{self.name}_{RUN_TIME_DATA}")
+        device = f"{held.attrs['Mountpoint']}/{name}"
+        return {"driver": "local", "driver_opts": {"type": "none", "o": "bind", "device": device}}
+
     def _run_node(
         self,
         name: str,
@@ -603,16 +629,17 @@ class Cluster:
         """One more node `name` in `role` (primary, standby): a one-off container of compose.yaml's ``node``
         service, with a labelled data volume of its own, reached on the replication network by its name."""
         volume = f"{self.name}_{name}-data"
-        self._client.volumes.create(volume, labels={**self.labels(), NODE_LABEL: name})
+        self._client.volumes.create(volume, labels={**self.labels(), NODE_LABEL: name}, **self._in_memory(name))
         own_settings = settings_lines(settings) if settings is not None else self.node_settings.get(name, "")
         environment = {
             "NODE_NAME": name,
-            "AWAIT_ALIAS": name,
             "PGHARNESS_NODE_SETTINGS": own_settings,
             **variables,
         }
         options = [
             "--detach",
+            # Other nodes reach it by its node name (compose.yaml's NODE_ALIAS), as they reach compose's services.
+            "--use-aliases",
             "--name", f"{self.name}-{name}",
             "--label", f"{NODE_LABEL}={name}",
             "--volume", f"{volume}:{DATA_MOUNT}",
@@ -620,12 +647,9 @@ class Cluster:
         ]  # fmt: skip
         for key, value in environment.items():
             options += ["--env", f"{key}={value}"]
-        self.compose.run("node", role, options=options, variables={"HARNESS_IMAGE": image} if image else None)
+        compose_variables = {"NODE_ALIAS": name, **({"HARNESS_IMAGE": image} if image else {})}
+        self.compose.run("node", role, options=options, variables=compose_variables)
         node = self.node(name)
-        # Other nodes reach it by its node name, as they reach compose's services.
-        network = self.docker.networks.get(f"{self.name}_{REPLICATION_NETWORK}")
-        network.disconnect(node.container)
-        network.connect(node.container, aliases=[name])
         if wait:
             node.wait_ready(timeout=timeout)
         return node
