@@ -276,6 +276,8 @@ class Cluster:
         self.owner_labels = owner_labels(self.owner)
         self._client = docker_client(self.engine)
         self._nodes: dict[str, Node] = {}
+        # The container id of each node, as last listed (see `container`).
+        self._node_ids: dict[str, str] = {}
         #: The shared WAL archive: listing, waits, faults.
         self.archive = Archive(self)
         #: Base backups, point-in-time restores, dumps and rebuilds.
@@ -445,16 +447,25 @@ class Cluster:
 
     # --- nodes and services -------------------------------------------------
 
-    def _project_containers(self, *, nodes: bool) -> dict[str, Container]:
-        found = list_containers(self.docker, {"label": [f"{PROJECT_LABEL}={self.name}"]})
+    def _project_ids(self, *, nodes: bool) -> dict[str, str]:
+        """The ids of the project's nodes (or its other services), by name: one listing, nothing inspected."""
+        listed = self.docker.containers.list(all=True, filters={"label": [f"{PROJECT_LABEL}={self.name}"]}, sparse=True)
         named = {}
-        for c in found:
-            if c.labels.get(KIND_LABEL) == "storage" or (c.labels.get(KIND_LABEL) == "postgres") != nodes:
+        for c in listed:
+            labels = c.attrs.get("Labels") or {}
+            if labels.get(KIND_LABEL) == "storage" or (labels.get(KIND_LABEL) == "postgres") != nodes:
                 continue
-            oneoff = c.labels.get(ONEOFF_LABEL) == "True"
-            name = c.labels.get(NODE_LABEL) or (None if oneoff else c.labels[SERVICE_LABEL])
+            oneoff = labels.get(ONEOFF_LABEL) == "True"
+            name = labels.get(NODE_LABEL) or (None if oneoff else labels.get(SERVICE_LABEL))
             if name:  # not a transient one-off (a backup being taken)
-                named[name] = c
+                named[name] = str(c.attrs["Id"])
+        return named
+
+    def _project_containers(self, *, nodes: bool) -> dict[str, Container]:
+        named = {}
+        for name, container_id in self._project_ids(nodes=nodes).items():
+            with contextlib.suppress(docker.errors.NotFound):  # removed since the listing: not there
+                named[name] = self.docker.containers.get(container_id)
         return named
 
     def containers(self) -> dict[str, Container]:
@@ -462,10 +473,21 @@ class Cluster:
         return self._project_containers(nodes=True)
 
     def container(self, name: str) -> Container:
-        """The container of node `name`; `UnknownNode` lists the valid names."""
+        """The container of node `name`, inspected now; `UnknownNode` lists the valid names.
+
+        Asked for each connection (a node's published port changes when it restarts): one inspection of
+        the container found last time, and a listing of the project only when that one is gone.
+        """
+        known = self._node_ids.get(name)
+        if known is not None:
+            try:
+                return self.docker.containers.get(known)
+            except docker.errors.NotFound:  # removed, or replaced by a new one of that name
+                pass
+        self._node_ids = self._project_ids(nodes=True)
         try:
-            return self.containers()[name]
-        except KeyError:
+            return self.docker.containers.get(self._node_ids[name])
+        except (KeyError, docker.errors.NotFound):
             raise UnknownNode(self._unknown(name)) from None
 
     def _unknown(self, name: str) -> str:

@@ -54,6 +54,10 @@ def logical_dump(node: Node) -> Dump:
     lines, sequences = [], {}
     database = ""
     for line in text.splitlines():
+        # Most lines are rows of data: the patterns below are for the few that start so.
+        if not line.startswith(("\\", "SELECT")):
+            lines.append(line)
+            continue
         if m := _DATABASE.match(line):
             database = m.group("db")
         if line.startswith(("\\restrict ", "\\unrestrict ")):
