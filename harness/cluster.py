@@ -20,12 +20,14 @@ the engine's own address for a remote one (`harness.engine`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
 import secrets
 import socket
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -379,12 +381,13 @@ class Cluster:
                 self.compose.services = [*(self.compose.services or []), *self.added_services]
             self.compose.start(wait=False)
             deadline = Deadline(self.compose.wait_timeout)
-            # The extra standbys and subscribers start together, as soon as the primary they copy is up;
-            # then every node is waited for, all within the one start-up deadline.
-            if self.extra_standbys or self.subscribers:
-                self.primary.wait_ready(timeout=deadline.remaining)
-            added = [self.add_node(name, wait=False) for name in self.extra_standbys]
-            added += [self.add_primary(name, wait=False) for name in self.subscribers]
+            # The extra standbys and subscribers start with the others, a `compose run` per core at a time
+            # (a standby waits for its upstream to answer before its base backup); then every node is waited
+            # for, all within the one start-up deadline.
+            adds = [functools.partial(self.add_node, name, wait=False) for name in self.extra_standbys]
+            adds += [functools.partial(self.add_primary, name, wait=False) for name in self.subscribers]
+            with ThreadPoolExecutor(max_workers=max(1, min(len(adds), os.cpu_count() or 1))) as pool:
+                added = list(pool.map(lambda add: add(), adds))
             self.wait_ready(timeout=deadline.remaining)
             for node in added:
                 node.wait_ready(timeout=deadline.remaining)
