@@ -90,13 +90,15 @@ TOPOLOGIES: dict[str, tuple[str, ...]] = {
 #: The nodes compose.yaml describes itself; their own settings go in variables named after them.
 COMPOSE_NODES = ("primary", "standby", "archive-standby", "slot-standby")
 #: The settings of an independent primary added at run time (`Cluster.add_primary`): logical
-#: replication on, no archiving.
+#: replication on, no archiving; a subscription's apply worker started again (re-enabled, re-pointed,
+#: after an error) within a second rather than PostgreSQL's 5 s (`wal_retrieve_retry_interval`).
 FRESH_PRIMARY_SETTINGS = """\
 wal_level = logical
 max_wal_senders = 10
 max_replication_slots = 10
 hot_standby = on
 wal_log_hints = on
+wal_retrieve_retry_interval = '1s'
 fsync = off
 """
 #: A node's name: a DNS label, as other nodes reach it by this name.
