@@ -383,12 +383,12 @@ class Cluster:
                 self.compose.services = [*(self.compose.services or []), *self.added_services]
             self.compose.start(wait=False)
             deadline = Deadline(self.compose.wait_timeout)
-            # The extra standbys and subscribers start with the others, a `compose run` per core at a time
-            # (a standby waits for its upstream to answer before its base backup); then every node is waited
-            # for, all within the one start-up deadline.
+            # The extra standbys and subscribers start with the others, a `compose run` per core (at most
+            # four) at a time: a standby waits for its upstream to answer before its base backup. Then every
+            # node is waited for, all within the one start-up deadline.
             adds = [functools.partial(self.add_node, name, wait=False) for name in self.extra_standbys]
             adds += [functools.partial(self.add_primary, name, wait=False) for name in self.subscribers]
-            with ThreadPoolExecutor(max_workers=max(1, min(len(adds), os.cpu_count() or 1))) as pool:
+            with ThreadPoolExecutor(max_workers=max(1, min(len(adds), os.cpu_count() or 1, 4))) as pool:
                 added = list(pool.map(lambda add: add(), adds))
             self.wait_ready(timeout=deadline.remaining)
             for node in added:
