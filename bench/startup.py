@@ -13,7 +13,7 @@ Figures (median, min and max over the runs):
   by the harness (SIGKILL of the primary to the first write on the promoted standby);
 - archive round trip: `pg_switch_wal()` on the primary to the segment
   replayed on an archive-only standby (restore_command alone);
-- down: `compose down -v`;
+- down: `Cluster.destroy()` (every container, volume and network of the project);
 - peak memory of each container (cgroup max usage, or sampled usage);
 - up with 1 and with 5 standbys (extra standbys start together);
 - from the end of pytest's collection to the first scenario's setup and call;
@@ -155,7 +155,7 @@ def streaming_run(image: str) -> tuple[Figures, dict[str, int]]:
         "wait_for_catchup overhead": wait - replay,
         "promotion (to first write)": t_failover - t_promote,
         "failover (kill to first write)": t_failover - t_kill,
-        "down (compose down -v)": t_down - t_teardown,
+        "down (every container, volume, network)": t_down - t_teardown,
     }
     return figures, peaks
 

@@ -48,6 +48,7 @@ from harness.compose import (
     check_compose_v2,
     docker_client,
     list_containers,
+    remove_project,
 )
 from harness.constants import (
     CONFIG_FILES_LABEL,
@@ -423,15 +424,12 @@ class Cluster:
         SIGINT and SIGTERM wait until it is done (see `harness.registry.shielded`);
         the cluster leaves the live registry only once everything is removed, so
         a failed removal is tried again at exit. Raises `ClusterError` when
-        ``compose down`` fails or does not finish within 120 s.
+        the engine refuses to remove something (each call has a 120 s deadline).
         """
         with registry.shielded(f"removing cluster {self.name!r}"):
             log.info("### Removing cluster %r", self.name)
-            self.compose.down()
-            # Data volumes of nodes added at run time are the harness's, not compose's.
-            for volume in self._client.volumes.list(filters={"label": f"{PROJECT_LABEL}={self.name}"}):
-                with contextlib.suppress(docker.errors.NotFound):  # removed meanwhile: gone is what we want
-                    volume.remove(force=True)
+            # Compose's containers, volumes and network, and the harness's own (nodes added at run time).
+            remove_project(self._client, self.name)
             registry.unregister(self)
 
     def release(self) -> None:

@@ -16,7 +16,6 @@ whose owner cannot be told, is listed and kept.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
 import logging
@@ -29,7 +28,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from harness.compose import ComposeProject, list_containers
+from harness.compose import list_containers, remove_project
 from harness.constants import (
     MANAGED_LABEL,
     NODE_LABEL,
@@ -179,19 +178,8 @@ def list_environments(client: docker.DockerClient) -> list[Environment]:
 
 
 def remove_environment(client: docker.DockerClient, name: str) -> None:
-    """Remove everything of compose project `name`: compose down, then any labelled leftovers."""
-    ComposeProject.for_cluster(name, {}).down()
-    label: dict[str, str | list[str] | bool] = {"label": f"{PROJECT_LABEL}={name}"}
-    # What another process removes meanwhile (its own teardown) is gone already: not an error.
-    for c in list_containers(client, label):
-        with contextlib.suppress(docker.errors.NotFound):
-            c.remove(force=True, v=True)  # with its anonymous volumes (an official image declares VOLUME)
-    for v in client.volumes.list(filters=label):
-        with contextlib.suppress(docker.errors.NotFound):
-            v.remove(force=True)
-    for n in client.networks.list(filters=label):
-        with contextlib.suppress(docker.errors.NotFound):
-            n.remove()
+    """Remove everything of compose project `name` (`harness.compose.remove_project`)."""
+    remove_project(client, name)
 
 
 def gc(client: docker.DockerClient) -> tuple[list[str], dict[str, str]]:

@@ -1,7 +1,7 @@
 """The clusters this process started and has not removed yet, and teardown that signals cannot cut short.
 
 A cluster joins the registry when it starts and leaves it only once its
-``compose down`` has succeeded, so the atexit handler removes whatever an
+removal (every container, volume and network) has succeeded, so the atexit handler removes whatever an
 interrupted run (Ctrl-C, SIGTERM from a cancelled CI job, a timeout) left.
 `shielded` holds SIGINT and SIGTERM back while a teardown runs: a second
 signal then waits for the teardown to finish instead of aborting it halfway.

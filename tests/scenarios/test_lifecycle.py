@@ -12,6 +12,7 @@ import docker
 import pytest
 from helpers import default_sigint, labelled, remove_projects, run_pytest, wait_until_healthy
 
+import harness.cluster
 from harness import Cluster, ClusterError, registry
 
 pytestmark = pytest.mark.lifecycle
@@ -135,22 +136,19 @@ def test_ctrl_c_or_sigterm_in_the_middle_of_a_scenario_removes_the_cluster(tmp_p
     assert left == [], output
 
 
-def test_a_cluster_whose_removal_failed_is_removed_at_exit(harness_image):
+def test_a_cluster_whose_removal_failed_is_removed_at_exit(harness_image, monkeypatch):
     cluster = Cluster(image=harness_image)
     registry.register(cluster)
-    down = cluster.compose.down
 
-    def failing_down():
-        raise ClusterError("docker compose down failed (simulated)")
+    def failing_removal(client, name):
+        raise ClusterError(f"could not remove network {name}_replication of {name!r}: in use (simulated)")
 
-    # compose down fails: the cluster stays in the registry, so the atexit handler tries again ...
-    cluster.compose.down = failing_down
-    try:
+    # The removal fails: the cluster stays in the registry, so the atexit handler tries again ...
+    with monkeypatch.context() as patched:
+        patched.setattr(harness.cluster, "remove_project", failing_removal)
         with pytest.raises(ClusterError):
             cluster.destroy()
         assert cluster in registry.live()
-    finally:
-        cluster.compose.down = down
     # ... and once removal succeeds it leaves the registry.
     cluster.destroy()
     assert cluster not in registry.live()
