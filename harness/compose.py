@@ -283,7 +283,7 @@ def remove_project(client: docker.DockerClient, name: str) -> None:
     then its networks and volumes.
 
     What ``compose down --volumes --remove-orphans --timeout 0`` removes, without a compose process (its
-    start and the project's parsing took 0.2-0.3 s of CPU a removal). What another process removes
+    start and the project's parsing: ~0.1 s of CPU and 0.2 s a removal). What another process removes
     meanwhile is gone already: not an error. Each engine call has the client's deadline (120 s);
     `ClusterError` names what the engine refused to remove.
     """
