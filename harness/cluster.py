@@ -20,7 +20,6 @@ the engine's own address for a remote one (`harness.engine`).
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import re
@@ -387,10 +386,11 @@ class Cluster:
             # The extra standbys and subscribers start with the others, a `compose run` per core (at most
             # four) at a time: a standby waits for its upstream to answer before its base backup. Then every
             # node is waited for, all within the one start-up deadline.
-            adds = [functools.partial(self.add_node, name, wait=False) for name in self.extra_standbys]
-            adds += [functools.partial(self.add_primary, name, wait=False) for name in self.subscribers]
-            with ThreadPoolExecutor(max_workers=max(1, min(len(adds), os.cpu_count() or 1, 4))) as pool:
-                added = list(pool.map(lambda add: add(), adds))
+            count = len(self.extra_standbys) + len(self.subscribers)
+            with ThreadPoolExecutor(max_workers=max(1, min(count, os.cpu_count() or 1, 4))) as pool:
+                adding = [pool.submit(self.add_node, name, wait=False) for name in self.extra_standbys]
+                adding += [pool.submit(self.add_primary, name, wait=False) for name in self.subscribers]
+                added = [future.result() for future in adding]
             self.wait_ready(timeout=deadline.remaining)
             for node in added:
                 node.wait_ready(timeout=deadline.remaining)
@@ -494,7 +494,7 @@ class Cluster:
             raise UnknownNode(self._unknown(name)) from None
 
     def _unknown(self, name: str) -> str:
-        known = ", ".join(sorted(self.containers())) or "none: is the cluster up?"
+        known = ", ".join(sorted(self._project_ids(nodes=True))) or "none: is the cluster up?"
         return f"cluster {self.name!r} has no node {name!r}; its nodes: {known}"
 
     def node(self, name: Node | str) -> Node:
@@ -615,7 +615,7 @@ class Cluster:
     def _check_new_name(self, name: str) -> None:
         if not NODE_NAME.fullmatch(name):
             raise ClusterError(f"node name {name!r}: use lower-case letters, digits and '-' (at most 31)")
-        if name in self.containers():
+        if name in self._project_ids(nodes=True):
             raise ClusterError(f"cluster {self.name!r} has a node {name!r} already")
 
     def _in_memory(self, name: str) -> dict[str, Any]:
@@ -626,9 +626,8 @@ class Cluster:
         minute or more, one inode-table read each: this machine's disk)."""
         if self.storage != "tmpfs":
             return {}
-        found = list_containers(
-            self._client, {"label": [f"{PROJECT_LABEL}={self.name}", f"{SERVICE_LABEL}={STORAGE_SERVICE}"]}
-        )
+        keeper: dict[str, Any] = {"label": [f"{PROJECT_LABEL}={self.name}", f"{SERVICE_LABEL}={STORAGE_SERVICE}"]}
+        found = self._client.containers.list(filters=keeper, sparse=True)
         if not found:
             raise ClusterError(f"cluster {self.name!r} has no {STORAGE_SERVICE} to hold node {name!r}'s data")
         # `name` is a node name (NODE_NAME): a plain folder name.
