@@ -231,8 +231,10 @@ class Cluster:
             "PRIMARY_PORT": "",
             "STANDBY_PORT": "",
             # The harness asks the nodes over SQL whether they are ready; Docker's healthchecks (each one a
-            # `docker exec`) need not run ten times a second while a node starts.
+            # `docker exec`) need not run ten times a second while a node starts, nor every 5 s after: the
+            # status `docker ps` shows is still set at start-up, and kept up to date every 30 s.
             "PGHARNESS_HEALTH_START_INTERVAL": "1s",
+            "PGHARNESS_HEALTH_INTERVAL": "30s",
         }
         variables.update({_variable(service, "PORT"): str(p) for service, p in self.ports.items()})
         variables.update({_variable(node, "SETTINGS"): self.node_settings.get(node, "") for node in COMPOSE_NODES})
