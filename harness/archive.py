@@ -25,9 +25,22 @@ log = logging.getLogger("harness")
 
 SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
 HISTORY_RE = re.compile(r"^[0-9A-F]{8}\.history$")
+#: Any file archive_command writes: a segment, a .partial or .backup file, a timeline's .history.
+TIMELINE_FILE_RE = re.compile(r"^([0-9A-F]{8})(?:[0-9A-F]{16}(?:\.partial|\.[0-9A-F]{8}\.backup)?|\.history)$")
 #: Where a corruption starts in a segment: past the long page header (40 bytes)
 #: and the first record's header, inside its data, so its CRC no longer matches.
 CORRUPTION_OFFSET = 64
+
+
+def files_of_timelines_above(names: list[str], timeline: int) -> list[str]:
+    """The names among `names` of archived files (segments, .partial, .backup, .history) of a timeline
+    above `timeline`; anything else (a file a fault hid, say) is not one."""
+    found = []
+    for name in names:
+        match = TIMELINE_FILE_RE.match(name)
+        if match and int(match.group(1), 16) > timeline:
+            found.append(name)
+    return found
 
 
 class Archive:
@@ -77,6 +90,15 @@ class Archive:
     def history_files(self) -> list[str]:
         """The timeline history files in the archive (``00000002.history``, ...)."""
         return [f for f in self.files() if HISTORY_RE.match(f)]
+
+    def remove_timelines_above(self, timeline: int) -> list[str]:
+        """Remove every file of a timeline above `timeline` (segments, .partial, .backup, .history): what
+        nodes promoted from a backup archived; return their names. See `files_of_timelines_above`."""
+        doomed = files_of_timelines_above(self.files(), timeline)
+        if doomed:
+            log.info("### Removing %d archived files of timelines above %d", len(doomed), timeline)
+            self._exec("rm", "-f", "--", *(f"{ARCHIVE_PATH}/{name}" for name in doomed), writable=True)
+        return doomed
 
     # --- faults: each restores the archive in `finally` --------------------------
 

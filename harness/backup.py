@@ -55,6 +55,9 @@ class Backups:
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
+        #: Tools run through this handle so far (a base backup is one): when it has not moved, nothing
+        #: here has written to the backups volume.
+        self.runs = 0
 
     def __repr__(self) -> str:
         return f"Backups(cluster={self.cluster.name!r})"
@@ -76,6 +79,7 @@ class Backups:
         node = self.cluster.node(source)
         log.info("### Taking backup %r of node %r", name, node.name)
         extra = [f"--incremental={BACKUPS_PATH}/{incremental_from}/backup_manifest"] if incremental_from else []
+        self.runs += 1
         self.cluster.compose.run(
             "node", "backup", name, *extra, options=["--rm", "-e", f"UPSTREAM_HOST={node.name}"], timeout=TOOL_TIMEOUT
         )
@@ -84,6 +88,11 @@ class Backups:
     def names(self) -> list[str]:
         """The base backups (folders) and dumps (``NAME.dump``) in the backups volume, sorted."""
         return sorted(self.run_tool(["ls", "-1", BACKUPS_PATH], what="listing the backups").split())
+
+    def clear(self) -> None:
+        """Remove every base backup and dump from the backups volume."""
+        log.info("### Removing every backup of cluster %r", self.cluster.name)
+        self.run_tool(["find", BACKUPS_PATH, "-mindepth", "1", "-delete"], what="clearing the backups")
 
     def verify(self, name: str) -> str:
         """Check base backup `name` against its manifest with ``pg_verifybackup``; return its report.
@@ -269,6 +278,7 @@ class Backups:
         """
         cluster = self.cluster
         what = what or argv[0]
+        self.runs += 1
         try:
             code, output = run_container(
                 cluster.docker,

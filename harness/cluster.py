@@ -382,7 +382,8 @@ class Cluster:
         try:
             if self.compose_files:
                 self.added_services = self.compose.added_services()
-                self.compose.services = [*(self.compose.services or []), *self.added_services]
+                known = self.compose.services or []
+                self.compose.services = [*known, *(s for s in self.added_services if s not in known)]
             self.compose.start(wait=False)
             deadline = Deadline(self.compose.wait_timeout)
             # The extra standbys and subscribers start with the others, a `compose run` per core (at most
@@ -628,18 +629,47 @@ class Cluster:
         minute or more, one inode-table read each: this machine's disk)."""
         if self.storage != "tmpfs":
             return {}
-        keeper: dict[str, Any] = {"label": [f"{PROJECT_LABEL}={self.name}", f"{SERVICE_LABEL}={STORAGE_SERVICE}"]}
-        found = self._client.containers.list(filters=keeper, sparse=True)
-        if not found:
-            raise ClusterError(f"cluster {self.name!r} has no {STORAGE_SERVICE} to hold node {name!r}'s data")
         # `name` is a node name (NODE_NAME): a plain folder name.
-        made = found[0].exec_run(["mkdir", "-m", "1777", f"/keep/{RUN_TIME_DATA}/{name}"])
-        if made.exit_code != 0:
-            assert isinstance(made.output, bytes)
-            raise ClusterError(f"no folder for node {name!r} in memory: {made.output.decode(errors='replace')}")
+        self._in_keeper(["mkdir", "-m", "1777", f"/keep/{RUN_TIME_DATA}/{name}"], f"no folder for node {name!r}")
         held = self._client.volumes.get(f"{self.name}_{RUN_TIME_DATA}")
         device = f"{held.attrs['Mountpoint']}/{name}"
         return {"driver": "local", "driver_opts": {"type": "none", "o": "bind", "device": device}}
+
+    def _in_keeper(self, argv: list[str], failure: str) -> None:
+        """Run `argv` in the storage keeper (storage "tmpfs"); `ClusterError` starting with `failure` if it fails."""
+        keeper: dict[str, Any] = {"label": [f"{PROJECT_LABEL}={self.name}", f"{SERVICE_LABEL}={STORAGE_SERVICE}"]}
+        found = self._client.containers.list(filters=keeper, sparse=True)
+        if not found:
+            raise ClusterError(f"{failure}: cluster {self.name!r} has no {STORAGE_SERVICE}")
+        done = found[0].exec_run(argv)
+        if done.exit_code != 0:
+            assert isinstance(done.output, bytes)
+            raise ClusterError(f"{failure}: {done.output.decode(errors='replace').strip()}")
+
+    def remove_node(self, name: str) -> None:
+        """Remove node `name`, one added at run time (`add_node`, `add_primary`, a restore): its container,
+        killed, and its data. The name is free again afterwards.
+
+        The compose services (primary, standby, ...) are the cluster's topology: `ClusterError`; an unknown
+        name is `UnknownNode`. What the node archived stays in the archive.
+        """
+        listed = self.docker.containers.list(
+            all=True, filters={"label": [f"{PROJECT_LABEL}={self.name}", f"{NODE_LABEL}={name}"]}, sparse=True
+        )
+        if not listed:
+            if name in self._project_ids(nodes=True):
+                raise ClusterError(f"node {name!r} is a service of compose.yaml, not a node added at run time")
+            raise UnknownNode(self._unknown(name))
+        log.info("### Removing node %r", name)
+        for container in listed:
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True, v=True)
+        self._nodes.pop(name, None)
+        self._node_ids.pop(name, None)
+        with contextlib.suppress(docker.errors.NotFound):
+            self._client.volumes.get(f"{self.name}_{name}-data").remove(force=True)
+        if self.storage == "tmpfs":
+            self._in_keeper(["rm", "-rf", f"/keep/{RUN_TIME_DATA}/{name}"], f"node {name!r}'s data stays in memory")
 
     def _run_node(
         self,

@@ -6,7 +6,8 @@ Fixtures:
                       the test failed)
     cluster           a fresh primary + standby for a test that changes roles
     shared_cluster    one primary + standby for the session, for tests that only
-                      read and write their own tables
+                      read and write their own tables; after each test, what it
+                      made is removed, and a cluster it changed is started afresh
     harness_image     the node image's tag, built once per session if missing
 
 Options (each with an ini twin and an environment default; the README has the table):
@@ -33,6 +34,7 @@ import logging
 import os
 import re
 import signal
+import warnings
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +43,7 @@ from typing import Any
 import pytest
 import pytest_timeout
 
-from harness import evidence, registry
+from harness import evidence, registry, shared
 from harness.cluster import Cluster
 from harness.compose import ADDRESS_POOLS_EXHAUSTED, STORAGES
 from harness.engine import resolve
@@ -77,6 +79,11 @@ DEFAULT_TEST_TIMEOUT = 300.0
 
 _reports = pytest.StashKey[dict[str, pytest.TestReport]]()
 _clusters = pytest.StashKey[list[Cluster]]()
+_baseline = pytest.StashKey[shared.Baseline]()
+
+
+class SharedClusterChanged(UserWarning):
+    """A test changed the shared cluster beyond what the reset removes: it was started afresh."""
 
 
 @dataclass(frozen=True)
@@ -506,8 +513,12 @@ def cluster(cluster_factory: ClusterFactory) -> Cluster:
 def shared_cluster(harness_image: str, harness_settings: Settings) -> Iterator[Cluster]:
     """A primary + standby shared by the session: for tests that do not change roles.
 
-    Tests write only to tables of their own. A test that fails leaves the
-    shared cluster's logs and status under --evidence-dir.
+    Tests write only to tables of their own. After each test, what its body
+    made is removed (nodes it added, backups, databases and tables; see
+    `harness.shared`), and a cluster it changed otherwise (roles, settings,
+    slots, a paused replay...) is started afresh under the same name, with a
+    `SharedClusterChanged` warning that names the test and the change. A test
+    that fails leaves the shared cluster's logs and status under --evidence-dir.
     """
     cluster = Cluster(image=harness_image, owner=f"pytest-{os.getpid()}", **harness_settings.cluster_kwargs())
     try:
@@ -516,3 +527,36 @@ def shared_cluster(harness_image: str, harness_settings: Settings) -> Iterator[C
         pytest.fail(str(e), pytrace=False)
     yield cluster
     cluster.destroy()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Note what the shared cluster holds just before a test's body runs (its fixtures have run)."""
+    cluster = getattr(item, "funcargs", {}).get("shared_cluster")
+    if isinstance(cluster, Cluster):
+        item.stash[_baseline] = shared.take_baseline(cluster)
+    return (yield)
+
+
+@pytest.fixture(autouse=True)
+def _shared_cluster_reset(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test on the shared cluster (and its own function fixtures' teardown): remove what its body
+    made; start the cluster afresh when it changed more than that."""
+    yield
+    before = request.node.stash.get(_baseline, None)
+    cluster = getattr(request.node, "funcargs", {}).get("shared_cluster")
+    if before is None or not isinstance(cluster, Cluster):
+        return
+    problem = shared.reset(cluster, before)
+    if problem is None:
+        return
+    log.warning("shared cluster %r changed by %s: %s; starting it afresh", cluster.name, request.node.nodeid, problem)
+    cluster.destroy()
+    try:
+        cluster.start()
+    except HarnessError as e:
+        pytest.fail(f"the shared cluster could not be started afresh: {e}", pytrace=False)
+    warnings.warn(
+        SharedClusterChanged(f"{request.node.nodeid} changed the shared cluster ({problem}): started afresh"),
+        stacklevel=1,
+    )

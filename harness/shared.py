@@ -1,0 +1,217 @@
+"""One cluster shared by many tests: what a test left is removed after it, and a cluster a test changed
+is not shared again.
+
+Before a test's body runs, `take_baseline` notes what the shared cluster holds
+(its nodes, databases, tables, and a state that must not change: roles, slots,
+publications, settings files...). After the test, `reset` removes what the
+test made (nodes added at run time, new databases and tables, backups, the
+archived files of timelines those nodes made) and checks that the rest is as
+the baseline found it: the primary still the primary, every standby streaming
+and replaying, nothing else changed. When it is not, `reset` says what
+differs, and the caller starts the cluster afresh instead of sharing it.
+
+    before = take_baseline(cluster)
+    ...  # the test
+    problem = reset(cluster, before)   # None: clean, share it again
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from psycopg import sql as pgsql
+
+if TYPE_CHECKING:
+    from harness.cluster import Cluster
+    from harness.node import Node
+
+log = logging.getLogger("harness")
+
+#: Seconds a reset waits for the standbys to replay what it dropped.
+CATCHUP_TIMEOUT = 30.0
+
+#: What a node is: its role and, on a standby, whether it streams and replays (read by `reset`).
+_ROLE_SQL = """
+SELECT pg_is_in_recovery(),
+       (SELECT timeline_id FROM pg_control_checkpoint()),
+       (SELECT status FROM pg_stat_wal_receiver),
+       CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END
+"""
+
+#: What a test may make and the reset drops: databases, and tables in any schema but the system's.
+_MADE_SQL = """
+SELECT ARRAY(SELECT datname::text FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres'
+             ORDER BY 1),
+       ARRAY(SELECT ARRAY[n.nspname::text, c.relname::text]
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+                AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'
+              ORDER BY 1)
+"""
+
+#: What a test must leave as it found it, by name (the cluster is not shared again otherwise). The
+#: settings are the node's own (files and what it runs with); the rest is the cluster's catalog.
+_STATE_SQL = {
+    "settings files": "SELECT format('%s = %s', name, setting) FROM pg_file_settings",
+    "settings in use": "SELECT format('%s = %s', name, setting) FROM pg_settings WHERE source = 'configuration file'",
+    "per-database and per-role settings": """
+        SELECT format('%s/%s = %s', setdatabase, setrole, array_to_string(setconfig, ',')) FROM pg_db_role_setting
+    """,
+    "roles": "SELECT rolname::text FROM pg_roles",
+    "replication slots": "SELECT slot_name::text FROM pg_replication_slots",
+    "publications": "SELECT pubname::text FROM pg_publication",
+    "subscriptions": "SELECT subname::text FROM pg_subscription",
+    "prepared transactions": "SELECT gid FROM pg_prepared_xacts",
+    "tablespaces": "SELECT spcname::text FROM pg_tablespace",
+    "schemas": "SELECT nspname::text FROM pg_namespace WHERE nspname !~ '^pg_(temp|toast_temp)_'",
+    "extensions": "SELECT extname::text FROM pg_extension",
+    "other relations": """
+        SELECT format('%I.%I (%s)', n.nspname, c.relname, c.relkind)
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind NOT IN ('r', 'p', 'i', 'I', 't')
+           AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'
+    """,
+}
+_STATE_QUERY = "SELECT " + ",\n".join(f"ARRAY(SELECT x FROM ({q}) AS s(x) ORDER BY 1)" for q in _STATE_SQL.values())
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """What one node is and holds, as `take_baseline` and `reset` read it."""
+
+    in_recovery: bool
+    timeline: int
+    receiver: str | None
+    replay_paused: bool | None
+    state: Mapping[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What a shared cluster held before a test: its nodes, the databases and tables on its primary, the
+    backup tools run so far, and each node's state."""
+
+    nodes: frozenset[str]
+    databases: frozenset[str]
+    tables: frozenset[tuple[str, str]]
+    backup_runs: int
+    states: Mapping[str, NodeState]
+
+
+def read_state(node: Node) -> NodeState:
+    """The role, streaming and state of `node` (two statements on one connection)."""
+    with node.session() as session:
+        role, lists = session.row(_ROLE_SQL), session.row(_STATE_QUERY)
+    assert role is not None  # each query returns one row
+    assert lists is not None
+    in_recovery, timeline, receiver, paused = role
+    return NodeState(
+        in_recovery=bool(in_recovery),
+        timeline=int(timeline),
+        receiver=receiver,
+        replay_paused=paused,
+        state={what: tuple(values) for what, values in zip(_STATE_SQL, lists, strict=True)},
+    )
+
+
+def _made(primary: Node) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
+    databases, tables = primary.sql(_MADE_SQL)[0]
+    return frozenset(databases), frozenset((schema, name) for schema, name in tables)
+
+
+def take_baseline(cluster: Cluster) -> Baseline:
+    """What `cluster` holds now (before a test)."""
+    nodes = cluster.nodes
+    databases, tables = _made(cluster.primary)
+    return Baseline(
+        nodes=frozenset(node.name for node in nodes),
+        databases=databases,
+        tables=tables,
+        backup_runs=cluster.backups.runs,
+        states={node.name: read_state(node) for node in nodes},
+    )
+
+
+def differences(before: NodeState, after: NodeState, *, name: str) -> list[str]:
+    """What differs between two states of node `name`, one phrase each (nothing: the same)."""
+    found = []
+    if after.in_recovery != before.in_recovery:
+        found.append(f"{name} is {'a standby' if after.in_recovery else 'a primary'} now")
+    if after.timeline != before.timeline:
+        found.append(f"{name} is on timeline {after.timeline}, not {before.timeline}")
+    if before.in_recovery and after.in_recovery:
+        if after.receiver != before.receiver:
+            found.append(f"{name}'s WAL receiver is {after.receiver or 'not running'}, not {before.receiver}")
+        if after.replay_paused and not before.replay_paused:
+            found.append(f"{name}'s replay is paused")
+    for what, values in after.state.items():
+        was = before.state.get(what, ())
+        if values != was:
+            # A setting's name, never its value (primary_conninfo holds a password).
+            names = "settings" in what
+            added = sorted({v.split(" = ")[0] if names else v for v in set(values) - set(was)})
+            gone = sorted({v.split(" = ")[0] if names else v for v in set(was) - set(values)})
+            change = "; ".join(
+                part
+                for part in (f"new: {', '.join(added)}" if added else "", f"gone: {', '.join(gone)}" if gone else "")
+                if part
+            )
+            found.append(f"{name}'s {what} changed ({change or 'order'})")
+    return found
+
+
+def reset(cluster: Cluster, before: Baseline) -> str | None:
+    """Remove what was made on `cluster` since `before`, then check the rest is as `before` found it.
+
+    Removed: nodes added since (and the archived files of the timelines they
+    made), every backup when a backup tool ran, databases and tables made on the
+    primary (``DROP ... WITH (FORCE)``, ``DROP TABLE ... CASCADE``). Returns None
+    when the cluster is as `before` found it and its standbys have replayed the
+    drops; else what differs, in one line (the cluster should not be shared again).
+    """
+    try:
+        return _reset(cluster, before)
+    except Exception as e:  # noqa: BLE001 -- anything that fails here means: do not share it again
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+
+
+def _reset(cluster: Cluster, before: Baseline) -> str | None:
+    nodes = {node.name: node for node in cluster.nodes}
+    missing = sorted(before.nodes - set(nodes))
+    if missing:
+        return f"node(s) {', '.join(missing)} gone"
+    added = sorted(set(nodes) - before.nodes)
+    for name in added:
+        cluster.remove_node(name)
+    primary = cluster.primary
+    if added:
+        cluster.archive.remove_timelines_above(before.states["primary"].timeline)
+    if cluster.backups.runs != before.backup_runs:
+        cluster.backups.clear()
+    databases, tables = _made(primary)
+    for database in sorted(databases - before.databases):
+        primary.sql(pgsql.SQL("DROP DATABASE {} WITH (FORCE)").format(pgsql.Identifier(database)))
+    for schema, table in sorted(tables - before.tables):
+        primary.sql(pgsql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(pgsql.Identifier(schema, table)))
+    if before.databases - databases or before.tables - tables:
+        gone = sorted(before.databases - databases) + [f"{s}.{t}" for s, t in sorted(before.tables - tables)]
+        return f"what the cluster held before the test is gone: {', '.join(gone)}"
+    problems = []
+    for name in sorted(before.nodes):
+        node, was = nodes[name], before.states[name]
+        if was.in_recovery and was.receiver == "streaming":
+            # Its role first (a paused or cut-off standby would not catch up), then its catalog once it
+            # has replayed the drops.
+            role = differences(was, replace(read_state(node), state=was.state), name=name)
+            if role:
+                problems += role
+                continue
+            primary.wait_for_catchup(node, timeout=CATCHUP_TIMEOUT)
+        problems += differences(was, read_state(node), name=name)
+    return "; ".join(problems) or None
+
+
+__all__ = ["Baseline", "NodeState", "differences", "read_state", "reset", "take_baseline"]

@@ -1,0 +1,131 @@
+"""The shared cluster between tests: what a test made is removed after it; a cluster it changed otherwise
+is not shared again (`harness.shared`, and the plugin's reset after each test on `shared_cluster`)."""
+
+import pytest
+from helpers import run_pytest
+
+from harness.recovery import RecoveryTarget
+from harness.shared import reset, take_baseline
+from harness.wait import poll_until
+
+pytestmark = pytest.mark.lifecycle
+
+
+def restore_point_restored(cluster, backup, node):
+    """A base backup `backup`, a restore point after it, and node `node` recovered to it (and promoted)."""
+    cluster.backups.take(backup)
+    cluster.primary.sql("SELECT pg_create_restore_point('here')")
+    cluster.primary.wait_for_archived(cluster.primary.switch_wal())
+    return cluster.backups.restore(node, backup, RecoveryTarget.name("here"))
+
+
+def test_the_reset_removes_what_a_test_made_and_keeps_the_rest(cluster):
+    primary, standby = cluster.primary, cluster.standby
+    primary.sql("CREATE TABLE kept AS SELECT 1 AS col")
+    before = take_baseline(cluster)
+
+    # A test: a table, a database, an added standby, a backup, and a node restored from it and promoted
+    # (it archives its new timeline into the shared archive).
+    primary.sql("CREATE TABLE made (col integer)")
+    primary.sql("CREATE DATABASE made_db")
+    cluster.add_node("extra")
+    restored = restore_point_restored(cluster, "nightly", "restored")
+    assert restored.timeline() == 2
+    poll_until(cluster.archive.history_files, lambda files: "00000002.history" in files, what="timeline 2's history")
+
+    assert reset(cluster, before) is None
+
+    # Gone: the nodes, the backups, the new timeline's files, the table and the database, on both nodes.
+    assert {node.name for node in cluster.nodes} == {"primary", "standby"}
+    assert cluster.backups.names() == []
+    assert cluster.archive.history_files() == []
+    for node in (primary, standby):
+        assert node.scalar("SELECT to_regclass('made') IS NULL")
+        assert node.scalar("SELECT count(*) FROM pg_database WHERE datname = 'made_db'") == 0
+        assert node.scalar("SELECT count(*) FROM kept") == 1
+
+    # The next test can do the same again: the names are free, and a restore finds no stray timeline.
+    again = restore_point_restored(cluster, "nightly", "restored")
+    assert again.timeline() == 2
+    assert again.scalar("SELECT count(*) FROM kept") == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "undo", "reason"),
+    [
+        (
+            ("primary", "ALTER SYSTEM SET work_mem = '7MB'"),
+            ("primary", "ALTER SYSTEM RESET work_mem"),
+            "primary's settings files changed (new: work_mem)",
+        ),
+        (
+            ("primary", "SELECT pg_create_physical_replication_slot('left_behind')"),
+            ("primary", "SELECT pg_drop_replication_slot('left_behind')"),
+            "primary's replication slots changed (new: left_behind)",
+        ),
+        (
+            ("primary", "CREATE ROLE left_behind"),
+            ("primary", "DROP ROLE left_behind"),
+            "primary's roles changed (new: left_behind)",
+        ),
+        (
+            ("standby", "SELECT pg_wal_replay_pause()"),
+            ("standby", "SELECT pg_wal_replay_resume()"),
+            "standby's replay is paused",
+        ),
+    ],
+    ids=["setting", "slot", "role", "paused-replay"],
+)
+def test_the_reset_names_a_change_it_does_not_undo(cluster, change, undo, reason):
+    before = take_baseline(cluster)
+    cluster.node(change[0]).sql(change[1])
+
+    assert reason in reset(cluster, before)
+
+    # Undone by hand, the cluster is as the baseline found it again.
+    cluster.node(undo[0]).sql(undo[1])
+    assert reset(cluster, before) is None
+
+
+def test_a_promoted_standby_is_named(cluster):
+    before = take_baseline(cluster)
+    cluster.standby.promote()
+
+    assert "standby is a primary now" in reset(cluster, before)
+
+
+PLUGIN_RUN = """
+import pytest
+
+@pytest.fixture(scope="module")
+def seeded(shared_cluster):
+    shared_cluster.primary.sql("CREATE TABLE seed AS SELECT 1 AS col")
+    return shared_cluster
+
+def test_makes_a_table(seeded, shared_cluster):
+    shared_cluster.primary.sql("CREATE TABLE mine AS SELECT 1 AS col")
+
+def test_the_table_is_gone_the_seed_kept_and_a_slot_left(seeded, shared_cluster):
+    primary = shared_cluster.primary
+    assert primary.scalar("SELECT to_regclass('mine') IS NULL")
+    assert primary.scalar("SELECT count(*) FROM seed") == 1
+    primary.sql("SELECT pg_create_physical_replication_slot('left_behind')")
+
+def test_a_fresh_cluster_after_the_change(shared_cluster):
+    primary, standby = shared_cluster.primary, shared_cluster.standby
+    assert primary.scalar("SELECT count(*) FROM pg_replication_slots") == 0
+    primary.sql("CREATE TABLE after AS SELECT 1 AS col")
+    primary.wait_for_catchup(standby)
+    assert standby.scalar("SELECT count(*) FROM after") == 1
+"""
+
+
+def test_a_test_that_changed_the_shared_cluster_is_named_and_the_next_gets_a_fresh_one(tmp_path, harness_image):
+    child = run_pytest(tmp_path, PLUGIN_RUN, "-W", "always")
+    output, _ = child.communicate(timeout=300)
+
+    assert child.returncode == 0, output
+    assert "3 passed, 1 warning" in output
+    warning = next(line for line in output.splitlines() if "SharedClusterChanged" in line)
+    assert "test_the_table_is_gone_the_seed_kept_and_a_slot_left changed the shared cluster" in warning
+    assert "replication slots changed (new: left_behind)" in warning
