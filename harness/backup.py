@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("harness")
 
+#: The backups volume in the storage keeper (docker/compose.tmpfs.yaml).
+KEEPER_BACKUPS = "/keep/backups"
 #: Seconds a tool run in a throwaway container may take (a dump, a rewind, a listing).
 TOOL_TIMEOUT = 600.0
 
@@ -92,7 +94,10 @@ class Backups:
     def clear(self) -> None:
         """Remove every base backup and dump from the backups volume."""
         log.info("### Removing every backup of cluster %r", self.cluster.name)
-        self.run_tool(["find", BACKUPS_PATH, "-mindepth", "1", "-delete"], what="clearing the backups")
+        if self.cluster.storage == "tmpfs":  # the storage keeper holds the volume: no tool container
+            self.cluster.in_keeper(["find", KEEPER_BACKUPS, "-mindepth", "1", "-delete"], "clearing the backups")
+        else:
+            self.run_tool(["find", BACKUPS_PATH, "-mindepth", "1", "-delete"], what="clearing the backups")
 
     def verify(self, name: str) -> str:
         """Check base backup `name` against its manifest with ``pg_verifybackup``; return its report.

@@ -630,12 +630,12 @@ class Cluster:
         if self.storage != "tmpfs":
             return {}
         # `name` is a node name (NODE_NAME): a plain folder name.
-        self._in_keeper(["mkdir", "-m", "1777", f"/keep/{RUN_TIME_DATA}/{name}"], f"no folder for node {name!r}")
+        self.in_keeper(["mkdir", "-m", "1777", f"/keep/{RUN_TIME_DATA}/{name}"], f"no folder for node {name!r}")
         held = self._client.volumes.get(f"{self.name}_{RUN_TIME_DATA}")
         device = f"{held.attrs['Mountpoint']}/{name}"
         return {"driver": "local", "driver_opts": {"type": "none", "o": "bind", "device": device}}
 
-    def _in_keeper(self, argv: list[str], failure: str) -> None:
+    def in_keeper(self, argv: list[str], failure: str) -> None:
         """Run `argv` in the storage keeper (storage "tmpfs"); `ClusterError` starting with `failure` if it fails."""
         keeper: dict[str, Any] = {"label": [f"{PROJECT_LABEL}={self.name}", f"{SERVICE_LABEL}={STORAGE_SERVICE}"]}
         found = self._client.containers.list(filters=keeper, sparse=True)
@@ -669,7 +669,7 @@ class Cluster:
         with contextlib.suppress(docker.errors.NotFound):
             self._client.volumes.get(f"{self.name}_{name}-data").remove(force=True)
         if self.storage == "tmpfs":
-            self._in_keeper(["rm", "-rf", f"/keep/{RUN_TIME_DATA}/{name}"], f"node {name!r}'s data stays in memory")
+            self.in_keeper(["rm", "-rf", f"/keep/{RUN_TIME_DATA}/{name}"], f"node {name!r}'s data stays in memory")
 
     def _run_node(
         self,

@@ -19,11 +19,11 @@ from harness.versions import SUITES
 
 
 @pytest.mark.pitr
-def test_mistaken_delete_replicates_and_the_backup_brings_the_rows_back(cluster):
-    primary, standby = cluster.primary, cluster.standby
+def test_mistaken_delete_replicates_and_the_backup_brings_the_rows_back(shared_cluster):
+    primary, standby = shared_cluster.primary, shared_cluster.standby
 
     # A base backup, then the seed's table with rows.
-    cluster.backups.take("nightly")
+    shared_cluster.backups.take("nightly")
     primary.sql("CREATE TABLE hoge (col integer)")
     primary.sql("INSERT INTO hoge SELECT generate_series(1, 100)")
     checksum = primary.table_checksum("hoge")
@@ -40,7 +40,7 @@ def test_mistaken_delete_replicates_and_the_backup_brings_the_rows_back(cluster)
     primary.wait_for_archived(primary.switch_wal())
 
     # A new node from the backup and the archive, recovered to the restore point ...
-    restored = cluster.backups.restore("restored", "nightly", RecoveryTarget.name("before-delete"))
+    restored = shared_cluster.backups.restore("restored", "nightly", RecoveryTarget.name("before-delete"))
 
     # ... has every row back, exactly, and accepts writes.
     assert restored.table_checksum("hoge") == checksum
@@ -78,23 +78,23 @@ def three_transactions(cluster):
         ("time", True, [1, 2]),
     ],
 )
-def test_recovery_stops_exactly_at_the_target(cluster, kind, inclusive, rows):
-    marks = three_transactions(cluster)
+def test_recovery_stops_exactly_at_the_target(shared_cluster, kind, inclusive, rows):
+    marks = three_transactions(shared_cluster)
     target = getattr(RecoveryTarget, kind)(marks[kind])
 
     # Recover from the backup to the target, then promote.
-    restored = cluster.backups.restore("restored", "base", target, inclusive=inclusive)
+    restored = shared_cluster.backups.restore("restored", "base", target, inclusive=inclusive)
 
     # Exactly the transactions before the target (and the target's own, when inclusive).
     assert [r[0] for r in restored.sql("SELECT col FROM hoge ORDER BY col")] == rows
 
 
 @pytest.mark.pitr
-def test_recovery_paused_at_the_target_is_read_only_until_resumed(cluster):
-    marks = three_transactions(cluster)
+def test_recovery_paused_at_the_target_is_read_only_until_resumed(shared_cluster):
+    marks = three_transactions(shared_cluster)
 
     # Recover to the second transaction and pause there instead of promoting.
-    paused = cluster.backups.restore("paused", "base", RecoveryTarget.xid(marks["xid"]), action="pause")
+    paused = shared_cluster.backups.restore("paused", "base", RecoveryTarget.xid(marks["xid"]), action="pause")
 
     # The node shows the data as of the target, and is read-only.
     assert paused.is_in_recovery()
@@ -110,10 +110,10 @@ def test_recovery_paused_at_the_target_is_read_only_until_resumed(cluster):
 
 
 @pytest.mark.pitr
-def test_target_beyond_the_archive_fails_loudly(cluster):
-    primary, archive = cluster.primary, cluster.archive
+def test_target_beyond_the_archive_fails_loudly(shared_cluster):
+    primary, archive = shared_cluster.primary, shared_cluster.archive
     primary.sql("CREATE TABLE hoge (col integer)")
-    cluster.backups.take("base")
+    shared_cluster.backups.take("base")
 
     # A restore point in a segment that then goes missing from the archive.
     primary.sql("INSERT INTO hoge VALUES (1)")
@@ -123,41 +123,41 @@ def test_target_beyond_the_archive_fails_loudly(cluster):
 
     # Recovery runs out of WAL before the target: the harness says so, with PostgreSQL's words ...
     with archive.missing(segment), pytest.raises(BackupError) as excinfo:
-        cluster.backups.restore("restored", "base", RecoveryTarget.name("unreachable"))
+        shared_cluster.backups.restore("restored", "base", RecoveryTarget.name("unreachable"))
     assert "FATAL" in str(excinfo.value)
     assert "recovery target" in str(excinfo.value)
 
     # ... and no node claims success: the restored node is down, not a primary.
-    assert cluster.node("restored").container.status == "exited"
+    assert shared_cluster.node("restored").container.status == "exited"
 
 
 @pytest.mark.backup
-def test_verifybackup_passes_a_good_backup_and_fails_a_changed_one(cluster):
+def test_verifybackup_passes_a_good_backup_and_fails_a_changed_one(shared_cluster):
     # A fresh base backup is listed, and verifies against its manifest.
-    cluster.backups.take("good")
-    assert cluster.backups.names() == ["good"]
-    assert "backup successfully verified" in cluster.backups.verify("good")
+    shared_cluster.backups.take("good")
+    assert shared_cluster.backups.names() == ["good"]
+    assert "backup successfully verified" in shared_cluster.backups.verify("good")
 
     # One file changed after the fact, and the same check fails.
-    cluster.backups.take("tampered")
-    cluster.backups.run_tool(["sh", "-c", "echo '# changed' >> /backups/tampered/postgresql.conf"])
+    shared_cluster.backups.take("tampered")
+    shared_cluster.backups.run_tool(["sh", "-c", "echo '# changed' >> /backups/tampered/postgresql.conf"])
     with pytest.raises(BackupError, match="pg_verifybackup of 'tampered' failed"):
-        cluster.backups.verify("tampered")
+        shared_cluster.backups.verify("tampered")
 
 
 @pytest.mark.backup
-def test_dump_and_restore_round_trip_between_nodes(cluster):
-    primary = cluster.primary
+def test_dump_and_restore_round_trip_between_nodes(shared_cluster):
+    primary = shared_cluster.primary
     primary.sql("CREATE TABLE hoge (col integer, label text)")
     primary.sql("INSERT INTO hoge SELECT g, md5(g::text) FROM generate_series(1, 1000) g")
 
     # pg_dump on the primary, with the client tools of the server's own image.
-    cluster.backups.dump("hoge", source="primary")
+    shared_cluster.backups.dump("hoge", source="primary")
 
     # pg_restore into a fresh database on another writable node.
-    other = cluster.add_node("other")
+    other = shared_cluster.add_node("other")
     other.promote()
-    cluster.backups.restore_dump("hoge", target="other", dbname="restored")
+    shared_cluster.backups.restore_dump("hoge", target="other", dbname="restored")
 
     # The table is identical on both.
     assert other.table_checksum("hoge", dbname="restored") == primary.table_checksum("hoge")
@@ -197,8 +197,8 @@ def test_hostile_names_are_plain_names_or_refused_and_nothing_runs(shared_cluste
 
 
 @pytest.mark.backup
-def test_pg_dump_of_an_older_major_version_fails_loudly_and_leaves_no_dump(cluster):
-    major = int(cluster.primary.scalar("SHOW server_version_num")) // 10000
+def test_pg_dump_of_an_older_major_version_fails_loudly_and_leaves_no_dump(shared_cluster):
+    major = int(shared_cluster.primary.scalar("SHOW server_version_num")) // 10000
     older = [v for v in SUITES if v < major]
     if not older:
         pytest.skip(f"no older major version than {major} to build a pg_dump from")
@@ -206,34 +206,34 @@ def test_pg_dump_of_an_older_major_version_fails_loudly_and_leaves_no_dump(clust
     # The GitLab.com symptom: a pg_dump older than the server.
     old_image = ensure_image(ImageSpec(max(older)))
     with pytest.raises(BackupError, match="server version mismatch"):
-        cluster.backups.dump("stale", source="primary", image=old_image)
+        shared_cluster.backups.dump("stale", source="primary", image=old_image)
 
     # The harness leaves no empty dump that could pass for a backup.
-    assert "stale.dump" not in cluster.backups.run_tool(["ls", "/backups"])
+    assert "stale.dump" not in shared_cluster.backups.run_tool(["ls", "/backups"])
 
 
 @pytest.mark.backup
-def test_rebuild_refuses_the_primary_and_rebuilds_a_standby(cluster):
-    primary, standby = cluster.primary, cluster.standby
+def test_rebuild_refuses_the_primary_and_rebuilds_a_standby(shared_cluster):
+    primary, standby = shared_cluster.primary, shared_cluster.standby
     primary.sql("CREATE TABLE hoge AS SELECT generate_series(1, 1000) AS col")
     before = primary.table_checksum("hoge")
 
     # Rebuilding the primary (the GitLab.com mistake) is refused, and its data is untouched.
     with pytest.raises(BackupError, match="not in recovery"):
-        cluster.backups.rebuild("primary")
+        shared_cluster.backups.rebuild("primary")
     assert primary.table_checksum("hoge") == before
 
     # So is rebuilding a standby whose primary_conninfo points at itself.
     standby.sql("ALTER SYSTEM SET primary_conninfo = 'host=standby user=repli'")
     standby.sql("SELECT pg_reload_conf()")
     with pytest.raises(BackupError, match="points at itself"):
-        cluster.backups.rebuild("standby")
+        shared_cluster.backups.rebuild("standby")
     standby.sql("ALTER SYSTEM RESET primary_conninfo")
     standby.sql("SELECT pg_reload_conf()")
 
     # A real standby is wiped, taken again from the primary, and streams.
     standby.sql("SELECT 1")  # reachable
-    rebuilt = cluster.backups.rebuild("standby")
+    rebuilt = shared_cluster.backups.rebuild("standby")
     primary.sql("INSERT INTO hoge VALUES (1001)")
     primary.wait_for_catchup(rebuilt)
     assert rebuilt.table_checksum("hoge") == primary.table_checksum("hoge")
@@ -241,8 +241,8 @@ def test_rebuild_refuses_the_primary_and_rebuilds_a_standby(cluster):
 
 
 @pytest.mark.backup
-def test_lag_grows_while_replay_is_paused_and_the_bounded_wait_reports_it(cluster):
-    primary, standby = cluster.primary, cluster.standby
+def test_lag_grows_while_replay_is_paused_and_the_bounded_wait_reports_it(shared_cluster):
+    primary, standby = shared_cluster.primary, shared_cluster.standby
     primary.sql("CREATE TABLE hoge (col integer)")
     primary.wait_for_catchup(standby)
 

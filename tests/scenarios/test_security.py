@@ -42,11 +42,11 @@ def test_compose_file_publishes_every_port_on_loopback_only():
             assert port.get("host_ip") == LOOPBACK, f"{name} publishes {port} beyond {LOOPBACK}"
 
 
-def test_running_nodes_bind_only_loopback(cluster):
+def test_running_nodes_bind_only_loopback(shared_cluster):
     # The compose services and a node added at run time (compose run --publish).
-    cluster.add_node("extra")
+    shared_cluster.add_node("extra")
 
-    bindings = {node.name: published_bindings(node.container) for node in cluster.nodes}
+    bindings = {node.name: published_bindings(node.container) for node in shared_cluster.nodes}
 
     assert set(bindings) == {"primary", "standby", "extra"}
     for name, found in bindings.items():

@@ -50,47 +50,40 @@ def test_the_reset_removes_what_a_test_made_and_keeps_the_rest(cluster):
     assert again.scalar("SELECT count(*) FROM kept") == 1
 
 
-@pytest.mark.parametrize(
-    ("change", "undo", "reason"),
-    [
-        (
-            ("primary", "ALTER SYSTEM SET work_mem = '7MB'"),
-            ("primary", "ALTER SYSTEM RESET work_mem"),
-            "primary's settings files changed (new: work_mem)",
-        ),
-        (
-            ("primary", "SELECT pg_create_physical_replication_slot('left_behind')"),
-            ("primary", "SELECT pg_drop_replication_slot('left_behind')"),
-            "primary's replication slots changed (new: left_behind)",
-        ),
-        (
-            ("primary", "CREATE ROLE left_behind"),
-            ("primary", "DROP ROLE left_behind"),
-            "primary's roles changed (new: left_behind)",
-        ),
-        (
-            ("standby", "SELECT pg_wal_replay_pause()"),
-            ("standby", "SELECT pg_wal_replay_resume()"),
-            "standby's replay is paused",
-        ),
-    ],
-    ids=["setting", "slot", "role", "paused-replay"],
-)
-def test_the_reset_names_a_change_it_does_not_undo(cluster, change, undo, reason):
+#: Changes the reset does not undo: (node, the change, its undoing, what the reset says).
+CHANGES = [
+    (
+        "primary",
+        "ALTER SYSTEM SET work_mem = '7MB'",
+        "ALTER SYSTEM RESET work_mem",
+        "primary's settings files changed (new: work_mem)",
+    ),
+    (
+        "primary",
+        "SELECT pg_create_physical_replication_slot('left_behind')",
+        "SELECT pg_drop_replication_slot('left_behind')",
+        "primary's replication slots changed (new: left_behind)",
+    ),
+    ("primary", "CREATE ROLE left_behind", "DROP ROLE left_behind", "primary's roles changed (new: left_behind)"),
+    ("standby", "SELECT pg_wal_replay_pause()", "SELECT pg_wal_replay_resume()", "standby's replay is paused"),
+]
+
+
+def test_the_reset_names_each_change_it_does_not_undo(cluster):
     before = take_baseline(cluster)
-    cluster.node(change[0]).sql(change[1])
+    for node, change, undo, reason in CHANGES:
+        cluster.node(node).sql(change)
 
-    assert reason in reset(cluster, before)
+        problem = reset(cluster, before)
+        assert problem is not None, change
+        assert reason in problem
 
-    # Undone by hand, the cluster is as the baseline found it again.
-    cluster.node(undo[0]).sql(undo[1])
-    assert reset(cluster, before) is None
+        # Undone by hand, the cluster is as the baseline found it again.
+        cluster.node(node).sql(undo)
+        assert reset(cluster, before) is None, undo
 
-
-def test_a_promoted_standby_is_named(cluster):
-    before = take_baseline(cluster)
+    # A promotion is named too.
     cluster.standby.promote()
-
     assert "standby is a primary now" in reset(cluster, before)
 
 
