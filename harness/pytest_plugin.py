@@ -538,25 +538,27 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     return (yield)
 
 
-@pytest.fixture(autouse=True)
-def _shared_cluster_reset(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After a test on the shared cluster (and its own function fixtures' teardown): remove what its body
-    made; start the cluster afresh when it changed more than that."""
-    yield
-    before = request.node.stash.get(_baseline, None)
-    cluster = getattr(request.node, "funcargs", {}).get("shared_cluster")
-    if before is None or not isinstance(cluster, Cluster):
-        return
-    problem = shared.reset(cluster, before)
-    if problem is None:
-        return
-    log.warning("shared cluster %r changed by %s: %s; starting it afresh", cluster.name, request.node.nodeid, problem)
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, None, None]:
+    """After a test's body on the shared cluster, before its fixtures' teardown: remove what the body made,
+    and start the cluster afresh when the body changed more than that."""
+    before = item.stash.get(_baseline, None)
+    cluster = getattr(item, "funcargs", {}).get("shared_cluster")
+    if before is not None and isinstance(cluster, Cluster):
+        del item.stash[_baseline]
+        problem = shared.reset(cluster, before)
+        if problem is not None:
+            _start_afresh(cluster, item, problem)
+    return (yield)
+
+
+def _start_afresh(cluster: Cluster, item: pytest.Item, problem: str) -> None:
+    log.warning("shared cluster %r changed by %s: %s; starting it afresh", cluster.name, item.nodeid, problem)
     cluster.destroy()
     try:
         cluster.start()
     except HarnessError as e:
         pytest.fail(f"the shared cluster could not be started afresh: {e}", pytrace=False)
     warnings.warn(
-        SharedClusterChanged(f"{request.node.nodeid} changed the shared cluster ({problem}): started afresh"),
-        stacklevel=1,
+        SharedClusterChanged(f"{item.nodeid} changed the shared cluster ({problem}): started afresh"), stacklevel=1
     )

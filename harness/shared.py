@@ -3,8 +3,8 @@ is not shared again.
 
 Before a test's body runs, `take_baseline` notes what the shared cluster holds
 (its nodes, databases, tables, and a state that must not change: roles, slots,
-publications, settings files...). After the test, `reset` removes what the
-test made (nodes added at run time, new databases and tables, backups, the
+publications, settings files...). After the body, `reset` removes what it
+made (nodes added at run time, new databases and tables, backups, the
 archived files of timelines those nodes made) and checks that the rest is as
 the baseline found it: the primary still the primary, every standby streaming
 and replaying, nothing else changed. When it is not, `reset` says what
@@ -196,9 +196,6 @@ def _reset(cluster: Cluster, before: Baseline) -> str | None:
         primary.sql(pgsql.SQL("DROP DATABASE {} WITH (FORCE)").format(pgsql.Identifier(database)))
     for schema, table in sorted(tables - before.tables):
         primary.sql(pgsql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(pgsql.Identifier(schema, table)))
-    if before.databases - databases or before.tables - tables:
-        gone = sorted(before.databases - databases) + [f"{s}.{t}" for s, t in sorted(before.tables - tables)]
-        return f"what the cluster held before the test is gone: {', '.join(gone)}"
     problems = []
     for name in sorted(before.nodes):
         node, was = nodes[name], before.states[name]
