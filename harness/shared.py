@@ -2,9 +2,9 @@
 is not shared again.
 
 Before a test's body runs, `take_baseline` notes what the shared cluster holds
-(its nodes, databases, tables, and a state that must not change: roles, slots,
+(its nodes, databases, relations, and a state that must not change: roles, slots,
 publications, settings files...). After the body, `reset` removes what it
-made (nodes added at run time, new databases and tables, backups, the
+made (nodes added at run time, new databases, tables, sequences and views, backups, the
 archived files of timelines those nodes made) and checks that the rest is as
 the baseline found it: the primary still the primary, every standby streaming
 and replaying, nothing else changed. When it is not, `reset` says what
@@ -41,16 +41,20 @@ SELECT pg_is_in_recovery(),
        CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END
 """
 
-#: What a test may make and the reset drops: databases, and tables in any schema but the system's.
+#: What a test may make and the reset drops: databases, and relations (tables, sequences, views, materialized
+#: views, foreign tables) in any schema but the system's, with their kind: `_DROP`.
 _MADE_SQL = """
 SELECT ARRAY(SELECT datname::text FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres'
              ORDER BY 1),
-       ARRAY(SELECT ARRAY[n.nspname::text, c.relname::text]
+       ARRAY(SELECT ARRAY[c.relkind::text, n.nspname::text, c.relname::text]
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+              WHERE c.relkind IN ('r', 'p', 'S', 'v', 'm', 'f') AND NOT c.relispartition
                 AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'
               ORDER BY 1)
 """
+
+#: The DROP for each kind of relation a test may make.
+_DROP = {"r": "TABLE", "p": "TABLE", "S": "SEQUENCE", "v": "VIEW", "m": "MATERIALIZED VIEW", "f": "FOREIGN TABLE"}
 
 #: What a test must leave as it found it, by name (the cluster is not shared again otherwise). The
 #: settings are the node's own (files and what it runs with); the rest is the cluster's catalog.
@@ -71,7 +75,7 @@ _STATE_SQL = {
     "other relations": """
         SELECT format('%I.%I (%s)', n.nspname, c.relname, c.relkind)
           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relkind NOT IN ('r', 'p', 'i', 'I', 't')
+         WHERE c.relkind NOT IN ('r', 'p', 'S', 'v', 'm', 'f', 'i', 'I', 't')
            AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'
     """,
 }
@@ -96,7 +100,7 @@ class Baseline:
 
     nodes: frozenset[str]
     databases: frozenset[str]
-    tables: frozenset[tuple[str, str]]
+    relations: frozenset[tuple[str, str, str]]
     backup_runs: int
     states: Mapping[str, NodeState]
 
@@ -117,19 +121,19 @@ def read_state(node: Node) -> NodeState:
     )
 
 
-def _made(primary: Node) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
-    databases, tables = primary.sql(_MADE_SQL)[0]
-    return frozenset(databases), frozenset((schema, name) for schema, name in tables)
+def _made(primary: Node) -> tuple[frozenset[str], frozenset[tuple[str, str, str]]]:
+    databases, relations = primary.sql(_MADE_SQL)[0]
+    return frozenset(databases), frozenset((kind, schema, name) for kind, schema, name in relations)
 
 
 def take_baseline(cluster: Cluster) -> Baseline:
     """What `cluster` holds now (before a test)."""
     nodes = cluster.nodes
-    databases, tables = _made(cluster.primary)
+    databases, relations = _made(cluster.primary)
     return Baseline(
         nodes=frozenset(node.name for node in nodes),
         databases=databases,
-        tables=tables,
+        relations=relations,
         backup_runs=cluster.backups.runs,
         states={node.name: read_state(node) for node in nodes},
     )
@@ -167,7 +171,7 @@ def reset(cluster: Cluster, before: Baseline) -> str | None:
     """Remove what was made on `cluster` since `before`, then check the rest is as `before` found it.
 
     Removed: nodes added since (and the archived files of the timelines they
-    made), every backup when a backup tool ran, databases and tables made on the
+    made), every backup when a backup tool ran, databases and relations made on the
     primary (``DROP ... WITH (FORCE)``, ``DROP TABLE ... CASCADE``). Returns None
     when the cluster is as `before` found it and its standbys have replayed the
     drops; else what differs, in one line (the cluster should not be shared again).
@@ -191,11 +195,15 @@ def _reset(cluster: Cluster, before: Baseline) -> str | None:
         cluster.archive.remove_timelines_above(before.states["primary"].timeline)
     if cluster.backups.runs != before.backup_runs:
         cluster.backups.clear()
-    databases, tables = _made(primary)
+    databases, relations = _made(primary)
     for database in sorted(databases - before.databases):
         primary.sql(pgsql.SQL("DROP DATABASE {} WITH (FORCE)").format(pgsql.Identifier(database)))
-    for schema, table in sorted(tables - before.tables):
-        primary.sql(pgsql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(pgsql.Identifier(schema, table)))
+    # Tables first: CASCADE takes their views and owned sequences with them.
+    for kind, schema, name in sorted(relations - before.relations, key=lambda r: (_DROP[r[0]] != "TABLE", r)):
+        statement = pgsql.SQL("DROP {} IF EXISTS {} CASCADE").format(
+            pgsql.SQL(_DROP[kind]), pgsql.Identifier(schema, name)
+        )
+        primary.sql(statement)
     problems = []
     for name in sorted(before.nodes):
         node, was = nodes[name], before.states[name]

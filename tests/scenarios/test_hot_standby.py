@@ -8,9 +8,13 @@ PostgreSQL's own src/test/recovery/t/031_recovery_conflict.pl does it, with a
 background session held open on the standby.
 """
 
+from contextlib import contextmanager
+from dataclasses import dataclass
+
 import psycopg.errors
 import pytest
-from helpers import in_one_transaction
+from helpers import in_one_transaction, set_and_reload
+from psycopg import sql as pgsql
 
 from harness.convergence import assert_converged
 from harness.errors import NotConverged
@@ -34,16 +38,45 @@ def standby_settings(major):
     return {k: v for k, v in STANDBY.items() if k != "log_recovery_conflict_waits" or major >= 14}
 
 
+@contextmanager
+def standby_settings_applied(standby, settings):
+    """`settings` on the shared standby for the block (ALTER SYSTEM, reloaded), reset after it."""
+    delay = "SHOW max_standby_streaming_delay"
+    was = standby.scalar(delay)
+    set_and_reload(standby, settings)
+    standby.poll_query_until(delay, str(settings["max_standby_streaming_delay"]))  # reloaded everywhere
+    try:
+        yield standby
+    finally:
+        for name in settings:
+            standby.sql(pgsql.SQL("ALTER SYSTEM RESET {}").format(pgsql.Identifier(name)))
+        standby.sql("SELECT pg_reload_conf()")
+        standby.poll_query_until(delay, was)
+
+
+@dataclass
+class Conflicts:
+    """The primary and the standby of a conflict scenario, and where the standby's log stood at its start."""
+
+    primary: object
+    standby: object
+    since: str
+
+
 @pytest.fixture
-def conflict_cluster(cluster_factory, pg_major):
-    """A primary and a standby that cancels conflicting queries after 50 ms, with a database and a table."""
-    cluster = cluster_factory(node_settings={"standby": standby_settings(pg_major)})
-    primary, standby = cluster.primary, cluster.standby
-    primary.sql(f"CREATE DATABASE {DB}")
-    primary.sql("CREATE TABLE t (a int, b int)", dbname=DB)
-    primary.sql("INSERT INTO t SELECT i % 3, 0 FROM generate_series(1, 20) i", dbname=DB)
-    primary.wait_for_catchup(standby)
-    return cluster
+def conflict_cluster(shared_cluster, pg_major):
+    """The shared primary and standby, the standby cancelling conflicting queries after 50 ms, with a
+    database and a table (all undone after the test)."""
+    primary, standby = shared_cluster.primary, shared_cluster.standby
+    with standby_settings_applied(standby, standby_settings(pg_major)):
+        primary.sql(f"CREATE DATABASE {DB}")
+        try:
+            primary.sql("CREATE TABLE t (a int, b int)", dbname=DB)
+            primary.sql("INSERT INTO t SELECT i % 3, 0 FROM generate_series(1, 20) i", dbname=DB)
+            primary.wait_for_catchup(standby)
+            yield Conflicts(primary, standby, standby.log_position())
+        finally:
+            primary.sql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
 
 
 def cancelled_by_recovery(pending, sqlstate="40001"):
@@ -71,7 +104,7 @@ def test_snapshot_conflict_cancels_the_standby_query(conflict_cluster):
         error = cancelled_by_recovery(running)
         assert isinstance(error, psycopg.errors.SerializationFailure)
     standby.wait_for_conflicts("snapshot", dbname=DB)  # counted (once, or twice: a cancel, then a termination)
-    standby.poll_log_until("might have needed to see row versions that must be removed", since="")
+    standby.poll_log_until("might have needed to see row versions that must be removed", since=conflict_cluster.since)
 
 
 def test_lock_conflict_cancels_the_standby_query(conflict_cluster):
@@ -87,7 +120,7 @@ def test_lock_conflict_cancels_the_standby_query(conflict_cluster):
         in_one_transaction(primary, "LOCK TABLE t IN ACCESS EXCLUSIVE MODE", dbname=DB)
         cancelled_by_recovery(running)
     standby.wait_for_conflicts("lock", dbname=DB)  # counted (once, or twice: a cancel, then a termination)
-    standby.poll_log_until("User was holding a relation lock for too long", since="")
+    standby.poll_log_until("User was holding a relation lock for too long", since=conflict_cluster.since)
 
 
 def test_tablespace_conflict_cancels_the_standby_query(conflict_cluster):
@@ -136,7 +169,7 @@ def test_buffer_pin_conflict_cancels_the_standby_query(conflict_cluster):
         primary.sql("VACUUM FREEZE t", dbname=DB)
         cancelled_by_recovery(running)
     standby.wait_for_conflicts("bufferpin", dbname=DB)  # counted (once, or twice: a cancel, then a termination)
-    standby.poll_log_until("User was holding shared buffer pin for too long", since="")
+    standby.poll_log_until("User was holding shared buffer pin for too long", since=conflict_cluster.since)
 
 
 def test_dropping_a_database_terminates_its_standby_sessions(conflict_cluster):
@@ -151,14 +184,21 @@ def test_dropping_a_database_terminates_its_standby_sessions(conflict_cluster):
         # Its session is terminated: database_dropped (57P04).
         cancelled_by_recovery(running, sqlstate="57P04")
         assert not session.is_alive()
-    standby.poll_log_until("User was connected to a database that must be dropped", since="")
+    standby.poll_log_until("User was connected to a database that must be dropped", since=conflict_cluster.since)
 
 
-def test_without_a_delay_limit_replay_waits_for_the_standby_query(cluster_factory, pg_major):
-    # max_standby_streaming_delay = -1: replay waits as long as the standby query runs.
+@pytest.fixture
+def waiting_standby(shared_cluster, pg_major):
+    """The shared standby with max_standby_streaming_delay = -1 (reset after the test)."""
     waits = {**standby_settings(pg_major), "max_standby_streaming_delay": -1}
-    cluster = cluster_factory(node_settings={"standby": waits})
-    primary, standby = cluster.primary, cluster.standby
+    with standby_settings_applied(shared_cluster.standby, waits) as standby:
+        yield standby
+
+
+def test_without_a_delay_limit_replay_waits_for_the_standby_query(shared_cluster, waiting_standby, pg_major):
+    # max_standby_streaming_delay = -1: replay waits as long as the standby query runs.
+    primary, standby = shared_cluster.primary, waiting_standby
+    since, lock_conflicts = standby.log_position(), standby.conflicts()["lock"]
     primary.sql("CREATE TABLE t (a int)")
     primary.wait_for_catchup(standby)
 
@@ -183,7 +223,7 @@ def test_without_a_delay_limit_replay_waits_for_the_standby_query(cluster_factor
         )
         assert startup == "Lock:relation"
         if pg_major >= 14:  # log_recovery_conflict_waits: the startup process says what it waits for
-            standby.poll_log_until("recovery still waiting after", since="")
+            standby.poll_log_until("recovery still waiting after", since=since)
         lag = primary.lag(standby)
         assert lag.bytes is not None
         assert lag.bytes > 0
@@ -192,7 +232,7 @@ def test_without_a_delay_limit_replay_waits_for_the_standby_query(cluster_factor
         # The reader ends; replay catches up: no lag left.
         session.run("COMMIT")
     primary.wait_for_lag_below(standby, max_bytes=0)
-    assert standby.conflicts()["lock"] == 0
+    assert standby.conflicts()["lock"] == lock_conflicts  # none more
 
 
 def test_hot_standby_feedback_prevents_the_snapshot_conflict(cluster_factory, pg_major):
@@ -308,8 +348,8 @@ def test_nodes_converge_after_a_workload_a_failover_and_a_rejoin(cluster_factory
     assert assert_converged(cluster).name == "standby2"
 
 
-def test_the_convergence_check_reports_a_row_changed_behind_replications_back(cluster_factory):
-    cluster = cluster_factory()
+def test_the_convergence_check_reports_a_row_changed_behind_replications_back(shared_cluster):
+    cluster = shared_cluster
     primary = cluster.primary
     pgbench_init(primary, scale=1)
     pgbench(primary, clients=2, transactions=50)

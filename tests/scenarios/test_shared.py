@@ -25,9 +25,11 @@ def test_the_reset_removes_what_a_test_made_and_keeps_the_rest(shared_cluster):
     primary.sql("CREATE TABLE kept AS SELECT 1 AS col")
     before = take_baseline(cluster)
 
-    # A test: a table, a database, an added standby, a backup, and a node restored from it and promoted
+    # A test: a table, a view, a sequence, a database, an added standby, a backup, and a node restored from it and promoted
     # (it archives its new timeline into the shared archive).
     primary.sql("CREATE TABLE made (col integer)")
+    primary.sql("CREATE VIEW made_view AS SELECT col FROM made")
+    primary.sql("CREATE SEQUENCE made_seq")
     primary.sql("CREATE DATABASE made_db")
     cluster.add_node("extra")
     restored = restore_point_restored(cluster, "nightly", "restored")
@@ -36,12 +38,13 @@ def test_the_reset_removes_what_a_test_made_and_keeps_the_rest(shared_cluster):
 
     assert reset(cluster, before) is None
 
-    # Gone: the nodes, the backups, the new timeline's files, the table and the database, on both nodes.
+    # Gone: the nodes, the backups, the new timeline's files, the relations and the database, on both nodes.
     assert {node.name for node in cluster.nodes} == {"primary", "standby"}
     assert cluster.backups.names() == []
     assert cluster.archive.history_files() == []
     for node in (primary, standby):
-        assert node.scalar("SELECT to_regclass('made') IS NULL")
+        for relation in ("made", "made_view", "made_seq"):
+            assert node.scalar("SELECT to_regclass(%s) IS NULL", (relation,)), relation
         assert node.scalar("SELECT count(*) FROM pg_database WHERE datname = 'made_db'") == 0
         assert node.scalar("SELECT count(*) FROM kept") == 1
 
