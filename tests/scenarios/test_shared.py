@@ -25,8 +25,8 @@ def test_the_reset_removes_what_a_test_made_and_keeps_the_rest(shared_cluster):
     primary.sql("CREATE TABLE kept AS SELECT 1 AS col")
     before = take_baseline(cluster)
 
-    # A test: a table, a view, a sequence, a database, an added standby, a backup, and a node restored from it and promoted
-    # (it archives its new timeline into the shared archive).
+    # A test: a table, a view, a sequence, a database, an added standby, a backup, and a node restored
+    # from it and promoted (it archives its new timeline into the shared archive).
     primary.sql("CREATE TABLE made (col integer)")
     primary.sql("CREATE VIEW made_view AS SELECT col FROM made")
     primary.sql("CREATE SEQUENCE made_seq")
