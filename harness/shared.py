@@ -208,9 +208,10 @@ def _reset(cluster: Cluster, before: Baseline) -> str | None:
     for name in sorted(before.nodes):
         node, was = nodes[name], before.states[name]
         if was.in_recovery and was.receiver == "streaming":
-            # Its role first (a paused or cut-off standby would not catch up), then its catalog once it
-            # has replayed the drops.
-            role = differences(was, replace(read_state(node), state=was.state), name=name)
+            # Its role first (a promoted or paused standby would not catch up), then, once it has replayed
+            # the drops (its WAL receiver may still be connecting again after a fault), the rest.
+            now = read_state(node)
+            role = differences(was, replace(now, receiver=was.receiver, state=was.state), name=name)
             if role:
                 problems += role
                 continue

@@ -14,8 +14,8 @@ from harness.errors import ClusterError
 pytestmark = pytest.mark.failover
 
 
-def test_a_wait_on_a_frozen_primary_ends_at_its_deadline(cluster):
-    primary, standby = cluster.primary, cluster.standby
+def test_a_wait_on_a_frozen_primary_ends_at_its_deadline(shared_cluster):
+    primary, standby = shared_cluster.primary, shared_cluster.standby
     primary.sql("CREATE TABLE hoge (col integer)")
 
     # A frozen primary accepts TCP connections (the kernel does) and never answers.
@@ -37,8 +37,8 @@ def test_a_wait_on_a_frozen_primary_ends_at_its_deadline(cluster):
     primary.wait_for_catchup(standby, timeout=30)
 
 
-def test_a_statement_on_a_connection_made_before_the_node_froze_ends_at_its_deadline(cluster):
-    primary = cluster.primary
+def test_a_statement_on_a_connection_made_before_the_node_froze_ends_at_its_deadline(shared_cluster):
+    primary = shared_cluster.primary
 
     # A connection that is already open when the node freezes: connect_timeout cannot help here.
     with primary.session(query_timeout=2) as session:

@@ -14,8 +14,8 @@ def reaches(node, other):
     return result.exit_code == 0
 
 
-def test_a_partitioned_node_reaches_no_other_node_and_the_host_still_reaches_it(cluster):
-    primary, standby = cluster.primary, cluster.standby
+def test_a_partitioned_node_reaches_no_other_node_and_the_host_still_reaches_it(shared_cluster):
+    primary, standby = shared_cluster.primary, shared_cluster.standby
     primary.sql("CREATE TABLE hoge (col integer)")
     primary.wait_for_catchup(standby)
     assert reaches(standby, primary)
@@ -39,8 +39,8 @@ def test_a_partitioned_node_reaches_no_other_node_and_the_host_still_reaches_it(
     assert standby.scalar("SELECT count(*) FROM hoge") == 1
 
 
-def test_a_node_partitioned_from_its_clients_too_answers_nobody_until_healed(cluster):
-    primary, standby = cluster.primary, cluster.standby
+def test_a_node_partitioned_from_its_clients_too_answers_nobody_until_healed(shared_cluster):
+    primary, standby = shared_cluster.primary, shared_cluster.standby
     partition(primary, clients=True)
     try:
         assert is_partitioned(primary)

@@ -141,12 +141,12 @@ def test_slot_keeps_wal_for_a_cut_off_standby_until_max_slot_wal_keep_size(clust
     assert standby.scalar("SELECT count(*) FROM hoge") == 8000
 
 
-def test_failing_archive_command_keeps_wal_until_the_archive_is_back(cluster):
-    primary = cluster.primary
+def test_failing_archive_command_keeps_wal_until_the_archive_is_back(shared_cluster):
+    primary = shared_cluster.primary
     primary.sql("CREATE TABLE hoge (col integer)")
     failed_before = primary.scalar("SELECT failed_count FROM pg_stat_archiver")
 
-    with cluster.archive.read_only():
+    with shared_cluster.archive.read_only():
         # Three segments are completed while archive_command cannot write.
         segments = []
         for value in (1, 2, 3):
@@ -162,7 +162,7 @@ def test_failing_archive_command_keeps_wal_until_the_archive_is_back(cluster):
         assert {f"{s}.ready" for s in segments} <= ready
         assert set(segments) <= pg_wal_files(primary)
         # ... and none reached the archive.
-        assert not set(segments) & set(cluster.archive.segments())
+        assert not set(segments) & set(shared_cluster.archive.segments())
 
     # With the archive writable again, a new segment wakes the archiver (it retries
     # by itself only once a minute), and it archives everything that waited, in order.
@@ -171,7 +171,7 @@ def test_failing_archive_command_keeps_wal_until_the_archive_is_back(cluster):
     primary.wait_for_archived(last)
 
     # Every segment is in the archive exactly once: an unbroken run up to the last one.
-    archived = cluster.archive.segments()
+    archived = shared_cluster.archive.segments()
     numbers = [int(name, 16) for name in archived]
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
     assert archived[-1] == last
@@ -189,17 +189,17 @@ def two_archived_segments(primary):
     return first, end
 
 
-def test_missing_segment_makes_a_log_shipping_standby_wait_not_skip(cluster):
-    primary, archive = cluster.primary, cluster.archive
+def test_missing_segment_makes_a_log_shipping_standby_wait_not_skip(shared_cluster):
+    primary, archive = shared_cluster.primary, shared_cluster.archive
     primary.sql("CREATE TABLE hoge (col integer)")
 
     # A base backup now; then two segments, each with a row, archived.
-    cluster.backups.take("before")
+    shared_cluster.backups.take("before")
     first, end = two_archived_segments(primary)
 
     with archive.missing(first):
         # A log-shipping standby (no streaming) from the backup asks the archive for the first segment ...
-        standby = cluster.add_node("late", from_backup="before", upstream=None)
+        standby = shared_cluster.add_node("late", from_backup="before", upstream=None)
         standby.poll_log_until(f"/archive/{first}")
 
         # ... and waits: it does not skip to the next segment, which the archive has.
@@ -221,15 +221,15 @@ INVALID_RECORD = (
 )
 
 
-def test_corrupted_segment_is_refused_not_applied(cluster):
-    primary, archive = cluster.primary, cluster.archive
+def test_corrupted_segment_is_refused_not_applied(shared_cluster):
+    primary, archive = shared_cluster.primary, shared_cluster.archive
     primary.sql("CREATE TABLE hoge (col integer)")
-    cluster.backups.take("before")
+    shared_cluster.backups.take("before")
     first, end = two_archived_segments(primary)
 
     # The first page of the first segment is overwritten with garbage, past its header.
     with archive.corrupted(first, length=8000):
-        standby = cluster.add_node("late", from_backup="before", upstream=None)
+        standby = shared_cluster.add_node("late", from_backup="before", upstream=None)
 
         # The standby restores it, finds the record invalid and says why ...
         poll_until(
@@ -247,16 +247,16 @@ def test_corrupted_segment_is_refused_not_applied(cluster):
     assert standby.sql("SELECT col FROM hoge ORDER BY col") == [(1,), (2,)]
 
 
-def test_standby_from_an_older_backup_follows_the_new_timeline_through_the_archive(cluster):
-    primary, archive = cluster.primary, cluster.archive
+def test_standby_from_an_older_backup_follows_the_new_timeline_through_the_archive(shared_cluster):
+    primary, archive = shared_cluster.primary, shared_cluster.archive
     primary.sql("CREATE TABLE hoge (col integer)")
     primary.sql("INSERT INTO hoge VALUES (1)")
 
     # A base backup taken before anything is promoted.
-    cluster.backups.take("before-promotion")
+    shared_cluster.backups.take("before-promotion")
 
     # A second standby that archives once promoted; it is promoted to timeline 2 and writes there.
-    new_primary = cluster.add_node("new-primary")
+    new_primary = shared_cluster.add_node("new-primary")
     primary.wait_for_catchup(new_primary)
     new_primary.promote()
     assert new_primary.timeline() == 2
@@ -269,7 +269,7 @@ def test_standby_from_an_older_backup_follows_the_new_timeline_through_the_archi
 
     # A standby restored from the older backup, with the archive alone, follows timeline 2
     # (recovery_target_timeline = 'latest', the default since PostgreSQL 12).
-    follower = cluster.add_node("follower", from_backup="before-promotion", upstream=None)
+    follower = shared_cluster.add_node("follower", from_backup="before-promotion", upstream=None)
     assert follower.scalar("SHOW recovery_target_timeline") == "latest"
     follower.wait_for_replay(end)
     assert 'restored log file "00000002.history" from archive' in follower.logs(tail=500)
