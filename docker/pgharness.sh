@@ -33,6 +33,7 @@
 #                         lsn:X/Y, time:TIMESTAMP or immediate (recovery.signal, not standby.signal)
 #   RECOVERY_TARGET_ACTION, RECOVERY_TARGET_INCLUSIVE   promote|pause|shutdown, on|off
 #   BASEBACKUP_TIMEOUT    seconds a standby keeps retrying pg_basebackup (default: 120)
+#   UPSTREAM_RESOLVE_TIMEOUT  seconds a standby waits for its upstream's name to resolve (default: 5)
 set -eu
 
 PGDATA=${PGDATA:-/var/lib/pgharness/data}
@@ -282,12 +283,14 @@ check_archive() {
         || die "archive: /archive is not writable by $(id -un) (a read-only mount, or its owner?): archive_command would fail"
 }
 
-# The upstream's host name must resolve on the replication network (a few seconds of grace).
+# The upstream's host name must resolve on the replication network (UPSTREAM_RESOLVE_TIMEOUT seconds of grace).
 check_upstream_resolves() {
     host=$1
+    grace=${UPSTREAM_RESOLVE_TIMEOUT:-5}
+    case $grace in ''|*[!0-9]*) die "UPSTREAM_RESOLVE_TIMEOUT=$grace: a whole number of seconds" ;; esac
     start=$(date +%s)
     until getent hosts "$host" >/dev/null 2>&1; do
-        [ $(( $(date +%s) - start )) -lt 5 ] \
+        [ $(( $(date +%s) - start )) -lt "$grace" ] \
             || die "upstream host '$host' does not resolve on the replication network: is it a node of this cluster?"
         sleep 0.1
     done
