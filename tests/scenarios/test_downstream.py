@@ -49,12 +49,25 @@ def run(cmd, **kwargs):
 
 
 def test_the_wheel_works_in_a_project_of_its_own(tmp_path, harness_settings, harness_image):
-    # Build the wheel and install it (with its dependencies) into a fresh virtual environment.
+    # Build the wheel and install it (with its dependencies) into a fresh virtual environment: by this
+    # pip (`--python`, no pip of its own to bootstrap), uncompiled (what the run imports compiles then).
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(REPOSITORY)])
     [wheel] = (tmp_path / "dist").glob("pgharness-*.whl")
     venv = tmp_path / "venv"
-    run([sys.executable, "-m", "venv", str(venv)])
-    run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)])
+    run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "-q",
+            "--no-compile",
+            str(wheel),
+        ]
+    )
 
     # A downstream project: its tests, its settings in pyproject.toml, its schema as init SQL.
     project = tmp_path / "project"
