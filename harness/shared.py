@@ -5,7 +5,7 @@ Before a test's body runs, `take_baseline` notes what the shared cluster holds
 (its nodes, databases, relations, and a state that must not change: roles, slots,
 publications, settings files...). After the body, `reset` removes what it
 made (nodes added at run time, new databases, tables, sequences and views, backups, the
-archived files of timelines those nodes made) and checks that the rest is as
+archived files of timelines those nodes made) and undoes its ALTER SYSTEM settings, and checks that the rest is as
 the baseline found it: the primary still the primary, every standby streaming
 and replaying, nothing else changed. When it is not, `reset` says what
 differs, and the caller starts the cluster afresh instead of sharing it.
@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql as pgsql
 
+from harness.wait import poll_until
+
 if TYPE_CHECKING:
     from harness.cluster import Cluster
     from harness.node import Node
@@ -32,13 +34,17 @@ log = logging.getLogger("harness")
 
 #: Seconds a reset waits for the standbys to replay what it dropped.
 CATCHUP_TIMEOUT = 30.0
+#: Seconds a reset waits for a node to reload the settings it had before the test.
+SETTINGS_TIMEOUT = 10.0
 
 #: What a node is: its role and, on a standby, whether it streams and replays (read by `reset`).
 _ROLE_SQL = """
 SELECT pg_is_in_recovery(),
        (SELECT timeline_id FROM pg_control_checkpoint()),
        (SELECT status FROM pg_stat_wal_receiver),
-       CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END
+       CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END,
+       ARRAY(SELECT ARRAY[name, setting] FROM pg_file_settings
+              WHERE sourcefile ~ '/postgresql[.]auto[.]conf$' AND error IS NULL ORDER BY seqno)
 """
 
 #: What a test may make and the reset drops: databases, and relations (tables, sequences, views, materialized
@@ -91,6 +97,8 @@ class NodeState:
     receiver: str | None
     replay_paused: bool | None
     state: Mapping[str, tuple[str, ...]]
+    #: What ALTER SYSTEM has set (postgresql.auto.conf): name and value, in order.
+    altered: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,13 +119,33 @@ def read_state(node: Node) -> NodeState:
         role, lists = session.row(_ROLE_SQL), session.row(_STATE_QUERY)
     assert role is not None  # each query returns one row
     assert lists is not None
-    in_recovery, timeline, receiver, paused = role
+    in_recovery, timeline, receiver, paused, altered = role
     return NodeState(
         in_recovery=bool(in_recovery),
         timeline=int(timeline),
         receiver=receiver,
         replay_paused=paused,
         state={what: tuple(values) for what, values in zip(_STATE_SQL, lists, strict=True)},
+        altered=tuple((name, value) for name, value in altered),
+    )
+
+
+def undo_alter_system(node: Node, now: NodeState, was: NodeState, *, timeout: float = SETTINGS_TIMEOUT) -> None:
+    """Put `node`'s ALTER SYSTEM settings back as `was` had them (what was set since is reset, what was
+    reset is set again), reload, and wait until the settings it runs with are `was`'s again."""
+    wanted, found = dict(was.altered), dict(now.altered)
+    log.info("### Undoing ALTER SYSTEM on node %r", node.name)
+    for name in sorted(found.keys() - wanted.keys()):
+        node.sql(pgsql.SQL("ALTER SYSTEM RESET {}").format(pgsql.Identifier(name)))
+    for name, value in wanted.items():
+        if found.get(name) != value:
+            node.sql(pgsql.SQL("ALTER SYSTEM SET {} = {}").format(pgsql.Identifier(name), pgsql.Literal(value)))
+    node.sql("SELECT pg_reload_conf()")
+    poll_until(
+        lambda: read_state(node).state["settings in use"],
+        lambda in_use: in_use == was.state["settings in use"],
+        what=f"node {node.name!r} to run with its settings of before the test again",
+        timeout=timeout,
     )
 
 
@@ -172,7 +200,8 @@ def reset(cluster: Cluster, before: Baseline) -> str | None:
 
     Removed: nodes added since (and the archived files of the timelines they
     made), every backup when a backup tool ran, databases and relations made on the
-    primary (``DROP ... WITH (FORCE)``, ``DROP TABLE ... CASCADE``). Returns None
+    primary (``DROP ... WITH (FORCE)``, ``DROP TABLE ... CASCADE``); ALTER SYSTEM
+    settings are put back on every node, and reloaded (`undo_alter_system`). Returns None
     when the cluster is as `before` found it and its standbys have replayed the
     drops; else what differs, in one line (the cluster should not be shared again).
     """
@@ -207,10 +236,12 @@ def _reset(cluster: Cluster, before: Baseline) -> str | None:
     problems = []
     for name in sorted(before.nodes):
         node, was = nodes[name], before.states[name]
+        now = read_state(node)
+        if now.altered != was.altered:
+            undo_alter_system(node, now, was)
         if was.in_recovery and was.receiver == "streaming":
             # Its role first (a promoted or paused standby would not catch up), then, once it has replayed
             # the drops (its WAL receiver may still be connecting again after a fault), the rest.
-            now = read_state(node)
             role = differences(was, replace(now, receiver=was.receiver, state=was.state), name=name)
             if role:
                 problems += role
@@ -220,4 +251,4 @@ def _reset(cluster: Cluster, before: Baseline) -> str | None:
     return "; ".join(problems) or None
 
 
-__all__ = ["Baseline", "NodeState", "differences", "read_state", "reset", "take_baseline"]
+__all__ = ["Baseline", "NodeState", "differences", "read_state", "reset", "take_baseline", "undo_alter_system"]

@@ -235,9 +235,16 @@ def test_without_a_delay_limit_replay_waits_for_the_standby_query(shared_cluster
     assert standby.conflicts()["lock"] == lock_conflicts  # none more
 
 
-def test_hot_standby_feedback_prevents_the_snapshot_conflict(cluster_factory, pg_major):
-    cluster = cluster_factory(node_settings={"standby": {**standby_settings(pg_major), "hot_standby_feedback": True}})
-    primary, standby = cluster.primary, cluster.standby
+@pytest.fixture
+def feedback_standby(shared_cluster, pg_major):
+    """The shared standby with hot_standby_feedback on (reset after the test)."""
+    feedback = {**standby_settings(pg_major), "hot_standby_feedback": True}
+    with standby_settings_applied(shared_cluster.standby, feedback) as standby:
+        yield standby
+
+
+def test_hot_standby_feedback_prevents_the_snapshot_conflict(shared_cluster, feedback_standby):
+    primary, standby = shared_cluster.primary, feedback_standby
     primary.sql("CREATE TABLE t (a int)")
     primary.sql("INSERT INTO t SELECT generate_series(1, 20)")
     primary.wait_for_catchup(standby)
@@ -263,11 +270,11 @@ def test_hot_standby_feedback_prevents_the_snapshot_conflict(cluster_factory, pg
     primary.poll_query_until(xmin, False)
 
 
-def test_a_delayed_standby_keeps_the_rows_a_mistaken_delete_removed(cluster_factory):
+def test_a_delayed_standby_keeps_the_rows_a_mistaken_delete_removed(shared_cluster):
     # Replication is not backup: a mistaken DELETE reaches every standby at once. A delayed standby
     # (recovery_min_apply_delay) receives it at once too, but applies it only later.
-    cluster = cluster_factory(standbys=2, node_settings={"standby2": {"recovery_min_apply_delay": "1h"}})
-    primary, prompt, delayed = cluster.primary, cluster.standby, cluster.node("standby2")
+    delayed = shared_cluster.add_node("delayed", settings={"recovery_min_apply_delay": "1h"})
+    primary, prompt = shared_cluster.primary, shared_cluster.standby
     primary.sql("CREATE TABLE accounts (id int PRIMARY KEY, balance int)")
     primary.sql("INSERT INTO accounts SELECT g, 100 FROM generate_series(1, 10) g")
     # (The delayed standby applies these an hour from now; for this scenario it gets them at once.)

@@ -46,15 +46,15 @@ def test_archive_only_standby_sees_rows_only_once_the_segment_is_archived(cluste
     assert f'restored log file "{segment}" from archive' in standby.logs()
 
 
-def test_cut_off_standby_catches_up_from_the_archive_then_streams_again(cluster):
-    primary, standby = cluster.primary, cluster.standby
+def test_cut_off_standby_catches_up_from_the_archive_then_streams_again(shared_cluster):
+    primary, standby = shared_cluster.primary, shared_cluster.standby
 
     # Keep no extra WAL on the primary, so what the standby misses is recycled.
     primary.sql("ALTER SYSTEM SET wal_keep_size = 0")
     notice_lost_standbys_fast(primary)
     primary.sql("CREATE TABLE hoge (col integer)")
     primary.wait_for_catchup(standby)
-    needed = cluster.primary.walfile(standby.lsn("replay"))
+    needed = shared_cluster.primary.walfile(standby.lsn("replay"))
 
     with partitioned(standby):
         # The primary loses its standby ...
@@ -69,7 +69,7 @@ def test_cut_off_standby_catches_up_from_the_archive_then_streams_again(cluster)
         # The segment the standby needs next is really gone from the primary's pg_wal ...
         assert needed not in pg_wal_files(primary)
         # ... but it is in the archive.
-        assert needed in cluster.archive.segments()
+        assert needed in shared_cluster.archive.segments()
 
     # With the link back, the standby restores what it missed from the archive ...
     standby.wait_for_replay(target)

@@ -2,7 +2,7 @@
 is not shared again (`harness.shared`, and the plugin's reset after each test on `shared_cluster`)."""
 
 import pytest
-from helpers import run_pytest
+from helpers import run_pytest, set_and_reload
 
 from harness.recovery import RecoveryTarget
 from harness.shared import reset, take_baseline
@@ -23,14 +23,17 @@ def test_the_reset_removes_what_a_test_made_and_keeps_the_rest(shared_cluster):
     cluster = shared_cluster
     primary, standby = cluster.primary, cluster.standby
     primary.sql("CREATE TABLE kept AS SELECT 1 AS col")
+    work_mem = primary.scalar("SHOW work_mem")
     before = take_baseline(cluster)
 
-    # A test: a table, a view, a sequence, a database, an added standby, a backup, and a node restored
-    # from it and promoted (it archives its new timeline into the shared archive).
+    # A test: a table, a view, a sequence, a database, ALTER SYSTEM on both nodes, an added standby, a
+    # backup, and a node restored from it and promoted (it archives its new timeline into the archive).
     primary.sql("CREATE TABLE made (col integer)")
     primary.sql("CREATE VIEW made_view AS SELECT col FROM made")
     primary.sql("CREATE SEQUENCE made_seq")
     primary.sql("CREATE DATABASE made_db")
+    for node in (primary, standby):
+        set_and_reload(node, {"work_mem": "7MB"})
     cluster.add_node("extra")
     restored = restore_point_restored(cluster, "nightly", "restored")
     assert restored.timeline() == 2
@@ -38,11 +41,12 @@ def test_the_reset_removes_what_a_test_made_and_keeps_the_rest(shared_cluster):
 
     assert reset(cluster, before) is None
 
-    # Gone: the nodes, the backups, the new timeline's files, the relations and the database, on both nodes.
+    # Gone: the nodes, the backups, the new timeline's files, the relations, the database, the settings.
     assert {node.name for node in cluster.nodes} == {"primary", "standby"}
     assert cluster.backups.names() == []
     assert cluster.archive.history_files() == []
     for node in (primary, standby):
+        assert node.scalar("SHOW work_mem") == work_mem
         for relation in ("made", "made_view", "made_seq"):
             assert node.scalar("SELECT to_regclass(%s) IS NULL", (relation,)), relation
         assert node.scalar("SELECT count(*) FROM pg_database WHERE datname = 'made_db'") == 0
@@ -58,9 +62,9 @@ def test_the_reset_removes_what_a_test_made_and_keeps_the_rest(shared_cluster):
 CHANGES = [
     (
         "primary",
-        "ALTER SYSTEM SET work_mem = '7MB'",
-        "ALTER SYSTEM RESET work_mem",
-        "primary's settings files changed (new: work_mem)",
+        "ALTER ROLE postgres SET work_mem = '7MB'",
+        "ALTER ROLE postgres RESET work_mem",
+        "primary's per-database and per-role settings changed",
     ),
     (
         "primary",

@@ -9,23 +9,25 @@ from harness.wait import poll_until
 
 @pytest.mark.pg(">=17")
 @pytest.mark.backup
-def test_incremental_backup_combined_into_a_working_standby(cluster):
-    primary = cluster.primary
+def test_incremental_backup_combined_into_a_working_standby(shared_cluster):
+    primary = shared_cluster.primary
 
     # Incremental backups are made from WAL summaries.
     set_and_reload(primary, {"summarize_wal": "on"})
     primary.sql("CREATE TABLE hoge AS SELECT generate_series(1, 1000) AS col")
 
     # A full backup, more writes, then an incremental backup on top of the full one.
-    cluster.backups.take("full")
+    shared_cluster.backups.take("full")
     primary.sql("INSERT INTO hoge SELECT generate_series(1001, 2000)")
-    cluster.backups.take("incr", incremental_from="full")
+    shared_cluster.backups.take("incr", incremental_from="full")
 
     # pg_combinebackup makes a full backup out of the chain.
-    cluster.backups.run_tool(["pg_combinebackup", "/backups/full", "/backups/incr", "--output", "/backups/combined"])
+    shared_cluster.backups.run_tool(
+        ["pg_combinebackup", "/backups/full", "/backups/incr", "--output", "/backups/combined"]
+    )
 
     # A standby started from the combined backup streams from the primary ...
-    standby = cluster.add_node("combined", from_backup="combined")
+    standby = shared_cluster.add_node("combined", from_backup="combined")
     primary.sql("INSERT INTO hoge SELECT generate_series(2001, 3000)")
     primary.wait_for_catchup(standby)
 
@@ -52,18 +54,18 @@ def outage(cluster, standby):
 
 # wal_keep_size (wal_keep_segments before 13) exists on every version the harness serves.
 @pytest.mark.streaming
-def test_wal_keep_size_is_what_lets_a_cut_off_standby_stream_again(cluster):
-    primary = cluster.primary
+def test_wal_keep_size_is_what_lets_a_cut_off_standby_stream_again(shared_cluster):
+    primary = shared_cluster.primary
     notice_lost_standbys_fast(primary)
     primary.sql("CREATE TABLE hoge (col integer)")
 
     # A standby with neither a slot nor the archive: only wal_keep_size keeps its WAL.
-    standby = cluster.add_node("bare", restore=False)
+    standby = shared_cluster.add_node("bare", restore=False)
     assert standby.scalar("SHOW restore_command") == ""
 
     # With wal_keep_size = 256MB, four segments written while it is away stay in pg_wal ...
     set_and_reload(primary, {"wal_keep_size": "256MB"})
-    needed, target = outage(cluster, standby)
+    needed, target = outage(shared_cluster, standby)
     assert needed in pg_wal_files(primary)
 
     # ... so it catches up by streaming.
@@ -71,7 +73,7 @@ def test_wal_keep_size_is_what_lets_a_cut_off_standby_stream_again(cluster):
 
     # With wal_keep_size = 0, the same outage leaves it stranded: its WAL is recycled.
     set_and_reload(primary, {"wal_keep_size": "0"})
-    needed, _ = outage(cluster, standby)
+    needed, _ = outage(shared_cluster, standby)
     assert needed not in pg_wal_files(primary)
     standby.poll_log_until("has already been removed")
 
