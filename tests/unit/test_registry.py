@@ -55,7 +55,10 @@ def test_a_block_without_a_signal_raises_nothing(sigterm_raises):
         pass
 
 
-def test_at_exit_every_registered_cluster_gets_its_teardown():
+def test_at_exit_every_registered_cluster_gets_its_teardown(monkeypatch):
+    # A registry of its own: this process's real clusters (a session's shared cluster) are not the test's.
+    monkeypatch.setattr(registry, "_live", {})
+    monkeypatch.setattr(registry, "wait_for_removals", list)
     failing, working = Removable("a", fail=True), Removable("b")
     registry.register(failing)
     registry.register(working)
