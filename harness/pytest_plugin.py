@@ -5,9 +5,12 @@ Fixtures:
                       is removed after the test (kept with --keep-on-failure when
                       the test failed)
     cluster           a fresh primary + standby for a test that changes roles
-    shared_cluster    one primary + standby for the session, for tests that only
-                      read and write their own tables; after each test, what it
-                      made is removed, and a cluster it changed is started afresh
+    shared_cluster    one primary + standby for the session, for tests that leave
+                      the roles as they are; after each test, what it made is
+                      removed, and a cluster it changed is started afresh
+    shared_cluster_factory
+                      shared clusters of other shapes: ``shared_cluster_factory(
+                      topology="logical")``, one per set of arguments, reset alike
     harness_image     the node image's tag, built once per session if missing
 
 Options (each with an ini twin and an environment default; the README has the table):
@@ -79,7 +82,7 @@ DEFAULT_TEST_TIMEOUT = 300.0
 
 _reports = pytest.StashKey[dict[str, pytest.TestReport]]()
 _clusters = pytest.StashKey[list[Cluster]]()
-_baseline = pytest.StashKey[shared.Baseline]()
+_shared_used = pytest.StashKey[list[tuple[Cluster, shared.Baseline]]]()
 
 
 class SharedClusterChanged(UserWarning):
@@ -336,9 +339,7 @@ def pytest_runtest_makereport(
     item.stash.setdefault(_reports, {})[report.when] = report
     if report.failed and report.when in ("setup", "call"):
         clusters: list[Cluster] = [*item.stash.get(_clusters, [])]
-        shared = getattr(item, "funcargs", {}).get("shared_cluster")
-        if isinstance(shared, Cluster):
-            clusters.append(shared)
+        clusters += [c for c in _shared_of(item) if all(c is not known for known in clusters)]
         settings = Settings.from_config(item.config)
         for cluster in clusters:
             try:
@@ -369,7 +370,7 @@ def cluster_test_timeout(config: pytest.Config) -> float | None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    cluster_fixtures = {"cluster", "cluster_factory", "shared_cluster", "harness_image"}
+    cluster_fixtures = {"cluster", "cluster_factory", "shared_cluster", "shared_cluster_factory", "harness_image"}
     deadline = cluster_test_timeout(config)
     for item in items:
         if cluster_fixtures & set(getattr(item, "fixturenames", ())):
@@ -509,24 +510,88 @@ def cluster(cluster_factory: ClusterFactory) -> Cluster:
     return cluster_factory()
 
 
-@pytest.fixture(scope="session")
-def shared_cluster(harness_image: str, harness_settings: Settings) -> Iterator[Cluster]:
-    """A primary + standby shared by the session: for tests that do not change roles.
+class SharedClusters:
+    """The session's shared clusters: one per set of `Cluster` arguments, started on first use, removed at
+    the session's end."""
 
-    Tests write only to tables of their own. After each test, what its body
-    made is removed (nodes it added, backups, databases and tables; see
-    `harness.shared`), and a cluster it changed otherwise (roles, settings,
-    slots, a paused replay...) is started afresh under the same name, with a
+    def __init__(self, image: str, settings: Settings) -> None:
+        self.image, self.settings = image, settings
+        self._clusters: dict[str, Cluster] = {}
+
+    def get(self, kwargs: dict[str, Any]) -> Cluster:
+        key = repr(sorted(kwargs.items()))
+        if key not in self._clusters:
+            arguments = {**self.settings.cluster_kwargs(), **kwargs}
+            arguments.setdefault("image", self.image)
+            arguments.setdefault("owner", f"pytest-{os.getpid()}")
+            cluster = Cluster(**arguments)
+            try:
+                cluster.start()
+            except HarnessError as e:
+                pytest.fail(str(e), pytrace=False)
+            self._clusters[key] = cluster
+        return self._clusters[key]
+
+    def close(self) -> None:
+        errors = []
+        for cluster in self._clusters.values():
+            try:
+                cluster.destroy()
+            except HarnessError as e:
+                errors.append(str(e))
+        if errors:
+            pytest.fail("could not remove shared clusters: " + "; ".join(errors), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def _shared_clusters(harness_image: str, harness_settings: Settings) -> Iterator[SharedClusters]:
+    clusters = SharedClusters(harness_image, harness_settings)
+    yield clusters
+    clusters.close()
+
+
+@pytest.fixture(scope="session")
+def shared_cluster(_shared_clusters: SharedClusters) -> Cluster:
+    """A primary + standby shared by the session: for tests that leave the roles as they are.
+
+    After each test, what its body made is removed (nodes it added, backups,
+    databases and tables; see `harness.shared`) and its ALTER SYSTEM settings
+    are put back; a cluster it changed otherwise (roles, slots, a paused
+    replay...) is started afresh under the same name, with a
     `SharedClusterChanged` warning that names the test and the change. A test
     that fails leaves the shared cluster's logs and status under --evidence-dir.
     """
-    cluster = Cluster(image=harness_image, owner=f"pytest-{os.getpid()}", **harness_settings.cluster_kwargs())
-    try:
-        cluster.start()
-    except HarnessError as e:
-        pytest.fail(str(e), pytrace=False)
-    yield cluster
-    cluster.destroy()
+    return _shared_clusters.get({})
+
+
+@pytest.fixture
+def shared_cluster_factory(request: pytest.FixtureRequest, _shared_clusters: SharedClusters) -> ClusterFactory:
+    """Shared clusters of other shapes: ``shared_cluster_factory(topology="logical")`` (any `Cluster`
+    arguments). One per set of arguments for the session, started on first use; with none, the
+    `shared_cluster`. Reset after each test as `shared_cluster` is, from what it held when the test
+    first asked for it."""
+
+    def get(**kwargs: Any) -> Cluster:
+        cluster = _shared_clusters.get(kwargs)
+        _note_baseline(request.node, cluster)
+        return cluster
+
+    return get
+
+
+def _note_baseline(item: pytest.Item, cluster: Cluster) -> None:
+    used = item.stash.setdefault(_shared_used, [])
+    if all(known is not cluster for known, _ in used):
+        used.append((cluster, shared.take_baseline(cluster)))
+
+
+def _shared_of(item: pytest.Item) -> list[Cluster]:
+    """The shared clusters test `item` used."""
+    found = [cluster for cluster, _ in item.stash.get(_shared_used, [])]
+    fixture = getattr(item, "funcargs", {}).get("shared_cluster")
+    if isinstance(fixture, Cluster) and all(known is not fixture for known in found):
+        found.append(fixture)
+    return found
 
 
 @pytest.hookimpl(wrapper=True)
@@ -534,21 +599,19 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     """Note what the shared cluster holds just before a test's body runs (its fixtures have run)."""
     cluster = getattr(item, "funcargs", {}).get("shared_cluster")
     if isinstance(cluster, Cluster):
-        item.stash[_baseline] = shared.take_baseline(cluster)
+        _note_baseline(item, cluster)
     return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, None, None]:
-    """After a test's body on the shared cluster, before its fixtures' teardown: remove what the body made,
-    and start the cluster afresh when the body changed more than that."""
-    before = item.stash.get(_baseline, None)
-    cluster = getattr(item, "funcargs", {}).get("shared_cluster")
-    if before is not None and isinstance(cluster, Cluster):
-        del item.stash[_baseline]
+    """After a test's body on shared clusters, before its fixtures' teardown: remove what the body made,
+    and start a cluster afresh when the body changed more than that."""
+    for cluster, before in item.stash.get(_shared_used, []):
         problem = shared.reset(cluster, before)
         if problem is not None:
             _start_afresh(cluster, item, problem)
+    item.stash[_shared_used] = []
     return (yield)
 
 

@@ -1,14 +1,16 @@
 """One cluster shared by many tests: what a test left is removed after it, and a cluster a test changed
 is not shared again.
 
-Before a test's body runs, `take_baseline` notes what the shared cluster holds
-(its nodes, databases, relations, and a state that must not change: roles, slots,
-publications, settings files...). After the body, `reset` removes what it
-made (nodes added at run time, new databases, tables, sequences and views, backups, the
-archived files of timelines those nodes made) and undoes its ALTER SYSTEM settings, and checks that the rest is as
-the baseline found it: the primary still the primary, every standby streaming
-and replaying, nothing else changed. When it is not, `reset` says what
-differs, and the caller starts the cluster afresh instead of sharing it.
+Before a test's body runs, `take_baseline` notes what the shared cluster holds:
+its nodes, each primary's databases and relations, and each node's state
+(roles, slots, publications, subscriptions, settings...). After the body,
+`reset` removes what it made: nodes added at run time (and the archived files
+of the timelines they made), backups, and on each primary new subscriptions,
+publications, replication slots, databases, tables, sequences and views; it
+puts ALTER SYSTEM settings back, and checks that the rest is as the baseline
+found it: the primary still the primary, every standby streaming and
+replaying, nothing else changed. When it is not, `reset` says what differs,
+and the caller starts the cluster afresh instead of sharing it.
 
     before = take_baseline(cluster)
     ...  # the test
@@ -102,15 +104,22 @@ class NodeState:
 
 
 @dataclass(frozen=True)
-class Baseline:
-    """What a shared cluster held before a test: its nodes, the databases and tables on its primary, the
-    backup tools run so far, and each node's state."""
+class Made:
+    """The databases and relations of one primary (what a test may add, and the reset drops)."""
 
-    nodes: frozenset[str]
     databases: frozenset[str]
     relations: frozenset[tuple[str, str, str]]
-    backup_runs: int
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What a shared cluster held before a test: its nodes, each node's state, the databases and relations
+    of each primary (the cluster's, and independent ones: a logical subscriber), the backup tools run."""
+
+    nodes: frozenset[str]
     states: Mapping[str, NodeState]
+    made: Mapping[str, Made]
+    backup_runs: int
 
 
 def read_state(node: Node) -> NodeState:
@@ -149,22 +158,50 @@ def undo_alter_system(node: Node, now: NodeState, was: NodeState, *, timeout: fl
     )
 
 
-def _made(primary: Node) -> tuple[frozenset[str], frozenset[tuple[str, str, str]]]:
+def _made(primary: Node) -> Made:
     databases, relations = primary.sql(_MADE_SQL)[0]
-    return frozenset(databases), frozenset((kind, schema, name) for kind, schema, name in relations)
+    return Made(frozenset(databases), frozenset((kind, schema, name) for kind, schema, name in relations))
 
 
 def take_baseline(cluster: Cluster) -> Baseline:
     """What `cluster` holds now (before a test)."""
     nodes = cluster.nodes
-    databases, relations = _made(cluster.primary)
+    states = {node.name: read_state(node) for node in nodes}
     return Baseline(
-        nodes=frozenset(node.name for node in nodes),
-        databases=databases,
-        relations=relations,
+        nodes=frozenset(states),
+        states=states,
+        made={node.name: _made(node) for node in nodes if not states[node.name].in_recovery},
         backup_runs=cluster.backups.runs,
-        states={node.name: read_state(node) for node in nodes},
     )
+
+
+def _drop_subscriptions(node: Node, was: NodeState) -> None:
+    """Drop the subscriptions made on `node` since `was` (each drops its slot upstream)."""
+    for subscription in _new(read_state(node), was, "subscriptions"):
+        node.sql(pgsql.SQL("DROP SUBSCRIPTION {}").format(pgsql.Identifier(subscription)))
+
+
+def _drop_made(node: Node, was: NodeState, made: Made) -> None:
+    """Drop on primary `node` what was made since `was` and `made` (its subscriptions gone already):
+    publications, replication slots, databases, then relations."""
+    now = read_state(node)
+    for publication in _new(now, was, "publications"):
+        node.sql(pgsql.SQL("DROP PUBLICATION {}").format(pgsql.Identifier(publication)))
+    for slot in _new(now, was, "replication slots"):
+        node.sql("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+    found = _made(node)
+    for database in sorted(found.databases - made.databases):
+        node.sql(pgsql.SQL("DROP DATABASE {} WITH (FORCE)").format(pgsql.Identifier(database)))
+    # Tables first: CASCADE takes their views and owned sequences with them.
+    for kind, schema, name in sorted(found.relations - made.relations, key=lambda r: (_DROP[r[0]] != "TABLE", r)):
+        statement = pgsql.SQL("DROP {} IF EXISTS {} CASCADE").format(
+            pgsql.SQL(_DROP[kind]), pgsql.Identifier(schema, name)
+        )
+        node.sql(statement)
+
+
+def _new(now: NodeState, was: NodeState, what: str) -> list[str]:
+    return sorted(set(now.state[what]) - set(was.state[what]))
 
 
 def differences(before: NodeState, after: NodeState, *, name: str) -> list[str]:
@@ -199,8 +236,10 @@ def reset(cluster: Cluster, before: Baseline) -> str | None:
     """Remove what was made on `cluster` since `before`, then check the rest is as `before` found it.
 
     Removed: nodes added since (and the archived files of the timelines they
-    made), every backup when a backup tool ran, databases and relations made on the
-    primary (``DROP ... WITH (FORCE)``, ``DROP TABLE ... CASCADE``); ALTER SYSTEM
+    made), every backup when a backup tool ran; on each primary (the cluster's, and
+    independent ones such as a logical subscriber), new subscriptions, publications
+    and replication slots, then databases and relations (``DROP ... WITH (FORCE)``,
+    ``DROP TABLE ... CASCADE``); ALTER SYSTEM
     settings are put back on every node, and reloaded (`undo_alter_system`). Returns None
     when the cluster is as `before` found it and its standbys have replayed the
     drops; else what differs, in one line (the cluster should not be shared again).
@@ -224,15 +263,11 @@ def _reset(cluster: Cluster, before: Baseline) -> str | None:
         cluster.archive.remove_timelines_above(before.states["primary"].timeline)
     if cluster.backups.runs != before.backup_runs:
         cluster.backups.clear()
-    databases, relations = _made(primary)
-    for database in sorted(databases - before.databases):
-        primary.sql(pgsql.SQL("DROP DATABASE {} WITH (FORCE)").format(pgsql.Identifier(database)))
-    # Tables first: CASCADE takes their views and owned sequences with them.
-    for kind, schema, name in sorted(relations - before.relations, key=lambda r: (_DROP[r[0]] != "TABLE", r)):
-        statement = pgsql.SQL("DROP {} IF EXISTS {} CASCADE").format(
-            pgsql.SQL(_DROP[kind]), pgsql.Identifier(schema, name)
-        )
-        primary.sql(statement)
+    # Subscriptions first, everywhere: each holds a slot on its publisher.
+    for name in sorted(before.made):
+        _drop_subscriptions(nodes[name], before.states[name])
+    for name, made in sorted(before.made.items()):
+        _drop_made(nodes[name], before.states[name], made)
     problems = []
     for name in sorted(before.nodes):
         node, was = nodes[name], before.states[name]
@@ -251,4 +286,4 @@ def _reset(cluster: Cluster, before: Baseline) -> str | None:
     return "; ".join(problems) or None
 
 
-__all__ = ["Baseline", "NodeState", "differences", "read_state", "reset", "take_baseline", "undo_alter_system"]
+__all__ = ["Baseline", "Made", "NodeState", "differences", "read_state", "reset", "take_baseline", "undo_alter_system"]

@@ -31,9 +31,10 @@ def allow_replication_role_into(node, dbname, role):
 
 
 @pytest.fixture
-def logical(cluster_factory):
-    """A publisher (with its standby) and one subscriber."""
-    cluster = cluster_factory(topology="logical", settings={"max_prepared_transactions": 10})
+def logical(shared_cluster_factory):
+    """A publisher (with its standby) and one subscriber: a shared cluster, given back after each test
+    as it was before (its subscriptions, publications, slots and tables dropped)."""
+    cluster = shared_cluster_factory(topology="logical", settings={"max_prepared_transactions": 10})
     return cluster, cluster.primary, cluster.node("subscriber")
 
 

@@ -26,11 +26,13 @@ def test_the_reset_removes_what_a_test_made_and_keeps_the_rest(shared_cluster):
     work_mem = primary.scalar("SHOW work_mem")
     before = take_baseline(cluster)
 
-    # A test: a table, a view, a sequence, a database, ALTER SYSTEM on both nodes, an added standby, a
-    # backup, and a node restored from it and promoted (it archives its new timeline into the archive).
+    # A test: a table, a view, a sequence, a publication, a slot, a database, ALTER SYSTEM on both nodes, an
+    # added standby, a backup, and a node restored from it and promoted (it archives its new timeline).
     primary.sql("CREATE TABLE made (col integer)")
     primary.sql("CREATE VIEW made_view AS SELECT col FROM made")
     primary.sql("CREATE SEQUENCE made_seq")
+    primary.sql("CREATE PUBLICATION made_pub FOR TABLE made")
+    primary.sql("SELECT pg_create_physical_replication_slot('made_slot')")
     primary.sql("CREATE DATABASE made_db")
     for node in (primary, standby):
         set_and_reload(node, {"work_mem": "7MB"})
@@ -50,7 +52,9 @@ def test_the_reset_removes_what_a_test_made_and_keeps_the_rest(shared_cluster):
         for relation in ("made", "made_view", "made_seq"):
             assert node.scalar("SELECT to_regclass(%s) IS NULL", (relation,)), relation
         assert node.scalar("SELECT count(*) FROM pg_database WHERE datname = 'made_db'") == 0
+        assert node.scalar("SELECT count(*) FROM pg_publication") == 0
         assert node.scalar("SELECT count(*) FROM kept") == 1
+    assert primary.scalar("SELECT count(*) FROM pg_replication_slots") == 0
 
     # The next test can do the same again: the names are free, and a restore finds no stray timeline.
     again = restore_point_restored(cluster, "nightly", "restored")
@@ -66,12 +70,7 @@ CHANGES = [
         "ALTER ROLE postgres RESET work_mem",
         "primary's per-database and per-role settings changed",
     ),
-    (
-        "primary",
-        "SELECT pg_create_physical_replication_slot('left_behind')",
-        "SELECT pg_drop_replication_slot('left_behind')",
-        "primary's replication slots changed (new: left_behind)",
-    ),
+    ("primary", "CREATE SCHEMA left_behind", "DROP SCHEMA left_behind", "primary's schemas changed (new: left_behind)"),
     ("primary", "CREATE ROLE left_behind", "DROP ROLE left_behind", "primary's roles changed (new: left_behind)"),
     ("standby", "SELECT pg_wal_replay_pause()", "SELECT pg_wal_replay_resume()", "standby's replay is paused"),
 ]
