@@ -221,13 +221,14 @@ def differences(before: NodeState, after: NodeState, *, name: str) -> list[str]:
         if values != was:
             # A setting's name, never its value (primary_conninfo holds a password).
             names = "settings" in what
-            added = sorted({v.split(" = ")[0] if names else v for v in set(values) - set(was)})
-            gone = sorted({v.split(" = ")[0] if names else v for v in set(was) - set(values)})
-            change = "; ".join(
-                part
-                for part in (f"new: {', '.join(added)}" if added else "", f"gone: {', '.join(gone)}" if gone else "")
-                if part
-            )
+            added = {v.split(" = ")[0] if names else v for v in set(values) - set(was)}
+            gone = {v.split(" = ")[0] if names else v for v in set(was) - set(values)}
+            parts = [
+                f"{label}: {', '.join(sorted(items))}"
+                for label, items in (("new", added - gone), ("other values", added & gone), ("gone", gone - added))
+                if items
+            ]
+            change = "; ".join(parts)
             found.append(f"{name}'s {what} changed ({change or 'order'})")
     return found
 
