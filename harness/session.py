@@ -116,6 +116,11 @@ class Session:
 
     def row(self, query: Query, params: Params | None = None) -> tuple[Any, ...] | None:
         """The first row of `query` (None when there is none)."""
+        found = self.rows(query, params)
+        return found[0] if found else None
+
+    def rows(self, query: Query, params: Params | None = None) -> list[tuple[Any, ...]]:
+        """Every row of `query` ([] for a statement that returns none, DDL say; autocommit)."""
         budget = self._budget()
         if self._conn is None or self._conn.closed or self._conn.broken:
             self.close()
@@ -123,7 +128,8 @@ class Session:
         what = f"node {self.node.name!r} to answer {query!r}"
         try:
             with bounded(self._conn, budget, what):
-                return self._conn.execute(query, params).fetchone()
+                cursor = self._conn.execute(query, params)
+                return cursor.fetchall() if cursor.description else []
         except (psycopg.OperationalError, QueryTimeout):
             self.close()  # the next call connects again
             raise

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -30,7 +31,7 @@ from harness.wait import poll_until
 
 if TYPE_CHECKING:
     from harness.cluster import Cluster
-    from harness.node import Node
+    from harness.session import Session
 
 log = logging.getLogger("harness")
 
@@ -122,10 +123,9 @@ class Baseline:
     backup_runs: int
 
 
-def read_state(node: Node) -> NodeState:
-    """The role, streaming and state of `node` (two statements on one connection)."""
-    with node.session() as session:
-        role, lists = session.row(_ROLE_SQL), session.row(_STATE_QUERY)
+def read_state(session: Session) -> NodeState:
+    """The role, streaming and state of the node `session` is connected to (two statements)."""
+    role, lists = session.row(_ROLE_SQL), session.row(_STATE_QUERY)
     assert role is not None  # each query returns one row
     assert lists is not None
     in_recovery, timeline, receiver, paused, altered = role
@@ -139,65 +139,59 @@ def read_state(node: Node) -> NodeState:
     )
 
 
-def undo_alter_system(node: Node, now: NodeState, was: NodeState, *, timeout: float = SETTINGS_TIMEOUT) -> None:
-    """Put `node`'s ALTER SYSTEM settings back as `was` had them (what was set since is reset, what was
-    reset is set again), reload, and wait until the settings it runs with are `was`'s again."""
+def undo_alter_system(session: Session, now: NodeState, was: NodeState, *, timeout: float = SETTINGS_TIMEOUT) -> None:
+    """Put the ALTER SYSTEM settings of `session`'s node back as `was` had them (what was set since is
+    reset, what was reset is set again), reload, and wait until the settings it runs with are `was`'s."""
     wanted, found = dict(was.altered), dict(now.altered)
-    log.info("### Undoing ALTER SYSTEM on node %r", node.name)
+    log.info("### Undoing ALTER SYSTEM on node %r", session.node.name)
     for name in sorted(found.keys() - wanted.keys()):
-        node.sql(pgsql.SQL("ALTER SYSTEM RESET {}").format(pgsql.Identifier(name)))
+        session.rows(pgsql.SQL("ALTER SYSTEM RESET {}").format(pgsql.Identifier(name)))
     for name, value in wanted.items():
         if found.get(name) != value:
-            node.sql(pgsql.SQL("ALTER SYSTEM SET {} = {}").format(pgsql.Identifier(name), pgsql.Literal(value)))
-    node.sql("SELECT pg_reload_conf()")
+            session.rows(pgsql.SQL("ALTER SYSTEM SET {} = {}").format(pgsql.Identifier(name), pgsql.Literal(value)))
+    session.rows("SELECT pg_reload_conf()")
     poll_until(
-        lambda: read_state(node).state["settings in use"],
+        lambda: read_state(session).state["settings in use"],
         lambda in_use: in_use == was.state["settings in use"],
-        what=f"node {node.name!r} to run with its settings of before the test again",
+        what=f"node {session.node.name!r} to run with its settings of before the test again",
         timeout=timeout,
     )
 
 
-def _made(primary: Node) -> Made:
-    databases, relations = primary.sql(_MADE_SQL)[0]
+def _made(session: Session) -> Made:
+    databases, relations = session.rows(_MADE_SQL)[0]
     return Made(frozenset(databases), frozenset((kind, schema, name) for kind, schema, name in relations))
 
 
 def take_baseline(cluster: Cluster) -> Baseline:
-    """What `cluster` holds now (before a test)."""
-    nodes = cluster.nodes
-    states = {node.name: read_state(node) for node in nodes}
-    return Baseline(
-        nodes=frozenset(states),
-        states=states,
-        made={node.name: _made(node) for node in nodes if not states[node.name].in_recovery},
-        backup_runs=cluster.backups.runs,
-    )
+    """What `cluster` holds now (before a test): one connection to each node."""
+    states, made = {}, {}
+    for node in cluster.nodes:
+        with node.session() as session:
+            states[node.name] = read_state(session)
+            if not states[node.name].in_recovery:
+                made[node.name] = _made(session)
+    return Baseline(nodes=frozenset(states), states=states, made=made, backup_runs=cluster.backups.runs)
 
 
-def _drop_subscriptions(node: Node, was: NodeState) -> None:
-    """Drop the subscriptions made on `node` since `was` (each drops its slot upstream)."""
-    for subscription in _new(read_state(node), was, "subscriptions"):
-        node.sql(pgsql.SQL("DROP SUBSCRIPTION {}").format(pgsql.Identifier(subscription)))
-
-
-def _drop_made(node: Node, was: NodeState, made: Made) -> None:
-    """Drop on primary `node` what was made since `was` and `made` (its subscriptions gone already):
-    publications, replication slots, databases, then relations."""
-    now = read_state(node)
+def _drop_made(session: Session, now: NodeState, was: NodeState, made: Made) -> None:
+    """Drop on the primary of `session` what was made since `was` and `made` (its subscriptions gone
+    already): publications, replication slots, databases, then relations."""
     for publication in _new(now, was, "publications"):
-        node.sql(pgsql.SQL("DROP PUBLICATION {}").format(pgsql.Identifier(publication)))
+        session.rows(pgsql.SQL("DROP PUBLICATION {}").format(pgsql.Identifier(publication)))
     for slot in _new(now, was, "replication slots"):
-        node.sql("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s", (slot,))
-    found = _made(node)
+        session.rows(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+        )
+    found = _made(session)
     for database in sorted(found.databases - made.databases):
-        node.sql(pgsql.SQL("DROP DATABASE {} WITH (FORCE)").format(pgsql.Identifier(database)))
+        session.rows(pgsql.SQL("DROP DATABASE {} WITH (FORCE)").format(pgsql.Identifier(database)))
     # Tables first: CASCADE takes their views and owned sequences with them.
     for kind, schema, name in sorted(found.relations - made.relations, key=lambda r: (_DROP[r[0]] != "TABLE", r)):
         statement = pgsql.SQL("DROP {} IF EXISTS {} CASCADE").format(
             pgsql.SQL(_DROP[kind]), pgsql.Identifier(schema, name)
         )
-        node.sql(statement)
+        session.rows(statement)
 
 
 def _new(now: NodeState, was: NodeState, what: str) -> list[str]:
@@ -264,26 +258,30 @@ def _reset(cluster: Cluster, before: Baseline) -> str | None:
         cluster.archive.remove_timelines_above(before.states["primary"].timeline)
     if cluster.backups.runs != before.backup_runs:
         cluster.backups.clear()
-    # Subscriptions first, everywhere: each holds a slot on its publisher.
-    for name in sorted(before.made):
-        _drop_subscriptions(nodes[name], before.states[name])
-    for name, made in sorted(before.made.items()):
-        _drop_made(nodes[name], before.states[name], made)
-    problems = []
-    for name in sorted(before.nodes):
-        node, was = nodes[name], before.states[name]
-        now = read_state(node)
-        if now.altered != was.altered:
-            undo_alter_system(node, now, was)
-        if was.in_recovery and was.receiver == "streaming":
-            # Its role first (a promoted or paused standby would not catch up), then, once it has replayed
-            # the drops (its WAL receiver may still be connecting again after a fault), the rest.
-            role = differences(was, replace(now, receiver=was.receiver, state=was.state), name=name)
-            if role:
-                problems += role
-                continue
-            primary.wait_for_catchup(node, timeout=CATCHUP_TIMEOUT)
-        problems += differences(was, read_state(node), name=name)
+    with ExitStack() as stack:
+        # One connection to each node for the whole reset.
+        sessions = {name: stack.enter_context(nodes[name].session()) for name in sorted(before.nodes)}
+        now = {name: read_state(session) for name, session in sessions.items()}
+        # Subscriptions first, everywhere: each holds a slot on its publisher.
+        for name in sorted(before.made):
+            for subscription in _new(now[name], before.states[name], "subscriptions"):
+                sessions[name].rows(pgsql.SQL("DROP SUBSCRIPTION {}").format(pgsql.Identifier(subscription)))
+        for name, made in sorted(before.made.items()):
+            _drop_made(sessions[name], now[name], before.states[name], made)
+        problems = []
+        for name, session in sessions.items():
+            was = before.states[name]
+            if now[name].altered != was.altered:
+                undo_alter_system(session, now[name], was)
+            if was.in_recovery and was.receiver == "streaming":
+                # Its role first (a promoted or paused standby would not catch up), then, once it has
+                # replayed the drops (its WAL receiver may still be connecting again after a fault), the rest.
+                role = differences(was, replace(now[name], receiver=was.receiver, state=was.state), name=name)
+                if role:
+                    problems += role
+                    continue
+                primary.wait_for_catchup(nodes[name], timeout=CATCHUP_TIMEOUT)
+            problems += differences(was, read_state(session), name=name)
     return "; ".join(problems) or None
 
 
