@@ -73,6 +73,10 @@ _STATE_SQL = {
     "per-database and per-role settings": """
         SELECT format('%s/%s = %s', setdatabase, setrole, array_to_string(setconfig, ',')) FROM pg_db_role_setting
     """,
+    "client authentication (pg_hba.conf) rules": """
+        SELECT concat_ws(' ', type, database::text, user_name::text, address, netmask, auth_method, options::text)
+          FROM pg_hba_file_rules
+    """,
     "roles": "SELECT rolname::text FROM pg_roles",
     "replication slots": "SELECT slot_name::text FROM pg_replication_slots",
     "publications": "SELECT pubname::text FROM pg_publication",

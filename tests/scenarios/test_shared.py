@@ -90,6 +90,14 @@ def test_the_reset_names_each_change_it_does_not_undo(shared_cluster):
         cluster.node(node).sql(undo)
         assert reset(cluster, before) is None, undo
 
+    # An edited pg_hba.conf is named too (its rules as the server would read the file now).
+    primary = cluster.primary
+    hba = primary.scalar("SHOW hba_file")
+    primary.exec("sh", "-c", 'cp "$1" "$1.saved" && echo "host all left_behind all reject" >> "$1"', "edit", hba)
+    assert "primary's client authentication (pg_hba.conf) rules changed (new: host" in reset(cluster, before)
+    primary.exec("sh", "-c", 'mv "$1.saved" "$1"', "undo", hba)
+    assert reset(cluster, before) is None
+
 
 PLUGIN_RUN = """
 import pytest
