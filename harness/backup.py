@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict
 
-from harness.compose import run_container
+from harness.compose import KEEPER_MOUNTS, run_container
 from harness.constants import BACKUPS_PATH, DATA_MOUNT
 from harness.errors import BackupError, ClusterError, HarnessError
 from harness.quoting import check_file_name, conninfo
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("harness")
 
-#: The backups volume in the storage keeper (docker/compose.tmpfs.yaml).
-KEEPER_BACKUPS = "/keep/backups"
 #: Seconds a tool run in a throwaway container may take (a dump, a rewind, a listing).
 TOOL_TIMEOUT = 600.0
 
@@ -95,7 +93,8 @@ class Backups:
         """Remove every base backup and dump from the backups volume."""
         log.info("### Removing every backup of cluster %r", self.cluster.name)
         if self.cluster.storage == "tmpfs":  # the storage keeper holds the volume: no tool container
-            self.cluster.in_keeper(["find", KEEPER_BACKUPS, "-mindepth", "1", "-delete"], "clearing the backups")
+            keeper_backups = f"{KEEPER_MOUNTS}/backups"
+            self.cluster.in_keeper(["find", keeper_backups, "-mindepth", "1", "-delete"], "clearing the backups")
         else:
             self.run_tool(["find", BACKUPS_PATH, "-mindepth", "1", "-delete"], what="clearing the backups")
 

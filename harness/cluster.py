@@ -39,6 +39,7 @@ from harness import evidence, registry
 from harness.archive import Archive
 from harness.backup import Backups
 from harness.compose import (
+    KEEPER_MOUNTS,
     RUN_TIME_DATA,
     STORAGE_SERVICE,
     STORAGES,
@@ -360,7 +361,7 @@ class Cluster:
         if self.engine.remote:
             return
         # A port held by this project's own containers is not in use by someone else.
-        own = self.containers()
+        own = self._project_ids(nodes=True)
         for service, port in self.ports.items():
             if service not in own and not port_is_free(port, self.engine.bind):
                 raise PortInUse(
@@ -505,15 +506,18 @@ class Cluster:
         if isinstance(name, Node):
             return name
         if name not in self._nodes:
-            if name not in self.containers():
+            if name not in self._project_ids(nodes=True):
                 raise UnknownNode(self._unknown(name))
             self._nodes[name] = Node(self, name)
         return self._nodes[name]
 
     @property
     def nodes(self) -> list[Node]:
-        """Every PostgreSQL node of the cluster (running or not), by name."""
-        return [self.node(name) for name in sorted(self.containers())]
+        """Every PostgreSQL node of the cluster (running or not), by name (one listing of the project)."""
+        names = sorted(self._project_ids(nodes=True))
+        for name in names:
+            self._nodes.setdefault(name, Node(self, name))
+        return [self._nodes[name] for name in names]
 
     @property
     def primary(self) -> Node:
@@ -531,7 +535,7 @@ class Cluster:
         if name not in found:
             raise UnknownNode(
                 f"cluster {self.name!r} has no service {name!r}; its services: {', '.join(sorted(found)) or 'none'}"
-                f" (its PostgreSQL nodes: {', '.join(sorted(self.containers())) or 'none'})"
+                f" (its PostgreSQL nodes: {', '.join(sorted(self._project_ids(nodes=True))) or 'none'})"
             )
         return found[name]
 
@@ -630,7 +634,9 @@ class Cluster:
         if self.storage != "tmpfs":
             return {}
         # `name` is a node name (NODE_NAME): a plain folder name.
-        self.in_keeper(["mkdir", "-m", "1777", f"/keep/{RUN_TIME_DATA}/{name}"], f"no folder for node {name!r}")
+        self.in_keeper(
+            ["mkdir", "-m", "1777", f"{KEEPER_MOUNTS}/{RUN_TIME_DATA}/{name}"], f"no folder for node {name!r}"
+        )
         held = self._client.volumes.get(f"{self.name}_{RUN_TIME_DATA}")
         device = f"{held.attrs['Mountpoint']}/{name}"
         return {"driver": "local", "driver_opts": {"type": "none", "o": "bind", "device": device}}
@@ -669,7 +675,9 @@ class Cluster:
         with contextlib.suppress(docker.errors.NotFound):
             self._client.volumes.get(f"{self.name}_{name}-data").remove(force=True)
         if self.storage == "tmpfs":
-            self.in_keeper(["rm", "-rf", f"/keep/{RUN_TIME_DATA}/{name}"], f"node {name!r}'s data stays in memory")
+            self.in_keeper(
+                ["rm", "-rf", f"{KEEPER_MOUNTS}/{RUN_TIME_DATA}/{name}"], f"node {name!r}'s data stays in memory"
+            )
 
     def _run_node(
         self,

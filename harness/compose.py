@@ -48,7 +48,9 @@ COMPOSE_FILE = _compose_file()
 TMPFS_OVERRIDE = COMPOSE_FILE.parent / "docker" / "compose.tmpfs.yaml"
 #: Its service that holds the tmpfs volumes mounted for the cluster's lifetime (not a node, not a user's).
 STORAGE_SERVICE = "data-keeper"
-#: Its volume (mounted by that service at /keep/<this>) that holds the data of nodes added at run time.
+#: Where that service mounts each of its volumes: KEEPER_MOUNTS/<volume> (docker/compose.tmpfs.yaml).
+KEEPER_MOUNTS = "/keep"
+#: Its volume that holds the data of nodes added at run time.
 RUN_TIME_DATA = "run-time-data"
 #: Where a cluster's compose services keep their data directories.
 STORAGES = ("volume", "tmpfs")

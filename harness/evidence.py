@@ -45,7 +45,7 @@ def failure_reason(cluster: Cluster) -> str:
 def describe_failure(cluster: Cluster) -> str:
     """Container states and the recent log of every node, for an error message."""
     try:
-        nodes = [Node(cluster, name) for name in sorted(cluster.containers())]
+        nodes = cluster.nodes
         services = cluster.services
         states = ", ".join(f"{n.name}: {n.status()}" for n in [*nodes, *services]) or "no containers"
         return f"nodes: {states}\n{log_tails([*nodes, *services])}"

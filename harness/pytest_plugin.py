@@ -454,6 +454,12 @@ def _finish(cluster: Cluster, settings: Settings, item: pytest.Item, failed: boo
 ClusterFactory = Callable[..., Cluster]
 
 
+def cluster_arguments(settings: Settings, image: str, own: dict[str, Any]) -> dict[str, Any]:
+    """The `Cluster` arguments of a test's cluster: the session's settings, its image and this process as
+    owner, with the test's `own` arguments winning."""
+    return {**settings.cluster_kwargs(), "image": image, "owner": f"pytest-{os.getpid()}", **own}
+
+
 @pytest.fixture
 def cluster_factory(
     request: pytest.FixtureRequest, harness_image: str, harness_settings: Settings
@@ -467,9 +473,7 @@ def cluster_factory(
     request.node.stash[_clusters] = made
 
     def make(**kwargs: Any) -> Cluster:
-        kwargs = {**harness_settings.cluster_kwargs(), **kwargs}
-        kwargs.setdefault("image", harness_image)
-        kwargs.setdefault("owner", f"pytest-{os.getpid()}")
+        kwargs = cluster_arguments(harness_settings, harness_image, kwargs)
         try:
             return start(kwargs)
         except HarnessError as e:
@@ -521,10 +525,7 @@ class SharedClusters:
     def get(self, kwargs: dict[str, Any]) -> Cluster:
         key = repr(sorted(kwargs.items()))
         if key not in self._clusters:
-            arguments = {**self.settings.cluster_kwargs(), **kwargs}
-            arguments.setdefault("image", self.image)
-            arguments.setdefault("owner", f"pytest-{os.getpid()}")
-            cluster = Cluster(**arguments)
+            cluster = Cluster(**cluster_arguments(self.settings, self.image, kwargs))
             try:
                 cluster.start()
             except HarnessError as e:

@@ -118,10 +118,10 @@ class Made:
 
 @dataclass(frozen=True)
 class Baseline:
-    """What a shared cluster held before a test: its nodes, each node's state, the databases and relations
-    of each primary (the cluster's, and independent ones: a logical subscriber), the backup tools run."""
+    """What a shared cluster held before a test: each node's state (by node name), the databases and
+    relations of each primary (the cluster's, and independent ones: a logical subscriber), the backup
+    tools run."""
 
-    nodes: frozenset[str]
     states: Mapping[str, NodeState]
     made: Mapping[str, Made]
     backup_runs: int
@@ -175,7 +175,7 @@ def take_baseline(cluster: Cluster) -> Baseline:
             states[node.name] = read_state(session)
             if not states[node.name].in_recovery:
                 made[node.name] = _made(session)
-    return Baseline(nodes=frozenset(states), states=states, made=made, backup_runs=cluster.backups.runs)
+    return Baseline(states=states, made=made, backup_runs=cluster.backups.runs)
 
 
 def _drop_made(session: Session, now: NodeState, was: NodeState, made: Made) -> None:
@@ -238,10 +238,10 @@ def reset(cluster: Cluster, before: Baseline) -> str | None:
     made), every backup when a backup tool ran; on each primary (the cluster's, and
     independent ones such as a logical subscriber), new subscriptions, publications
     and replication slots, then databases and relations (``DROP ... WITH (FORCE)``,
-    ``DROP TABLE ... CASCADE``); ALTER SYSTEM
-    settings are put back on every node, and reloaded (`undo_alter_system`). Returns None
-    when the cluster is as `before` found it and its standbys have replayed the
-    drops; else what differs, in one line (the cluster should not be shared again).
+    ``DROP TABLE ... CASCADE``). ALTER SYSTEM settings are put back on every node,
+    and reloaded (`undo_alter_system`). Returns None when the cluster is as `before`
+    found it and its standbys have replayed the drops; else what differs, in one
+    line (the cluster should not be shared again).
     """
     try:
         return _reset(cluster, before)
@@ -251,10 +251,10 @@ def reset(cluster: Cluster, before: Baseline) -> str | None:
 
 def _reset(cluster: Cluster, before: Baseline) -> str | None:
     nodes = {node.name: node for node in cluster.nodes}
-    missing = sorted(before.nodes - set(nodes))
+    missing = sorted(before.states.keys() - nodes.keys())
     if missing:
         return f"node(s) {', '.join(missing)} gone"
-    added = sorted(set(nodes) - before.nodes)
+    added = sorted(nodes.keys() - before.states.keys())
     for name in added:
         cluster.remove_node(name)
     primary = cluster.primary
@@ -264,7 +264,7 @@ def _reset(cluster: Cluster, before: Baseline) -> str | None:
         cluster.backups.clear()
     with ExitStack() as stack:
         # One connection to each node for the whole reset.
-        sessions = {name: stack.enter_context(nodes[name].session()) for name in sorted(before.nodes)}
+        sessions = {name: stack.enter_context(nodes[name].session()) for name in sorted(before.states)}
         now = {name: read_state(session) for name, session in sessions.items()}
         # Subscriptions first, everywhere: each holds a slot on its publisher.
         for name in sorted(before.made):

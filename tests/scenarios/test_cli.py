@@ -74,7 +74,7 @@ def running_environment(harness_image):
     """A `harness up` environment (primary and standby) for the scenarios that only need one to exist."""
     name = new_cluster_name("pgh-cli")
     try:
-        ok("up", "--name", name, "--primary-port", str(free_port()), "--standby-port", str(free_port()))
+        up_on_free_ports(name)
         yield name
     finally:
         remove_environment(docker.from_env(), name)
