@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import trustme
-
 #: Host names a node is reached by on the replication network: compose's services and run-time nodes' usual names.
 NODE_NAMES = (
     "primary",
@@ -39,6 +37,8 @@ class TlsFiles:
     @classmethod
     def make(cls, names: tuple[str, ...] = NODE_NAMES) -> TlsFiles:
         """A new CA and a server certificate it signs for `names`."""
+        import trustme  # here: every CLI call imports this module, few make a CA (cryptography: ~25 ms)
+
         authority = trustme.CA(organization_name="pgharness test CA")
         server = authority.issue_cert(*names)
         return cls(

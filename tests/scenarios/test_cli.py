@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from helpers import harness, run_pytest, wait_until_healthy
 
-from harness import Cluster, ClusterError
+from harness import Cluster, ClusterError, registry
 from harness.cluster import new_cluster_name
 from harness.compose import COMPOSE_FILE
 from harness.environments import remove_environment, this_host
@@ -60,13 +60,26 @@ def project_resources(name):
     )
 
 
+class LeftEnvironment:
+    """What a scenario's environment left, for the harness's background removals (`registry.Removable`)."""
+
+    def __init__(self, name):
+        self.name = name
+        registry.register(self)
+
+    def destroy(self):
+        remove_environment(docker.from_env(), self.name)
+        registry.unregister(self)
+
+
 @pytest.fixture
 def environment(harness_image):
-    """A name for a `harness up` environment; whatever the test leaves is removed (what `harness down` does,
-    without a process of its own: the scenarios that test `down` run it)."""
+    """A name for a `harness up` environment; whatever the test leaves is removed behind the next tests, as
+    their clusters are (what `harness down` does, without a process of its own: the scenarios that test
+    `down` run it; the session waits for the removal and fails if it failed)."""
     name = new_cluster_name("pgh-cli")
     yield name
-    remove_environment(docker.from_env(), name)
+    registry.remove_in_background(LeftEnvironment(name))
 
 
 @pytest.fixture(scope="module")
