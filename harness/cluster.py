@@ -434,6 +434,8 @@ class Cluster:
             log.info("### Removing cluster %r", self.name)
             # Compose's containers, volumes and network, and the harness's own (nodes added at run time).
             remove_project(self._client, self.name)
+            for node in self._nodes.values():
+                node._forget_port()  # a fresh start publishes new ports
             registry.unregister(self)
 
     def release(self) -> None:

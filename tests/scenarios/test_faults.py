@@ -63,3 +63,20 @@ def test_the_cli_partitions_and_heals_a_node_of_an_environment(cluster):
     assert done.returncode == 0, done.stderr
     assert not is_partitioned(standby)
     assert reaches(standby, cluster.primary)
+
+
+def test_a_node_restarted_behind_the_harness_back_is_reached_on_its_new_port(shared_cluster):
+    # The harness keeps the port its last connection reached; someone else restarts the container, which
+    # publishes a new one (the engine hands out ephemeral ports in turn, never the one just freed at once).
+    primary, standby = shared_cluster.primary, shared_cluster.standby
+    assert standby.sql("SELECT 1") == [(1,)]
+    before = standby.port
+    standby.container.restart(timeout=10)
+    assert standby.port != before
+
+    # The next connections ask the engine again, and reach the node, streaming again, where it now is.
+    standby.wait_ready()
+    primary.sql("CREATE TABLE hoge (col integer)")
+    primary.sql("INSERT INTO hoge VALUES (1)")
+    primary.wait_for_catchup(standby)
+    assert standby.sql("SELECT col FROM hoge") == [(1,)]
