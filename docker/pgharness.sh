@@ -218,9 +218,10 @@ run_init_sql() {
     pg_ctl -D "$1" -m fast -w stop >/dev/null || die "the server run for PGHARNESS_INIT_SQL did not stop"
 }
 
-# SQL on stdin, run in single-user mode on the data directory $1; any error stops the start.
+# SQL on stdin, run in single-user mode on the data directory $1 (server options after it); any error stops the start.
 single_user_sql() {
-    out=$(postgres --single -D "$1" -c archive_mode=off postgres 2>&1 >/dev/null) \
+    datadir=$1; shift
+    out=$(postgres --single -D "$datadir" -c archive_mode=off "$@" postgres 2>&1 >/dev/null) \
         || die "single-user mode failed: $(printf '%s\n' "$out" | grep -E '(ERROR|FATAL):' | tail -n 1)"
     if printf '%s\n' "$out" | grep -qE '(ERROR|FATAL):'; then
         die "single-user mode failed: $(printf '%s\n' "$out" | grep -E '(ERROR|FATAL):' | head -n 1)"
@@ -263,8 +264,14 @@ host    all          $(hba_name "$repl_user")    all      reject
 host    all          all           all      scram-sha-256
 EOF
     write_settings primary "$new"
-    # Roles are made in single-user mode: no server to start and stop.
-    single_user_sql "$new" <<EOF
+    # Roles are made in single-user mode: no server to start and stop. SCRAM_ITERATIONS (PostgreSQL 16+)
+    # is the iteration count of their passwords' SCRAM secrets, which every client login pays for.
+    set --
+    if [ -n "${SCRAM_ITERATIONS:-}" ]; then
+        case $SCRAM_ITERATIONS in *[!0-9]*|0*) die "SCRAM_ITERATIONS=$SCRAM_ITERATIONS: a whole number, 1 or more" ;; esac
+        if [ "$(cat "$new/PG_VERSION")" -ge 16 ]; then set -- -c "scram_iterations=$SCRAM_ITERATIONS"; fi
+    fi
+    single_user_sql "$new" "$@" <<EOF
 ALTER ROLE postgres PASSWORD $(sql_literal "${POSTGRES_PASSWORD:-postgres}");
 CREATE ROLE $(sql_ident "$repl_user") WITH LOGIN REPLICATION PASSWORD $(sql_literal "${REPLICATION_PASSWORD:-repli}");
 EOF

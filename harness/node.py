@@ -139,9 +139,10 @@ class Node(Service):
             conn = psycopg.connect(self._dsn_at(port, dbname), autocommit=autocommit, **kwargs)
         except psycopg.OperationalError:
             self._forget_port()
-            if self.port == port:
+            fresh = self.port
+            if fresh == port:
                 raise
-            port = self.port
+            port = fresh
             conn = psycopg.connect(self._dsn_at(port, dbname), autocommit=autocommit, **kwargs)
         self._connect_port = port
         return conn
