@@ -239,7 +239,8 @@ class Cluster:
             # Each connection computes the password's SCRAM key (PBKDF2) on the client's side: 2 ms of CPU at
             # PostgreSQL's 4096 iterations, a few thousand times a test run. One iteration is the same
             # protocol, and a wrong password is refused all the same (PostgreSQL 16+; older ones ignore it).
-            "SCRAM_ITERATIONS": "1",
+            # SCRAM_ITERATIONS= (empty) in the environment keeps the server's own count.
+            "SCRAM_ITERATIONS": os.environ.get("SCRAM_ITERATIONS", "1"),
         }
         variables.update({_variable(service, "PORT"): str(p) for service, p in self.ports.items()})
         variables.update({_variable(node, "SETTINGS"): self.node_settings.get(node, "") for node in COMPOSE_NODES})
