@@ -134,12 +134,13 @@ class Node(Service):
         """
         kwargs.setdefault("connect_timeout", 10)
         kwargs.setdefault("application_name", "pgharness")
-        port = self._connect_port if self._connect_port is not None else self.port
+        kept = self._connect_port
+        port = kept if kept is not None else self.port
         try:
             conn = psycopg.connect(self._dsn_at(port, dbname), autocommit=autocommit, **kwargs)
         except psycopg.OperationalError:
             self._forget_port()
-            fresh = self.port
+            fresh = self.port if kept is not None else port  # a port just asked for is not asked for again
             if fresh == port:
                 raise
             port = fresh
