@@ -130,7 +130,7 @@ class Node(Service):
         a connection that fails asks again, and tries once more when the port has changed (a restart
         publishes a new one). A port a node gave up is not handed to another container meanwhile: the
         engine hands out ephemeral ports in turn and comes back to a freed one only after the whole range
-        (some 28,000 starts). The inspection this saves was a third of a scenario's own CPU.
+        (some 28,000 starts). The inspection this saves was a fifth of a test process's CPU.
         """
         kwargs.setdefault("connect_timeout", 10)
         kwargs.setdefault("application_name", "pgharness")
