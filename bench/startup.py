@@ -15,10 +15,12 @@ Figures (median, min and max over the runs):
   replayed on an archive-only standby (restore_command alone);
 - down: `Cluster.destroy()` (every container, volume and network of the project);
 - peak memory of each container (cgroup max usage, or sampled usage);
-- up with 1 and with 5 standbys (extra standbys start together);
+- up with 1 and with 5 standbys (extra standbys start together), each with the CPU-seconds the
+  whole machine spent meanwhile (engine, containers and PostgreSQL included; Linux's /proc/stat);
 - from the end of pytest's collection to the first scenario's setup and call;
 - how many default clusters run side by side on the engine, and what stops the next;
-- the default suite's wall time, serial and with pytest-xdist `-n 2`;
+- the default suite's wall time, serial and with pytest-xdist `-n 2`, and the machine's CPU-seconds
+  busy meanwhile (on two cores, `-n 2` is bound by that work: half of it is the shortest it can take);
 - `harness --help`: the command line's own start (the interpreter included).
 
 Prints the machine it ran on, a table, and writes everything to bench/results.json.
@@ -219,17 +221,46 @@ def logical_run(image: str, rows: int = 100_000, load_seconds: float = 3.0) -> F
     }
 
 
+def machine_busy() -> float | None:
+    """CPU-seconds the whole machine has spent busy since boot (user, nice, system, irq and softirq time of
+    /proc/stat's first line); None where there is no /proc/stat: unknown, never zero."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields)
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_during(before: float | None) -> float | None:
+    """The machine's busy CPU-seconds since `before` (a `machine_busy()` reading); None when unknown."""
+    after = machine_busy()
+    return None if before is None or after is None else after - before
+
+
 def timed(action: Callable[[], object]) -> float:
     t0 = time.perf_counter()
     action()
     return time.perf_counter() - t0
 
 
-def standbys_up(image: str, standbys: int, storage: str | None = None) -> float:
-    """Seconds to a ready cluster of a primary and `standbys` streaming standbys."""
+def standbys_up(image: str, standbys: int, storage: str | None = None) -> tuple[float, float | None]:
+    """Seconds to a ready cluster of a primary and `standbys` streaming standbys, and the machine's busy
+    CPU-seconds meanwhile (None when unknown)."""
+    busy = machine_busy()
     t0 = time.perf_counter()
     with Cluster(image=image, owner="bench", storage=storage or STORAGE, standbys=standbys):
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, busy_during(busy)
+
+
+def standby_figures(image: str, standbys: int) -> Figures:
+    """`standbys_up` as figures: its seconds, and its machine CPU-seconds when known."""
+    label = f"up: primary + {standbys} standb{'y' if standbys == 1 else 'ies'} (standbys={standbys})"
+    seconds, cpu = standbys_up(image, standbys)
+    figures = {label: seconds}
+    if cpu is not None:
+        figures[f"{label}: machine CPU-s busy"] = cpu
+    return figures
 
 
 def side_by_side(image: str, limit: int = 40) -> tuple[int, str]:
@@ -273,19 +304,22 @@ def first_test_timings(pg_version: str) -> dict[str, float]:
             "collection end to the first scenario's call": timings["call"]}  # fmt: skip
 
 
-def suite_wall_time(pg_version: str, pg_image: str, workers: int | None) -> float:
-    """Seconds for the default suite (`pytest`, as `make test` runs it), serial or on `workers` xdist workers."""
+def suite_wall_time(pg_version: str, pg_image: str, workers: int | None) -> tuple[float, float | None]:
+    """Seconds for the default suite (`pytest`, as `make test` runs it), serial or on `workers` xdist workers,
+    and the machine's busy CPU-seconds meanwhile (None when unknown)."""
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pg-version", pg_version]
     if pg_image:
         cmd += ["--pg-image", pg_image]
     if workers:
         cmd += ["-n", str(workers)]
     print(f"### suite: {' '.join(cmd[2:])}", flush=True)
+    busy = machine_busy()
     t0 = time.perf_counter()
     result = subprocess.run(cmd, cwd=REPOSITORY, check=False, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - t0
     if result.returncode != 0:
         print(f"### suite exited {result.returncode}: its time is reported all the same", flush=True)
-    return time.perf_counter() - t0
+    return seconds, busy_during(busy)
 
 
 def summarize(runs: list[Figures]) -> dict[str, dict[str, float]]:
@@ -320,9 +354,9 @@ def main() -> int:
             figures["image build when cached"] = timed(lambda: ensure_image(spec))
             figures |= archive_run(image)
             figures |= logical_run(image)
-            figures["up: primary + 1 standby (standbys=1)"] = standbys_up(image, 1)
-            figures["up: primary + 1 standby, data on disk (storage=volume)"] = standbys_up(image, 1, "volume")
-            figures["up: primary + 5 standbys (standbys=5)"] = standbys_up(image, 5)
+            figures |= standby_figures(image, 1)
+            figures["up: primary + 1 standby, data on disk (storage=volume)"] = standbys_up(image, 1, "volume")[0]
+            figures |= standby_figures(image, 5)
             figures |= first_test_timings(args.pg_version)
             figures["harness --help"] = cli_help()
             runs.append(figures)
@@ -342,9 +376,11 @@ def main() -> int:
     clusters, stopped = side_by_side(image)
     suite: dict[str, Any] = {}
     if not args.no_suite:
-        serial = suite_wall_time(args.pg_version, args.pg_image, None)
-        parallel = suite_wall_time(args.pg_version, args.pg_image, 2)
+        serial, serial_cpu = suite_wall_time(args.pg_version, args.pg_image, None)
+        parallel, parallel_cpu = suite_wall_time(args.pg_version, args.pg_image, 2)
         suite = {"serial_s": serial, "xdist_2_s": parallel, "speedup": serial / parallel}
+        suite |= {"serial_busy_cpu_s": serial_cpu} if serial_cpu is not None else {}
+        suite |= {"xdist_2_busy_cpu_s": parallel_cpu} if parallel_cpu is not None else {}
 
     print(", ".join(f"{k}: {v}" for k, v in machine.items()) + f"; {args.runs} runs")
     print(f"{'figure':<52} {'median':>8} {'min':>8} {'max':>8}")
@@ -354,8 +390,14 @@ def main() -> int:
         print(f"{'peak memory of ' + name:<52} {used / 2**20:>6.0f}MiB")
     print(f"{'clusters side by side on this engine':<52} {clusters:>8}  (then: {stopped})")
     if suite:
-        print(f"{'default suite, serial':<52} {suite['serial_s']:>7.0f}s")
-        print(f"{'default suite, pytest -n 2':<52} {suite['xdist_2_s']:>7.0f}s  ({suite['speedup']:.2f}x)")
+        cores = os.cpu_count() or 1
+        for label, key, extra in (
+            ("default suite, serial", "serial", ""),
+            ("default suite, pytest -n 2", "xdist_2", f"  ({suite['speedup']:.2f}x)"),
+        ):
+            busy = suite.get(f"{key}_busy_cpu_s")
+            work = f"  machine busy {busy:.0f} of {cores * suite[f'{key}_s']:.0f} CPU-s" if busy is not None else ""
+            print(f"{label:<52} {suite[f'{key}_s']:>7.0f}s{extra}{work}")
     result = {
         "machine": machine,
         "runs": args.runs,
