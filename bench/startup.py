@@ -255,7 +255,7 @@ def standbys_up(image: str, standbys: int, storage: str | None = None) -> tuple[
 
 def standby_figures(image: str, standbys: int) -> Figures:
     """`standbys_up` as figures: its seconds, and its machine CPU-seconds when known."""
-    label = f"up: primary + {standbys} standb{'y' if standbys == 1 else 'ies'} (standbys={standbys})"
+    label = f"up: primary + {standbys} standby{'' if standbys == 1 else 's'} (standbys={standbys})"
     seconds, cpu = standbys_up(image, standbys)
     figures = {label: seconds}
     if cpu is not None:
