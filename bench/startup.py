@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import docker.errors
 import psycopg
@@ -54,6 +54,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 #: Where the nodes keep their data in the figures: as the pytest plugin has it (tmpfs); `--storage` changes it.
 STORAGE = "tmpfs"
 Figures = dict[str, float]
+T = TypeVar("T")
 
 
 def first_write(node: Node) -> float:
@@ -232,25 +233,28 @@ def machine_busy() -> float | None:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
-def busy_during(before: float | None) -> float | None:
-    """The machine's busy CPU-seconds since `before` (a `machine_busy()` reading); None when unknown."""
+def measured(action: Callable[[], T]) -> tuple[T, float, float | None]:
+    """What `action` returns, the seconds it took, and the machine's busy CPU-seconds meanwhile (None when
+    unknown)."""
+    busy = machine_busy()
+    t0 = time.perf_counter()
+    result = action()
+    seconds = time.perf_counter() - t0
     after = machine_busy()
-    return None if before is None or after is None else after - before
+    return result, seconds, None if busy is None or after is None else after - busy
 
 
 def timed(action: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
-    action()
-    return time.perf_counter() - t0
+    return measured(action)[1]
 
 
 def standbys_up(image: str, standbys: int, storage: str | None = None) -> tuple[float, float | None]:
     """Seconds to a ready cluster of a primary and `standbys` streaming standbys, and the machine's busy
     CPU-seconds meanwhile (None when unknown)."""
-    busy = machine_busy()
-    t0 = time.perf_counter()
-    with Cluster(image=image, owner="bench", storage=storage or STORAGE, standbys=standbys):
-        return time.perf_counter() - t0, busy_during(busy)
+    cluster = Cluster(image=image, owner="bench", storage=storage or STORAGE, standbys=standbys)
+    _, seconds, busy = measured(cluster.start)  # a start that fails removes what it made
+    cluster.destroy()
+    return seconds, busy
 
 
 def standby_figures(image: str, standbys: int) -> Figures:
@@ -313,13 +317,14 @@ def suite_wall_time(pg_version: str, pg_image: str, workers: int | None) -> tupl
     if workers:
         cmd += ["-n", str(workers)]
     print(f"### suite: {' '.join(cmd[2:])}", flush=True)
-    busy = machine_busy()
-    t0 = time.perf_counter()
-    result = subprocess.run(cmd, cwd=REPOSITORY, check=False, stdout=subprocess.DEVNULL)
-    seconds = time.perf_counter() - t0
+
+    def run() -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(cmd, cwd=REPOSITORY, check=False, stdout=subprocess.DEVNULL)
+
+    result, seconds, busy = measured(run)
     if result.returncode != 0:
         print(f"### suite exited {result.returncode}: its time is reported all the same", flush=True)
-    return seconds, busy_during(busy)
+    return seconds, busy
 
 
 def summarize(runs: list[Figures]) -> dict[str, dict[str, float]]:

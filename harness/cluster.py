@@ -512,19 +512,20 @@ class Cluster:
         """The node `name` (a node of this cluster passes through); `UnknownNode` lists the valid names."""
         if isinstance(name, Node):
             return name
+        if name not in self._nodes and name not in self._project_ids(nodes=True):
+            raise UnknownNode(self._unknown(name))
+        return self._handle(name)
+
+    def _handle(self, name: str) -> Node:
+        """The one `Node` of node `name` (made on first use: it keeps what its connections learnt)."""
         if name not in self._nodes:
-            if name not in self._project_ids(nodes=True):
-                raise UnknownNode(self._unknown(name))
             self._nodes[name] = Node(self, name)
         return self._nodes[name]
 
     @property
     def nodes(self) -> list[Node]:
         """Every PostgreSQL node of the cluster (running or not), by name (one listing of the project)."""
-        names = sorted(self._project_ids(nodes=True))
-        for name in names:
-            self._nodes.setdefault(name, Node(self, name))
-        return [self._nodes[name] for name in names]
+        return [self._handle(name) for name in sorted(self._project_ids(nodes=True))]
 
     @property
     def primary(self) -> Node:

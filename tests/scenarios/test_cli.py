@@ -60,18 +60,6 @@ def project_resources(name):
     )
 
 
-class LeftEnvironment:
-    """What a scenario's environment left, for the harness's background removals (`registry.Removable`)."""
-
-    def __init__(self, name):
-        self.name = name
-        registry.register(self)
-
-    def destroy(self):
-        remove_environment(docker.from_env(), self.name)
-        registry.unregister(self)
-
-
 @pytest.fixture
 def environment(harness_image):
     """A name for a `harness up` environment; whatever the test leaves is removed behind the next tests, as
@@ -79,7 +67,9 @@ def environment(harness_image):
     `down` run it; the session waits for the removal and fails if it failed)."""
     name = new_cluster_name("pgh-cli")
     yield name
-    registry.remove_in_background(LeftEnvironment(name))
+    left = Cluster(name, image=harness_image)  # a handle on the project: destroy() removes what it has
+    registry.register(left)
+    registry.remove_in_background(left)
 
 
 @pytest.fixture(scope="module")
