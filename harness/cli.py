@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from harness.constants import STORAGES
 from harness.errors import HarnessError, UnknownEnvironment, UnknownNode
 from harness.versions import DEFAULT_VERSION, parse_version_arg
 
@@ -192,6 +193,15 @@ def image(pg_version: str, pg_image: str) -> None:
     envvar="PGHARNESS_TLS",
     help="Replication over TLS (verify-full against a CA made now). [env: PGHARNESS_TLS=1]",
 )
+@click.option(
+    "--storage",
+    envvar="PGHARNESS_STORAGE",
+    type=click.Choice(STORAGES),
+    default="volume",
+    show_default=True,
+    help="Where the nodes keep their data: volumes on disk, or memory held while the environment runs "
+    "(starts twice as fast; gone when it is removed or the engine restarts). [env: PGHARNESS_STORAGE]",
+)
 @clean_errors
 def up(
     name: str,
@@ -207,6 +217,7 @@ def up(
     delayed_standby: str | None,
     compose_files: tuple[str, ...],
     tls: bool,
+    storage: str,
 ) -> None:
     """Start a primary and a streaming standby sharing a WAL archive; print how to connect.
 
@@ -236,6 +247,7 @@ def up(
         standbys=standbys,
         compose_files=compose_files,
         tls=tls,
+        storage=storage,
     )
     running = cluster.containers()
     if running and all(c.status == "running" for c in running.values()):

@@ -42,7 +42,6 @@ from harness.compose import (
     KEEPER_MOUNTS,
     RUN_TIME_DATA,
     STORAGE_SERVICE,
-    STORAGES,
     TMPFS_OVERRIDE,
     ComposeProject,
     check_compose_v2,
@@ -64,6 +63,7 @@ from harness.constants import (
     OWNER_STARTED_LABEL,
     PROJECT_LABEL,
     SERVICE_LABEL,
+    STORAGES,
 )
 from harness.engine import resolve
 from harness.environments import owner_labels

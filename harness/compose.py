@@ -52,8 +52,6 @@ STORAGE_SERVICE = "data-keeper"
 KEEPER_MOUNTS = "/keep"
 #: Its volume that holds the data of nodes added at run time.
 RUN_TIME_DATA = "run-time-data"
-#: Where a cluster's compose services keep their data directories.
-STORAGES = ("volume", "tmpfs")
 
 #: What the Docker SDK raises when the engine does not answer within a call's timeout (an APIError is an
 #: HTTPError, a RequestException too: never catch RequestException for a timeout).

@@ -9,6 +9,8 @@ from __future__ import annotations
 HOST = "127.0.0.1"
 #: The port PostgreSQL listens on inside every node.
 CONTAINER_PORT = 5432
+#: Where a cluster's compose services keep their data directories: disk volumes, or memory (tmpfs).
+STORAGES = ("volume", "tmpfs")
 #: Where each node's data volume is mounted (PGDATA is its data/ folder).
 DATA_MOUNT = "/var/lib/pgharness"
 #: Where the shared WAL archive is mounted.

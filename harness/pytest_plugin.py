@@ -48,7 +48,8 @@ import pytest_timeout
 
 from harness import evidence, registry, shared
 from harness.cluster import Cluster
-from harness.compose import ADDRESS_POOLS_EXHAUSTED, STORAGES
+from harness.compose import ADDRESS_POOLS_EXHAUSTED
+from harness.constants import STORAGES
 from harness.engine import resolve
 from harness.errors import HarnessError
 from harness.image import ImageSpec, ensure_image, image_exists, server_version

@@ -22,6 +22,15 @@ from harness.wait import poll_until
 pytestmark = pytest.mark.cli
 
 
+@pytest.fixture(scope="module", autouse=True)
+def suite_storage(harness_settings):
+    """`harness up` keeps its data where the suite's clusters keep theirs (`--pg-storage`: memory unless
+    asked otherwise); the seed's exercise runs it as `make up` does, on disk."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PGHARNESS_STORAGE", harness_settings.storage)
+        yield
+
+
 def ok(*args):
     """Run the command; it must succeed; return its stdout."""
     result = harness(*args)
@@ -47,6 +56,12 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def primary_data_on(name):
+    """What holds environment `name`'s primary's data: "tmpfs", or "disk" (a plain volume)."""
+    volume = docker.from_env().volumes.get(f"{name}_primary-data")
+    return (volume.attrs.get("Options") or {}).get("type", "disk")
 
 
 def project_resources(name):
@@ -83,13 +98,15 @@ def running_environment(harness_image):
         remove_environment(docker.from_env(), name)
 
 
-def test_up_prints_connection_strings_that_work_and_down_removes_everything(environment):
+def test_up_prints_connection_strings_that_work_and_down_removes_everything(environment, harness_settings):
     primary_port, standby_port = free_port(), free_port()
 
-    # `harness up` (what `make up` runs) with the seed's pair on chosen ports.
+    # `harness up` (what `make up` runs) with the seed's pair on chosen ports, its data where
+    # PGHARNESS_STORAGE says.
     ports = ["--primary-port", str(primary_port), "--standby-port", str(standby_port)]
     up = harness("up", "--name", environment, *ports)
     assert up.returncode == 0, up.stderr
+    assert primary_data_on(environment) == {"tmpfs": "tmpfs", "volume": "disk"}[harness_settings.storage]
 
     # It prints one connection string per node, with its role.
     rows = [line.split() for line in up.stdout.splitlines()]
@@ -207,11 +224,13 @@ def test_replication_is_not_backup_by_hand(environment):
     assert "not in recovery" in refused.stderr
 
 
-def test_the_seed_exercise_entirely_through_the_cli(environment):
+def test_the_seed_exercise_entirely_through_the_cli(environment, monkeypatch):
     name = ["--name", environment]
 
-    # make up's pair, on free ports.
+    # make up's pair, on free ports, with its data on disk (the default).
+    monkeypatch.delenv("PGHARNESS_STORAGE")
     up_on_free_ports(environment)
+    assert primary_data_on(environment) == "disk"
 
     # Exercise 26-1: a table and a row on the primary; the standby sees it.
     ok("sql", *name, "primary", "CREATE TABLE hoge (col integer)")
