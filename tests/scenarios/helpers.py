@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql as pgsql
 
+from harness.constants import DATA_MOUNT
 from harness.wait import poll_until
 
 
@@ -124,6 +125,11 @@ def run_pytest(tmp_path, test_source, *args, env_extra=None, **popen):
         preexec_fn=default_sigint,
         **popen,
     )
+
+
+def file_system(node, path=DATA_MOUNT):
+    """The type of the file system `path` is on, inside `node` (coreutils' names: tmpfs, ext2/ext3, ...)."""
+    return node.exec("stat", "--file-system", "--format=%T", path).strip()
 
 
 def harness(*args, env=None, timeout=180):

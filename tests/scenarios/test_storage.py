@@ -2,13 +2,7 @@
 for compose's nodes and for nodes added at run time alike, and kept across a crash and a restart."""
 
 import pytest
-
-from harness.constants import DATA_MOUNT
-
-
-def file_system(node, path=DATA_MOUNT):
-    """The type of the file system `path` is on, inside `node` (coreutils' names: tmpfs, ext2/ext3, ...)."""
-    return node.exec("stat", "--file-system", "--format=%T", path).strip()
+from helpers import file_system
 
 
 @pytest.mark.parametrize("storage", ["tmpfs", "volume"])
