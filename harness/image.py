@@ -322,10 +322,19 @@ def ensure_image(spec: ImageSpec, *, out: IO[str] = sys.stderr) -> str:
     engine): pytest-xdist workers and parallel CI steps on one engine wait for the first
     build, then reuse it.
     """
+    with FileLock(build_lock(spec)):
+        return ImageBuilder(spec, out=out).ensure()
+
+
+def build_lock(spec: ImageSpec) -> Path:
+    """The lock file `ensure_image` holds while it builds `spec` on this engine.
+
+    It stays after the build (removing a lock file another process may be waiting on is a race);
+    whoever removes a throwaway image removes its lock file too.
+    """
     # Per engine: workers spread over several engines build (or load) the image once on each.
     engine = digest(resolve().url)[:12]
-    with FileLock(Path(tempfile.gettempdir()) / f"pgharness-image-{sanitize_tag(spec.tag)}-{engine}.lock"):
-        return ImageBuilder(spec, out=out).ensure()
+    return Path(tempfile.gettempdir()) / f"pgharness-image-{sanitize_tag(spec.tag)}-{engine}.lock"
 
 
 def debian_image(

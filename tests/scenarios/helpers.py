@@ -13,6 +13,7 @@ import pytest
 from psycopg import sql as pgsql
 
 from harness.constants import DATA_MOUNT
+from harness.image import ImageSpec, build_lock
 from harness.wait import poll_until
 
 
@@ -159,3 +160,13 @@ def wait_until_healthy(label, count=2, timeout=120):
         timeout=timeout,
         retry_on=(docker.errors.NotFound,),
     )
+
+
+def remove_image_built_from(base):
+    """Remove a throwaway base image, the node images built from it, and the lock file of their build."""
+    client = docker.from_env()
+    spec = ImageSpec(0, base)  # the node image's tag comes from the base image alone
+    for image in client.images.list(spec.tag):
+        client.images.remove(image.id, force=True)
+    client.images.remove(base, force=True)
+    build_lock(spec).unlink(missing_ok=True)

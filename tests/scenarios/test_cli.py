@@ -10,7 +10,7 @@ from pathlib import Path
 import docker
 import psycopg
 import pytest
-from helpers import file_system, harness, run_pytest, wait_until_healthy
+from helpers import file_system, harness, remove_image_built_from, run_pytest, wait_until_healthy
 
 from harness import Cluster, ClusterError, registry
 from harness.cluster import new_cluster_name
@@ -185,7 +185,7 @@ def test_image_without_postgresql_is_refused_in_one_line(harness_image):
         assert last.startswith("harness: error: docker build of")
         assert "no PostgreSQL server binaries in this image" in last
     finally:
-        client.images.remove(tag, force=True)
+        remove_image_built_from(tag)
 
 
 def test_replication_is_not_backup_by_hand(environment):

@@ -10,7 +10,7 @@ import time
 
 import docker
 import pytest
-from helpers import default_sigint, labelled, remove_projects, run_pytest, wait_until_healthy
+from helpers import default_sigint, labelled, remove_image_built_from, remove_projects, run_pytest, wait_until_healthy
 
 import harness.cluster
 from harness import Cluster, ClusterError, registry
@@ -231,9 +231,7 @@ def test_up_interrupted_while_the_image_builds_leaves_nothing(harness_settings):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         subprocess.run([sys.executable, "-m", "harness", "down", "--name", name], capture_output=True, check=False)
-        for image in client.images.list(node_image):
-            client.images.remove(image.id, force=True)
-        client.images.remove(base)
+        remove_image_built_from(base)
     stderr = "".join(lines) + rest
 
     # One line says it was interrupted; no traceback; exit 130 like any Ctrl-C'd command.
