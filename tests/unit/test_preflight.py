@@ -37,3 +37,23 @@ def test_no_docker_cli_at_all(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(DockerUnavailable, match="no 'docker' command on PATH"):
         check_compose_v2()
+
+
+def test_compose_is_asked_once_per_path(tmp_path, monkeypatch):
+    # Every cluster start checks for Compose v2; the answer for one PATH is kept, a failure is not.
+    calls = tmp_path / "calls"
+    monkeypatch.setenv("PATH", fake_docker(tmp_path, f"echo called >> {calls}; echo v2.26.1"))
+    assert check_compose_v2() == "2.26.1"
+    assert check_compose_v2() == "2.26.1"
+    assert calls.read_text().count("called") == 1
+
+
+def test_a_failed_compose_check_is_asked_again(tmp_path, monkeypatch):
+    answer = tmp_path / "answer"
+    answer.write_text("1.29.2")
+    monkeypatch.setenv("PATH", fake_docker(tmp_path, f"read -r v < {answer}; echo \"$v\""))
+    with pytest.raises(DockerUnavailable):
+        check_compose_v2()
+    # The user installs Compose v2 and the same process tries again.
+    answer.write_text("v2.27.0")
+    assert check_compose_v2() == "2.27.0"
