@@ -15,6 +15,9 @@ ROOT = Path(__file__).resolve().parent
 
 class BuildPyWithResources(build_py):
     def run(self) -> None:
+        # pip builds in the checkout (build/): a module deleted since an earlier build would still be there
+        # and ship in the wheel. Start from an empty package folder.
+        shutil.rmtree(Path(self.build_lib) / "harness", ignore_errors=True)
         super().run()
         resources = Path(self.build_lib) / "harness" / "resources"
         shutil.rmtree(resources, ignore_errors=True)

@@ -2,9 +2,11 @@
 repository, runs that project's own replication test with the fixtures and its own pyproject.toml settings."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -53,6 +55,10 @@ def test_the_wheel_works_in_a_project_of_its_own(tmp_path, harness_settings, har
     # pip (`--python`, no pip of its own to bootstrap), uncompiled (what the run imports compiles then).
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(REPOSITORY)])
     [wheel] = (tmp_path / "dist").glob("pgharness-*.whl")
+    # The package's modules and nothing else (an earlier build's folder in the checkout holds none it lost).
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {name for name in archive.namelist() if re.fullmatch(r"harness/[^/]+\.py", name)}
+    assert shipped == {f"harness/{path.name}" for path in (REPOSITORY / "harness").glob("*.py")}
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     run(

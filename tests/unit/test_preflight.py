@@ -51,7 +51,7 @@ def test_compose_is_asked_once_per_path(tmp_path, monkeypatch):
 def test_a_failed_compose_check_is_asked_again(tmp_path, monkeypatch):
     answer = tmp_path / "answer"
     answer.write_text("1.29.2")
-    monkeypatch.setenv("PATH", fake_docker(tmp_path, f"read -r v < {answer}; echo \"$v\""))
+    monkeypatch.setenv("PATH", fake_docker(tmp_path, f'read -r v < {answer}; echo "$v"'))
     with pytest.raises(DockerUnavailable):
         check_compose_v2()
     # The user installs Compose v2 and the same process tries again.
