@@ -75,15 +75,19 @@ def project_resources(name):
 
 
 @pytest.fixture
-def environment(harness_image):
-    """A name for a `harness up` environment; whatever the test leaves is removed behind the next tests, as
-    their clusters are (what `harness down` does, without a process of its own: the scenarios that test
-    `down` run it; the session waits for the removal and fails if it failed)."""
+def environment(harness_image, harness_settings):
+    """A name for a `harness up` environment; whatever the test leaves is removed as the plugin removes
+    clusters: behind the next tests, or before them with --pg-sync-teardown (what `harness down` does,
+    without a process of its own: the scenarios that test `down` run it; the session waits for a
+    removal in the background and fails if it failed)."""
     name = new_cluster_name("pgh-cli")
     yield name
     left = Cluster(name, image=harness_image)  # a handle on the project: destroy() removes what it has
-    registry.register(left)
-    registry.remove_in_background(left)
+    if harness_settings.background_teardown:
+        registry.register(left)
+        registry.remove_in_background(left)
+    else:
+        left.destroy()
 
 
 @pytest.fixture(scope="module")
