@@ -57,6 +57,20 @@ def test_running_nodes_bind_only_loopback(shared_cluster):
             assert host_ip == LOOPBACK, f"{name} publishes {port} on {host_ip}"
 
 
+def test_the_nodes_share_one_network_that_does_not_masquerade(shared_cluster):
+    # Every node is on the cluster's own network alone, and the engine does not masquerade its traffic:
+    # what a node sends beyond this machine gets no way back.
+    shared_cluster.add_node("extra")
+    client = docker.from_env()
+
+    networks = {node.name: set(node.container.attrs["NetworkSettings"]["Networks"]) for node in shared_cluster.nodes}
+
+    assert set(networks) == {"primary", "standby", "extra"}
+    assert set(map(frozenset, networks.values())) == {frozenset({f"{shared_cluster.name}_replication"})}
+    options = client.networks.get(f"{shared_cluster.name}_replication").attrs["Options"]
+    assert options.get("com.docker.network.bridge.enable_ip_masquerade") == "false"
+
+
 def test_wrong_password_is_refused_for_the_superuser_and_the_replication_role(shared_cluster):
     primary = shared_cluster.primary
     superuser = connect_kwargs(primary, user="postgres")
