@@ -7,6 +7,8 @@ the JUnit report, never asserted.
 """
 
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import psycopg
 import pytest
@@ -199,6 +201,36 @@ def test_commits_block_while_the_only_synchronous_standby_is_down(cluster):
         standby.start()
         assert commit.result(timeout=60) == []
     primary.wait_for_catchup(standby)
+    assert standby.sql("SELECT col FROM hoge") == [(1,)]
+
+
+@pytest.mark.sync
+def test_set_synchronous_returns_once_commits_wait(cluster):
+    # Whether a commit waits is the checkpointer's to publish, when it reloads its configuration;
+    # pg_stat_replication shows the standby as synchronous before that. With the checkpointer stopped,
+    # set_synchronous does not return.
+    primary, standby = cluster.primary, cluster.standby
+    primary.sql("CREATE TABLE hoge (col integer)")
+    checkpointer = str(primary.scalar("SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'"))
+    with ThreadPoolExecutor(1) as pool:
+        primary.exec("sh", "-c", 'kill -STOP "$1"', "sh", checkpointer)
+        try:
+            setting = pool.submit(primary.set_synchronous, "FIRST 1 (standby)", commit="remote_apply")
+            primary.poll_query_until("SELECT count(*) > 0 FROM pg_stat_replication WHERE sync_state = 'sync'", True)
+            with pytest.raises(FutureTimeout):
+                setting.result(timeout=2)
+        finally:
+            primary.exec("sh", "-c", 'kill -CONT "$1"', "sh", checkpointer)
+        setting.result(timeout=60)
+
+    # From then on a commit waits for the standby to apply it: with replay paused, it stays in the SyncRep
+    # wait until replay resumes.
+    standby.sql("SELECT pg_wal_replay_pause()")
+    with primary.background_session() as session:
+        commit = session.send("INSERT INTO hoge VALUES (1)")
+        assert commit.wait_until_blocked("SyncRep") == "SyncRep"
+        standby.sql("SELECT pg_wal_replay_resume()")
+        assert commit.result(timeout=60) == []
     assert standby.sql("SELECT col FROM hoge") == [(1,)]
 
 
