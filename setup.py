@@ -20,7 +20,6 @@ class BuildPyWithResources(build_py):
         shutil.rmtree(Path(self.build_lib) / "harness", ignore_errors=True)
         super().run()
         resources = Path(self.build_lib) / "harness" / "resources"
-        shutil.rmtree(resources, ignore_errors=True)
         (resources / "docker").mkdir(parents=True)
         shutil.copy2(ROOT / "compose.yaml", resources / "compose.yaml")
         for path in sorted((ROOT / "docker").iterdir()):

@@ -351,7 +351,8 @@ class Node(Service):
         `standby_names` is PostgreSQL's syntax (``'FIRST 1 (standby)'``, ``'ANY 1 (standby, standby2)'``; ``''``
         for none); `commit` is ``on``, ``remote_write``, ``remote_apply``, ``local`` or ``off``. Returns once
         pg_stat_replication shows a synchronous (or quorum) standby, when any is named, and once commits
-        on connections opened from then on follow the new settings.
+        on connections opened from then on follow the new settings; all within `timeout` seconds (default
+        ``PGHARNESS_TIMEOUT``, else 60).
 
         Whether a commit waits at all is the checkpointer's to say (it publishes "standbys are named" to
         the other processes when it reloads its configuration), and pg_stat_replication can show a
@@ -360,10 +361,11 @@ class Node(Service):
         it accepts that connection, and the checkpointer reloads before it starts the checkpoint.
         """
         log.info("### Synchronous replication on %r: %r, synchronous_commit = %s", self.name, standby_names, commit)
-        for setting, value in (("synchronous_standby_names", standby_names), ("synchronous_commit", commit)):
-            self.sql(pgsql.SQL("ALTER SYSTEM SET {} = {}").format(pgsql.Identifier(setting), pgsql.Literal(value)))
-        self.sql("SELECT pg_reload_conf()")
         deadline = Deadline(timeout)
+        for setting, value in (("synchronous_standby_names", standby_names), ("synchronous_commit", commit)):
+            query = pgsql.SQL("ALTER SYSTEM SET {} = {}").format(pgsql.Identifier(setting), pgsql.Literal(value))
+            self.sql(query, timeout=deadline.remaining)
+        self.sql("SELECT pg_reload_conf()", timeout=deadline.remaining)
         if standby_names:
             self.poll_query_until(
                 "SELECT count(*) > 0 FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')",

@@ -445,8 +445,15 @@ def _finish(cluster: Cluster, settings: Settings, item: pytest.Item, failed: boo
             f"  harness down --name {cluster.name}      (removes it)"
         )
         return
+    remove_cluster(cluster, settings)
+
+
+def remove_cluster(cluster: Cluster, settings: Settings) -> None:
+    """Remove `cluster` as the session removes test clusters: in the background (off the next test's
+    critical path; registered until it is gone, waited for at the session's end), or at once with
+    --pg-sync-teardown."""
     if settings.background_teardown:
-        # Off the next test's critical path: removed while it starts; waited for at the session's end.
+        registry.register(cluster)  # a handle on a project started elsewhere is not registered yet
         registry.remove_in_background(cluster)
     else:
         cluster.destroy()

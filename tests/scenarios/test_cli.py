@@ -12,11 +12,12 @@ import psycopg
 import pytest
 from helpers import file_system, harness, remove_image_built_from, run_pytest, wait_until_healthy
 
-from harness import Cluster, ClusterError, registry
+from harness import Cluster, ClusterError
 from harness.cluster import new_cluster_name
 from harness.compose import COMPOSE_FILE
 from harness.environments import remove_environment, this_host
 from harness.lsn import Lsn
+from harness.pytest_plugin import remove_cluster
 from harness.wait import poll_until
 
 pytestmark = pytest.mark.cli
@@ -82,12 +83,8 @@ def environment(harness_image, harness_settings):
     removal in the background and fails if it failed)."""
     name = new_cluster_name("pgh-cli")
     yield name
-    left = Cluster(name, image=harness_image)  # a handle on the project: destroy() removes what it has
-    if harness_settings.background_teardown:
-        registry.register(left)
-        registry.remove_in_background(left)
-    else:
-        left.destroy()
+    # A handle on the project: its destroy() removes what the test left.
+    remove_cluster(Cluster(name, image=harness_image), harness_settings)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from helpers import default_sigint, labelled, remove_image_built_from, remove_pr
 
 import harness.cluster
 from harness import Cluster, ClusterError, registry
+from harness.image import ImageSpec
 
 pytestmark = pytest.mark.lifecycle
 
@@ -204,7 +205,7 @@ def test_up_interrupted_while_the_image_builds_leaves_nothing(harness_settings):
     finally:
         scratch.remove()
     name = f"pgh-interrupt-{os.getpid()}"
-    node_image = f"pgharness/postgres:from-{base.replace('/', '-').replace(':', '-')}"
+    node_image = ImageSpec(harness_settings.spec.pg_version, base).tag
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness", "up", "--name", name, "--image", base],
         stderr=subprocess.PIPE,
