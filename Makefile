@@ -9,6 +9,7 @@ NAME         ?= pgharness
 PYTHON       ?= python3
 VENV         ?= .venv
 PYTEST_ARGS  ?=
+WORKERS      ?= auto
 BENCH_RUNS   ?= 5
 N            ?= 5
 SOAK_ARGS    ?=
@@ -41,8 +42,8 @@ up: venv ## Start the seed's primary and standby; print connection strings
 down: venv ## Remove the `make up` environment (its containers, volumes, network only)
 	$(HARNESS) down --name $(NAME)
 
-test: image ## Run the whole suite (builds the image first when needed)
-	$(BIN)/pytest $(PYTEST_ARGS)
+test: image ## Run the whole suite on WORKERS pytest-xdist workers (auto: one per core, within what the engine holds; 0: serially)
+	$(BIN)/pytest -n $(WORKERS) $(PYTEST_ARGS)
 
 test-matrix: venv ## Run the suite on each of MATRIX_VERSIONS in turn; table under MATRIX_DIR
 	@rm -rf $(MATRIX_DIR) && mkdir -p $(MATRIX_DIR)

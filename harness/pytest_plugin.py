@@ -301,6 +301,84 @@ def engine_of_worker(engines: list[str], worker: str) -> str:
     return engines[index % len(engines)]
 
 
+#: Clusters one pytest-xdist worker of this suite holds at its peak: its shared pair, a shared logical
+#: pair, its test's own clusters and those still being removed behind it (7 networks at most for two
+#: workers, counted in a ``-n 2`` run), with room to spare.
+CLUSTERS_PER_WORKER = 5
+#: Clusters side by side on Docker's default address pools (31 networks, one the default bridge).
+DEFAULT_POOL_CLUSTERS = 30
+#: Engine memory a worker's clusters may take at their peak (a default cluster ~230 MiB, data included).
+WORKER_MEMORY = 1 << 30
+
+
+@dataclass(frozen=True)
+class EngineCapacity:
+    """What `docker info` says of an engine: its CPUs and its memory in bytes."""
+
+    cpus: int
+    memory: int
+
+
+def auto_workers(local_cpus: int, engines: list[EngineCapacity | None]) -> tuple[int, str]:
+    """How many workers ``pytest -n auto`` starts, and why: one per CPU of this machine, at most what each
+    engine's CPUs, its memory (`WORKER_MEMORY` a worker) and Docker's default address pools
+    (`CLUSTERS_PER_WORKER` clusters a worker) hold; workers go to the engines round-robin, so the
+    smallest engine counts once per engine. An engine that did not answer (None) is bounded by the
+    address pools alone. One worker is no worker: 0, a plain run without pytest-xdist's processes.
+    """
+    limits = {"cpus here": max(1, local_cpus)}
+    per_engine = DEFAULT_POOL_CLUSTERS // CLUSTERS_PER_WORKER
+    limits["address pools"] = per_engine * len(engines)
+    known = [engine for engine in engines if engine is not None]
+    if known:
+        limits["engine cpus"] = min(engine.cpus for engine in known) * len(engines)
+        limits["engine memory"] = max(1, min(engine.memory for engine in known) // WORKER_MEMORY) * len(engines)
+    workers = min(limits.values())
+    why = ", ".join(f"{name} {value}" for name, value in limits.items())
+    return (workers if workers > 1 else 0), why
+
+
+def engine_capacity(url: str | None) -> EngineCapacity | None:
+    """The CPUs and memory of the engine at `url` (default: the user's), or None when it does not answer
+    within 10 s (the run then says why at its first cluster)."""
+    import docker.errors
+    import requests
+
+    from harness.compose import docker_client
+
+    try:
+        client = docker_client(resolve({**os.environ, "DOCKER_HOST": url} if url else None))
+    except HarnessError:
+        return None
+    try:
+        client.api.timeout = 10
+        info = client.info()
+        return EngineCapacity(cpus=int(info["NCPU"]), memory=int(info["MemTotal"]))
+    except (docker.errors.DockerException, requests.RequestException, KeyError, TypeError, ValueError):
+        return None
+    finally:
+        client.close()
+
+
+AUTO_WORKERS = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` (``make test``'s default): as many workers as this machine and the engines hold
+    (`auto_workers`); PYTEST_XDIST_AUTO_NUM_WORKERS, pytest-xdist's own setting, still wins."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    try:
+        local_cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        local_cpus = os.cpu_count() or 1
+    engines: list[str | None] = [*configured_engines(config)] or [None]
+    workers, why = auto_workers(local_cpus, [engine_capacity(url) for url in engines])
+    config.stash[AUTO_WORKERS] = f"-n auto: {workers or 'no'} workers (the least of {why})"
+    return workers
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
@@ -318,6 +396,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     except Exception as e:  # noqa: BLE001 -- a report header must never stop the run
         version = f"unknown ({type(e).__name__}: {e})"
     lines = [f"pgharness: image {tag} ({version})"]
+    if AUTO_WORKERS in config.stash:
+        lines.append(f"pgharness: {config.stash[AUTO_WORKERS]}")
     engines = configured_engines(config)
     workers = int(getattr(config.option, "numprocesses", 0) or 0)
     if engines:

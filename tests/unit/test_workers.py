@@ -1,0 +1,82 @@
+"""`pytest -n auto` (make test's default): one worker per CPU, at most what the engines hold."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from harness import pytest_plugin
+from harness.pytest_plugin import AUTO_WORKERS, EngineCapacity, auto_workers
+
+GIB = 1 << 30
+
+
+def test_this_machine_gets_one_worker_per_core():
+    assert auto_workers(2, [EngineCapacity(cpus=2, memory=23 * GIB)])[0] == 2
+
+
+def test_a_big_machine_stops_at_what_the_default_address_pools_hold():
+    workers, why = auto_workers(32, [EngineCapacity(cpus=32, memory=128 * GIB)])
+    assert workers == 6
+    assert "address pools 6" in why
+
+
+def test_an_engine_in_a_small_vm_bounds_a_big_laptop():
+    # Docker Desktop: the engine has the CPUs and memory of its VM, not of the machine.
+    assert auto_workers(10, [EngineCapacity(cpus=4, memory=8 * GIB)])[0] == 4
+    workers, why = auto_workers(10, [EngineCapacity(cpus=8, memory=3 * GIB)])
+    assert workers == 3
+    assert "engine memory 3" in why
+
+
+def test_one_worker_is_a_plain_run():
+    assert auto_workers(1, [EngineCapacity(cpus=1, memory=4 * GIB)])[0] == 0
+    assert auto_workers(8, [EngineCapacity(cpus=8, memory=GIB // 2)])[0] == 0
+
+
+def test_an_engine_that_did_not_answer_is_bounded_by_the_pools_alone():
+    workers, why = auto_workers(8, [None])
+    assert workers == 6
+    assert "engine" not in why
+
+
+def test_workers_go_round_robin_so_the_smallest_engine_counts_once_per_engine():
+    engines = [EngineCapacity(cpus=2, memory=8 * GIB), EngineCapacity(cpus=8, memory=32 * GIB)]
+    assert auto_workers(16, engines)[0] == 4
+    assert auto_workers(16, [EngineCapacity(cpus=16, memory=64 * GIB)] * 3)[0] == 16
+
+
+class Config:
+    def __init__(self):
+        self.stash = pytest.Stash()
+        self.option = SimpleNamespace(pg_engines=None)
+
+    def getoption(self, name):
+        return None
+
+    def getini(self, name):
+        return []
+
+
+def test_the_hook_asks_each_engine_and_says_why_in_the_header(monkeypatch):
+    monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS", raising=False)
+    monkeypatch.setenv("PGHARNESS_ENGINES", "tcp://10.0.0.1:2375 tcp://10.0.0.2:2375")
+    monkeypatch.setattr(pytest_plugin.os, "sched_getaffinity", lambda pid: set(range(8)))
+    asked = []
+
+    def capacity(url):
+        asked.append(url)
+        return EngineCapacity(cpus=3, memory=16 * GIB)
+
+    monkeypatch.setattr(pytest_plugin, "engine_capacity", capacity)
+    config = Config()
+    assert pytest_plugin.pytest_xdist_auto_num_workers(config) == 6
+    assert asked == ["tcp://10.0.0.1:2375", "tcp://10.0.0.2:2375"]
+    assert config.stash[AUTO_WORKERS] == (
+        "-n auto: 6 workers (the least of cpus here 8, address pools 12, engine cpus 6, engine memory 32)"
+    )
+
+
+def test_pytest_xdists_own_setting_wins(monkeypatch):
+    monkeypatch.setenv("PYTEST_XDIST_AUTO_NUM_WORKERS", "3")
+    monkeypatch.setattr(pytest_plugin, "engine_capacity", lambda url: pytest.fail("no engine is asked"))
+    assert pytest_plugin.pytest_xdist_auto_num_workers(Config()) is None
