@@ -66,9 +66,10 @@ COMPOSE_TIMEOUT = 300.0
 DOWN_TIMEOUT = 120.0
 
 
-def docker_client(engine: Engine | None = None) -> docker.DockerClient:
+def docker_client(engine: Engine | None = None, *, timeout: int = 120) -> docker.DockerClient:
     """A Docker SDK client for `engine` (default: the one the user's Docker configuration names, as
-    `harness.engine.resolve` finds it: DOCKER_HOST, else the Docker context, else the default socket).
+    `harness.engine.resolve` finds it: DOCKER_HOST, else the Docker context, else the default socket),
+    whose calls wait at most `timeout` seconds for the engine.
 
     Raises `DockerUnavailable` with what to do when no engine answers.
     """
@@ -81,12 +82,12 @@ def docker_client(engine: Engine | None = None) -> docker.DockerClient:
             context = ContextAPI.get_context(engine.context)
             assert context is not None
             client = docker.DockerClient(
-                base_url=engine.url, tls=context.TLSConfig or False, timeout=120, use_ssh_client=ssh
+                base_url=engine.url, tls=context.TLSConfig or False, timeout=timeout, use_ssh_client=ssh
             )
         else:
             # The engine's URL, with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH as the docker CLI reads them.
             environment = {**os.environ, "DOCKER_HOST": engine.url}
-            client = docker.from_env(timeout=120, use_ssh_client=ssh, environment=environment)
+            client = docker.from_env(timeout=timeout, use_ssh_client=ssh, environment=environment)
         # Straight to the engine, never through a proxy the environment names; requests would also read
         # those variables again on every API call (~0.25 ms each, thousands in a test run).
         client.api.trust_env = False

@@ -347,11 +347,10 @@ def engine_capacity(url: str | None) -> EngineCapacity | None:
     from harness.compose import docker_client
 
     try:
-        client = docker_client(resolve({**os.environ, "DOCKER_HOST": url} if url else None))
+        client = docker_client(resolve({**os.environ, "DOCKER_HOST": url} if url else None), timeout=10)
     except HarnessError:
         return None
     try:
-        client.api.timeout = 10
         info = client.info()
         return EngineCapacity(cpus=int(info["NCPU"]), memory=int(info["MemTotal"]))
     except (docker.errors.DockerException, requests.RequestException, KeyError, TypeError, ValueError):

@@ -59,7 +59,7 @@ class Config:
 
 def test_the_hook_asks_each_engine_and_says_why_in_the_header(monkeypatch):
     monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS", raising=False)
-    monkeypatch.setenv("PGHARNESS_ENGINES", "tcp://10.0.0.1:2375 tcp://10.0.0.2:2375")
+    monkeypatch.setenv("PGHARNESS_ENGINES", "tcp://127.0.0.1:23751 tcp://127.0.0.1:23752")
     monkeypatch.setattr(pytest_plugin.os, "sched_getaffinity", lambda pid: set(range(8)))
     asked = []
 
@@ -70,7 +70,7 @@ def test_the_hook_asks_each_engine_and_says_why_in_the_header(monkeypatch):
     monkeypatch.setattr(pytest_plugin, "engine_capacity", capacity)
     config = Config()
     assert pytest_plugin.pytest_xdist_auto_num_workers(config) == 6
-    assert asked == ["tcp://10.0.0.1:2375", "tcp://10.0.0.2:2375"]
+    assert asked == ["tcp://127.0.0.1:23751", "tcp://127.0.0.1:23752"]
     assert config.stash[AUTO_WORKERS] == (
         "-n auto: 6 workers (the least of cpus here 8, address pools 12, engine cpus 6, engine memory 32)"
     )
