@@ -7,7 +7,7 @@
 #   PG_VERSION    PostgreSQL major version, built from Debian packages (13, 15, 17, 18; default 17)
 #   PG_IMAGE      or an image with PostgreSQL to build on (postgres:17), where a registry is at hand
 #   PYTEST_MARKERS  a shard of the suite by marker expression: failover, "not failover"
-#   PYTEST_ARGS   more pytest arguments, split on spaces: workers (-n 2), -x
+#   PYTEST_ARGS   more pytest arguments, split on spaces: workers (-n auto, -n 2), -x
 #   IMAGE_CACHE   a folder kept between CI runs: the images are saved there and loaded from it
 #   RESULTS_DIR   JUnit XML and failed tests' evidence, to upload as artifacts
 #                 (default: PROJECT_DIR/test-results)
