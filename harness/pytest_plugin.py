@@ -326,15 +326,17 @@ def auto_workers(local_cpus: int, engines: list[EngineCapacity | None]) -> tuple
     smallest engine counts once per engine. An engine that did not answer (None) is bounded by the
     address pools alone. One worker is no worker: 0, a plain run without pytest-xdist's processes.
     """
-    limits = {"cpus here": max(1, local_cpus)}
-    per_engine = DEFAULT_POOL_CLUSTERS // CLUSTERS_PER_WORKER
-    limits["address pools"] = per_engine * len(engines)
+    limits = {"this machine's CPUs": max(1, local_cpus)}
+    limits["the default address pools"] = DEFAULT_POOL_CLUSTERS // CLUSTERS_PER_WORKER * len(engines)
     known = [engine for engine in engines if engine is not None]
     if known:
-        limits["engine cpus"] = min(engine.cpus for engine in known) * len(engines)
-        limits["engine memory"] = max(1, min(engine.memory for engine in known) // WORKER_MEMORY) * len(engines)
+        limits["the engine's CPUs"] = min(engine.cpus for engine in known) * len(engines)
+        memory = max(1, min(engine.memory for engine in known) // WORKER_MEMORY) * len(engines)
+        limits[f"the engine's memory at {WORKER_MEMORY >> 30} GiB a worker"] = memory
     workers = min(limits.values())
-    why = ", ".join(f"{name} {value}" for name, value in limits.items())
+    why = ", ".join(f"{value} ({name})" for name, value in limits.items())
+    if len(known) < len(engines):
+        why += "; an engine that did not answer is bounded by the address pools alone"
     return (workers if workers > 1 else 0), why
 
 
@@ -374,7 +376,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
         local_cpus = os.cpu_count() or 1
     engines: list[str | None] = [*configured_engines(config)] or [None]
     workers, why = auto_workers(local_cpus, [engine_capacity(url) for url in engines])
-    config.stash[AUTO_WORKERS] = f"-n auto: {workers or 'no'} workers (the least of {why})"
+    config.stash[AUTO_WORKERS] = f"-n auto: {workers or 'no'} workers, the least of {why}"
     return workers
 
 
