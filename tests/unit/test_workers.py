@@ -1,7 +1,5 @@
 """`pytest -n auto` (make test's default): one worker per CPU, at most what the engines hold."""
 
-from types import SimpleNamespace
-
 import pytest
 
 from harness import pytest_plugin
@@ -23,14 +21,14 @@ def test_a_big_machine_stops_at_what_the_default_address_pools_hold():
 def test_an_engine_in_a_small_vm_bounds_a_big_laptop():
     # Docker Desktop: the engine has the CPUs and memory of its VM, not of the machine.
     assert auto_workers(10, [EngineCapacity(cpus=4, memory=8 * GIB)])[0] == 4
-    workers, why = auto_workers(10, [EngineCapacity(cpus=8, memory=3 * GIB)])
+    workers, why = auto_workers(10, [EngineCapacity(cpus=8, memory=5 * GIB)])
     assert workers == 3
-    assert "3 (the engine's memory at 1 GiB a worker)" in why
+    assert "3 (the engine's memory at 1.5 GiB a worker)" in why
 
 
 def test_one_worker_is_a_plain_run():
     assert auto_workers(1, [EngineCapacity(cpus=1, memory=4 * GIB)])[0] == 0
-    assert auto_workers(8, [EngineCapacity(cpus=8, memory=GIB // 2)])[0] == 0
+    assert auto_workers(8, [EngineCapacity(cpus=8, memory=2 * GIB)])[0] == 0
 
 
 def test_an_engine_that_did_not_answer_is_bounded_by_the_pools_alone():
@@ -51,7 +49,6 @@ def test_workers_go_round_robin_so_the_smallest_engine_counts_once_per_engine():
 class Config:
     def __init__(self):
         self.stash = pytest.Stash()
-        self.option = SimpleNamespace(pg_engines=None)
 
     def getoption(self, name):
         return None
@@ -76,7 +73,7 @@ def test_the_hook_asks_each_engine_and_says_why_in_the_header(monkeypatch):
     assert asked == ["tcp://127.0.0.1:23751", "tcp://127.0.0.1:23752"]
     assert config.stash[AUTO_WORKERS] == (
         "-n auto: 6 workers, the least of 8 (this machine's CPUs), 12 (the default address pools), "
-        "6 (the engine's CPUs), 32 (the engine's memory at 1 GiB a worker)"
+        "6 (the engine's CPUs), 20 (the engine's memory at 1.5 GiB a worker)"
     )
 
 
