@@ -365,10 +365,14 @@ def engine_capacity(url: str | None) -> EngineCapacity | None:
 AUTO_WORKERS = pytest.StashKey[str]()
 
 
-@pytest.hookimpl(optionalhook=True)
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """``-n auto`` (``make test``'s default): as many workers as this machine and the engines hold
-    (`auto_workers`); PYTEST_XDIST_AUTO_NUM_WORKERS, pytest-xdist's own setting, still wins."""
+    (`auto_workers`); PYTEST_XDIST_AUTO_NUM_WORKERS, pytest-xdist's own setting, still wins.
+
+    First of the hook's implementations (the first answer counts): pytest-xdist's own counts the CPUs
+    alone, and plugins load in no set order.
+    """
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return None
     try:

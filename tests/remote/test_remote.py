@@ -120,3 +120,34 @@ def test_an_engine_that_does_not_answer_is_one_line(remote_engine):
     assert result.returncode != 0
     assert result.stderr.count("\n") == 1, result.stderr
     assert f"no Docker engine answers at {silent}" in result.stderr
+
+
+def auto_workers_line(*engines):
+    """The report header's `-n auto` line of a collect-only run of the spread sample over `engines`."""
+    env = {**os.environ}
+    env.pop("DOCKER_HOST", None)
+    env.pop("PYTEST_XDIST_AUTO_NUM_WORKERS", None)
+    engine_args = [arg for engine in engines for arg in ("--pg-engine", engine)]
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", str(HERE / "spread_sample.py"), "-n", "auto", "--collect-only",
+         "-p", "no:cacheprovider", *engine_args],
+        capture_output=True, text=True, timeout=120, check=False, env=env, cwd=ROOT,
+    )  # fmt: skip
+    lines = [line for line in run.stdout.splitlines() if line.startswith("pgharness: -n auto:")]
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert len(lines) == 1, run.stdout[-3000:]
+    return lines[0]
+
+
+def test_n_auto_asks_every_engine_what_it_holds(remote_engine):
+    cpus = [docker_client(resolve({"DOCKER_HOST": url})).info()["NCPU"] for url in (LOCAL_ENGINE, remote_engine)]
+    line = auto_workers_line(LOCAL_ENGINE, remote_engine)
+    # Both answered: the smaller engine counts once per engine; the pools hold six workers an engine.
+    assert f"{2 * min(cpus)} (the engine's CPUs)" in line
+    assert "12 (the default address pools)" in line
+    assert "did not answer" not in line
+    # The test host's address, on a port where no engine listens: bounded by the pools alone, and said so.
+    silent = remote_engine.rsplit(":", 1)[0] + ":2399"
+    line = auto_workers_line(LOCAL_ENGINE, silent)
+    assert f"{2 * cpus[0]} (the engine's CPUs)" in line
+    assert "an engine that did not answer is bounded by the address pools alone" in line

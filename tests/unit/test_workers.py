@@ -1,5 +1,10 @@
 """`pytest -n auto` (make test's default): one worker per CPU, at most what the engines hold."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from harness import pytest_plugin
@@ -81,3 +86,17 @@ def test_pytest_xdists_own_setting_wins(monkeypatch):
     monkeypatch.setenv("PYTEST_XDIST_AUTO_NUM_WORKERS", "3")
     monkeypatch.setattr(pytest_plugin, "engine_capacity", lambda url: pytest.fail("no engine is asked"))
     assert pytest_plugin.pytest_xdist_auto_num_workers(Config()) is None
+
+
+def test_the_plugin_answers_before_pytest_xdist_in_whatever_order_plugins_load(tmp_path):
+    # Run from outside the checkout, the plugins load in another order than from inside it (seen:
+    # pytest-xdist's own answer, the CPUs alone, came first, and the engines were never asked).
+    (tmp_path / "test_one.py").write_text("def test_one():\n    pass\n")
+    env = {name: value for name, value in os.environ.items() if name != "PYTEST_XDIST_AUTO_NUM_WORKERS"}
+    for cwd in (tmp_path, Path(__file__).parents[2]):
+        run = subprocess.run(
+            [sys.executable, "-m", "pytest", "-n", "auto", "--collect-only", "-p", "no:cacheprovider", str(tmp_path)],
+            cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        assert "pgharness: -n auto: " in run.stdout, (cwd, run.stdout[-2000:])
