@@ -89,8 +89,8 @@ def test_pytest_xdists_own_setting_wins(monkeypatch):
 
 
 def test_the_plugin_answers_before_pytest_xdist_in_whatever_order_plugins_load(tmp_path):
-    # Run from outside the checkout, the plugins load in another order than from inside it (seen:
-    # pytest-xdist's own answer, the CPUs alone, came first, and the engines were never asked).
+    # Which plugin loads first depends on where pytest runs. Seen from the checkout: pgharness first, so
+    # pytest-xdist's own answer (the CPUs alone) was asked first and the engines never were.
     (tmp_path / "test_one.py").write_text("def test_one():\n    pass\n")
     env = {name: value for name, value in os.environ.items() if name != "PYTEST_XDIST_AUTO_NUM_WORKERS"}
     for cwd in (tmp_path, Path(__file__).parents[2]):
