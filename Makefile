@@ -68,7 +68,7 @@ soak: image ## Run the suite N times (SOAK_ARGS="-m failover" for a family); eac
 unit: venv ## Run the unit tests only (no Docker needed)
 	$(BIN)/pytest -m 'not docker' tests/unit $(PYTEST_ARGS)
 
-lint: venv ## ruff (lint and format check) and mypy (strict on harness/)
+lint: venv ## ruff (lint and format check) and mypy (strict on harness/ and bench/)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

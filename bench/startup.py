@@ -88,7 +88,9 @@ class MemoryPeaks(threading.Thread):
             return
         for name, container in containers.items():
             try:
-                memory = container.stats(stream=False, one_shot=True).get("memory_stats", {})
+                stats = container.stats(stream=False, one_shot=True)
+                assert isinstance(stats, dict)  # stream=False: one answer, not an iterator
+                memory = stats.get("memory_stats", {})
             except (docker.errors.DockerException, requests.exceptions.RequestException):  # it just exited
                 continue
             # cgroup v1 keeps the peak itself (max_usage); v2 gives the current use only.

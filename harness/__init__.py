@@ -61,6 +61,15 @@ _EXPORTS = {
 }  # fmt: skip
 
 
+#: The package's API, for ``from harness import *`` and for type checkers (mypy --strict re-exports only these).
+__all__ = [
+    "BackupError", "Cluster", "ClusterError", "Deadline", "DockerUnavailable", "FailoverError", "HarnessError",
+    "ImageError", "Lag", "Lsn", "Node", "PortInUse", "QueryTimeout", "QuotingError", "RecoveryTarget",
+    "RecoveryTargetError", "Service", "SplitBrain", "TlsFiles", "UnknownEnvironment", "UnknownNode",
+    "UnsupportedVersion", "WaitTimeout", "poll_until", "walfile_name",
+]  # fmt: skip
+
+
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -57,8 +57,11 @@ def test_the_wheel_works_in_a_project_of_its_own(tmp_path, harness_settings, har
     [wheel] = (tmp_path / "dist").glob("pgharness-*.whl")
     # The package's modules and nothing else (an earlier build's folder in the checkout holds none it lost).
     with zipfile.ZipFile(wheel) as archive:
-        shipped = {name for name in archive.namelist() if re.fullmatch(r"harness/[^/]+\.py", name)}
+        archive_names = archive.namelist()
+    shipped = {name for name in archive_names if re.fullmatch(r"harness/[^/]+\.py", name)}
     assert shipped == {f"harness/{path.name}" for path in (REPOSITORY / "harness").glob("*.py")}
+    # With its types marker (PEP 561): a project's type checker reads the package's annotations.
+    assert "harness/py.typed" in archive_names
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     run(

@@ -94,3 +94,10 @@ def test_function_level_imports_count_and_type_checking_ones_do_not(tmp_path):
 
 def test_constants_is_a_leaf():
     assert import_graph()["harness.constants"] == set()
+
+
+def test_the_package_api_is_what_it_exports_and_each_name_resolves():
+    # __all__ is what a type checker re-exports (mypy --strict); _EXPORTS is what the lazy lookup finds.
+    assert sorted(harness.__all__) == sorted(harness._EXPORTS)
+    for name in harness.__all__:
+        assert getattr(harness, name).__name__ == name
