@@ -15,30 +15,31 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from harness.cluster import Cluster
+    # `import X as X`: each name is this package's API, re-exported for type checkers (mypy --strict).
+    from harness.cluster import Cluster as Cluster
     from harness.errors import (
-        BackupError,
-        ClusterError,
-        DockerUnavailable,
-        FailoverError,
-        HarnessError,
-        ImageError,
-        PortInUse,
-        QueryTimeout,
-        QuotingError,
-        RecoveryTargetError,
-        SplitBrain,
-        UnknownEnvironment,
-        UnknownNode,
-        UnsupportedVersion,
-        WaitTimeout,
+        BackupError as BackupError,
+        ClusterError as ClusterError,
+        DockerUnavailable as DockerUnavailable,
+        FailoverError as FailoverError,
+        HarnessError as HarnessError,
+        ImageError as ImageError,
+        PortInUse as PortInUse,
+        QueryTimeout as QueryTimeout,
+        QuotingError as QuotingError,
+        RecoveryTargetError as RecoveryTargetError,
+        SplitBrain as SplitBrain,
+        UnknownEnvironment as UnknownEnvironment,
+        UnknownNode as UnknownNode,
+        UnsupportedVersion as UnsupportedVersion,
+        WaitTimeout as WaitTimeout,
     )
-    from harness.lsn import Lsn, walfile_name
-    from harness.node import Node
-    from harness.recovery import Lag, RecoveryTarget
-    from harness.service import Service
-    from harness.tls import TlsFiles
-    from harness.wait import Deadline, poll_until
+    from harness.lsn import Lsn as Lsn, walfile_name as walfile_name
+    from harness.node import Node as Node
+    from harness.recovery import Lag as Lag, RecoveryTarget as RecoveryTarget
+    from harness.service import Service as Service
+    from harness.tls import TlsFiles as TlsFiles
+    from harness.wait import Deadline as Deadline, poll_until as poll_until
 
 #: Where each name of the package's API lives: imported when first used, so that a command that needs
 #: little (``harness --help``) does not pay for Docker's and psycopg's imports.
@@ -59,15 +60,6 @@ _EXPORTS = {
     **dict.fromkeys(("TlsFiles",), "harness.tls"),
     **dict.fromkeys(("Deadline", "poll_until"), "harness.wait"),
 }  # fmt: skip
-
-
-#: The package's API, for ``from harness import *`` and for type checkers (mypy --strict re-exports only these).
-__all__ = [
-    "BackupError", "Cluster", "ClusterError", "Deadline", "DockerUnavailable", "FailoverError", "HarnessError",
-    "ImageError", "Lag", "Lsn", "Node", "PortInUse", "QueryTimeout", "QuotingError", "RecoveryTarget",
-    "RecoveryTargetError", "Service", "SplitBrain", "TlsFiles", "UnknownEnvironment", "UnknownNode",
-    "UnsupportedVersion", "WaitTimeout", "poll_until", "walfile_name",
-]  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:

@@ -7,8 +7,7 @@ the JUnit report, never asserted.
 """
 
 import time
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 
 import psycopg
 import pytest

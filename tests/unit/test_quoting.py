@@ -4,8 +4,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from psycopg.conninfo import conninfo_to_dict
 
 from harness.errors import QuotingError
