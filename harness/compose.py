@@ -57,7 +57,10 @@ RUN_TIME_DATA = "run-time-data"
 #: HTTPError, a RequestException too: never catch RequestException for a timeout).
 ENGINE_TIMEOUT_ERRORS = (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError)
 
-#: What Docker says when its default address pools are used up (about 30 networks: 10 clusters).
+#: Networks Docker's default address pools hold (31, one of them the default bridge): as many clusters,
+#: each taking one.
+DEFAULT_POOL_NETWORKS = 30
+#: What Docker says when its default address pools are used up.
 ADDRESS_POOLS_EXHAUSTED = "could not find an available, non-overlapping IPv4 address pool"
 
 #: Deadline of a compose command (seconds) unless the caller gives one.

@@ -51,7 +51,7 @@ import pytest_timeout
 
 from harness import evidence, registry, shared
 from harness.cluster import Cluster
-from harness.compose import ADDRESS_POOLS_EXHAUSTED
+from harness.compose import ADDRESS_POOLS_EXHAUSTED, DEFAULT_POOL_NETWORKS
 from harness.constants import STORAGES
 from harness.engine import resolve
 from harness.errors import HarnessError
@@ -308,8 +308,6 @@ def engine_of_worker(engines: list[str], worker: str) -> str:
 #: pair, its test's own clusters and those still being removed behind it (7 networks at most for two
 #: workers, counted in a ``-n 2`` run), with room to spare.
 CLUSTERS_PER_WORKER = 5
-#: Clusters side by side on Docker's default address pools (31 networks, one the default bridge).
-DEFAULT_POOL_CLUSTERS = 30
 #: Engine memory a worker may take at its peak: a ``-n 2`` run of this suite had 2.5 GiB more in use than
 #: the idle machine at its peak (MemAvailable), 1.9 GiB of it shared memory (tmpfs data, shared buffers).
 WORKER_MEMORY = 3 << 29  # 1.5 GiB
@@ -331,7 +329,7 @@ def auto_workers(local_cpus: int, engines: list[EngineCapacity | None]) -> tuple
     address pools alone. One worker is no worker: 0, a plain run without pytest-xdist's processes.
     """
     limits = {"this machine's CPUs": max(1, local_cpus)}
-    limits["the default address pools"] = DEFAULT_POOL_CLUSTERS // CLUSTERS_PER_WORKER * len(engines)
+    limits["the default address pools"] = DEFAULT_POOL_NETWORKS // CLUSTERS_PER_WORKER * len(engines)
     known = [engine for engine in engines if engine is not None]
     if known:
         limits["the engine's CPUs"] = min(engine.cpus for engine in known) * len(engines)
@@ -348,9 +346,8 @@ def engine_capacity(url: str | None) -> EngineCapacity | None:
     """The CPUs and memory of the engine at `url` (default: the user's), or None when it does not answer
     within 10 s (the run then says why at its first cluster)."""
     import docker.errors
-    import requests
 
-    from harness.compose import docker_client
+    from harness.compose import ENGINE_TIMEOUT_ERRORS, docker_client
 
     try:
         client = docker_client(resolve({**os.environ, "DOCKER_HOST": url} if url else None), timeout=10)
@@ -359,7 +356,7 @@ def engine_capacity(url: str | None) -> EngineCapacity | None:
     try:
         info = client.info()
         return EngineCapacity(cpus=int(info["NCPU"]), memory=int(info["MemTotal"]))
-    except (docker.errors.DockerException, requests.RequestException, KeyError, TypeError, ValueError):
+    except (docker.errors.DockerException, *ENGINE_TIMEOUT_ERRORS, KeyError, TypeError, ValueError):
         return None
     finally:
         client.close()

@@ -61,13 +61,12 @@ def test_the_nodes_share_one_network_that_does_not_masquerade(shared_cluster):
     # Every node is on the cluster's own network alone, and the engine does not masquerade its traffic:
     # what a node sends beyond this machine gets no way back.
     shared_cluster.add_node("extra")
-    client = docker.from_env()
 
     networks = {node.name: set(node.container.attrs["NetworkSettings"]["Networks"]) for node in shared_cluster.nodes}
 
     assert set(networks) == {"primary", "standby", "extra"}
     assert set(map(frozenset, networks.values())) == {frozenset({f"{shared_cluster.name}_replication"})}
-    options = client.networks.get(f"{shared_cluster.name}_replication").attrs["Options"]
+    options = shared_cluster.docker.networks.get(f"{shared_cluster.name}_replication").attrs["Options"]
     assert options.get("com.docker.network.bridge.enable_ip_masquerade") == "false"
 
 
