@@ -42,7 +42,7 @@ up: venv ## Start the seed's primary and standby; print connection strings
 down: venv ## Remove the `make up` environment (its containers, volumes, network only)
 	$(HARNESS) down --name $(NAME)
 
-test: image ## Run the whole suite on WORKERS pytest-xdist workers (auto: one per core, within what the engine holds; 0: serially)
+test: image ## Run the whole suite on WORKERS pytest-xdist workers (auto: two per core, within what the engine holds; 0: serially)
 	$(BIN)/pytest -n $(WORKERS) $(PYTEST_ARGS)
 
 test-matrix: venv ## Run the suite on each of MATRIX_VERSIONS in turn; table under MATRIX_DIR

@@ -19,8 +19,9 @@ Figures (median, min and max over the runs):
   whole machine spent meanwhile (engine, containers and PostgreSQL included; Linux's /proc/stat);
 - from the end of pytest's collection to the first scenario's setup and call;
 - how many default clusters run side by side on the engine, and what stops the next;
-- the default suite's wall time, serial and with pytest-xdist `-n 2`, and the machine's CPU-seconds
-  busy meanwhile (on two cores, `-n 2` is bound by that work: half of it is the shortest it can take);
+- the default suite's wall time, serial, with pytest-xdist `-n 2` and with `-n auto` (as `make test`
+  runs it; the plugin's header line says how many workers), and the machine's CPU-seconds busy
+  meanwhile (on two cores, half of that work is the shortest a run can take);
 - `harness --help`: the command line's own start (the interpreter included).
 
 Prints the machine it ran on, a table, and writes everything to bench/results.json.
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -310,9 +312,10 @@ def first_test_timings(pg_version: str) -> dict[str, float]:
             "collection end to the first scenario's call": timings["call"]}  # fmt: skip
 
 
-def suite_wall_time(pg_version: str, pg_image: str, workers: int | None) -> tuple[float, float | None]:
-    """Seconds for the default suite (`pytest`, as `make test` runs it), serial or on `workers` xdist workers,
-    and the machine's busy CPU-seconds meanwhile (None when unknown)."""
+def suite_wall_time(pg_version: str, pg_image: str, workers: int | str | None) -> tuple[float, float | None, str]:
+    """Seconds for the default suite (`pytest`, as `make test` runs it), serial or on `workers` xdist workers
+    (``"auto"``: as `make test` chooses them), the machine's busy CPU-seconds meanwhile (None when unknown),
+    and the plugin's ``-n auto`` header line ("" without one)."""
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pg-version", pg_version]
     if pg_image:
         cmd += ["--pg-image", pg_image]
@@ -320,13 +323,14 @@ def suite_wall_time(pg_version: str, pg_image: str, workers: int | None) -> tupl
         cmd += ["-n", str(workers)]
     print(f"### suite: {' '.join(cmd[2:])}", flush=True)
 
-    def run() -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(cmd, cwd=REPOSITORY, check=False, stdout=subprocess.DEVNULL)
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(cmd, cwd=REPOSITORY, check=False, stdout=subprocess.PIPE, text=True)
 
     result, seconds, busy = measured(run)
     if result.returncode != 0:
         print(f"### suite exited {result.returncode}: its time is reported all the same", flush=True)
-    return seconds, busy
+    header = re.search(r"^pgharness: (-n auto: .*)$", result.stdout, re.MULTILINE)
+    return seconds, busy, header.group(1) if header else ""
 
 
 def summarize(runs: list[Figures]) -> dict[str, dict[str, float]]:
@@ -345,7 +349,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--pg-version", default=str(DEFAULT_VERSION))
     parser.add_argument("--pg-image", default="")
-    parser.add_argument("--no-suite", action="store_true", help="skip the suite's wall time (about 8 minutes)")
+    parser.add_argument("--no-suite", action="store_true", help="skip the suite's three runs (about 7 minutes here)")
     parser.add_argument("--json", default="bench/results.json", help="where to write the figures as JSON")
     parser.add_argument("--storage", choices=("tmpfs", "volume"), default="tmpfs", help="where the nodes keep data")
     args = parser.parse_args()
@@ -383,11 +387,11 @@ def main() -> int:
     clusters, stopped = side_by_side(image)
     suite: dict[str, Any] = {}
     if not args.no_suite:
-        serial, serial_cpu = suite_wall_time(args.pg_version, args.pg_image, None)
-        parallel, parallel_cpu = suite_wall_time(args.pg_version, args.pg_image, 2)
-        suite = {"serial_s": serial, "xdist_2_s": parallel, "speedup": serial / parallel}
-        suite |= {"serial_busy_cpu_s": serial_cpu} if serial_cpu is not None else {}
-        suite |= {"xdist_2_busy_cpu_s": parallel_cpu} if parallel_cpu is not None else {}
+        for key, workers in (("serial", None), ("xdist_2", 2), ("xdist_auto", "auto")):
+            seconds, busy, header = suite_wall_time(args.pg_version, args.pg_image, workers)
+            suite |= {f"{key}_s": seconds} | ({f"{key}_busy_cpu_s": busy} if busy is not None else {})
+            suite |= {"auto_workers": header} if header else {}
+        suite |= {"speedup": suite["serial_s"] / suite["xdist_2_s"]}
 
     print(", ".join(f"{k}: {v}" for k, v in machine.items()) + f"; {args.runs} runs")
     print(f"{'figure':<52} {'median':>8} {'min':>8} {'max':>8}")
@@ -401,6 +405,7 @@ def main() -> int:
         for label, key, extra in (
             ("default suite, serial", "serial", ""),
             ("default suite, pytest -n 2", "xdist_2", f"  ({suite['speedup']:.2f}x)"),
+            ("default suite, pytest -n auto (make test)", "xdist_auto", f"  ({suite.get('auto_workers', '')})"),
         ):
             busy = suite.get(f"{key}_busy_cpu_s")
             work = f"  machine busy {busy:.0f} of {cores * suite[f'{key}_s']:.0f} CPU-s" if busy is not None else ""

@@ -305,11 +305,17 @@ def engine_of_worker(engines: list[str], worker: str) -> str:
 
 
 #: Clusters one pytest-xdist worker of this suite holds at its peak: its shared pair, a shared logical
-#: pair, its test's own clusters and those still being removed behind it (7 networks at most for two
-#: workers, counted in a ``-n 2`` run), with room to spare.
+#: pair, its test's own clusters and those still being removed behind it (counted at their peak: 7
+#: networks in a ``-n 2`` run, 13 in a ``-n 4`` one), with room to spare.
 CLUSTERS_PER_WORKER = 5
+#: Workers a CPU: a worker waits on containers and PostgreSQL half its time or more. Measured on this
+#: project's 2-core machine, `make test`: 117-119 s on ``-n 2`` with the machine idle a third of the
+#: time, 88-97 s on ``-n 4``, 97 s on ``-n 3`` and 96 s on ``-n 6``; when the machine was slower and
+#: busy, ``-n 4`` still took 178 s against 185 s on ``-n 2``.
+WORKERS_PER_CPU = 2
 #: Engine memory a worker may take at its peak: a ``-n 2`` run of this suite had 2.5 GiB more in use than
-#: the idle machine at its peak (MemAvailable), 1.9 GiB of it shared memory (tmpfs data, shared buffers).
+#: the idle machine at its peak (MemAvailable), 1.9 GiB of it shared memory (tmpfs data, shared buffers);
+#: a ``-n 4`` run 3.6 GiB.
 WORKER_MEMORY = 3 << 29  # 1.5 GiB
 
 
@@ -322,17 +328,18 @@ class EngineCapacity:
 
 
 def auto_workers(local_cpus: int, engines: list[EngineCapacity | None]) -> tuple[int, str]:
-    """How many workers ``pytest -n auto`` starts, and why: one per CPU of this machine, at most what each
-    engine's CPUs, its memory (`WORKER_MEMORY` a worker) and Docker's default address pools
-    (`CLUSTERS_PER_WORKER` clusters a worker) hold; workers go to the engines round-robin, so the
-    smallest engine counts once per engine. An engine that did not answer (None) is bounded by the
-    address pools alone. One worker is no worker: 0, a plain run without pytest-xdist's processes.
+    """How many workers ``pytest -n auto`` starts, and why: `WORKERS_PER_CPU` per CPU of this machine, at
+    most as many per CPU of each engine and what its memory (`WORKER_MEMORY` a worker) and Docker's
+    default address pools (`CLUSTERS_PER_WORKER` clusters a worker) hold; workers go to the engines
+    round-robin, so the smallest engine counts once per engine. An engine that did not answer (None) is
+    bounded by the address pools alone. One worker is no worker: 0, a plain run without pytest-xdist's
+    processes.
     """
-    limits = {"this machine's CPUs": max(1, local_cpus)}
+    limits = {f"{WORKERS_PER_CPU} per CPU of this machine": WORKERS_PER_CPU * max(1, local_cpus)}
     limits["the default address pools"] = DEFAULT_POOL_NETWORKS // CLUSTERS_PER_WORKER * len(engines)
     known = [engine for engine in engines if engine is not None]
     if known:
-        limits["the engine's CPUs"] = min(engine.cpus for engine in known) * len(engines)
+        limits[f"{WORKERS_PER_CPU} per CPU of the engine"] = WORKERS_PER_CPU * min(e.cpus for e in known) * len(engines)
         memory = max(1, min(engine.memory for engine in known) // WORKER_MEMORY) * len(engines)
         limits[f"the engine's memory at {WORKER_MEMORY / (1 << 30):g} GiB a worker"] = memory
     workers = min(limits.values())

@@ -142,12 +142,12 @@ def auto_workers_line(*engines):
 def test_n_auto_asks_every_engine_what_it_holds(remote_engine):
     cpus = [docker_client(resolve({"DOCKER_HOST": url})).info()["NCPU"] for url in (LOCAL_ENGINE, remote_engine)]
     line = auto_workers_line(LOCAL_ENGINE, remote_engine)
-    # Both answered: the smaller engine counts once per engine; the pools hold six workers an engine.
-    assert f"{2 * min(cpus)} (the engine's CPUs)" in line
+    # Both answered: two workers per CPU of the smaller engine, once per engine; the pools hold six an engine.
+    assert f"{2 * min(cpus) * 2} (2 per CPU of the engine)" in line
     assert "12 (the default address pools)" in line
     assert "did not answer" not in line
     # The test host's address, on a port where no engine listens: bounded by the pools alone, and said so.
     silent = remote_engine.rsplit(":", 1)[0] + ":2399"
     line = auto_workers_line(LOCAL_ENGINE, silent)
-    assert f"{2 * cpus[0]} (the engine's CPUs)" in line
+    assert f"{2 * cpus[0] * 2} (2 per CPU of the engine)" in line
     assert "an engine that did not answer is bounded by the address pools alone" in line

@@ -1,4 +1,4 @@
-"""`pytest -n auto` (make test's default): one worker per CPU, at most what the engines hold."""
+"""`pytest -n auto` (make test's default): two workers per CPU, at most what the engines hold."""
 
 import os
 import subprocess
@@ -13,8 +13,14 @@ from harness.pytest_plugin import AUTO_WORKERS, EngineCapacity, auto_workers
 GIB = 1 << 30
 
 
-def test_this_machine_gets_one_worker_per_core():
-    assert auto_workers(2, [EngineCapacity(cpus=2, memory=23 * GIB)])[0] == 2
+def test_this_machine_gets_two_workers_per_core():
+    # A worker waits on containers and PostgreSQL half its time or more: two a core keep the cores busy.
+    workers, why = auto_workers(2, [EngineCapacity(cpus=2, memory=23 * GIB)])
+    assert workers == 4
+    assert why == (
+        "4 (2 per CPU of this machine), 6 (the default address pools), 4 (2 per CPU of the engine), "
+        "15 (the engine's memory at 1.5 GiB a worker)"
+    )
 
 
 def test_a_big_machine_stops_at_what_the_default_address_pools_hold():
@@ -25,30 +31,31 @@ def test_a_big_machine_stops_at_what_the_default_address_pools_hold():
 
 def test_an_engine_in_a_small_vm_bounds_a_big_laptop():
     # Docker Desktop: the engine has the CPUs and memory of its VM, not of the machine.
-    assert auto_workers(10, [EngineCapacity(cpus=4, memory=8 * GIB)])[0] == 4
+    assert auto_workers(10, [EngineCapacity(cpus=2, memory=8 * GIB)])[0] == 4
     workers, why = auto_workers(10, [EngineCapacity(cpus=8, memory=5 * GIB)])
     assert workers == 3
     assert "3 (the engine's memory at 1.5 GiB a worker)" in why
 
 
 def test_one_worker_is_a_plain_run():
-    assert auto_workers(1, [EngineCapacity(cpus=1, memory=4 * GIB)])[0] == 0
+    assert auto_workers(1, [EngineCapacity(cpus=1, memory=4 * GIB)])[0] == 2
     assert auto_workers(8, [EngineCapacity(cpus=8, memory=2 * GIB)])[0] == 0
+    assert auto_workers(1, [EngineCapacity(cpus=1, memory=2 * GIB)])[0] == 0
 
 
 def test_an_engine_that_did_not_answer_is_bounded_by_the_pools_alone():
     workers, why = auto_workers(8, [None])
     assert workers == 6
     assert why == (
-        "8 (this machine's CPUs), 6 (the default address pools); "
+        "16 (2 per CPU of this machine), 6 (the default address pools); "
         "an engine that did not answer is bounded by the address pools alone"
     )
 
 
 def test_workers_go_round_robin_so_the_smallest_engine_counts_once_per_engine():
-    engines = [EngineCapacity(cpus=2, memory=8 * GIB), EngineCapacity(cpus=8, memory=32 * GIB)]
+    engines = [EngineCapacity(cpus=1, memory=8 * GIB), EngineCapacity(cpus=8, memory=32 * GIB)]
     assert auto_workers(16, engines)[0] == 4
-    assert auto_workers(16, [EngineCapacity(cpus=16, memory=64 * GIB)] * 3)[0] == 16
+    assert auto_workers(8, [EngineCapacity(cpus=16, memory=64 * GIB)] * 3)[0] == 16
 
 
 class Config:
@@ -74,11 +81,11 @@ def test_the_hook_asks_each_engine_and_says_why_in_the_header(monkeypatch):
 
     monkeypatch.setattr(pytest_plugin, "engine_capacity", capacity)
     config = Config()
-    assert pytest_plugin.pytest_xdist_auto_num_workers(config) == 6
+    assert pytest_plugin.pytest_xdist_auto_num_workers(config) == 12
     assert asked == ["tcp://127.0.0.1:23751", "tcp://127.0.0.1:23752"]
     assert config.stash[AUTO_WORKERS] == (
-        "-n auto: 6 workers, the least of 8 (this machine's CPUs), 12 (the default address pools), "
-        "6 (the engine's CPUs), 20 (the engine's memory at 1.5 GiB a worker)"
+        "-n auto: 12 workers, the least of 16 (2 per CPU of this machine), 12 (the default address pools), "
+        "12 (2 per CPU of the engine), 20 (the engine's memory at 1.5 GiB a worker)"
     )
 
 
