@@ -127,7 +127,7 @@ def test_a_conflict_stops_apply_until_skipped(logical):
     assert subscription.stats()["apply_error_count"] >= 1
     # A wait on it says why it does not progress: the error count and the subscriber's own error line.
     with pytest.raises(WaitTimeout) as excinfo:
-        subscription.wait_for_catchup(timeout=2)
+        subscription.wait_for_catchup(timeout=1)
     assert "'apply_error_count': 1" in excinfo.value.what
     assert "23505" in excinfo.value.what
 
