@@ -316,7 +316,8 @@ def suite_wall_time(pg_version: str, pg_image: str, workers: int | str | None) -
     """Seconds for the default suite (`pytest`, as `make test` runs it), serial or on `workers` xdist workers
     (``"auto"``: as `make test` chooses them), the machine's busy CPU-seconds meanwhile (None when unknown),
     and the plugin's ``-n auto`` header line ("" without one)."""
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pg-version", pg_version]
+    # Not -q: it drops the report header, where the plugin says how many workers -n auto chose.
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--pg-version", pg_version]
     if pg_image:
         cmd += ["--pg-image", pg_image]
     if workers:
@@ -402,10 +403,11 @@ def main() -> int:
     print(f"{'clusters side by side on this engine':<52} {clusters:>8}  (then: {stopped})")
     if suite:
         cores = os.cpu_count() or 1
+        auto = re.search(r"\S+ workers", suite.get("auto_workers", ""))  # the header line: "-n auto: 4 workers, ..."
         for label, key, extra in (
             ("default suite, serial", "serial", ""),
             ("default suite, pytest -n 2", "xdist_2", f"  ({suite['speedup']:.2f}x)"),
-            ("default suite, pytest -n auto (make test)", "xdist_auto", f"  ({suite.get('auto_workers', '')})"),
+            ("default suite, pytest -n auto (make test)", "xdist_auto", f"  ({auto.group(0) if auto else '?'})"),
         ):
             busy = suite.get(f"{key}_busy_cpu_s")
             work = f"  machine busy {busy:.0f} of {cores * suite[f'{key}_s']:.0f} CPU-s" if busy is not None else ""
