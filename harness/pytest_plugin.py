@@ -308,10 +308,10 @@ def engine_of_worker(engines: list[str], worker: str) -> str:
 #: pair, its test's own clusters and those still being removed behind it (counted at their peak: 7
 #: networks in a ``-n 2`` run, 13 in a ``-n 4`` one), with room to spare.
 CLUSTERS_PER_WORKER = 5
-#: Workers a CPU: a worker waits on containers and PostgreSQL half its time or more. Measured on this
-#: project's 2-core machine, `make test`: 117-119 s on ``-n 2`` with the machine idle a third of the
-#: time, 88-97 s on ``-n 4``, 97 s on ``-n 3`` and 96 s on ``-n 6``; when the machine was slower and
-#: busy, ``-n 4`` still took 178 s against 185 s on ``-n 2``.
+#: Workers a CPU: a worker spends much of its time waiting on containers and PostgreSQL. Measured on
+#: this project's 2-core machine, `make test`: 117-119 s on ``-n 2`` with the machine idle a third of
+#: the time, 88-97 s on ``-n 4``, 97 s on ``-n 3`` and 96 s on ``-n 6``; on a day the machine was
+#: slower and busy, ``-n 4`` still took 178 s against 185 s on ``-n 2``.
 WORKERS_PER_CPU = 2
 #: Engine memory a worker may take at its peak: a ``-n 2`` run of this suite had 2.5 GiB more in use than
 #: the idle machine at its peak (MemAvailable), 1.9 GiB of it shared memory (tmpfs data, shared buffers);

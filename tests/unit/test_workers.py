@@ -37,8 +37,11 @@ def test_an_engine_in_a_small_vm_bounds_a_big_laptop():
     assert "3 (the engine's memory at 1.5 GiB a worker)" in why
 
 
-def test_one_worker_is_a_plain_run():
+def test_one_core_gets_two_workers_where_the_memory_holds_them():
     assert auto_workers(1, [EngineCapacity(cpus=1, memory=4 * GIB)])[0] == 2
+
+
+def test_one_worker_is_a_plain_run():
     assert auto_workers(8, [EngineCapacity(cpus=8, memory=2 * GIB)])[0] == 0
     assert auto_workers(1, [EngineCapacity(cpus=1, memory=2 * GIB)])[0] == 0
 
