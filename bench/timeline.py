@@ -1,7 +1,7 @@
 """Where a cluster's start goes: one `Cluster.start()` (nodes on tmpfs, as the pytest plugin runs them) laid
 out on one clock from the engine's events, the nodes' own log lines and the harness's steps.
 
-    python bench/timeline.py [--pg-version 17] [--storage tmpfs|volume]
+    python bench/timeline.py [--pg-version 17] [--storage tmpfs|volume] [--standbys N]
 
 Each line: seconds since `start()` was called, and what happened then. Docker's event times and its log
 timestamps come from the engine's clock; on a local engine that is this machine's.
@@ -43,11 +43,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pg-version", default=str(DEFAULT_VERSION))
     parser.add_argument("--storage", choices=("tmpfs", "volume"), default="tmpfs")
+    parser.add_argument("--standbys", type=int, default=1, help="streaming standbys (the first is compose's)")
     args = parser.parse_args()
     try:
         image = ensure_image(ImageSpec(parse_version_arg(args.pg_version)))
         client = docker_client()
-        cluster = Cluster(image=image, owner="bench", storage=args.storage)
+        cluster = Cluster(image=image, owner="bench", storage=args.storage, standbys=args.standbys)
         t0 = time.perf_counter()
         wall0 = time.time()
         with cluster:
