@@ -30,8 +30,9 @@ Options (each with an ini twin and an environment default; the README has the ta
     --pg-engine URL       a Docker engine for the run; repeatable: pytest-xdist workers
                           are spread over them round-robin         [PGHARNESS_ENGINES]
 
-With pytest-xdist, ``-n auto`` starts one worker per CPU, at most what the engines' CPUs, memory and
-Docker's default address pools hold (`auto_workers`); the report header says which bound chose it.
+With pytest-xdist, ``-n auto`` starts two workers per CPU (`WORKERS_PER_CPU`), at most what the engines'
+CPUs, memory and Docker's default address pools hold (`auto_workers`); the report header says which bound
+chose it.
 """
 
 from __future__ import annotations

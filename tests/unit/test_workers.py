@@ -14,7 +14,7 @@ GIB = 1 << 30
 
 
 def test_this_machine_gets_two_workers_per_core():
-    # A worker waits on containers and PostgreSQL half its time or more: two a core keep the cores busy.
+    # A worker spends much of its time waiting on containers and PostgreSQL: two a core keep the cores busy.
     workers, why = auto_workers(2, [EngineCapacity(cpus=2, memory=23 * GIB)])
     assert workers == 4
     assert why == (
