@@ -73,10 +73,11 @@ def test_at_exit_every_registered_cluster_gets_its_teardown(monkeypatch):
 
 
 class SlowRemovable(Removable):
-    """Its removal waits for `gate`; records how many removals ran at once."""
+    """Its removal waits for `gate`; records how many removals ran at once and signals `started`."""
 
     running = 0
     most = 0
+    started = threading.Semaphore(0)
 
     def __init__(self, name, gate, fail=False):
         super().__init__(name, fail)
@@ -86,6 +87,7 @@ class SlowRemovable(Removable):
         cls = type(self)
         cls.running += 1
         cls.most = max(cls.most, cls.running)
+        cls.started.release()
         try:
             self.gate.wait(10)
             super().destroy()
@@ -95,6 +97,8 @@ class SlowRemovable(Removable):
 
 def test_background_removals_are_bounded_waited_for_and_report_failures(monkeypatch):
     monkeypatch.setattr(registry, "BACKGROUND_REMOVALS", 2)
+    monkeypatch.setattr(SlowRemovable, "started", threading.Semaphore(0))
+    monkeypatch.setattr(SlowRemovable, "most", 0)
     gate = threading.Event()
     clusters = [SlowRemovable(f"c{i}", gate, fail=(i == 1)) for i in range(4)]
     for cluster in clusters:
@@ -109,7 +113,11 @@ def test_background_removals_are_bounded_waited_for_and_report_failures(monkeypa
 
     def wait_and_open(futures):
         waited.append(len(futures))
-        gate.set()
+        # Both removals are inside destroy() before the gate opens, so they overlap on any scheduler.
+        if not gate.is_set():
+            assert SlowRemovable.started.acquire(timeout=10)
+            assert SlowRemovable.started.acquire(timeout=10)
+            gate.set()
         return real_wait(futures)
 
     monkeypatch.setattr(registry, "wait", wait_and_open)
