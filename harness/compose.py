@@ -311,8 +311,12 @@ def remove_project(client: docker.DockerClient, name: str) -> None:
             raise ClusterError(f"could not remove {what} of {name!r}: {e.explanation}") from None
 
     containers = client.containers.list(all=True, filters=label, sparse=True)
-    with ThreadPoolExecutor(max_workers=max(1, min(len(containers), 8))) as pool:
-        list(pool.map(lambda c: remove(c, force=True, v=True), containers))
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(len(containers), 8))) as pool:
+            list(pool.map(lambda c: remove(c, force=True, v=True), containers))
+    except RuntimeError:  # "cannot schedule new futures after interpreter shutdown": the atexit handler's turn
+        for container in containers:
+            remove(container, force=True, v=True)
     for network in client.networks.list(filters=label):
         remove(network)
     for volume in client.volumes.list(filters=label):

@@ -138,11 +138,22 @@ class Subscription:
         )
 
     def repoint(self, publisher: Node) -> Subscription:
-        """Point the subscription at `publisher` (after a failover of the old one): disable it, ``ALTER
-        SUBSCRIPTION ... CONNECTION`` (the new publisher as the nodes see it), enable it; return the
-        subscription, whose publication now lives there (same name)."""
+        """Point the subscription at `publisher` (after a failover of the old one): disable it, end its
+        workers, ``ALTER SUBSCRIPTION ... CONNECTION`` (the new publisher as the nodes see it), enable it;
+        return the subscription, whose publication now lives there (same name).
+
+        A disabled subscription's apply worker leaves only once it reads the change, and one that is
+        connecting to a publisher killed a moment ago waits out TCP's retries first (minutes: the old
+        address still has its link-layer entry, and nothing answers); ended here, the worker the enabled
+        subscription starts connects to the new publisher."""
         log.info("### Re-pointing subscription %r to %r", self.name, publisher.name)
         self.disable()
+        workers = pgsql.SQL(
+            "SELECT w.pid FROM pg_stat_subscription w JOIN pg_subscription s ON s.oid = w.subid"
+            " JOIN pg_database d ON d.oid = s.subdbid WHERE s.subname = {} AND d.datname = {} AND w.pid IS NOT NULL"
+        ).format(pgsql.Literal(self.name), pgsql.Literal(self.dbname))
+        self.node.sql(pgsql.SQL("SELECT pg_terminate_backend(pid) FROM ({}) AS w").format(workers))
+        self.node.poll_query_until(pgsql.SQL("SELECT NOT EXISTS ({})").format(workers))
         self.node.sql(
             pgsql.SQL("ALTER SUBSCRIPTION {} CONNECTION {}").format(
                 pgsql.Identifier(self.name), pgsql.Literal(publisher.conninfo(self.publication.dbname))
