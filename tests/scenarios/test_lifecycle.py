@@ -33,17 +33,39 @@ def test_failed_startup_removes_everything_and_says_why(harness_image):
 
 
 def test_passing_run_leaves_nothing(tmp_path, harness_image):
-    # A passing run with a fresh cluster, a shared one and a node added at run time.
+    # A passing run with a fresh cluster, a node added at run time, a second fresh cluster (started
+    # ahead, while the first test runs), a test with a `cluster` fixture of its own and a shared cluster.
     proc = run_pytest(
         tmp_path,
         """
+        import pytest
+
         def test_fresh(cluster):
             cluster.add_node("extra")
             assert cluster.node("extra").is_in_recovery()
+            cluster.primary.sql("CREATE TABLE made_by_the_first_test (a int)")
+            print("first:", cluster.name)
+
+        def test_fresh_again(cluster):
+            assert cluster.primary.scalar("SELECT to_regclass('made_by_the_first_test') IS NULL")
+            assert cluster.standby.is_in_recovery()
+            print("second:", cluster.name)
+
+        class TestOwnFixture:
+            @pytest.fixture
+            def cluster(self):
+                return "its own"
+
+            def test_own(self, cluster):
+                assert cluster == "its own"
 
         def test_shared(shared_cluster):
             assert shared_cluster.standby.is_in_recovery()
         """,
+        "-s",
+        "-o",
+        "log_cli=true",
+        "--log-cli-level=INFO",
     )
     output, _ = proc.communicate(timeout=300)
     owner = f"org.pgharness.owner=pytest-{proc.pid}"
@@ -51,9 +73,14 @@ def test_passing_run_leaves_nothing(tmp_path, harness_image):
     remove_projects(owner)  # after looking: what the run left is the finding
 
     assert proc.returncode == 0, output
-    assert "2 passed" in output
+    assert "4 passed" in output
     assert left == []
     assert not (tmp_path / "evidence").exists()
+    # The second test's cluster was the one started ahead; the test with a fixture of its own got none.
+    ahead = re.findall(r"starting cluster '([^']+)' ahead", output)
+    named = dict(re.findall(r"^.*?(first|second): (\S+)$", output, re.M))
+    assert ahead == [named["second"]], output
+    assert named["first"] != named["second"]
 
 
 def test_failed_test_leaves_evidence_files_and_no_cluster(tmp_path, harness_image):
@@ -107,18 +134,22 @@ def test_failed_test_leaves_evidence_files_and_no_cluster(tmp_path, harness_imag
     ids=["ctrl-c", "sigterm", "sigterm-twice"],
 )
 def test_ctrl_c_or_sigterm_in_the_middle_of_a_scenario_removes_the_cluster(tmp_path, harness_image, signals):
-    # A scenario that waits on its cluster for a long time.
+    # A scenario that waits on its cluster for a long time, and one after it whose cluster is started
+    # meanwhile (`harness.spare`): the interrupted run never gets to take it.
     proc = run_pytest(
         tmp_path,
         """
         def test_waits(cluster):
             cluster.primary.poll_query_until("SELECT false", True, timeout=240)
+
+        def test_next(cluster):
+            pass
         """,
     )
     owner = f"org.pgharness.owner=pytest-{proc.pid}"
     try:
-        # Once its cluster is up and healthy ...
-        wait_until_healthy(owner)
+        # Once both clusters are up and healthy ...
+        wait_until_healthy(owner, count=4)
         # ... press Ctrl-C, or cancel the CI job (SIGTERM); a runner may signal again 0.2 s later,
         # while the cluster comes down: that teardown must finish all the same.
         for number, signum in enumerate(signals):
@@ -153,6 +184,23 @@ def test_a_cluster_whose_removal_failed_is_removed_at_exit(harness_image, monkey
     # ... and once removal succeeds it leaves the registry.
     cluster.destroy()
     assert cluster not in registry.live()
+
+
+def test_a_script_that_never_removes_its_cluster_leaves_nothing_at_exit(harness_image):
+    # A program that starts a cluster and ends without removing it: the atexit handler removes it, in an
+    # interpreter already shutting down (no new threads for a parallel removal there).
+    script = "import sys; from harness import Cluster; print(Cluster(image=sys.argv[1]).start().name)"
+    result = subprocess.run(
+        [sys.executable, "-c", script, harness_image], capture_output=True, text=True, timeout=120, check=False
+    )
+    name = result.stdout.strip()
+    left = labelled(f"com.docker.compose.project={name}")
+    remove_projects(f"com.docker.compose.project={name}")
+
+    assert result.returncode == 0, result.stderr
+    assert name.startswith("pgh-"), result.stdout
+    assert left == [], result.stderr
+    assert "could not remove" not in result.stderr
 
 
 def test_pytest_timeout_expiry_removes_the_cluster_and_keeps_evidence(tmp_path, harness_image):
