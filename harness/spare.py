@@ -7,7 +7,8 @@ test's body begins: the cluster starts in a worker thread meanwhile, and the
 ``cluster`` fixture `take`s it instead of starting its own. The test cannot
 tell: it is the cluster it would have started (the same arguments, so the
 same image, settings and storage; a fresh name and ports, as any start gives),
-started a few seconds earlier.
+started a few seconds earlier. The plugin does this in a run of one process
+only: under pytest-xdist, the other workers already use the time a test waits.
 
 One spare at a time. A spare that no test took (the next test was skipped, or
 the run stopped) is removed when the session ends (`discard`). A spare that did
