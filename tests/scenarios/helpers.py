@@ -26,6 +26,17 @@ def generate_segments(primary, table, count):
     return segment
 
 
+def lose_partitioned_standby(primary, query, expected):
+    """Wait until `primary` shows that it lost a partitioned standby: `query` returns `expected`.
+
+    A commit first: the walsenders send it, and the partition refuses what goes to a cut-off standby
+    (a TCP reset), so the primary drops that connection at once instead of at its next keepalive, half
+    of wal_sender_timeout later.
+    """
+    primary.sql("SELECT txid_current()")
+    return primary.poll_query_until(query, expected)
+
+
 def notice_lost_standbys_fast(primary):
     """Let the primary drop a silent standby's connection after 2 s instead of wal_sender_timeout's 60 s."""
     primary.sql("ALTER SYSTEM SET wal_sender_timeout = '2s'")
@@ -145,18 +156,20 @@ def harness(*args, env=None, timeout=180):
     )
 
 
-def wait_until_healthy(label, count=2, timeout=120):
-    """Wait until `count` nodes (PostgreSQL containers) carry `label` and all are healthy."""
+def wait_until_healthy(label, count=2, timeout=120, *, present=None):
+    """Wait until `count` nodes (PostgreSQL containers) carry `label` and all are healthy; with `present`,
+    until that many carry it and `count` of them are healthy."""
     client = docker.from_env()
     filters = {"label": [label, "org.pgharness.kind=postgres"]}
+    present = count if present is None else present
 
     def health():
         return [client.containers.get(c.id).health for c in client.containers.list(all=True, filters=filters)]
 
     poll_until(
         health,
-        lambda status: status == ["healthy"] * count,
-        what=f"{count} healthy containers labelled {label}",
+        lambda status: len(status) == present and status.count("healthy") >= count,
+        what=f"{present} containers labelled {label}, {count} of them healthy",
         timeout=timeout,
         retry_on=(docker.errors.NotFound,),
     )

@@ -2,6 +2,7 @@
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import docker
 import pytest
@@ -21,13 +22,15 @@ def test_a_wait_on_a_frozen_primary_ends_at_its_deadline(shared_cluster):
     # A frozen primary accepts TCP connections (the kernel does) and never answers.
     primary.pause()
     try:
-        started = time.monotonic()
-        with pytest.raises(WaitTimeout) as excinfo:
-            primary.wait_for_catchup(standby, timeout=2)
-        took = time.monotonic() - started
-        # A single statement on it ends at its own deadline too.
-        with pytest.raises(QueryTimeout):
-            primary.sql("SELECT 1", timeout=2)
+        with ThreadPoolExecutor(1) as pool:
+            # A single statement on it ends at its own deadline too (meanwhile, in a thread of its own).
+            statement = pool.submit(primary.sql, "SELECT 1", timeout=2)
+            started = time.monotonic()
+            with pytest.raises(WaitTimeout) as excinfo:
+                primary.wait_for_catchup(standby, timeout=2)
+            took = time.monotonic() - started
+            with pytest.raises(QueryTimeout):
+                statement.result(timeout=10)  # a statement without its deadline fails here, not hangs
     finally:
         primary.unpause()
     assert took < 4, f"the wait took {took:.1f} s for a 2 s deadline"

@@ -7,7 +7,7 @@ back to it, do without it through a slot, and break it on purpose.
 
 import psycopg.errors
 import pytest
-from helpers import generate_segments, notice_lost_standbys_fast, pg_wal_files
+from helpers import generate_segments, lose_partitioned_standby, notice_lost_standbys_fast, pg_wal_files
 
 from harness.faults import partitioned
 from harness.lsn import Lsn, segment_start
@@ -58,7 +58,7 @@ def test_cut_off_standby_catches_up_from_the_archive_then_streams_again(shared_c
 
     with partitioned(standby):
         # The primary loses its standby ...
-        primary.poll_query_until("SELECT count(*) FROM pg_stat_replication", 0)
+        lose_partitioned_standby(primary, "SELECT count(*) FROM pg_stat_replication", 0)
 
         # ... writes several segments, and checkpoints so the old ones leave pg_wal.
         generate_segments(primary, "hoge", 4)
@@ -96,7 +96,9 @@ def test_slot_keeps_wal_for_a_cut_off_standby_until_max_slot_wal_keep_size(clust
     assert standby.scalar("SHOW restore_command") == ""
 
     with partitioned(standby):
-        primary.poll_query_until("SELECT active FROM pg_replication_slots WHERE slot_name = 'slot_standby'", False)
+        lose_partitioned_standby(
+            primary, "SELECT active FROM pg_replication_slots WHERE slot_name = 'slot_standby'", False
+        )
         restart_lsn = Lsn.parse(primary.scalar("SELECT restart_lsn::text FROM pg_replication_slots"))
         size_before = primary.scalar("SELECT sum(size) FROM pg_ls_waldir()")
 
@@ -118,7 +120,9 @@ def test_slot_keeps_wal_for_a_cut_off_standby_until_max_slot_wal_keep_size(clust
     primary.sql("ALTER SYSTEM SET max_slot_wal_keep_size = '32MB'")
     primary.sql("SELECT pg_reload_conf()")
     with partitioned(standby):
-        primary.poll_query_until("SELECT active FROM pg_replication_slots WHERE slot_name = 'slot_standby'", False)
+        lose_partitioned_standby(
+            primary, "SELECT active FROM pg_replication_slots WHERE slot_name = 'slot_standby'", False
+        )
         generate_segments(primary, "hoge", 4)
         primary.sql("CHECKPOINT")
 

@@ -1,7 +1,7 @@
 """Behaviour that came with a given PostgreSQL version; each test says which with @pytest.mark.pg."""
 
 import pytest
-from helpers import generate_segments, notice_lost_standbys_fast, pg_wal_files, set_and_reload
+from helpers import generate_segments, lose_partitioned_standby, notice_lost_standbys_fast, pg_wal_files, set_and_reload
 
 from harness.faults import partitioned
 from harness.wait import poll_until
@@ -45,7 +45,7 @@ def outage(cluster, standby):
     needed = cluster.primary.walfile(standby.lsn("replay"))
     with partitioned(standby):
         query = f"SELECT count(*) FROM pg_stat_replication WHERE application_name = '{standby.name}'"
-        primary.poll_query_until(query, 0)
+        lose_partitioned_standby(primary, query, 0)
         generate_segments(primary, "hoge", 4)
         primary.sql("CHECKPOINT")
         primary.sql("CHECKPOINT")
