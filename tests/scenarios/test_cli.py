@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import shlex
 import socket
 import subprocess
@@ -53,10 +54,24 @@ def up_on_free_ports(name, *flags):
     return ok("up", "--name", name, "--primary-port", str(free_port()), "--standby-port", str(free_port()), *flags)
 
 
+#: The kernel's ephemeral ports (Linux's default where the file is missing).
+EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free on 127.0.0.1 now, below the ephemeral range. The engine publishes the other workers'
+    clusters on ports it takes from that range (``127.0.0.1::5432``), so a free one picked there can be
+    gone before `harness up` binds it (seen once in a ``-n 4`` run: "port ... is already in use")."""
+    low = int(EPHEMERAL.read_text().split()[0]) if EPHEMERAL.exists() else 32768
+    for _ in range(100):
+        port = random.randrange(20000, max(low, 20001))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port between 20000 and {low} on 127.0.0.1 in 100 tries")
 
 
 def primary_file_system(name):
