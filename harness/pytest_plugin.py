@@ -60,7 +60,7 @@ from harness.constants import STORAGES
 from harness.engine import resolve
 from harness.errors import HarnessError
 from harness.image import ImageSpec, ensure_image, image_exists, server_version
-from harness.spare import Spare, first_line
+from harness.spare import Spare, arguments_key, first_line
 from harness.versions import DEFAULT_VERSION, parse_postgres_v, parse_version_arg, version_matches
 
 log = logging.getLogger("harness")
@@ -645,7 +645,7 @@ class SharedClusters:
         self._clusters: dict[str, Cluster] = {}
 
     def get(self, kwargs: dict[str, Any]) -> Cluster:
-        key = repr(sorted(kwargs.items()))
+        key = arguments_key(kwargs)
         if key not in self._clusters:
             cluster = Cluster(**cluster_arguments(self.settings, self.image, kwargs))
             try:

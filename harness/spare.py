@@ -38,7 +38,8 @@ C = TypeVar("C", bound=Startable)
 
 
 def arguments_key(kwargs: dict[str, Any]) -> str:
-    """What two sets of `Cluster` arguments must share for one's spare to serve the other."""
+    """What two sets of `Cluster` arguments share when they make the same cluster: a spare serves the
+    other, a shared cluster is the other's."""
     return repr(sorted(kwargs.items()))
 
 
@@ -50,11 +51,6 @@ class Spare(Generic[C]):
         self._key: str | None = None
         self._future: Future[C] | None = None
         self._executor: ThreadPoolExecutor | None = None
-
-    @property
-    def pending(self) -> bool:
-        """Whether a spare is started or starting."""
-        return self._future is not None
 
     def prepare(self, kwargs: dict[str, Any]) -> None:
         """Start a cluster of `kwargs` in the background, unless a spare is already there."""

@@ -11,6 +11,7 @@ from helpers import harness
 
 from harness.compose import docker_client
 from harness.engine import resolve, url_host
+from harness.pytest_plugin import WORKERS_PER_CPU
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
@@ -143,11 +144,11 @@ def test_n_auto_asks_every_engine_what_it_holds(remote_engine):
     cpus = [docker_client(resolve({"DOCKER_HOST": url})).info()["NCPU"] for url in (LOCAL_ENGINE, remote_engine)]
     line = auto_workers_line(LOCAL_ENGINE, remote_engine)
     # Both answered: two workers per CPU of the smaller engine, once per engine; the pools hold six an engine.
-    assert f"{2 * min(cpus) * 2} (2 per CPU of the engine)" in line
+    assert f"{WORKERS_PER_CPU * min(cpus) * 2} ({WORKERS_PER_CPU} per CPU of the engine)" in line
     assert "12 (the default address pools)" in line
     assert "did not answer" not in line
     # The test host's address, on a port where no engine listens: bounded by the pools alone, and said so.
     silent = remote_engine.rsplit(":", 1)[0] + ":2399"
     line = auto_workers_line(LOCAL_ENGINE, silent)
-    assert f"{2 * cpus[0] * 2} (2 per CPU of the engine)" in line
+    assert f"{WORKERS_PER_CPU * cpus[0] * 2} ({WORKERS_PER_CPU} per CPU of the engine)" in line
     assert "an engine that did not answer is bounded by the address pools alone" in line

@@ -33,15 +33,12 @@ class Startable:
 def test_the_spare_serves_the_same_arguments_once():
     spare = Spare(Startable)
     spare.prepare({"storage": "tmpfs", "settings": ["a = 1"]})
-    assert spare.pending
     # Another shape of cluster does not get it, and it stays for the one that asks for its shape.
     assert spare.take({"storage": "volume", "settings": ["a = 1"]}) is None
-    assert spare.pending
     # The same arguments in another order are the same cluster.
     taken = spare.take({"settings": ["a = 1"], "storage": "tmpfs"})
     assert taken is not None
     assert (taken.started, taken.kwargs) == (1, {"storage": "tmpfs", "settings": ["a = 1"]})
-    assert not spare.pending
     assert spare.take({"storage": "tmpfs", "settings": ["a = 1"]}) is None
 
 
@@ -59,21 +56,28 @@ def test_take_waits_for_a_start_still_running():
     gate = threading.Event()
     spare = Spare(lambda **kwargs: Startable(gate=gate, **kwargs))
     spare.prepare({})
-    # The gate opens while take() most likely waits already; either way it returns the cluster started.
-    timer = threading.Timer(0.05, gate.set)
-    timer.start()
-    taken = spare.take({})
-    timer.join()
-    assert taken is not None
-    assert taken.started == 1
+    taken = []
+    taker = threading.Thread(target=lambda: taken.append(spare.take({})))
+    taker.start()
+    # The start cannot finish before the gate opens, so neither can take().
+    taker.join(0.1)
+    assert taker.is_alive()
+    gate.set()
+    taker.join(10)
+    assert not taker.is_alive()
+    assert taken[0] is not None
+    assert taken[0].started == 1
 
 
 def test_a_spare_that_did_not_start_is_none_and_gone(caplog):
     spare = Spare(lambda **kwargs: Startable(fail=True, **kwargs))
     spare.prepare({})
     assert spare.take({}) is None
-    assert not spare.pending
     assert "the cluster started ahead did not start (did not start)" in caplog.text
+    # Gone: nothing is left for the session's end to remove.
+    removed = []
+    spare.discard(removed.append)
+    assert removed == []
 
 
 def test_discard_hands_an_untaken_spare_to_removal_and_skips_a_failed_one():
@@ -83,7 +87,10 @@ def test_discard_hands_an_untaken_spare_to_removal_and_skips_a_failed_one():
     spare.discard(removed.append)
     assert [c.kwargs for c in removed] == [{"standbys": 1}]
     assert removed[0].started == 1
-    assert not spare.pending
+    # Handed over once: a second discard, or a take, finds nothing.
+    spare.discard(removed.append)
+    assert len(removed) == 1
+    assert spare.take({"standbys": 1}) is None
 
     failing = Spare(lambda **kwargs: Startable(fail=True, **kwargs))
     failing.prepare({})
