@@ -18,7 +18,7 @@ MATRIX_DIR   ?= test-results/matrix
 export PG_VERSION PG_IMAGE PRIMARY_PORT STANDBY_PORT
 
 BIN     := $(VENV)/bin
-HARNESS := $(BIN)/harness
+HARNESS := $(BIN)/pgharness
 
 .PHONY: help venv image up down test test-matrix test-provision test-remote soak unit lint format docs bench clean
 
@@ -53,7 +53,7 @@ test-matrix: venv ## Run the suite on each of MATRIX_VERSIONS in turn; table und
 	    $(MAKE) --no-print-directory test PG_VERSION=$$v \
 	        PYTEST_ARGS="$(PYTEST_ARGS) --junitxml=$(MATRIX_DIR)/pg$$v.xml" || status=1; \
 	done; \
-	$(BIN)/python -m harness.matrix $(MATRIX_DIR) || status=1; \
+	$(BIN)/python -m pgharness.matrix $(MATRIX_DIR) || status=1; \
 	exit $$status
 
 test-remote: image ## Streaming, promotion, failover, the CLI and a downstream job on a second engine in a network namespace, then one run over both (root)
@@ -63,7 +63,7 @@ test-provision: venv ## Check .ci/provision on a fresh Debian bookworm root: it 
 	$(BIN)/pytest tests/provision $(PYTEST_ARGS)
 
 soak: image ## Run the suite N times (SOAK_ARGS="-m failover" for a family); each failure with its evidence
-	$(BIN)/python -m harness.soak --rounds $(N) --dir test-results/soak -- $(SOAK_ARGS)
+	$(BIN)/python -m pgharness.soak --rounds $(N) --dir test-results/soak -- $(SOAK_ARGS)
 
 unit: venv ## Run the unit tests only (no Docker needed)
 	$(BIN)/pytest -m 'not docker' tests/unit $(PYTEST_ARGS)
@@ -71,6 +71,7 @@ unit: venv ## Run the unit tests only (no Docker needed)
 lint: venv ## ruff (lint and format check) and mypy (strict on harness/ and bench/)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@mkdir -p .mypy-path && ln -sfn ../harness .mypy-path/pgharness
 	$(BIN)/mypy
 
 format: venv ## Apply ruff's formatting and safe fixes
@@ -85,4 +86,4 @@ bench: image ## Time a primary + standby to the first replicated row (BENCH_RUNS
 	$(BIN)/python bench/startup.py --runs $(BENCH_RUNS)
 
 clean: ## Remove the virtual environment and test results
-	rm -rf $(VENV) test-results docs/api .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) test-results docs/api .pytest_cache .mypy_cache .mypy-path .ruff_cache

@@ -1,7 +1,7 @@
-"""Ship compose.yaml and docker/ inside the package (harness/resources/) so an installed wheel needs no checkout.
+"""Ship compose.yaml and docker/ inside the package (pgharness/resources/) so an installed wheel needs no checkout.
 
 Everything else is in pyproject.toml. An editable install (``pip install -e .``) finds them
-in the checkout instead (harness.compose.COMPOSE_FILE).
+in the checkout instead (pgharness.compose.COMPOSE_FILE).
 """
 
 import shutil
@@ -17,9 +17,9 @@ class BuildPyWithResources(build_py):
     def run(self) -> None:
         # pip builds in the checkout (build/): a module deleted since an earlier build would still be there
         # and ship in the wheel. Start from an empty package folder.
-        shutil.rmtree(Path(self.build_lib) / "harness", ignore_errors=True)
+        shutil.rmtree(Path(self.build_lib) / "pgharness", ignore_errors=True)
         super().run()
-        resources = Path(self.build_lib) / "harness" / "resources"
+        resources = Path(self.build_lib) / "pgharness" / "resources"
         (resources / "docker").mkdir(parents=True)
         shutil.copy2(ROOT / "compose.yaml", resources / "compose.yaml")
         for path in sorted((ROOT / "docker").iterdir()):

@@ -22,7 +22,7 @@ Figures (median, min and max over the runs):
 - the default suite's wall time, serial, with pytest-xdist `-n 2` and with `-n auto` (as `make test`
   runs it; the plugin's header line says how many workers), and the machine's CPU-seconds busy
   meanwhile (on two cores, half of that work is the shortest a run can take);
-- `harness --help`: the command line's own start (the interpreter included).
+- `pgharness --help`: the command line's own start (the interpreter included).
 
 Prints the machine it ran on, a table, and writes everything to bench/results.json.
 """
@@ -46,11 +46,11 @@ import docker.errors
 import psycopg
 import requests
 
-from harness import Cluster, HarnessError, Lsn, Node
-from harness.compose import docker_client
-from harness.image import ImageSpec, ensure_image, server_version
-from harness.load import WriteLoad
-from harness.versions import DEFAULT_VERSION, parse_version_arg
+from pgharness import Cluster, HarnessError, Lsn, Node
+from pgharness.compose import docker_client
+from pgharness.image import ImageSpec, ensure_image, server_version
+from pgharness.load import WriteLoad
+from pgharness.versions import DEFAULT_VERSION, parse_version_arg
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 #: Where the nodes keep their data in the figures: as the pytest plugin has it (tmpfs); `--storage` changes it.
@@ -291,8 +291,8 @@ def side_by_side(image: str, limit: int = 40) -> tuple[int, str]:
 
 
 def cli_help() -> float:
-    """Seconds for ``harness --help`` (the installed command, as a user types it)."""
-    command = Path(sys.executable).with_name("harness")
+    """Seconds for ``pgharness --help`` (the installed command, as a user types it)."""
+    command = Path(sys.executable).with_name("pgharness")
     t0 = time.perf_counter()
     subprocess.run([str(command), "--help"], check=True, stdout=subprocess.DEVNULL, timeout=60)
     return time.perf_counter() - t0
@@ -370,7 +370,7 @@ def main() -> int:
             figures["up: primary + 1 standby, data on disk (storage=volume)"] = standbys_up(image, 1, "volume")[0]
             figures |= standby_figures(image, 5)
             figures |= first_test_timings(args.pg_version)
-            figures["harness --help"] = cli_help()
+            figures["pgharness --help"] = cli_help()
             runs.append(figures)
             peaks = {name: max(peaks.get(name, 0), used) for name, used in memory.items()}
     except HarnessError as e:

@@ -14,10 +14,10 @@ import sys
 import time
 from datetime import datetime
 
-from harness import Cluster, HarnessError
-from harness.compose import docker_client
-from harness.image import ImageSpec, ensure_image
-from harness.versions import DEFAULT_VERSION, parse_version_arg
+from pgharness import Cluster, HarnessError
+from pgharness.compose import docker_client
+from pgharness.image import ImageSpec, ensure_image
+from pgharness.versions import DEFAULT_VERSION, parse_version_arg
 
 #: Node log lines worth a place on the timeline (a substring of each).
 MILESTONES = (

@@ -78,7 +78,7 @@ check_image() {
     ensure_nft
 }
 
-# The packet filter that partitions a node (harness.faults.partition runs `nft` in
+# The packet filter that partitions a node (pgharness.faults.partition runs `nft` in
 # the node as root). The harness's own images carry it; an image a user brings
 # gets it from its package manager when the build can reach one, and otherwise
 # builds without it: every other feature works, a partition is refused in one line.
@@ -93,7 +93,7 @@ ensure_nft() {
     if command -v nft >/dev/null 2>&1; then
         say "nft installed for partitions"
     else
-        say "warning: no nft in this image and none could be installed: partitions (harness.faults.partition) are refused"
+        say "warning: no nft in this image and none could be installed: partitions (pgharness.faults.partition) are refused"
     fi
 }
 

@@ -1,12 +1,12 @@
 """A PostgreSQL replication test harness.
 
 Real PostgreSQL primaries, standbys and a shared WAL archive in containers,
-described once in ``compose.yaml``. `Cluster` (``harness.cluster``) drives a
-compose project; each server is a `Node` (``harness.node``) with its waits;
+described once in ``compose.yaml``. `Cluster` (``pgharness.cluster``) drives a
+compose project; each server is a `Node` (``pgharness.node``) with its waits;
 ``cluster.archive`` and ``cluster.backups`` hold the archive and the backups;
-``harness.failover`` plays the operator and ``harness.faults`` breaks things
-on purpose; the pytest plugin (``harness.pytest_plugin``) gives tests fresh or
-shared clusters. Every error derives from `HarnessError` (``harness.errors``).
+``pgharness.failover`` plays the operator and ``pgharness.faults`` breaks things
+on purpose; the pytest plugin (``pgharness.pytest_plugin``) gives tests fresh or
+shared clusters. Every error derives from `HarnessError` (``pgharness.errors``).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     # `import X as X`: each name is this package's API, re-exported for type checkers (mypy --strict).
-    from harness.cluster import Cluster as Cluster
-    from harness.errors import (
+    from pgharness.cluster import Cluster as Cluster
+    from pgharness.errors import (
         BackupError as BackupError,
         ClusterError as ClusterError,
         DockerUnavailable as DockerUnavailable,
@@ -34,38 +34,38 @@ if TYPE_CHECKING:
         UnsupportedVersion as UnsupportedVersion,
         WaitTimeout as WaitTimeout,
     )
-    from harness.lsn import Lsn as Lsn, walfile_name as walfile_name
-    from harness.node import Node as Node
-    from harness.recovery import Lag as Lag, RecoveryTarget as RecoveryTarget
-    from harness.service import Service as Service
-    from harness.tls import TlsFiles as TlsFiles
-    from harness.wait import Deadline as Deadline, poll_until as poll_until
+    from pgharness.lsn import Lsn as Lsn, walfile_name as walfile_name
+    from pgharness.node import Node as Node
+    from pgharness.recovery import Lag as Lag, RecoveryTarget as RecoveryTarget
+    from pgharness.service import Service as Service
+    from pgharness.tls import TlsFiles as TlsFiles
+    from pgharness.wait import Deadline as Deadline, poll_until as poll_until
 
 #: Where each name of the package's API lives: imported when first used, so that a command that needs
-#: little (``harness --help``) does not pay for Docker's and psycopg's imports.
+#: little (``pgharness --help``) does not pay for Docker's and psycopg's imports.
 _EXPORTS = {
-    **dict.fromkeys(("Cluster",), "harness.cluster"),
+    **dict.fromkeys(("Cluster",), "pgharness.cluster"),
     **dict.fromkeys(
         (
             "BackupError", "ClusterError", "DockerUnavailable", "FailoverError", "HarnessError", "ImageError",
             "PortInUse", "QueryTimeout", "QuotingError", "RecoveryTargetError", "SplitBrain",
             "UnknownEnvironment", "UnknownNode", "UnsupportedVersion", "WaitTimeout",
         ),
-        "harness.errors",
+        "pgharness.errors",
     ),
-    **dict.fromkeys(("Lsn", "walfile_name"), "harness.lsn"),
-    **dict.fromkeys(("Node",), "harness.node"),
-    **dict.fromkeys(("Lag", "RecoveryTarget"), "harness.recovery"),
-    **dict.fromkeys(("Service",), "harness.service"),
-    **dict.fromkeys(("TlsFiles",), "harness.tls"),
-    **dict.fromkeys(("Deadline", "poll_until"), "harness.wait"),
+    **dict.fromkeys(("Lsn", "walfile_name"), "pgharness.lsn"),
+    **dict.fromkeys(("Node",), "pgharness.node"),
+    **dict.fromkeys(("Lag", "RecoveryTarget"), "pgharness.recovery"),
+    **dict.fromkeys(("Service",), "pgharness.service"),
+    **dict.fromkeys(("TlsFiles",), "pgharness.tls"),
+    **dict.fromkeys(("Deadline", "poll_until"), "pgharness.wait"),
 }  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'harness' has no attribute {name!r}")
+    raise AttributeError(f"module 'pgharness' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

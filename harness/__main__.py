@@ -1,5 +1,5 @@
-"""``python -m harness``: the same as the ``harness`` command."""
+"""``python -m pgharness``: the same as the ``pgharness`` command."""
 
-from harness.cli import run
+from pgharness.cli import run
 
 run()

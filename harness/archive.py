@@ -14,14 +14,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from harness.constants import ARCHIVE_PATH
-from harness.errors import ClusterError
+from pgharness.constants import ARCHIVE_PATH
+from pgharness.errors import ClusterError
 
 if TYPE_CHECKING:
-    from harness.cluster import Cluster
-    from harness.node import Node
+    from pgharness.cluster import Cluster
+    from pgharness.node import Node
 
-log = logging.getLogger("harness")
+log = logging.getLogger("pgharness")
 
 SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
 HISTORY_RE = re.compile(r"^[0-9A-F]{8}\.history$")

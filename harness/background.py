@@ -13,7 +13,7 @@ Statements run one after another on the session's own connection, in a
 thread of its own: `run` waits for the result, `send` returns a `Pending` at
 once, to be asked whether it has returned, what it waits on
 (``pg_stat_activity.wait_event``), and how it ended. Every statement ends at
-a deadline (`harness.session.bounded`); closing the session (the end of its
+a deadline (`pgharness.session.bounded`); closing the session (the end of its
 ``with`` block) cancels a statement still running, so a block never hangs.
 """
 
@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING, Any, Self
 import psycopg
 from psycopg.abc import Params
 
-from harness.errors import HarnessError, QueryTimeout, WaitTimeout
-from harness.session import Query, bounded, open_connection, shut_down
-from harness.wait import Deadline, default_timeout, poll_until, resolve_timeout
+from pgharness.errors import HarnessError, QueryTimeout, WaitTimeout
+from pgharness.session import Query, bounded, open_connection, shut_down
+from pgharness.wait import Deadline, default_timeout, poll_until, resolve_timeout
 
 if TYPE_CHECKING:
-    from harness.node import Node
+    from pgharness.node import Node
 
-log = logging.getLogger("harness")
+log = logging.getLogger("pgharness")
 
 Rows = list[tuple[Any, ...]]
 

@@ -22,19 +22,19 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict
 
-from harness.compose import KEEPER_MOUNTS, run_container
-from harness.constants import BACKUPS_PATH, DATA_MOUNT
-from harness.errors import BackupError, ClusterError, HarnessError
-from harness.quoting import check_file_name, conninfo
-from harness.recovery import ACTIONS, RecoveryTarget, TargetAction
-from harness.versions import supports
-from harness.wait import failure_lines, log_tails, poll_until
+from pgharness.compose import KEEPER_MOUNTS, run_container
+from pgharness.constants import BACKUPS_PATH, DATA_MOUNT
+from pgharness.errors import BackupError, ClusterError, HarnessError
+from pgharness.quoting import check_file_name, conninfo
+from pgharness.recovery import ACTIONS, RecoveryTarget, TargetAction
+from pgharness.versions import supports
+from pgharness.wait import failure_lines, log_tails, poll_until
 
 if TYPE_CHECKING:
-    from harness.cluster import Cluster
-    from harness.node import Node
+    from pgharness.cluster import Cluster
+    from pgharness.node import Node
 
-log = logging.getLogger("harness")
+log = logging.getLogger("pgharness")
 
 #: Seconds a tool run in a throwaway container may take (a dump, a rewind, a listing).
 TOOL_TIMEOUT = 600.0

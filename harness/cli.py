@@ -1,10 +1,10 @@
-"""The ``harness`` command: throwaway replication environments for reproducing bugs by hand.
+"""The ``pgharness`` command: throwaway replication environments for reproducing bugs by hand.
 
-    harness up                   # the seed's primary (127.0.0.1:5433) and standby (:5434)
-    harness status               # role, timeline, LSNs, lag, sync state, archiver, per node
-    harness sql standby "SELECT * FROM hoge"
-    harness kill primary; harness promote standby
-    harness down                 # remove that environment (containers, volumes, networks)
+    pgharness up                   # the seed's primary (127.0.0.1:5433) and standby (:5434)
+    pgharness status               # role, timeline, LSNs, lag, sync state, archiver, per node
+    pgharness sql standby "SELECT * FROM hoge"
+    pgharness kill primary; pgharness promote standby
+    pgharness down                 # remove that environment (containers, volumes, networks)
 
 Exit codes: 0 ok, 1 the operation failed (one line on stderr says why), 2 bad
 usage, an unknown node or environment among them (the line lists the valid ones).
@@ -26,29 +26,29 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from harness.constants import STORAGES
-from harness.errors import HarnessError, UnknownEnvironment, UnknownNode
-from harness.versions import DEFAULT_VERSION, parse_version_arg
+from pgharness.constants import STORAGES
+from pgharness.errors import HarnessError, UnknownEnvironment, UnknownNode
+from pgharness.versions import DEFAULT_VERSION, parse_version_arg
 
 if TYPE_CHECKING:
     from rich.console import Console, Group
     from rich.table import Table
 
-    from harness.cluster import Cluster
-    from harness.image import ImageSpec
-    from harness.node import Node
+    from pgharness.cluster import Cluster
+    from pgharness.image import ImageSpec
+    from pgharness.node import Node
 
-# What a command needs is imported when it runs (`harness --help` pays for no Docker, psycopg or rich).
+# What a command needs is imported when it runs (`pgharness --help` pays for no Docker, psycopg or rich).
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: The compose project name of `make up` / `harness up`.
+#: The compose project name of `make up` / `pgharness up`.
 DEFAULT_NAME = "pgharness"
 
 
 def attach(name: str) -> Cluster:
     """The environment `name` on this engine (`Cluster.attach`)."""
-    from harness.cluster import Cluster
+    from pgharness.cluster import Cluster
 
     return Cluster.attach(name)
 
@@ -73,15 +73,15 @@ def clean_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except (UnknownNode, UnknownEnvironment) as e:
-            click.echo(f"harness: error: {e}", err=True)
+            click.echo(f"pgharness: error: {e}", err=True)
             sys.exit(2)
         except psycopg.Error as e:
             sqlstate = f"SQLSTATE {e.sqlstate}: " if e.sqlstate else ""
             message = e.diag.message_primary or str(e).strip().splitlines()[0]
-            click.echo(f"harness: error: {sqlstate}{message}", err=True)
+            click.echo(f"pgharness: error: {sqlstate}{message}", err=True)
             sys.exit(1)
         except HarnessError as e:
-            click.echo(f"harness: error: {one_line(str(e))}", err=True)
+            click.echo(f"pgharness: error: {one_line(str(e))}", err=True)
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
@@ -109,7 +109,7 @@ def image_options(func: F) -> F:
 
 
 def spec_from(pg_version: str, pg_image: str) -> ImageSpec:
-    from harness.image import ImageSpec
+    from pgharness.image import ImageSpec
 
     return ImageSpec(parse_version_arg(pg_version), pg_image or None)
 
@@ -132,9 +132,9 @@ def main(verbose: bool) -> None:
 def image(pg_version: str, pg_image: str) -> None:
     """Build the node image (cached: nothing is rebuilt when its inputs are unchanged).
 
-    Example: harness image --pg-version 17
+    Example: pgharness image --pg-version 17
     """
-    from harness.image import ensure_image
+    from pgharness.image import ensure_image
 
     click.echo(ensure_image(spec_from(pg_version, pg_image)))
 
@@ -221,7 +221,7 @@ def up(
 ) -> None:
     """Start a primary and a streaming standby sharing a WAL archive; print how to connect.
 
-    Example: harness up --name bug123 --primary-port 6433 --standby-port 6434 --cascade
+    Example: pgharness up --name bug123 --primary-port 6433 --standby-port 6434 --cascade
     """
 
     if archive_only and (standbys != 1 or synchronous or cascade or logical):
@@ -234,8 +234,8 @@ def up(
         raise click.UsageError(f"--delayed-standby {delayed_standby!r}: a duration such as 30s, 5min or 1h")
     from psycopg import sql as pgsql
 
-    from harness.cluster import Cluster
-    from harness.image import ensure_image
+    from pgharness.cluster import Cluster
+    from pgharness.image import ensure_image
 
     tag = ensure_image(spec_from(pg_version, pg_image))
     cluster = Cluster(
@@ -270,8 +270,8 @@ def up(
     if logical:
         subscribe = (
             "CREATE TABLE hoge (col integer PRIMARY KEY);  -- on both, then:\n"
-            f"         harness sql --name {name} primary 'CREATE PUBLICATION pub FOR TABLE hoge'\n"
-            f"         harness sql --name {name} subscriber "
+            f"         pgharness sql --name {name} primary 'CREATE PUBLICATION pub FOR TABLE hoge'\n"
+            f"         pgharness sql --name {name} subscriber "
             + shlex.quote(
                 pgsql.SQL("CREATE SUBSCRIPTION sub CONNECTION {} PUBLICATION pub")
                 .format(pgsql.Literal(cluster.primary.conninfo()))
@@ -279,8 +279,8 @@ def up(
             )
         )
         click.echo(f"logical: {subscribe}")
-    click.echo(f"status:  harness status --name {name}")
-    click.echo(f"remove:  harness down --name {name}   (make down for the default environment)")
+    click.echo(f"status:  pgharness status --name {name}")
+    click.echo(f"remove:  pgharness down --name {name}   (make down for the default environment)")
 
 
 @main.command()
@@ -290,10 +290,10 @@ def up(
 def down(name: str, everything: bool) -> None:
     """Remove an environment: its containers, volumes and networks, and nothing else.
 
-    Example: harness down --name bug123
+    Example: pgharness down --name bug123
     """
-    from harness.compose import docker_client
-    from harness.environments import list_environments, remove_environment
+    from pgharness.compose import docker_client
+    from pgharness.environments import list_environments, remove_environment
 
     client = docker_client()
     names = [e.name for e in list_environments(client)] if everything else [name]
@@ -307,12 +307,12 @@ def down(name: str, everything: bool) -> None:
 def list_command() -> None:
     """List the harness environments on this engine, with owner, age and nodes.
 
-    Example: harness ls
+    Example: pgharness ls
     """
     from rich.table import Table
 
-    from harness.compose import docker_client
-    from harness.environments import list_environments
+    from pgharness.compose import docker_client
+    from pgharness.environments import list_environments
 
     table = Table("environment", "owner", "age", "nodes", "volumes", "networks", box=None)
     for e in list_environments(docker_client()):
@@ -326,11 +326,11 @@ def list_command() -> None:
 def gc() -> None:
     """Remove environments whose owning process on this host is gone (e.g. a test run killed with SIGKILL).
 
-    Environments started by `harness up` or `make up`, and those of other hosts
-    sharing the engine, are kept and listed. Example: harness gc
+    Environments started by `pgharness up` or `make up`, and those of other hosts
+    sharing the engine, are kept and listed. Example: pgharness gc
     """
-    from harness.compose import docker_client
-    from harness.environments import gc as gc_environments
+    from pgharness.compose import docker_client
+    from pgharness.environments import gc as gc_environments
 
     removed, kept = gc_environments(docker_client())
     click.echo("removed: " + (", ".join(removed) if removed else "nothing"))
@@ -357,7 +357,7 @@ def print_rows(rows: list[tuple[Any, ...]]) -> None:
 def sql(name: str, node: str, query: str) -> None:
     """Run one SQL statement on NODE; print its rows, tab-separated.
 
-    Example: harness sql standby "SELECT * FROM hoge"
+    Example: pgharness sql standby "SELECT * FROM hoge"
     """
     print_rows(attach(name).node(node).sql(query.encode()))
 
@@ -369,7 +369,7 @@ def sql(name: str, node: str, query: str) -> None:
 def promote(name: str, node: str) -> None:
     """Promote standby NODE (pg_promote); return once it accepts writes.
 
-    Example: harness promote standby
+    Example: pgharness promote standby
     """
     target = attach(name).node(node)
     target.promote()
@@ -384,7 +384,7 @@ def promote(name: str, node: str) -> None:
 def backup(name: str, backup_name: str, source: str) -> None:
     """Take a base backup (pg_basebackup) of a node now, into the environment's backups volume.
 
-    Example: harness backup nightly
+    Example: pgharness backup nightly
     """
     attach(name).backups.take(backup_name, source=source)
     click.echo(f"backup {backup_name!r} of {source} taken")
@@ -396,7 +396,7 @@ def backup(name: str, backup_name: str, source: str) -> None:
 def backups(name: str) -> None:
     """List the base backups (and dumps) taken in an environment.
 
-    Example: harness backups
+    Example: pgharness backups
     """
     for item in attach(name).backups.names():
         click.echo(item)
@@ -409,7 +409,7 @@ def backups(name: str) -> None:
 def verify_backup(name: str, backup_name: str) -> None:
     """Check a base backup against its manifest (pg_verifybackup).
 
-    Example: harness verify-backup nightly
+    Example: pgharness verify-backup nightly
     """
     click.echo(attach(name).backups.verify(backup_name).strip())
 
@@ -431,9 +431,9 @@ def verify_backup(name: str, backup_name: str) -> None:
 def restore(name: str, node: str, backup_name: str, target_text: str, action: str, exclusive: bool) -> None:
     """Point-in-time recovery: a new NODE from a base backup plus the WAL archive, up to a target.
 
-    Example: harness restore restored --from-backup nightly --target name:before-delete
+    Example: pgharness restore restored --from-backup nightly --target name:before-delete
     """
-    from harness.recovery import RecoveryTarget
+    from pgharness.recovery import RecoveryTarget
 
     target = RecoveryTarget.parse(target_text)
     cluster = attach(name)
@@ -448,7 +448,7 @@ def restore(name: str, node: str, backup_name: str, target_text: str, action: st
 def rebuild(name: str, node: str) -> None:
     """Wipe standby NODE and take it again from its upstream (refused for a primary).
 
-    Example: harness rebuild standby
+    Example: pgharness rebuild standby
     """
     attach(name).backups.rebuild(node)
     click.echo(f"{node} rebuilt and streaming")
@@ -506,7 +506,7 @@ def status_view(rows: list[dict[str, Any]]) -> Group:
 def status_table(rows: list[dict[str, Any]]) -> Table:
     from rich.table import Table
 
-    from harness.status import split_brain
+    from pgharness.status import split_brain
 
     table = Table(*STATUS_HEADERS.values(), box=None)
     for row in rows:
@@ -528,11 +528,11 @@ def status(name: str, as_json: bool, watch: bool, interval: float) -> None:
     """Per node: role, timeline, current/received/replayed LSN, lag, sync state, WAL receiver, archiver;
     then every replication slot, publication and subscription.
 
-    Example: harness status --name bug123 --watch
+    Example: pgharness status --name bug123 --watch
     """
     from rich.live import Live
 
-    from harness.status import cluster_status
+    from pgharness.status import cluster_status
 
     cluster = attach(name)
     if as_json:
@@ -558,7 +558,7 @@ def status(name: str, as_json: bool, watch: bool, interval: float) -> None:
 def psql(name: str, node: str, psql_args: tuple[str, ...]) -> None:
     """Open psql inside NODE (as postgres, over its local socket).
 
-    Example: harness psql standby -c "SELECT pg_is_in_recovery()"
+    Example: pgharness psql standby -c "SELECT pg_is_in_recovery()"
     """
     container = attach(name).node(node).container
     tty = ["-t"] if sys.stdin.isatty() and sys.stdout.isatty() else []
@@ -574,14 +574,14 @@ def psql(name: str, node: str, psql_args: tuple[str, ...]) -> None:
 def logs(name: str, node: str, follow: bool, tail: str) -> None:
     """Print NODE's PostgreSQL log.
 
-    Example: harness logs standby -f
+    Example: pgharness logs standby -f
     """
     container = attach(name).node(node).container
     os.execvp("docker", ["docker", "logs", "--tail", tail, *(["--follow"] if follow else []), container.id or ""])
 
 
 def node_action(verb: str, doc: str) -> None:
-    """Register `harness VERB NODE`, calling Node.VERB (or harness.faults)."""
+    """Register `harness VERB NODE`, calling Node.VERB (or pgharness.faults)."""
 
     @name_option
     @click.argument("node")
@@ -599,7 +599,7 @@ def node_action(verb: str, doc: str) -> None:
         }[verb]()
         click.echo(f"{node}: {verb} done")
 
-    command.__doc__ = f"{doc}\n\nExample: harness {verb} {'standby' if 'replay' in verb else 'primary'}"
+    command.__doc__ = f"{doc}\n\nExample: pgharness {verb} {'standby' if 'replay' in verb else 'primary'}"
     main.command(verb)(command)
 
 
@@ -621,11 +621,11 @@ for _verb, _doc in (
 @click.option("--clients", is_flag=True, help="Cut it off from the host too (its published port).")
 @clean_errors
 def partition(name: str, node: str, clients: bool) -> None:
-    """Cut NODE off from every other node (a packet filter in the node); `harness heal` undoes it.
+    """Cut NODE off from every other node (a packet filter in the node); `pgharness heal` undoes it.
 
-    Example: harness partition primary --clients
+    Example: pgharness partition primary --clients
     """
-    from harness import faults
+    from pgharness import faults
 
     faults.partition(attach(name).node(node), clients=clients)
     click.echo(f"{node}: partitioned" + (" (from clients too)" if clients else ""))
@@ -637,9 +637,9 @@ def partition(name: str, node: str, clients: bool) -> None:
 def heal(name: str) -> None:
     """Undo every partition in the environment.
 
-    Example: harness heal
+    Example: pgharness heal
     """
-    from harness import faults
+    from pgharness import faults
 
     faults.heal_all(attach(name))
     click.echo("healed")
@@ -650,11 +650,11 @@ def run() -> None:
     try:
         main(standalone_mode=False)
     except click.UsageError as e:
-        where = e.ctx.command_path if e.ctx else "harness"
-        click.echo(f"harness: usage: {e.format_message()} (see '{where} --help')", err=True)
+        where = e.ctx.command_path if e.ctx else "pgharness"
+        click.echo(f"pgharness: usage: {e.format_message()} (see '{where} --help')", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
-        click.echo("harness: interrupted", err=True)
+        click.echo("pgharness: interrupted", err=True)
         sys.exit(130)
 
 

@@ -1,20 +1,20 @@
 """A cluster: one compose project on ``compose.yaml``, its lifecycle and its topology.
 
 A `Cluster` owns one compose project (a unique project name, every resource
-labelled), starts a named topology, finds its nodes (`harness.node.Node`, one
+labelled), starts a named topology, finds its nodes (`pgharness.node.Node`, one
 per compose service, named after it) and the services a user's override files
-add (`harness.service.Service`), adds nodes while it runs, and removes
+add (`pgharness.service.Service`), adds nodes while it runs, and removes
 everything in `destroy()`, which also runs when start-up fails halfway. What it
 holds beyond that is reached through it: ``cluster.archive`` (the shared WAL
-archive, `harness.archive`) and ``cluster.backups`` (base backups, restores,
-dumps, `harness.backup`).
+archive, `pgharness.archive`) and ``cluster.backups`` (base backups, restores,
+dumps, `pgharness.backup`).
 
     with Cluster(image="pgharness/postgres:17") as cluster:
         cluster.primary.sql("CREATE TABLE hoge (col integer)")
         cluster.primary.wait_for_catchup(cluster.standby)
 
 Host-to-node traffic goes only to published ports: on 127.0.0.1 for a local engine, on
-the engine's own address for a remote one (`harness.engine`).
+the engine's own address for a remote one (`pgharness.engine`).
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from harness import evidence, registry
-from harness.archive import Archive
-from harness.backup import Backups
-from harness.compose import (
+from pgharness import evidence, registry
+from pgharness.archive import Archive
+from pgharness.backup import Backups
+from pgharness.compose import (
     KEEPER_MOUNTS,
     RUN_TIME_DATA,
     STORAGE_SERVICE,
@@ -49,7 +49,7 @@ from harness.compose import (
     list_containers,
     remove_project,
 )
-from harness.constants import (
+from pgharness.constants import (
     CONFIG_FILES_LABEL,
     CONTAINER_PORT,
     DATA_MOUNT,
@@ -65,16 +65,16 @@ from harness.constants import (
     SERVICE_LABEL,
     STORAGES,
 )
-from harness.engine import resolve
-from harness.environments import owner_labels
-from harness.errors import ClusterError, HarnessError, PortInUse, UnknownEnvironment, UnknownNode
-from harness.node import Node
-from harness.quoting import Settings, check_file_name, check_secret, read_sql, settings_lines
-from harness.service import Service, container_env
-from harness.tls import TlsFiles
-from harness.wait import Deadline
+from pgharness.engine import resolve
+from pgharness.environments import owner_labels
+from pgharness.errors import ClusterError, HarnessError, PortInUse, UnknownEnvironment, UnknownNode
+from pgharness.node import Node
+from pgharness.quoting import Settings, check_file_name, check_secret, read_sql, settings_lines
+from pgharness.service import Service, container_env
+from pgharness.tls import TlsFiles
+from pgharness.wait import Deadline
 
-log = logging.getLogger("harness")
+log = logging.getLogger("pgharness")
 
 #: Named topologies: the compose services a cluster starts.
 TOPOLOGIES: dict[str, tuple[str, ...]] = {
@@ -128,7 +128,7 @@ def _variable(service: str, suffix: str) -> str:
 
 
 def _owner_variables(labels: Mapping[str, str]) -> dict[str, str]:
-    """compose.yaml's owner variables from owner labels (`harness.environments.owner_labels`)."""
+    """compose.yaml's owner variables from owner labels (`pgharness.environments.owner_labels`)."""
     return {
         "PGHARNESS_OWNER": labels.get(OWNER_LABEL, ""),
         "PGHARNESS_OWNER_HOST": labels.get(OWNER_HOST_LABEL, ""),
@@ -141,7 +141,7 @@ class Cluster:
 
     Arguments, all keyword but `name` (default: a unique ``pgh-XXXXXXXX``):
 
-    - `image`: the node image (``harness.image.ensure_image`` builds it).
+    - `image`: the node image (``pgharness.image.ensure_image`` builds it).
     - `topology`: the services to start, one of `TOPOLOGIES` (``streaming``,
       ``archive-only``, ``slot``, ``logical``); `compose_services` lists them
       instead. `standbys` is how many streaming standbys ``streaming`` and
@@ -166,7 +166,7 @@ class Cluster:
     - `storage`: where the compose nodes keep their data: ``volume`` (disk, the
       default) or ``tmpfs`` (memory, held for the cluster's lifetime; the pytest
       plugin's default: docker/compose.tmpfs.yaml says why).
-    - `owner`: the owner label (default ``pid-<this process>``): `harness gc`
+    - `owner`: the owner label (default ``pid-<this process>``): `pgharness gc`
       removes the cluster once that process is gone.
     - `start_timeout`: seconds `start()` waits for the nodes (default 120).
     - `keep`: leave the cluster running when its ``with`` block raised.
@@ -205,7 +205,7 @@ class Cluster:
         self.image = image
         self.ports = dict(ports or {})
         # Secrets and the role name go into conninfo strings, postgresql.conf and SQL: any
-        # character is fine but NUL and line breaks (harness.quoting).
+        # character is fine but NUL and line breaks (pgharness.quoting).
         self.password = check_secret("POSTGRES_PASSWORD", password or os.environ.get("POSTGRES_PASSWORD") or "postgres")
         self.replication_user = check_secret(
             "REPLICATION_USER", replication_user or os.environ.get("REPLICATION_USER") or "repli"
@@ -300,7 +300,7 @@ class Cluster:
 
     @classmethod
     def attach(cls, name: str) -> Cluster:
-        """The existing environment `name` (from `harness up`, `make up` or a kept test), to operate on.
+        """The existing environment `name` (from `pgharness up`, `make up` or a kept test), to operate on.
 
         Its credentials, TLS files, settings and owner come from its containers,
         not from this process's environment. Raises `UnknownEnvironment` (with
@@ -352,7 +352,7 @@ class Cluster:
     @property
     def down_command(self) -> str:
         """The command that removes this cluster from a shell."""
-        return f"harness down --name {self.name}"
+        return f"pgharness down --name {self.name}"
 
     # --- lifecycle -------------------------------------------------------
 
@@ -430,7 +430,7 @@ class Cluster:
     def destroy(self) -> None:
         """Remove the project's containers, volumes and networks (nothing else).
 
-        SIGINT and SIGTERM wait until it is done (see `harness.registry.shielded`);
+        SIGINT and SIGTERM wait until it is done (see `pgharness.registry.shielded`);
         the cluster leaves the live registry only once everything is removed, so
         a failed removal is tried again at exit. Raises `ClusterError` when
         the engine refuses to remove something (each call has a 120 s deadline).
@@ -444,7 +444,7 @@ class Cluster:
             registry.unregister(self)
 
     def release(self) -> None:
-        """Leave the cluster running after this process exits (`harness up`)."""
+        """Leave the cluster running after this process exits (`pgharness up`)."""
         registry.unregister(self)
 
     def __enter__(self) -> Self:
@@ -529,7 +529,8 @@ class Cluster:
 
     @property
     def primary(self) -> Node:
-        """The node named ``primary`` (after a failover, `harness.failover.assert_single_primary` finds the writer)."""
+        """The node named ``primary`` (after a failover, `pgharness.failover.assert_single_primary` finds the
+        writer)."""
         return self.node("primary")
 
     @property

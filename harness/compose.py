@@ -26,14 +26,14 @@ import requests
 from docker.models.containers import Container
 from testcontainers.compose import DockerCompose
 
-from harness.constants import PROJECT_LABEL
-from harness.engine import Engine, resolve
-from harness.errors import ClusterError, DockerUnavailable
+from pgharness.constants import PROJECT_LABEL
+from pgharness.engine import Engine, resolve
+from pgharness.errors import ClusterError, DockerUnavailable
 
 
 def _compose_file() -> Path:
     """The harness's compose file: PGHARNESS_COMPOSE_FILE, else the one shipped in the package
-    (an installed wheel has it in harness/resources/), else the repository's (a checkout)."""
+    (an installed wheel has it in pgharness/resources/), else the repository's (a checkout)."""
     if os.environ.get("PGHARNESS_COMPOSE_FILE"):
         return Path(os.environ["PGHARNESS_COMPOSE_FILE"]).resolve()
     here = Path(__file__).resolve().parent
@@ -71,7 +71,7 @@ DOWN_TIMEOUT = 120.0
 
 def docker_client(engine: Engine | None = None, *, timeout: int = 120) -> docker.DockerClient:
     """A Docker SDK client for `engine` (default: the one the user's Docker configuration names, as
-    `harness.engine.resolve` finds it: DOCKER_HOST, else the Docker context, else the default socket),
+    `pgharness.engine.resolve` finds it: DOCKER_HOST, else the Docker context, else the default socket),
     whose calls wait at most `timeout` seconds for the engine.
 
     Raises `DockerUnavailable` with what to do when no engine answers.
@@ -236,7 +236,7 @@ class ComposeProject(DockerCompose):
             if ADDRESS_POOLS_EXHAUSTED in stderr:
                 raise ClusterError(
                     "the engine has no address pool left for another network (each cluster takes one): remove "
-                    "environments you no longer need (`harness ls`, `harness down`), or give dockerd more pools "
+                    "environments you no longer need (`pgharness ls`, `pgharness down`), or give dockerd more pools "
                     '("default-address-pools" in /etc/docker/daemon.json, e.g. '
                     '[{"base": "10.99.0.0/16", "size": 24}], then restart dockerd)'
                 )

@@ -17,15 +17,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.errors import NotConverged
-from harness.failover import assert_single_primary
-from harness.wait import Deadline
+from pgharness.errors import NotConverged
+from pgharness.failover import assert_single_primary
+from pgharness.wait import Deadline
 
 if TYPE_CHECKING:
-    from harness.cluster import Cluster
-    from harness.node import Node
+    from pgharness.cluster import Cluster
+    from pgharness.node import Node
 
-log = logging.getLogger("harness")
+log = logging.getLogger("pgharness")
 
 #: How far ahead of the primary's a standby's sequence may be: the primary WAL-logs a sequence 32
 #: values ahead of what it hands out (SEQ_LOG_VALS), and a standby sees only the WAL-logged value.
@@ -121,7 +121,7 @@ def assert_converged(cluster: Cluster, *, nodes: Iterable[Node | str] = (), time
     exactly the primary's data; return the primary.
 
     The primary is the one writable node but `nodes`
-    (`harness.failover.assert_single_primary`). Compared with it: every
+    (`pgharness.failover.assert_single_primary`). Compared with it: every
     running standby of the cluster (cascading ones too), and `nodes` (for
     example a node restored from a backup, which is not waited for unless it
     is in recovery). Waits within `timeout` seconds

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from harness.constants import HOST
-from harness.errors import DockerUnavailable
+from pgharness.constants import HOST
+from pgharness.errors import DockerUnavailable
 
 #: The engine a client with no configuration talks to.
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"

@@ -28,8 +28,8 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from harness.compose import list_containers, remove_project
-from harness.constants import (
+from pgharness.compose import list_containers, remove_project
+from pgharness.constants import (
     MANAGED_LABEL,
     NODE_LABEL,
     OWNER_HOST_LABEL,
@@ -39,7 +39,7 @@ from harness.constants import (
     SERVICE_LABEL,
 )
 
-log = logging.getLogger("harness")
+log = logging.getLogger("pgharness")
 
 
 @functools.cache
@@ -178,7 +178,7 @@ def list_environments(client: docker.DockerClient) -> list[Environment]:
 
 
 def remove_environment(client: docker.DockerClient, name: str) -> None:
-    """Remove everything of compose project `name` (`harness.compose.remove_project`)."""
+    """Remove everything of compose project `name` (`pgharness.compose.remove_project`)."""
     remove_project(client, name)
 
 

@@ -61,7 +61,7 @@ class RecoveryTargetError(HarnessError, ValueError):
 
 
 class NotConverged(HarnessError, AssertionError):
-    """A node's data differs from the primary's once it has replayed everything (`harness.convergence`)."""
+    """A node's data differs from the primary's once it has replayed everything (`pgharness.convergence`)."""
 
 
 class UnknownEnvironment(ClusterError):

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any, LiteralString
 
 import psycopg
 
-from harness.errors import ClusterError, HarnessError
-from harness.node import Node
-from harness.wait import failure_lines, log_tails
+from pgharness.errors import ClusterError, HarnessError
+from pgharness.node import Node
+from pgharness.wait import failure_lines, log_tails
 
 if TYPE_CHECKING:
-    from harness.cluster import Cluster
+    from pgharness.cluster import Cluster
 
 
 def failure_reason(cluster: Cluster) -> str:

@@ -15,15 +15,15 @@ from collections.abc import Iterable, Sequence
 import psycopg
 from psycopg import sql as pgsql
 
-from harness.cluster import Cluster
-from harness.constants import CONTAINER_PORT, DATA_MOUNT
-from harness.errors import ClusterError, FailoverError, HarnessError, SplitBrain
-from harness.lsn import Lsn, parse_timeline_history
-from harness.node import Node
-from harness.quoting import conninfo, settings_lines
-from harness.wait import poll_until
+from pgharness.cluster import Cluster
+from pgharness.constants import CONTAINER_PORT, DATA_MOUNT
+from pgharness.errors import ClusterError, FailoverError, HarnessError, SplitBrain
+from pgharness.lsn import Lsn, parse_timeline_history
+from pgharness.node import Node
+from pgharness.quoting import conninfo, settings_lines
+from pgharness.wait import poll_until
 
-log = logging.getLogger("harness")
+log = logging.getLogger("pgharness")
 
 
 def writable_nodes(cluster: Cluster, *, timeout: float = 2.0) -> list[tuple[Node, int]]:

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING
 
 from docker.models.networks import Network
 
-from harness.constants import REPLICATION_NETWORK
-from harness.errors import ClusterError
+from pgharness.constants import REPLICATION_NETWORK
+from pgharness.errors import ClusterError
 
 if TYPE_CHECKING:
-    from harness.cluster import Cluster
-    from harness.node import Node
+    from pgharness.cluster import Cluster
+    from pgharness.node import Node
 
-log = logging.getLogger("harness")
+log = logging.getLogger("pgharness")
 
 
 #: The nftables table of a partition, in the node's own network namespace.
@@ -119,7 +119,7 @@ def heal(node: Node) -> None:
     """Undo `partition` for `node` (nothing to do when it is not partitioned, or not running).
 
     The filter lives in the node itself, so a heal works from another process
-    (``harness heal`` after ``harness partition``).
+    (``pgharness heal`` after ``pgharness partition``).
     """
     if is_partitioned(node):
         log.info("### Reconnecting node %r to the other nodes and its clients", node.name)

@@ -34,11 +34,11 @@ import docker
 import docker.errors
 from filelock import FileLock
 
-from harness.compose import COMPOSE_FILE, docker_client, run_container
-from harness.constants import MANAGED_LABEL
-from harness.engine import resolve
-from harness.errors import ImageError
-from harness.versions import DebianSuite, suite_for
+from pgharness.compose import COMPOSE_FILE, docker_client, run_container
+from pgharness.constants import MANAGED_LABEL
+from pgharness.engine import resolve
+from pgharness.errors import ImageError
+from pgharness.versions import DebianSuite, suite_for
 
 DOCKER_DIR = COMPOSE_FILE.parent / "docker"
 INPUTS_LABEL = "org.pgharness.inputs"
@@ -377,7 +377,7 @@ def server_version(tag: str) -> str:
     try:
         image_id = str(client.images.get(tag).id)
     except docker.errors.ImageNotFound:
-        raise ImageError(f"no image {tag} on the engine: build it first (harness image)") from None
+        raise ImageError(f"no image {tag} on the engine: build it first (pgharness image)") from None
     cache = _versions_cache()
     try:
         known = json.loads(cache.read_text())

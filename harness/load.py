@@ -24,12 +24,12 @@ from typing import Self
 
 import psycopg
 
-from harness.errors import ClusterError, QueryTimeout
-from harness.node import Node
-from harness.session import bounded, connect_timeout
-from harness.wait import poll_until
+from pgharness.errors import ClusterError, QueryTimeout
+from pgharness.node import Node
+from pgharness.session import bounded, connect_timeout
+from pgharness.wait import poll_until
 
-log = logging.getLogger("harness")
+log = logging.getLogger("pgharness")
 
 TABLE = "pgharness_load"
 #: Seconds a worker waits for a connection or one INSERT before it gives up and connects again.

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any, Literal, LiteralString
 
 from psycopg import sql as pgsql
 
-from harness.errors import WaitTimeout
-from harness.lsn import Lsn
-from harness.wait import Deadline, poll_until
+from pgharness.errors import WaitTimeout
+from pgharness.lsn import Lsn
+from pgharness.wait import Deadline, poll_until
 
 if TYPE_CHECKING:
-    from harness.node import Node
+    from pgharness.node import Node
 
-log = logging.getLogger("harness")
+log = logging.getLogger("pgharness")
 
 SlotPosition = Literal["restart", "confirmed_flush"]
 

@@ -1,6 +1,6 @@
 """The version matrix report: JUnit XML per PostgreSQL version in, a scenario x version table out.
 
-    python -m harness.matrix test-results/matrix     # reads pg13.xml, pg15.xml, ...
+    python -m pgharness.matrix test-results/matrix     # reads pg13.xml, pg15.xml, ...
 
 Writes ``matrix.md`` (the table) and ``matrix.xml`` (every version's results as
 one JUnit file, a test suite per version) next to its inputs, prints the table,
@@ -81,7 +81,7 @@ def merged_junit(results_dir: Path, files: list[Path]) -> ET.ElementTree:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m harness.matrix RESULTS_DIR", file=sys.stderr)
+        print("usage: python -m pgharness.matrix RESULTS_DIR", file=sys.stderr)
         return 2
     results_dir = Path(args[0])
     files = sorted(results_dir.glob("pg*.xml"))

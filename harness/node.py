@@ -21,24 +21,24 @@ from docker.models.containers import Container
 from psycopg import sql as pgsql
 from psycopg.abc import Params
 
-from harness import logical
-from harness.background import BackgroundSession
-from harness.compose import ENGINE_TIMEOUT_ERRORS
-from harness.constants import CONTAINER_PORT, DATA_MOUNT, LONG_PAGE_HEADER_SIZE
-from harness.errors import ClusterError, QueryTimeout, UnknownNode
-from harness.logical import Publication, Subscription
-from harness.lsn import Lsn, previous_walfile
-from harness.quoting import conninfo, uri_component, uri_host
-from harness.recovery import Lag
-from harness.service import Service, container_env
-from harness.session import Query, Session, bounded, open_connection
-from harness.versions import major_from_version_num
-from harness.wait import Deadline, log_tails, poll_until, resolve_timeout
+from pgharness import logical
+from pgharness.background import BackgroundSession
+from pgharness.compose import ENGINE_TIMEOUT_ERRORS
+from pgharness.constants import CONTAINER_PORT, DATA_MOUNT, LONG_PAGE_HEADER_SIZE
+from pgharness.errors import ClusterError, QueryTimeout, UnknownNode
+from pgharness.logical import Publication, Subscription
+from pgharness.lsn import Lsn, previous_walfile
+from pgharness.quoting import conninfo, uri_component, uri_host
+from pgharness.recovery import Lag
+from pgharness.service import Service, container_env
+from pgharness.session import Query, Session, bounded, open_connection
+from pgharness.versions import major_from_version_num
+from pgharness.wait import Deadline, log_tails, poll_until, resolve_timeout
 
 if TYPE_CHECKING:
-    from harness.cluster import Cluster
+    from pgharness.cluster import Cluster
 
-log = logging.getLogger("harness")
+log = logging.getLogger("pgharness")
 
 LsnMode = Literal["insert", "write", "flush", "receive", "replay"]
 StopMode = Literal["smart", "fast", "immediate"]
@@ -215,7 +215,7 @@ class Node(Service):
     ) -> BackgroundSession:
         """A connection the test holds open (a transaction, a cursor, a lock, a snapshot), whose statements
         can run in the background and be asked whether they block and how they ended; see
-        `harness.background`. Use it as a context manager: its end cancels what still runs."""
+        `pgharness.background`. Use it as a context manager: its end cancels what still runs."""
         return BackgroundSession(self, dbname, autocommit=autocommit, statement_timeout=statement_timeout)
 
     def session(self, *, deadline: Deadline | None = None, query_timeout: float | None = None) -> Session:
@@ -423,21 +423,21 @@ class Node(Service):
         )
         return str(self.scalar(query, dbname=dbname))
 
-    # --- logical replication (harness.logical) ----------------------------------
+    # --- logical replication (pgharness.logical) ----------------------------------
 
     def publish(self, name: str, **kwargs: Any) -> Publication:
-        """``CREATE PUBLICATION`` on this node; see `harness.logical.publish` for the arguments."""
+        """``CREATE PUBLICATION`` on this node; see `pgharness.logical.publish` for the arguments."""
         return logical.publish(self, name, **kwargs)
 
     def subscribe(self, publication: Publication, name: str, **kwargs: Any) -> Subscription:
-        """``CREATE SUBSCRIPTION`` on this node to `publication`; see `harness.logical.subscribe`."""
+        """``CREATE SUBSCRIPTION`` on this node to `publication`; see `pgharness.logical.subscribe`."""
         return logical.subscribe(self, publication, name, **kwargs)
 
     def wait_for_slot_catchup(
         self, slot: str, position: logical.SlotPosition, target: Lsn, *, timeout: float | None = None
     ) -> Lsn:
         """Wait until `slot`'s ``restart_lsn`` or ``confirmed_flush_lsn`` reaches `target`; see
-        `harness.logical.wait_for_slot_catchup`."""
+        `pgharness.logical.wait_for_slot_catchup`."""
         return logical.wait_for_slot_catchup(self, slot, position, target, timeout=timeout)
 
     def conflicts(self, dbname: str = "postgres") -> dict[str, int]:

@@ -6,7 +6,7 @@ Fixtures:
                       the test failed)
     cluster           a fresh primary + standby for a test that changes roles; in a run
                       of one process, started while the test before it runs
-                      (`harness.spare`)
+                      (`pgharness.spare`)
     shared_cluster    one primary + standby for the session, for tests that leave
                       the roles as they are; after each test, what it made is
                       removed, and a cluster it changed is started afresh
@@ -53,17 +53,17 @@ from typing import Any
 import pytest
 import pytest_timeout
 
-from harness import evidence, registry, shared
-from harness.cluster import Cluster
-from harness.compose import ADDRESS_POOLS_EXHAUSTED, DEFAULT_POOL_NETWORKS
-from harness.constants import STORAGES
-from harness.engine import resolve
-from harness.errors import HarnessError
-from harness.image import ImageSpec, ensure_image, image_exists, server_version
-from harness.spare import Spare, arguments_key, first_line
-from harness.versions import DEFAULT_VERSION, parse_postgres_v, parse_version_arg, version_matches
+from pgharness import evidence, registry, shared
+from pgharness.cluster import Cluster
+from pgharness.compose import ADDRESS_POOLS_EXHAUSTED, DEFAULT_POOL_NETWORKS
+from pgharness.constants import STORAGES
+from pgharness.engine import resolve
+from pgharness.errors import HarnessError
+from pgharness.image import ImageSpec, ensure_image, image_exists, server_version
+from pgharness.spare import Spare, arguments_key, first_line
+from pgharness.versions import DEFAULT_VERSION, parse_postgres_v, parse_version_arg, version_matches
 
-log = logging.getLogger("harness")
+log = logging.getLogger("pgharness")
 
 MARKERS = {
     "streaming": "streaming replication from a primary to a standby",
@@ -81,7 +81,7 @@ MARKERS = {
     "security": "security defaults: loopback-only ports, SCRAM, a replication-only role, secrets kept out",
     "downstream": "use from another project: override files and added services, settings, init SQL, the wheel",
     "lifecycle": "clusters are removed after failed start-up, failed tests and Ctrl-C",
-    "cli": "the harness command line (harness up / down / image), as make up and make down run it",
+    "cli": "the pgharness command line (pgharness up / down / image), as make up and make down run it",
     "docker": "needs a Docker engine (set on every test that uses a cluster)",
     "pg(spec)": "run only on PostgreSQL versions matching spec, e.g. pg('>=17') or pg('>=13,<16'); others skip",
 }
@@ -369,7 +369,7 @@ def engine_capacity(url: str | None) -> EngineCapacity | None:
     within 10 s (the run then says why at its first cluster)."""
     import docker.errors
 
-    from harness.compose import ENGINE_TIMEOUT_ERRORS, docker_client
+    from pgharness.compose import ENGINE_TIMEOUT_ERRORS, docker_client
 
     try:
         client = docker_client(resolve({**os.environ, "DOCKER_HOST": url} if url else None), timeout=10)
@@ -549,10 +549,10 @@ def _finish(cluster: Cluster, settings: Settings, item: pytest.Item, failed: boo
         cluster.release()
         print(
             f"\npgharness: kept cluster {cluster.name!r} of failed {item.nodeid}:\n"
-            f"  harness status --name {cluster.name}\n"
-            f"  harness psql primary --name {cluster.name}\n"
-            f"  harness logs standby --name {cluster.name}\n"
-            f"  harness down --name {cluster.name}      (removes it)"
+            f"  pgharness status --name {cluster.name}\n"
+            f"  pgharness psql primary --name {cluster.name}\n"
+            f"  pgharness logs standby --name {cluster.name}\n"
+            f"  pgharness down --name {cluster.name}      (removes it)"
         )
         return
     remove_cluster(cluster, settings)
@@ -678,7 +678,7 @@ def shared_cluster(_shared_clusters: SharedClusters) -> Cluster:
     """A primary + standby shared by the session: for tests that leave the roles as they are.
 
     After each test, what its body made is removed (nodes it added, backups,
-    databases and tables; see `harness.shared`) and its ALTER SYSTEM settings
+    databases and tables; see `pgharness.shared`) and its ALTER SYSTEM settings
     are put back; a cluster it changed otherwise (roles, slots, a paused
     replay...) is started afresh under the same name, with a
     `SharedClusterChanged` warning that names the test and the change. A test
@@ -725,7 +725,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     """Note what the shared cluster holds just before a test's body runs (its fixtures have run); start
-    the next test's fresh cluster meanwhile when it asks for one (`harness.spare`)."""
+    the next test's fresh cluster meanwhile when it asks for one (`pgharness.spare`)."""
     cluster = getattr(item, "funcargs", {}).get("shared_cluster")
     if isinstance(cluster, Cluster):
         _note_baseline(item, cluster)

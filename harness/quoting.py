@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 from psycopg.conninfo import make_conninfo
 
-from harness.errors import ClusterError, QuotingError
+from pgharness.errors import ClusterError, QuotingError
 
 #: postgresql.conf settings as the harness takes them: a mapping (values quoted by `conf_value`),
 #: lines, or a text (lines and text taken as written).

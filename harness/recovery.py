@@ -11,8 +11,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Literal
 
-from harness.errors import RecoveryTargetError
-from harness.lsn import Lsn
+from pgharness.errors import RecoveryTargetError
+from pgharness.lsn import Lsn
 
 TargetKind = Literal["name", "xid", "lsn", "time", "immediate"]
 TargetAction = Literal["promote", "pause", "shutdown"]

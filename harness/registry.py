@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Protocol
 
-log = logging.getLogger("harness")
+log = logging.getLogger("pgharness")
 
 #: The signals that interrupt a run (Ctrl-C; a cancelled CI job).
 INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
@@ -48,7 +48,7 @@ def register(cluster: Removable) -> None:
 
 
 def unregister(cluster: Removable) -> None:
-    """Forget `cluster` (removed, or handed over to the user, as `harness up` does)."""
+    """Forget `cluster` (removed, or handed over to the user, as `pgharness up` does)."""
     with _lock:
         _live.pop(id(cluster), None)
 

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 from docker.models.containers import Container
 
-from harness.errors import ClusterError
-from harness.wait import log_tails, poll_until
+from pgharness.errors import ClusterError
+from pgharness.wait import log_tails, poll_until
 
 if TYPE_CHECKING:
-    from harness.cluster import Cluster
+    from pgharness.cluster import Cluster
 
 
 class Service:
@@ -41,7 +41,7 @@ class Service:
     @property
     def host(self) -> str:
         """Where the tests reach the service's published ports: 127.0.0.1 for a local engine, the engine's
-        host for a remote one, or PGHARNESS_HOST (see `harness.engine`)."""
+        host for a remote one, or PGHARNESS_HOST (see `pgharness.engine`)."""
         return self.cluster.engine.host
 
     def published_port(self, container_port: int, protocol: str = "tcp") -> int:

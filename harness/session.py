@@ -23,11 +23,11 @@ import psycopg.errors
 from psycopg import sql as pgsql
 from psycopg.abc import Params
 
-from harness.errors import QueryTimeout
-from harness.wait import Deadline, default_timeout
+from pgharness.errors import QueryTimeout
+from pgharness.wait import Deadline, default_timeout
 
 if TYPE_CHECKING:
-    from harness.node import Node
+    from pgharness.node import Node
 
 #: A statement: a literal string, or one composed with psycopg.sql.
 Query = LiteralString | bytes | pgsql.SQL | pgsql.Composed

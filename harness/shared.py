@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql as pgsql
 
-from harness.wait import poll_until
+from pgharness.wait import poll_until
 
 if TYPE_CHECKING:
-    from harness.cluster import Cluster
-    from harness.session import Session
+    from pgharness.cluster import Cluster
+    from pgharness.session import Session
 
-log = logging.getLogger("harness")
+log = logging.getLogger("pgharness")
 
 #: Seconds a reset waits for the standbys to replay what it dropped.
 CATCHUP_TIMEOUT = 30.0

@@ -1,6 +1,6 @@
 """Flake hunting: run the suite (or part of it) N times in a row and report every failure.
 
-    python -m harness.soak --rounds 5 [--dir test-results/soak] [-- PYTEST ARGS]
+    python -m pgharness.soak --rounds 5 [--dir test-results/soak] [-- PYTEST ARGS]
 
 Each round is a fresh pytest process with its own JUnit file and evidence
 folder (``DIR/roundK.xml``, ``DIR/roundK/evidence``). At the end: one line per
@@ -19,8 +19,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.matrix import Result, read_junit
-from harness.pytest_plugin import evidence_name
+from pgharness.matrix import Result, read_junit
+from pgharness.pytest_plugin import evidence_name
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def report(rounds: list[Round], directory: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.soak", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pgharness.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="how many times to run the suite (default 5)")
     parser.add_argument("--dir", type=Path, default=Path("test-results/soak"), help="where results go")
     parser.add_argument("pytest_args", nargs="*", help="arguments for pytest (after --)")

@@ -14,7 +14,7 @@ One spare at a time. A spare that no test took (the next test was skipped, or
 the run stopped) is removed when the session ends (`discard`). A spare that did
 not start removed itself, as any failed start does; the test then starts its
 own, and fails with the reason if that fails too. A spare is registered with
-`harness.registry` from its first step, as every cluster is, so an
+`pgharness.registry` from its first step, as every cluster is, so an
 interrupted run removes it at exit.
 """
 
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, Protocol, TypeVar
 
-log = logging.getLogger("harness")
+log = logging.getLogger("pgharness")
 
 
 class Startable(Protocol):

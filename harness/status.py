@@ -6,9 +6,9 @@ from typing import Any
 
 import psycopg
 
-from harness.cluster import Cluster
-from harness.errors import ClusterError
-from harness.node import Node
+from pgharness.cluster import Cluster
+from pgharness.errors import ClusterError
+from pgharness.node import Node
 
 NODE_QUERY = """
 SELECT pg_is_in_recovery(),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from harness.errors import UnsupportedVersion
+from pgharness.errors import UnsupportedVersion
 
 #: The oldest major version the harness serves (wal_keep_size arrived in 13).
 MIN_SUPPORTED = 13
@@ -31,7 +31,7 @@ class DebianSuite:
 
     @property
     def packages(self) -> tuple[str, ...]:
-        # nftables: the packet filter that partitions a node (harness.faults.partition).
+        # nftables: the packet filter that partitions a node (pgharness.faults.partition).
         return (f"postgresql-{self.major}", "nftables")
 
 

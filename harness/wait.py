@@ -16,7 +16,7 @@ from typing import Protocol, TypeVar
 
 import psycopg
 
-from harness.errors import HarnessError, QueryTimeout, WaitTimeout
+from pgharness.errors import HarnessError, QueryTimeout, WaitTimeout
 
 T = TypeVar("T")
 
@@ -62,7 +62,7 @@ class HasLogs(Protocol):
 class Deadline:
     """A point in time after which a wait gives up (`timeout` seconds from now; None: `default_timeout()`).
 
-    One deadline can bound a wait and every query its probes run (see `harness.session.Session`).
+    One deadline can bound a wait and every query its probes run (see `pgharness.session.Session`).
     """
 
     def __init__(self, timeout: float | None = None) -> None:

@@ -41,7 +41,7 @@ if [ -n "$cache_tar" ] && [ -f "$cache_tar" ]; then
     docker load --quiet --input "$cache_tar"
 fi
 before=$(docker images --quiet --no-trunc | sort | sha256sum)
-tag=$("$venv/bin/harness" image)
+tag=$("$venv/bin/pgharness" image)
 echo "node image: $tag"
 if [ -n "$cache_tar" ] && { [ ! -f "$cache_tar" ] || [ "$before" != "$(docker images --quiet --no-trunc | sort | sha256sum)" ]; }; then
     # Built now, or not cached yet: keep the node image and its Debian base for the next run.

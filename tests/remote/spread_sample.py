@@ -6,7 +6,7 @@ Not collected by the suite itself (no test_ prefix): the nested run names it exp
 import os
 from pathlib import Path
 
-from harness.engine import resolve
+from pgharness.engine import resolve
 
 
 def test_replicates_on_its_engine(cluster):

@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 import psycopg
-from helpers import harness
+from helpers import pgharness
 
-from harness.compose import docker_client
-from harness.engine import resolve, url_host
-from harness.pytest_plugin import WORKERS_PER_CPU
+from pgharness.compose import docker_client
+from pgharness.engine import resolve, url_host
+from pgharness.pytest_plugin import WORKERS_PER_CPU
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
@@ -42,7 +42,7 @@ def test_the_cli_drives_an_environment_on_the_remote_engine(remote_engine):
     name = f"remote-cli-{os.getpid()}"
     address = url_host(remote_engine)
     try:
-        up = harness("up", "--name", name)
+        up = pgharness("up", "--name", name)
         assert up.returncode == 0, up.stderr
         # The connection strings name the host the user can reach: the engine's.
         assert f"@{address}:5433/" in up.stdout
@@ -51,27 +51,27 @@ def test_the_cli_drives_an_environment_on_the_remote_engine(remote_engine):
         with psycopg.connect(uri, autocommit=True, connect_timeout=10) as conn:
             conn.execute("CREATE TABLE hoge (col integer)")
             conn.execute("INSERT INTO hoge VALUES (1)")
-        status = harness("status", "--name", name)
+        status = pgharness("status", "--name", name)
         assert status.returncode == 0, status.stderr
         assert "streaming" in status.stdout
-        sql = harness("sql", "--name", name, "standby", "SELECT pg_is_in_recovery()")
+        sql = pgharness("sql", "--name", name, "standby", "SELECT pg_is_in_recovery()")
         assert (sql.returncode, sql.stdout) == (0, "True\n"), sql.stderr
-        promote = harness("promote", "--name", name, "standby")
+        promote = pgharness("promote", "--name", name, "standby")
         assert promote.returncode == 0, promote.stderr
-        sql = harness("sql", "--name", name, "standby", "INSERT INTO hoge VALUES (2) RETURNING col")
+        sql = pgharness("sql", "--name", name, "standby", "INSERT INTO hoge VALUES (2) RETURNING col")
         assert (sql.returncode, sql.stdout) == (0, "2\n"), sql.stderr
-        psql = harness("psql", "--name", name, "primary", "--", "-Atc", "SELECT count(*) FROM hoge")
+        psql = pgharness("psql", "--name", name, "primary", "--", "-Atc", "SELECT count(*) FROM hoge")
         assert (psql.returncode, psql.stdout) == (0, "1\n"), psql.stderr
-        listed = harness("ls")
+        listed = pgharness("ls")
         assert name in listed.stdout, listed.stdout + listed.stderr
-        # gc removes what belongs to dead processes of this client: a `harness up` environment is a person's.
-        gc = harness("gc")
+        # gc removes what belongs to dead processes of this client: a `pgharness up` environment is a person's.
+        gc = pgharness("gc")
         assert gc.returncode == 0, gc.stderr
-        assert name in harness("ls").stdout
+        assert name in pgharness("ls").stdout
     finally:
-        down = harness("down", "--name", name)
+        down = pgharness("down", "--name", name)
     assert down.returncode == 0, down.stderr
-    assert name not in harness("ls").stdout
+    assert name not in pgharness("ls").stdout
 
 
 def test_one_run_spread_over_two_engines_names_the_engine_in_its_evidence(tmp_path, remote_engine):
@@ -117,7 +117,7 @@ def test_one_run_spread_over_two_engines_names_the_engine_in_its_evidence(tmp_pa
 def test_an_engine_that_does_not_answer_is_one_line(remote_engine):
     # The test host's address, on a port where no engine listens.
     silent = remote_engine.rsplit(":", 1)[0] + ":2399"
-    result = harness("ls", env={"DOCKER_HOST": silent}, timeout=200)
+    result = pgharness("ls", env={"DOCKER_HOST": silent}, timeout=200)
     assert result.returncode != 0
     assert result.stderr.count("\n") == 1, result.stderr
     assert f"no Docker engine answers at {silent}" in result.stderr

@@ -12,9 +12,9 @@ import psycopg
 import pytest
 from psycopg import sql as pgsql
 
-from harness.constants import DATA_MOUNT
-from harness.image import ImageSpec, build_lock
-from harness.wait import poll_until
+from pgharness.constants import DATA_MOUNT
+from pgharness.image import ImageSpec, build_lock
+from pgharness.wait import poll_until
 
 
 def generate_segments(primary, table, count):
@@ -90,7 +90,7 @@ def in_one_transaction(node, *statements, dbname="postgres", end="COMMIT"):
         session.run(end)
 
 
-# --- child processes: a test run or a `harness` command, and what they leave on the engine ---
+# --- child processes: a test run or a `pgharness` command, and what they leave on the engine ---
 
 
 def labelled(label):
@@ -144,10 +144,10 @@ def file_system(node, path=DATA_MOUNT):
     return node.exec("stat", "--file-system", "--format=%T", path).strip()
 
 
-def harness(*args, env=None, timeout=180):
-    """Run `python -m harness ARGS` the way a user would; return the completed process."""
+def pgharness(*args, env=None, timeout=180):
+    """Run `python -m pgharness ARGS` the way a user would; return the completed process."""
     return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
+        [sys.executable, "-m", "pgharness", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},

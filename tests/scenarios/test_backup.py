@@ -10,12 +10,12 @@ import psycopg.errors
 import pytest
 from psycopg import sql as pgsql
 
-from harness import WaitTimeout
-from harness.errors import BackupError, QuotingError
-from harness.faults import replay_paused
-from harness.image import ImageSpec, ensure_image
-from harness.recovery import RecoveryTarget
-from harness.versions import SUITES
+from pgharness import WaitTimeout
+from pgharness.errors import BackupError, QuotingError
+from pgharness.faults import replay_paused
+from pgharness.image import ImageSpec, ensure_image
+from pgharness.recovery import RecoveryTarget
+from pgharness.versions import SUITES
 
 
 @pytest.mark.pitr

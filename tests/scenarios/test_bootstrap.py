@@ -5,7 +5,7 @@ These run the node image directly (no compose): one container start is the unit 
 
 import pytest
 
-from harness.compose import docker_client, run_container
+from pgharness.compose import docker_client, run_container
 
 pytestmark = pytest.mark.lifecycle
 

@@ -1,4 +1,4 @@
-"""The `harness` command as a user runs it (`make up` / `make down` call it)."""
+"""The `pgharness` command as a user runs it (`make up` / `make down` call it)."""
 
 import json
 import os
@@ -11,22 +11,22 @@ from pathlib import Path
 import docker
 import psycopg
 import pytest
-from helpers import file_system, harness, remove_image_built_from, run_pytest, wait_until_healthy
+from helpers import file_system, pgharness, remove_image_built_from, run_pytest, wait_until_healthy
 
-from harness import Cluster, ClusterError
-from harness.cluster import new_cluster_name
-from harness.compose import COMPOSE_FILE
-from harness.environments import remove_environment, this_host
-from harness.lsn import Lsn
-from harness.pytest_plugin import remove_cluster
-from harness.wait import poll_until
+from pgharness import Cluster, ClusterError
+from pgharness.cluster import new_cluster_name
+from pgharness.compose import COMPOSE_FILE
+from pgharness.environments import remove_environment, this_host
+from pgharness.lsn import Lsn
+from pgharness.pytest_plugin import remove_cluster
+from pgharness.wait import poll_until
 
 pytestmark = pytest.mark.cli
 
 
 @pytest.fixture(scope="module", autouse=True)
 def suite_storage(harness_settings):
-    """`harness up` keeps its data where the suite's clusters keep theirs (`--pg-storage`: memory unless
+    """`pgharness up` keeps its data where the suite's clusters keep theirs (`--pg-storage`: memory unless
     asked otherwise); the seed's exercise runs it as `make up` does, on disk."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PGHARNESS_STORAGE", harness_settings.storage)
@@ -35,22 +35,22 @@ def suite_storage(harness_settings):
 
 def ok(*args):
     """Run the command; it must succeed; return its stdout."""
-    result = harness(*args)
+    result = pgharness(*args)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
 
 def sql_until(environment, node, query, expected, what):
-    """Run `harness sql` on `node` until its output is `expected` (a query may fail until then)."""
+    """Run `pgharness sql` on `node` until its output is `expected` (a query may fail until then)."""
     poll_until(
-        lambda: harness("sql", "--name", environment, node, query).stdout.strip(),
+        lambda: pgharness("sql", "--name", environment, node, query).stdout.strip(),
         lambda output: output == expected,
         what=what,
     )
 
 
 def up_on_free_ports(name, *flags):
-    """`harness up` of environment `name` on free host ports; return its stdout."""
+    """`pgharness up` of environment `name` on free host ports; return its stdout."""
     return ok("up", "--name", name, "--primary-port", str(free_port()), "--standby-port", str(free_port()), *flags)
 
 
@@ -61,7 +61,7 @@ EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
 def free_port():
     """A port free on 127.0.0.1 now, below the ephemeral range. The engine publishes the other workers'
     clusters on ports it takes from that range (``127.0.0.1::5432``), so a free one picked there can be
-    gone before `harness up` binds it (seen once in a ``-n 4`` run: "port ... is already in use")."""
+    gone before `pgharness up` binds it (seen once in a ``-n 4`` run: "port ... is already in use")."""
     low = int(EPHEMERAL.read_text().split()[0]) if EPHEMERAL.exists() else 32768
     for _ in range(100):
         port = random.randrange(20000, max(low, 20001))
@@ -92,8 +92,8 @@ def project_resources(name):
 
 @pytest.fixture
 def environment(harness_image, harness_settings):
-    """A name for a `harness up` environment; whatever the test leaves is removed as the plugin removes
-    clusters: behind the next tests, or before them with --pg-sync-teardown (what `harness down` does,
+    """A name for a `pgharness up` environment; whatever the test leaves is removed as the plugin removes
+    clusters: behind the next tests, or before them with --pg-sync-teardown (what `pgharness down` does,
     without a process of its own: the scenarios that test `down` run it; the session waits for a
     removal in the background and fails if it failed)."""
     name = new_cluster_name("pgh-cli")
@@ -104,7 +104,7 @@ def environment(harness_image, harness_settings):
 
 @pytest.fixture(scope="module")
 def running_environment(harness_image):
-    """A `harness up` environment (primary and standby) for the scenarios that only need one to exist."""
+    """A `pgharness up` environment (primary and standby) for the scenarios that only need one to exist."""
     name = new_cluster_name("pgh-cli")
     try:
         up_on_free_ports(name)
@@ -116,10 +116,10 @@ def running_environment(harness_image):
 def test_up_prints_connection_strings_that_work_and_down_removes_everything(environment, harness_settings):
     primary_port, standby_port = free_port(), free_port()
 
-    # `harness up` (what `make up` runs) with the seed's pair on chosen ports, its data where
+    # `pgharness up` (what `make up` runs) with the seed's pair on chosen ports, its data where
     # PGHARNESS_STORAGE says.
     ports = ["--primary-port", str(primary_port), "--standby-port", str(standby_port)]
-    up = harness("up", "--name", environment, *ports)
+    up = pgharness("up", "--name", environment, *ports)
     assert up.returncode == 0, up.stderr
     assert (primary_file_system(environment) == "tmpfs") == (harness_settings.storage == "tmpfs")
 
@@ -137,13 +137,13 @@ def test_up_prints_connection_strings_that_work_and_down_removes_everything(envi
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
 
     # A second `up` of the same environment is not an error: it reports it is up.
-    again = harness("up", "--name", environment, *ports)
+    again = pgharness("up", "--name", environment, *ports)
     assert again.returncode == 0, again.stderr
     assert "already up" in again.stderr
 
-    # `harness down` removes its containers, volumes and network.
+    # `pgharness down` removes its containers, volumes and network.
     assert project_resources(environment)
-    down = harness("down", "--name", environment)
+    down = pgharness("down", "--name", environment)
     assert down.returncode == 0, down.stderr
     assert project_resources(environment) == []
 
@@ -155,7 +155,7 @@ def test_port_in_use_is_one_line_and_leaves_nothing(environment):
         squatter.listen()
         taken = squatter.getsockname()[1]
 
-        up = harness("up", "--name", environment, "--primary-port", str(taken), "--standby-port", str(free_port()))
+        up = pgharness("up", "--name", environment, "--primary-port", str(taken), "--standby-port", str(free_port()))
 
     # One clear line, exit 1, no traceback, nothing created.
     assert up.returncode == 1
@@ -167,10 +167,10 @@ def test_port_in_use_is_one_line_and_leaves_nothing(environment):
 
 def test_no_docker_daemon_is_one_line():
     # DOCKER_HOST points at a socket that does not exist.
-    up = harness("up", "--name", "pgh-nodaemon", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    up = pgharness("up", "--name", "pgh-nodaemon", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
 
     assert up.returncode == 1
-    assert up.stderr.startswith("harness: error: no Docker engine answers at unix:///nonexistent/docker.sock")
+    assert up.stderr.startswith("pgharness: error: no Docker engine answers at unix:///nonexistent/docker.sock")
     assert up.stderr.count("\n") == 1
 
 
@@ -194,11 +194,11 @@ def test_image_without_postgresql_is_refused_in_one_line(harness_image):
     finally:
         container.remove(force=True)
     try:
-        # Building the harness image on it fails with the image script's reason.
-        result = harness("image", "--pg-image", tag)
+        # Building the pgharness image on it fails with the image script's reason.
+        result = pgharness("image", "--pg-image", tag)
         assert result.returncode == 1
         last = result.stderr.strip().splitlines()[-1]
-        assert last.startswith("harness: error: docker build of")
+        assert last.startswith("pgharness: error: docker build of")
         assert "no PostgreSQL server binaries in this image" in last
     finally:
         remove_image_built_from(tag)
@@ -233,7 +233,7 @@ def test_replication_is_not_backup_by_hand(environment):
     assert ok("sql", *name, "restored", "SELECT count(*) FROM hoge") == "100"
 
     # Rebuilding the primary is refused in one line.
-    refused = harness("rebuild", *name, "primary")
+    refused = pgharness("rebuild", *name, "primary")
     assert refused.returncode == 1
     assert refused.stderr.count("\n") == 1
     assert "not in recovery" in refused.stderr
@@ -253,9 +253,9 @@ def test_the_seed_exercise_entirely_through_the_cli(environment, monkeypatch):
     sql_until(environment, "standby", "SELECT col FROM hoge", "1", what="row 1 on the standby")
 
     # INSERT on the standby is refused: SQLSTATE 25006, in one line.
-    refused = harness("sql", *name, "standby", "INSERT INTO hoge VALUES (2)")
+    refused = pgharness("sql", *name, "standby", "INSERT INTO hoge VALUES (2)")
     assert refused.returncode == 1
-    assert refused.stderr.startswith("harness: error: SQLSTATE 25006")
+    assert refused.stderr.startswith("pgharness: error: SQLSTATE 25006")
     assert refused.stderr.count("\n") == 1
 
     # A second row on the primary reaches the standby.
@@ -284,7 +284,7 @@ def test_status_json_matches_what_the_nodes_report(environment):
     up = up_on_free_ports(environment, "--cascade")
     dsns = {row[0]: row[2] for row in (line.split() for line in up.splitlines()) if row and "://" in row[-1]}
 
-    result = harness("status", *name, "--json")
+    result = pgharness("status", *name, "--json")
     assert result.returncode == 0, result.stderr
     rows = {row["node"]: row for row in json.loads(result.stdout)}
     assert set(rows) == {"primary", "standby", "cascade"}
@@ -319,7 +319,7 @@ def test_unknown_names_and_bad_flags_exit_2_in_one_line(request, args):
     if "{env}" in args:
         environment = request.getfixturevalue("running_environment")
         args = [a.replace("{env}", environment) for a in args]
-    result = harness(*args)
+    result = pgharness(*args)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
     assert "Traceback" not in result.stderr
@@ -344,8 +344,8 @@ def test_gc_removes_what_a_killed_test_run_left(tmp_path, harness_image):
     left = client.containers.list(all=True, filters={"label": owner})
     assert left
 
-    # harness gc finds that its owner is gone and removes it; kept environments stay.
-    result = harness("gc")
+    # pgharness gc finds that its owner is gone and removes it; kept environments stay.
+    result = pgharness("gc")
     assert result.returncode == 0, result.stderr
     project = left[0].labels["com.docker.compose.project"]
     assert project in result.stdout
@@ -369,7 +369,7 @@ def test_gc_removes_only_what_provably_belongs_to_a_dead_process_of_this_host(ha
             labels={"org.pgharness.managed": "true", "com.docker.compose.project": project, **labels},
         )
     try:
-        result = harness("gc")
+        result = pgharness("gc")
         assert result.returncode == 0, result.stderr
         assert project_resources("pgh-gc-gone") == []
         assert len(project_resources("pgh-gc-other")) == 1
@@ -394,14 +394,14 @@ def test_up_with_a_delayed_standby(environment):
     assert ok("sql", *name, "delayed", "SELECT to_regclass('hoge') IS NOT NULL") == "False"
 
     # A delay that is no duration is bad usage, in one line.
-    bad = harness("up", "--name", environment, "--delayed-standby", "soon")
+    bad = pgharness("up", "--name", environment, "--delayed-standby", "soon")
     assert (bad.returncode, bad.stderr.count("\n")) == (2, 1), bad.stderr
 
 
 def test_up_with_a_password_that_needs_quoting(environment):
-    # The password that broke `harness up` before (space, quote, backslash), and more.
+    # The password that broke `pgharness up` before (space, quote, backslash), and more.
     password = "a b'c\\d/@:?#%"
-    up = harness(
+    up = pgharness(
         "up", "--name", environment, "--primary-port", str(free_port()), "--standby-port", str(free_port()),
         env={"POSTGRES_PASSWORD": password},
     )  # fmt: skip
@@ -441,7 +441,7 @@ services:
 def test_an_archive_missing_or_not_writable_at_start_is_one_line(environment, tmp_path, override, reason):
     (tmp_path / "override.yaml").write_text(override)
 
-    result = harness(
+    result = pgharness(
         "up", "--name", environment, "--primary-port", str(free_port()), "--standby-port", str(free_port()),
         "--compose-file", str(tmp_path / "override.yaml"),
     )  # fmt: skip
@@ -450,7 +450,7 @@ def test_an_archive_missing_or_not_writable_at_start_is_one_line(environment, tm
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     error = result.stderr.strip().splitlines()[-1]
-    assert error.startswith(f"harness: error: cluster {environment!r} did not start: {reason}")
+    assert error.startswith(f"pgharness: error: cluster {environment!r} did not start: {reason}")
     details = error.rsplit("(details: ", 1)[1].rstrip(")")
     assert "--- last" in Path(details).read_text()
     Path(details).unlink()
@@ -515,7 +515,7 @@ def test_up_logical_prints_how_to_subscribe_and_status_shows_it(environment):
     name = ["--name", environment]
     assert "subscriber " in up
 
-    # The walk-through `harness up --logical` prints, step by step.
+    # The walk-through `pgharness up --logical` prints, step by step.
     for node in ("primary", "subscriber"):
         ok("sql", *name, node, "CREATE TABLE hoge (col integer PRIMARY KEY)")
     ok("sql", *name, "primary", "CREATE PUBLICATION pub FOR TABLE hoge")

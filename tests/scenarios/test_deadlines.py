@@ -8,9 +8,9 @@ import docker
 import pytest
 from helpers import labelled, run_pytest
 
-from harness import QueryTimeout, WaitTimeout
-from harness.compose import docker_client, run_container
-from harness.errors import ClusterError
+from pgharness import QueryTimeout, WaitTimeout
+from pgharness.compose import docker_client, run_container
+from pgharness.errors import ClusterError
 
 pytestmark = pytest.mark.failover
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.downstream
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 DOWNSTREAM_TEST = """
-import harness
+import pgharness
 
 
 def test_replicates_and_promotes(cluster):
@@ -36,10 +36,10 @@ def test_settings_from_pyproject_reach_the_nodes(shared_cluster):
 
 
 def test_the_harness_is_the_installed_wheel():
-    from harness.compose import COMPOSE_FILE
+    from pgharness.compose import COMPOSE_FILE
 
-    print("HARNESS", harness.__file__, COMPOSE_FILE)
-    assert "site-packages" in harness.__file__
+    print("HARNESS", pgharness.__file__, COMPOSE_FILE)
+    assert "site-packages" in pgharness.__file__
     assert COMPOSE_FILE.is_file() and "site-packages" in str(COMPOSE_FILE)
 """
 
@@ -58,10 +58,10 @@ def test_the_wheel_works_in_a_project_of_its_own(tmp_path, harness_settings, har
     # The package's modules and nothing else (an earlier build's folder in the checkout holds none it lost).
     with zipfile.ZipFile(wheel) as archive:
         archive_names = archive.namelist()
-    shipped = {name for name in archive_names if re.fullmatch(r"harness/[^/]+\.py", name)}
-    assert shipped == {f"harness/{path.name}" for path in (REPOSITORY / "harness").glob("*.py")}
+    shipped = {name for name in archive_names if re.fullmatch(r"pgharness/[^/]+\.py", name)}
+    assert shipped == {f"pgharness/{path.name}" for path in (REPOSITORY / "harness").glob("*.py")}
     # With its types marker (PEP 561): a project's type checker reads the package's annotations.
-    assert "harness/py.typed" in archive_names
+    assert "pgharness/py.typed" in archive_names
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     run(

@@ -13,8 +13,8 @@ import psycopg
 import pytest
 from helpers import notice_lost_standbys_fast
 
-from harness import WaitTimeout
-from harness.failover import (
+from pgharness import WaitTimeout
+from pgharness.failover import (
     SplitBrain,
     assert_single_primary,
     choose_new_primary,
@@ -24,9 +24,9 @@ from harness.failover import (
     repoint,
     wait_until_unresponsive,
 )
-from harness.faults import partitioned
-from harness.load import WriteLoad
-from harness.wait import poll_until
+from pgharness.faults import partitioned
+from pgharness.load import WriteLoad
+from pgharness.wait import poll_until
 
 pytestmark = pytest.mark.failover
 

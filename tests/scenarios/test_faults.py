@@ -1,10 +1,10 @@
 """Partitions: a packet filter inside the node cuts it off from the other nodes and leaves the host's
 way in (its published port), or, with ``clients=True``, cuts that too; healing restores both."""
 
-from helpers import harness
+from helpers import pgharness
 
-from harness.faults import heal, is_partitioned, partition, partitioned
-from harness.wait import poll_until
+from pgharness.faults import heal, is_partitioned, partition, partitioned
+from pgharness.wait import poll_until
 
 
 def reaches(node, other):
@@ -55,11 +55,11 @@ def test_a_node_partitioned_from_its_clients_too_answers_nobody_until_healed(sha
 
 def test_the_cli_partitions_and_heals_a_node_of_an_environment(cluster):
     standby = cluster.standby
-    done = harness("partition", "--name", cluster.name, "standby")
+    done = pgharness("partition", "--name", cluster.name, "standby")
     assert done.returncode == 0, done.stderr
     assert is_partitioned(standby)
     assert not reaches(standby, cluster.primary)
-    done = harness("heal", "--name", cluster.name)
+    done = pgharness("heal", "--name", cluster.name)
     assert done.returncode == 0, done.stderr
     assert not is_partitioned(standby)
     assert reaches(standby, cluster.primary)

@@ -16,11 +16,11 @@ import pytest
 from helpers import in_one_transaction, set_and_reload
 from psycopg import sql as pgsql
 
-from harness.convergence import assert_converged
-from harness.errors import NotConverged
-from harness.failover import rejoin, repoint
-from harness.load import pgbench, pgbench_init
-from harness.recovery import RecoveryTarget
+from pgharness.convergence import assert_converged
+from pgharness.errors import NotConverged
+from pgharness.failover import rejoin, repoint
+from pgharness.load import pgbench, pgbench_init
+from pgharness.recovery import RecoveryTarget
 
 pytestmark = pytest.mark.hot_standby
 

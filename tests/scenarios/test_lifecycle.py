@@ -12,9 +12,9 @@ import docker
 import pytest
 from helpers import default_sigint, labelled, remove_image_built_from, remove_projects, run_pytest, wait_until_healthy
 
-import harness.cluster
-from harness import Cluster, ClusterError, registry
-from harness.image import ImageSpec
+import pgharness.cluster
+from pgharness import Cluster, ClusterError, registry
+from pgharness.image import ImageSpec
 
 pytestmark = pytest.mark.lifecycle
 
@@ -67,7 +67,7 @@ def test_passing_run_leaves_nothing(tmp_path, harness_image):
         def test_never_removes_its_own(harness_image):
             import os
 
-            from harness import Cluster
+            from pgharness import Cluster
 
             Cluster(image=harness_image, standbys=0, owner=f"pytest-{os.getpid()}").start()
         """,
@@ -144,7 +144,7 @@ def test_failed_test_leaves_evidence_files_and_no_cluster(tmp_path, harness_imag
 )
 def test_ctrl_c_or_sigterm_in_the_middle_of_a_scenario_removes_the_cluster(tmp_path, harness_image, signals):
     # A scenario that waits on its cluster for a long time, and one after it whose cluster is started
-    # meanwhile (`harness.spare`): the interrupted run never gets to take it.
+    # meanwhile (`pgharness.spare`): the interrupted run never gets to take it.
     proc = run_pytest(
         tmp_path,
         """
@@ -186,7 +186,7 @@ def test_a_cluster_whose_removal_failed_is_removed_at_exit(harness_image, monkey
 
     # The removal fails: the cluster stays in the registry, so the atexit handler tries again ...
     with monkeypatch.context() as patched:
-        patched.setattr(harness.cluster, "remove_project", failing_removal)
+        patched.setattr(pgharness.cluster, "remove_project", failing_removal)
         with pytest.raises(ClusterError):
             cluster.destroy()
         assert cluster in registry.live()
@@ -227,7 +227,7 @@ def test_pytest_timeout_expiry_removes_the_cluster_and_keeps_evidence(tmp_path, 
 
 
 def test_up_interrupted_while_the_image_builds_leaves_nothing(harness_settings):
-    # A base image no build has used yet (its own layer: no build cache), so that `harness up --image`
+    # A base image no build has used yet (its own layer: no build cache), so that `pgharness up --image`
     # (what `make up PG_IMAGE=...` runs) builds the node image for real.
     client = docker.from_env()
     base = f"pgharness/interrupt-test:{os.getpid()}"
@@ -247,7 +247,7 @@ def test_up_interrupted_while_the_image_builds_leaves_nothing(harness_settings):
     name = f"pgh-interrupt-{os.getpid()}"
     node_image = ImageSpec(harness_settings.spec.pg_version, base).tag
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", "up", "--name", name, "--image", base],
+        [sys.executable, "-m", "pgharness", "up", "--name", name, "--image", base],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
@@ -271,14 +271,14 @@ def test_up_interrupted_while_the_image_builds_leaves_nothing(harness_settings):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        subprocess.run([sys.executable, "-m", "harness", "down", "--name", name], capture_output=True, check=False)
+        subprocess.run([sys.executable, "-m", "pgharness", "down", "--name", name], capture_output=True, check=False)
         remove_image_built_from(base)
     stderr = "".join(lines) + rest
 
     # One line says it was interrupted; no traceback; exit 130 like any Ctrl-C'd command.
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1] == "harness: interrupted"
+    assert stderr.strip().splitlines()[-1] == "pgharness: interrupted"
     # No half-built node image, and nothing of the environment on the engine.
     assert built == []
     assert left == []

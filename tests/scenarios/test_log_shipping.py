@@ -9,9 +9,9 @@ import psycopg.errors
 import pytest
 from helpers import generate_segments, lose_partitioned_standby, notice_lost_standbys_fast, pg_wal_files
 
-from harness.faults import partitioned
-from harness.lsn import Lsn, segment_start
-from harness.wait import poll_until
+from pgharness.faults import partitioned
+from pgharness.lsn import Lsn, segment_start
+from pgharness.wait import poll_until
 
 pytestmark = pytest.mark.archive
 

@@ -10,13 +10,13 @@ import psycopg.errors
 import pytest
 from helpers import in_one_transaction, set_and_reload
 
-from harness.errors import WaitTimeout
-from harness.failover import primary_conninfo, rejoin, repoint
-from harness.image import ImageSpec, ensure_image
-from harness.load import WriteLoad
-from harness.logical import create_logical_slot, pg_recvlogical, slot, slot_changes
-from harness.versions import SUITES
-from harness.wait import poll_until
+from pgharness.errors import WaitTimeout
+from pgharness.failover import primary_conninfo, rejoin, repoint
+from pgharness.image import ImageSpec, ensure_image
+from pgharness.load import WriteLoad
+from pgharness.logical import create_logical_slot, pg_recvlogical, slot, slot_changes
+from pgharness.versions import SUITES
+from pgharness.wait import poll_until
 
 pytestmark = pytest.mark.logical
 

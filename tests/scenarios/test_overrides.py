@@ -6,9 +6,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from harness import Cluster, ClusterError
-from harness.image import debian_image
-from harness.wait import poll_until
+from pgharness import Cluster, ClusterError
+from pgharness.image import debian_image
+from pgharness.wait import poll_until
 
 pytestmark = pytest.mark.downstream
 

@@ -3,7 +3,7 @@
 Superuser password, replication role name and its password each carry a space, ', ", \\, $, a backtick,
 %, #, = and non-ASCII text. They reach libpq connection strings (primary_conninfo, pg_basebackup,
 pg_rewind), postgresql.conf, pg_hba.conf and SQL; the cluster starts, streams over TLS, has a standby
-rebuilt, fails over, rejoins the old primary with pg_rewind, and `harness sql` works from another process.
+rebuilt, fails over, rejoins the old primary with pg_rewind, and `pgharness sql` works from another process.
 """
 
 import os
@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from harness import Cluster
-from harness.failover import assert_single_primary, rejoin, repoint
+from pgharness import Cluster
+from pgharness.failover import assert_single_primary, rejoin, repoint
 
 pytestmark = [pytest.mark.security, pytest.mark.failover]
 
@@ -55,10 +55,10 @@ def test_adversarial_secrets_work_everywhere(cluster_factory, monkeypatch):
     )
     assert walsenders == [(SECRETS["replication_user"], True)] * 2
 
-    # `harness sql` from another shell, which knows none of the secrets: it reads them from the containers.
+    # `pgharness sql` from another shell, which knows none of the secrets: it reads them from the containers.
     env = {k: v for k, v in os.environ.items() if k not in ("POSTGRES_PASSWORD", "REPLICATION_PASSWORD")}
     result = subprocess.run(
-        [sys.executable, "-m", "harness", "sql", "--name", cluster.name, "standby", "SELECT count(*) FROM hoge"],
+        [sys.executable, "-m", "pgharness", "sql", "--name", cluster.name, "standby", "SELECT count(*) FROM hoge"],
         capture_output=True,
         text=True,
         env=env,

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from helpers import connect_kwargs, refused
 
-from harness.compose import COMPOSE_FILE
-from harness.evidence import save_evidence
+from pgharness.compose import COMPOSE_FILE
+from pgharness.evidence import save_evidence
 
 pytestmark = pytest.mark.security
 

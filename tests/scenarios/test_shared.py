@@ -1,12 +1,12 @@
 """The shared cluster between tests: what a test made is removed after it; a cluster it changed otherwise
-is not shared again (`harness.shared`, and the plugin's reset after each test on `shared_cluster`)."""
+is not shared again (`pgharness.shared`, and the plugin's reset after each test on `shared_cluster`)."""
 
 import pytest
 from helpers import run_pytest, set_and_reload
 
-from harness.recovery import RecoveryTarget
-from harness.shared import reset, take_baseline
-from harness.wait import poll_until
+from pgharness.recovery import RecoveryTarget
+from pgharness.shared import reset, take_baseline
+from pgharness.wait import poll_until
 
 pytestmark = pytest.mark.lifecycle
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness import Lsn
+from pgharness import Lsn
 
 pytestmark = pytest.mark.streaming
 

@@ -3,8 +3,8 @@
 import pytest
 from helpers import connect_kwargs, refused
 
-from harness import Cluster, ClusterError
-from harness.tls import TlsFiles
+from pgharness import Cluster, ClusterError
+from pgharness.tls import TlsFiles
 
 pytestmark = [pytest.mark.security, pytest.mark.streaming]
 
@@ -26,7 +26,7 @@ def test_streaming_runs_over_tls_verified_against_the_run_time_ca(cluster_factor
     primary.wait_for_catchup(standby)
     assert standby.scalar("SELECT count(*) FROM over_tls") == 1
 
-    # A node added later by another process (harness rebuild, restore) attaches and streams over TLS too.
+    # A node added later by another process (pgharness rebuild, restore) attaches and streams over TLS too.
     late = Cluster.attach(cluster.name).add_node("late")
     assert "sslmode=verify-full" in late.scalar("SELECT conninfo FROM pg_stat_wal_receiver")
 

@@ -3,8 +3,8 @@
 import pytest
 from helpers import generate_segments, lose_partitioned_standby, notice_lost_standbys_fast, pg_wal_files, set_and_reload
 
-from harness.faults import partitioned
-from harness.wait import poll_until
+from pgharness.faults import partitioned
+from pgharness.wait import poll_until
 
 
 @pytest.mark.pg(">=17")

@@ -2,8 +2,8 @@
 
 import pytest
 
-from harness.compose import ComposeProject
-from harness.errors import ClusterError
+from pgharness.compose import ComposeProject
+from pgharness.errors import ClusterError
 
 
 def failing(stderr):
@@ -21,7 +21,7 @@ def test_exhausted_address_pools_name_the_limit_and_the_remedy():
     message = str(excinfo.value)
     assert "\n" not in message
     assert "default-address-pools" in message
-    assert "harness down" in message
+    assert "pgharness down" in message
 
 
 def test_other_failures_keep_compose_own_words():

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from harness.engine import DEFAULT_SOCKET, bind_address, current_context, resolve, url_host
-from harness.errors import DockerUnavailable
+from pgharness.engine import DEFAULT_SOCKET, bind_address, current_context, resolve, url_host
+from pgharness.errors import DockerUnavailable
 
 
 @pytest.mark.parametrize(

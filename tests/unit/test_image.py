@@ -1,5 +1,5 @@
-from harness.image import ImageSpec, base_inputs, mmdebstrap_command, sanitize_tag
-from harness.versions import suite_for
+from pgharness.image import ImageSpec, base_inputs, mmdebstrap_command, sanitize_tag
+from pgharness.versions import suite_for
 
 
 def test_tags_for_debian_builds():

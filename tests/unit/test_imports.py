@@ -3,9 +3,9 @@
 import ast
 from pathlib import Path
 
-import harness
+import pgharness
 
-PACKAGE = Path(harness.__file__).resolve().parent
+PACKAGE = Path(pgharness.__file__).resolve().parent
 
 
 def is_type_checking_block(node):
@@ -23,24 +23,24 @@ def harness_imports(path):
             for child in node.orelse:
                 visit(child)
             return
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "harness":
-            if node.module == "harness":  # from harness import registry, evidence
-                found.update(f"harness.{alias.name}" for alias in node.names)
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "pgharness":
+            if node.module == "pgharness":  # from pgharness import registry, evidence
+                found.update(f"pgharness.{alias.name}" for alias in node.names)
             else:
                 found.add(node.module)
         elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names if alias.name.split(".")[0] == "harness")
+            found.update(alias.name for alias in node.names if alias.name.split(".")[0] == "pgharness")
         for child in ast.iter_child_nodes(node):
             visit(child)
 
     visit(tree)
-    modules = {f"harness.{p.stem}" for p in PACKAGE.glob("*.py")}
+    modules = {f"pgharness.{p.stem}" for p in PACKAGE.glob("*.py")}
     return {name for name in found if name in modules}
 
 
 def import_graph():
     return {
-        f"harness.{path.stem}": harness_imports(path)
+        f"pgharness.{path.stem}": harness_imports(path)
         for path in sorted(PACKAGE.glob("*.py"))
         if path.stem not in ("__init__", "__main__")
     }
@@ -77,23 +77,23 @@ def test_the_package_has_no_import_cycle():
 
 def test_the_cycle_finder_finds_a_cycle():
     # The check itself can fail: a cycle hidden in a function body is one.
-    graph = {"harness.a": {"harness.b"}, "harness.b": {"harness.c"}, "harness.c": {"harness.a"}}
-    assert find_cycle(graph) == ["harness.a", "harness.b", "harness.c", "harness.a"]
-    assert find_cycle({"harness.a": {"harness.b"}, "harness.b": set()}) is None
+    graph = {"pgharness.a": {"pgharness.b"}, "pgharness.b": {"pgharness.c"}, "pgharness.c": {"pgharness.a"}}
+    assert find_cycle(graph) == ["pgharness.a", "pgharness.b", "pgharness.c", "pgharness.a"]
+    assert find_cycle({"pgharness.a": {"pgharness.b"}, "pgharness.b": set()}) is None
 
 
 def test_function_level_imports_count_and_type_checking_ones_do_not(tmp_path):
     path = tmp_path / "probe_module.py"
     path.write_text(
         "from typing import TYPE_CHECKING\n"
-        "if TYPE_CHECKING:\n    from harness.node import Node\n"
-        "def f():\n    from harness.cluster import Cluster\n"
+        "if TYPE_CHECKING:\n    from pgharness.node import Node\n"
+        "def f():\n    from pgharness.cluster import Cluster\n"
     )
-    assert harness_imports(path) == {"harness.cluster"}
+    assert harness_imports(path) == {"pgharness.cluster"}
 
 
 def test_constants_is_a_leaf():
-    assert import_graph()["harness.constants"] == set()
+    assert import_graph()["pgharness.constants"] == set()
 
 
 def test_the_package_api_is_what_it_re_exports_and_each_name_resolves():
@@ -109,6 +109,6 @@ def test_the_package_api_is_what_it_re_exports_and_each_name_resolves():
         for alias in statement.names
         if alias.asname == alias.name
     }
-    assert re_exported == set(harness._EXPORTS)
-    for name in harness._EXPORTS:
-        assert getattr(harness, name).__name__ == name
+    assert re_exported == set(pgharness._EXPORTS)
+    for name in pgharness._EXPORTS:
+        assert getattr(pgharness, name).__name__ == name

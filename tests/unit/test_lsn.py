@@ -1,6 +1,6 @@
 import pytest
 
-from harness.lsn import Lsn, parse_timeline_history, parse_walfile_name, previous_walfile, segment_start, walfile_name
+from pgharness.lsn import Lsn, parse_timeline_history, parse_walfile_name, previous_walfile, segment_start, walfile_name
 
 
 def test_parse_and_print_round_trip():

@@ -1,4 +1,4 @@
-from harness.evidence import mask
+from pgharness.evidence import mask
 
 
 def test_passwords_are_masked_and_nothing_else():

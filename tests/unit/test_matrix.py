@@ -1,4 +1,4 @@
-from harness.matrix import main, read_junit
+from pgharness.matrix import main, read_junit
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="pytest" tests="3">

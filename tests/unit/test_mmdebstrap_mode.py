@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import ImageError
-from harness.image import BuildHost, mmdebstrap_mode
+from pgharness.errors import ImageError
+from pgharness.image import BuildHost, mmdebstrap_mode
 
 
 def host(*, root=False, unshare=False, sudo=False, fakechroot=False):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.faults import PARTITION_TABLE, partition_rules
+from pgharness.faults import PARTITION_TABLE, partition_rules
 
 
 def rules(**kwargs):

@@ -4,8 +4,8 @@ import stat
 
 import pytest
 
-from harness.compose import check_compose_v2
-from harness.errors import DockerUnavailable
+from pgharness.compose import check_compose_v2
+from pgharness.errors import DockerUnavailable
 
 
 def fake_docker(tmp_path, script):

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from psycopg.conninfo import conninfo_to_dict
 
-from harness.errors import QuotingError
-from harness.quoting import (
+from pgharness.errors import QuotingError
+from pgharness.quoting import (
     check_file_name,
     check_secret,
     conf_string,

@@ -2,9 +2,9 @@ import datetime as dt
 
 import pytest
 
-from harness.errors import RecoveryTargetError
-from harness.lsn import Lsn
-from harness.recovery import Lag, RecoveryTarget
+from pgharness.errors import RecoveryTargetError
+from pgharness.lsn import Lsn
+from pgharness.recovery import Lag, RecoveryTarget
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from harness import registry
+from pgharness import registry
 
 
 class Removable:

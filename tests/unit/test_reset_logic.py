@@ -1,8 +1,8 @@
 """What the shared cluster's reset reads and says (no Docker): differences between two states of a node,
 and which archived files belong to timelines a test made."""
 
-from harness.archive import files_of_timelines_above
-from harness.shared import NodeState, differences
+from pgharness.archive import files_of_timelines_above
+from pgharness.shared import NodeState, differences
 
 
 def state(**changes):

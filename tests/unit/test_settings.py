@@ -5,9 +5,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.errors import ClusterError
-from harness.pytest_plugin import Settings
-from harness.quoting import read_sql, settings_lines
+from pgharness.errors import ClusterError
+from pgharness.pytest_plugin import Settings
+from pgharness.quoting import read_sql, settings_lines
 
 
 class FakeConfig:

@@ -1,5 +1,5 @@
-from harness.matrix import Result
-from harness.soak import Round, evidence_folder, report
+from pgharness.matrix import Result
+from pgharness.soak import Round, evidence_folder, report
 
 
 def test_report_lists_each_round_and_each_failure_with_its_evidence(tmp_path):

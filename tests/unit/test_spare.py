@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import pytest_plugin
-from harness.image import ImageSpec
-from harness.spare import Spare
+from pgharness import pytest_plugin
+from pgharness.image import ImageSpec
+from pgharness.spare import Spare
 
 MADE = []
 

@@ -1,7 +1,7 @@
 import pytest
 
-from harness.errors import UnsupportedVersion
-from harness.versions import (
+from pgharness.errors import UnsupportedVersion
+from pgharness.versions import (
     BASEBACKUP_OPTIONS,
     MIN_SUPPORTED,
     major_from_version_num,

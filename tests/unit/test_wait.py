@@ -3,8 +3,8 @@ import itertools
 import psycopg
 import pytest
 
-from harness.errors import WaitTimeout
-from harness.wait import poll_until
+from pgharness.errors import WaitTimeout
+from pgharness.wait import poll_until
 
 
 class FakeNode:
@@ -67,7 +67,7 @@ def test_timeout_reports_the_last_transient_error():
 
 
 def test_failure_lines_skip_the_refusals_of_clients_during_start_up():
-    from harness.wait import failure_lines
+    from pgharness.wait import failure_lines
 
     lines = [
         "2026-11-25 20:11:28.400 UTC [60] XX000 FATAL:  recovery ended before configured recovery target was reached",

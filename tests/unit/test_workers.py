@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import pytest_plugin
-from harness.pytest_plugin import AUTO_WORKERS, EngineCapacity, auto_workers
+from pgharness import pytest_plugin
+from pgharness.pytest_plugin import AUTO_WORKERS, EngineCapacity, auto_workers
 
 GIB = 1 << 30
 
