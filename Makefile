@@ -80,7 +80,7 @@ format: venv ## Apply ruff's formatting and safe fixes
 
 docs: venv ## The API reference from the docstrings (pdoc) into docs/api/; any warning is an error
 	rm -rf docs/api
-	$(BIN)/python -W error -m pdoc --docformat restructuredtext --output-directory docs/api harness
+	$(BIN)/python -W error -m pdoc --docformat restructuredtext --output-directory docs/api pgharness
 
 bench: image ## Time a primary + standby to the first replicated row (BENCH_RUNS runs)
 	$(BIN)/python bench/startup.py --runs $(BENCH_RUNS)

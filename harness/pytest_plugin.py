@@ -15,26 +15,12 @@ Fixtures:
                       topology="logical")``, one per set of arguments, reset alike
     harness_image     the node image's tag, built once per session if missing
 
-Options (each with an ini twin and an environment default; the README has the table):
-    --pg-version N        PostgreSQL major version   [PG_VERSION, default 17]
-    --pg-image IMAGE      build on a user's image     [PG_IMAGE]
-    --keep-on-failure     leave a failed test's cluster running  [PGHARNESS_KEEP=1]
-    --evidence-dir DIR    where failed tests' logs and status go [PGHARNESS_EVIDENCE_DIR]
-    --pg-compose-file F   compose override file(s): a project's own services [PGHARNESS_COMPOSE_FILES]
-    --pg-setting LINE     postgresql.conf line(s) for every node [PGHARNESS_EXTRA_SETTINGS]
-    --pg-init-sql FILE    SQL run once on each new primary        [PGHARNESS_INIT_SQL_FILE]
-    --pg-tls              replication over TLS (verify-full)      [PGHARNESS_TLS=1]
-    --pg-test-timeout S   deadline of a test that uses a cluster, when no pytest-timeout
-                          timeout is set (signal method)          [PGHARNESS_TEST_TIMEOUT, 300]
-    --pg-storage WHERE    the compose nodes' data: tmpfs (default) or volume (disk)  [PGHARNESS_STORAGE]
-    --pg-sync-teardown    remove a test's clusters before the next test starts (default:
-                          in the background while it starts), and start none ahead for
-                          the next test (default: in a serial run)  [PGHARNESS_SYNC_TEARDOWN=1]
-    --pg-engine URL       a Docker engine for the run; repeatable: pytest-xdist workers
-                          are spread over them round-robin         [PGHARNESS_ENGINES]
+Options: every setting of `pgharness.options.OPTIONS` is a flag, an environment variable and an ini
+value; the command line wins over the environment, which wins over the ini file (`pgharness.options`).
+The report header names each value that is not the default and where it came from.
 
-With pytest-xdist, ``-n auto`` starts two workers per CPU (`WORKERS_PER_CPU`), at most what the engines'
-CPUs, memory and Docker's default address pools hold (`auto_workers`); the report header says which bound
+With pytest-xdist, ``-n auto`` starts `pgharness.workers.WORKERS_PER_CPU` workers per CPU, at most what
+the engines' CPUs, memory and Docker's default address pools hold; the report header says which bound
 chose it.
 """
 
@@ -46,7 +32,6 @@ import re
 import signal
 import warnings
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,13 +40,14 @@ import pytest_timeout
 
 from pgharness import evidence, registry, shared
 from pgharness.cluster import Cluster
-from pgharness.compose import ADDRESS_POOLS_EXHAUSTED, DEFAULT_POOL_NETWORKS
-from pgharness.constants import STORAGES
+from pgharness.compose import ADDRESS_POOLS_EXHAUSTED
 from pgharness.engine import resolve
 from pgharness.errors import HarnessError
-from pgharness.image import ImageSpec, ensure_image, image_exists, server_version
+from pgharness.image import ensure_image, image_exists, server_version
+from pgharness.options import OPTIONS, OptionError, Settings, Sources, resolve_settings
 from pgharness.spare import Spare, arguments_key, first_line
-from pgharness.versions import DEFAULT_VERSION, parse_postgres_v, parse_version_arg, version_matches
+from pgharness.versions import parse_postgres_v, version_matches
+from pgharness.workers import auto_workers, engine_capacity, engine_of_worker, local_cpus
 
 log = logging.getLogger("pgharness")
 
@@ -86,15 +72,13 @@ MARKERS = {
     "pg(spec)": "run only on PostgreSQL versions matching spec, e.g. pg('>=17') or pg('>=13,<16'); others skip",
 }
 
-#: A test that uses a cluster ends within this many seconds unless a pytest-timeout timeout says otherwise.
-DEFAULT_TEST_TIMEOUT = 300.0
-
 _reports = pytest.StashKey[dict[str, pytest.TestReport]]()
 _clusters = pytest.StashKey[list[Cluster]]()
 _shared_used = pytest.StashKey[list[tuple[Cluster, shared.Baseline]]]()
 _next_item = pytest.StashKey["pytest.Item | None"]()
 #: The session's settings and image, once a test has asked for them (a spare needs both).
-_session = pytest.StashKey[tuple["Settings", str]]()
+_session = pytest.StashKey[tuple[Settings, str]]()
+_settings = pytest.StashKey[Settings]()
 _spare = pytest.StashKey[Spare[Cluster]]()
 
 
@@ -102,183 +86,49 @@ class SharedClusterChanged(UserWarning):
     """A test changed the shared cluster beyond what the reset removes: it was started afresh."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The session's harness settings, from options, ini values and the environment."""
-
-    spec: ImageSpec
-    keep_on_failure: bool
-    evidence_dir: Path
-    compose_files: tuple[Path, ...] = ()
-    settings: tuple[str, ...] = ()
-    init_sql: Path | None = None
-    tls: bool = False
-    background_teardown: bool = True
-    storage: str = "tmpfs"
-
-    @classmethod
-    def from_config(cls, config: pytest.Config) -> Settings:
-        def get(name: str, env: str, default: str) -> str:
-            value = config.getoption(name) or config.getini(name) or os.environ.get(env) or default
-            return str(value)
-
-        def paths(name: str, env: str) -> list[Path]:
-            """Paths from the command line (relative to the current folder), else the ini file
-            (relative to its folder), else the environment (os.pathsep-separated)."""
-            if given := config.getoption(name):
-                return [config.invocation_params.dir / p for p in given]
-            if ini := config.getini(name):
-                base = config.inipath.parent if config.inipath else config.rootpath
-                return [base / str(p) for p in ini]
-            return [Path(p).resolve() for p in os.environ.get(env, "").split(os.pathsep) if p]
-
-        def lines(name: str, env: str) -> list[str]:
-            return [*(config.getoption(name) or config.getini(name) or os.environ.get(env, "").splitlines())]
-
-        keep = config.getoption("keep_on_failure") or _truthy(get("keep_on_failure", "PGHARNESS_KEEP", ""))
-        init_sql = paths("pg_init_sql", "PGHARNESS_INIT_SQL_FILE")
-        return cls(
-            spec=ImageSpec(
-                parse_version_arg(get("pg_version", "PG_VERSION", str(DEFAULT_VERSION))),
-                get("pg_image", "PG_IMAGE", "") or None,
-            ),
-            keep_on_failure=bool(keep),
-            evidence_dir=Path(get("evidence_dir", "PGHARNESS_EVIDENCE_DIR", "test-results/evidence")),
-            compose_files=tuple(paths("pg_compose_files", "PGHARNESS_COMPOSE_FILES")),
-            settings=tuple(line for line in lines("pg_settings", "PGHARNESS_EXTRA_SETTINGS") if line.strip()),
-            init_sql=init_sql[-1] if init_sql else None,
-            tls=bool(config.getoption("pg_tls")) or _truthy(get("pg_tls", "PGHARNESS_TLS", "")),
-            storage=get("pg_storage", "PGHARNESS_STORAGE", "tmpfs"),
-            background_teardown=not (
-                config.getoption("pg_sync_teardown") or _truthy(get("pg_sync_teardown", "PGHARNESS_SYNC_TEARDOWN", ""))
-            ),
-        )
-
-    def cluster_kwargs(self) -> dict[str, Any]:
-        """The `Cluster` arguments these settings give every cluster of the session (a test's own win)."""
-        kwargs: dict[str, Any] = {}
-        if self.compose_files:
-            kwargs["compose_files"] = list(self.compose_files)
-        if self.settings:
-            kwargs["settings"] = list(self.settings)
-        if self.init_sql:
-            kwargs["init_sql"] = self.init_sql
-        if self.tls:
-            kwargs["tls"] = True
-        kwargs["storage"] = self.storage
-        return kwargs
-
-
-def _truthy(value: Any) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """Every setting of `pgharness.options.OPTIONS`: a flag, an ini value and an environment variable."""
     group = parser.getgroup("pgharness", "PostgreSQL replication harness")
-    group.addoption(
-        "--pg-version",
-        dest="pg_version",
-        metavar="N",
-        help=f"PostgreSQL major version under test (env PG_VERSION; default {DEFAULT_VERSION})",
-    )
-    group.addoption(
-        "--pg-image",
-        dest="pg_image",
-        metavar="IMAGE",
-        help="build the node image on this image, e.g. postgres:17 (env PG_IMAGE)",
-    )
-    group.addoption(
-        "--keep-on-failure",
-        dest="keep_on_failure",
-        action="store_true",
-        default=False,
-        help="leave a failed test's cluster running for inspection (env PGHARNESS_KEEP=1)",
-    )
-    group.addoption(
-        "--evidence-dir",
-        dest="evidence_dir",
-        metavar="DIR",
-        help="where failed tests' node logs and status are written "
-        "(env PGHARNESS_EVIDENCE_DIR; default test-results/evidence)",
-    )
-    group.addoption(
-        "--pg-compose-file",
-        dest="pg_compose_files",
-        metavar="FILE",
-        action="append",
-        help="a compose override file on top of the harness's (your services, e.g. PgBouncer); repeatable "
-        "(env PGHARNESS_COMPOSE_FILES, separated by ':')",
-    )
-    group.addoption(
-        "--pg-setting",
-        dest="pg_settings",
-        metavar="'NAME = VALUE'",
-        action="append",
-        help="a postgresql.conf line for every node; repeatable (env PGHARNESS_EXTRA_SETTINGS, one per line)",
-    )
-    group.addoption(
-        "--pg-init-sql",
-        dest="pg_init_sql",
-        metavar="FILE",
-        action="append",
-        help="SQL file run once on each new primary: schema, extensions (env PGHARNESS_INIT_SQL_FILE)",
-    )
-    group.addoption(
-        "--pg-test-timeout",
-        dest="pg_test_timeout",
-        metavar="SECONDS",
-        help=f"deadline of each test that uses a cluster when no pytest-timeout timeout is set; signal method, so "
-        f"clusters still come down (env PGHARNESS_TEST_TIMEOUT; default {DEFAULT_TEST_TIMEOUT:g})",
-    )
-    group.addoption(
-        "--pg-tls",
-        dest="pg_tls",
-        action="store_true",
-        default=False,
-        help="replication over TLS (verify-full, a CA made at run time) in every cluster (env PGHARNESS_TLS=1)",
-    )
-    group.addoption(
-        "--pg-engine",
-        dest="pg_engines",
-        metavar="URL",
-        action="append",
-        help="a Docker engine (unix://, tcp://, ssh:// URL, as DOCKER_HOST takes) to run clusters on; repeatable: "
-        "pytest-xdist workers are assigned to the engines round-robin (env PGHARNESS_ENGINES, space-separated)",
-    )
-    group.addoption(
-        "--pg-sync-teardown",
-        dest="pg_sync_teardown",
-        action="store_true",
-        default=False,
-        help="remove each test's clusters before the next test starts, instead of in the background while it "
-        "starts, and start no cluster ahead for the next test (env PGHARNESS_SYNC_TEARDOWN=1)",
-    )
-    group.addoption(
-        "--pg-storage",
-        dest="pg_storage",
-        choices=STORAGES,
-        help="where the compose nodes keep their data: tmpfs (memory, the default: starts are I/O-bound) or "
-        "volume (disk) (env PGHARNESS_STORAGE)",
-    )
-    parser.addini("pg_storage", "where the compose nodes keep their data: tmpfs (default) or volume")
-    parser.addini("pg_sync_teardown", "remove each test's clusters before the next test starts", type="bool")
-    parser.addini("pg_engines", "Docker engines the workers are spread over (URLs)", type="linelist")
-    parser.addini("pg_version", "PostgreSQL major version under test")
-    parser.addini("pg_image", "base image with PostgreSQL server binaries")
-    parser.addini("keep_on_failure", "leave a failed test's cluster running")
-    parser.addini("evidence_dir", "where failed tests' node logs and status are written")
-    parser.addini("pg_compose_files", "compose override files on top of the harness's", type="paths")
-    parser.addini("pg_settings", "postgresql.conf lines for every node", type="linelist")
-    parser.addini("pg_init_sql", "SQL file run once on each new primary", type="paths")
-    parser.addini("pg_tls", "replication over TLS in every cluster", type="bool")
-    parser.addini("pg_test_timeout", "deadline (seconds) of a test that uses a cluster, when no timeout is set")
+    for option in OPTIONS:
+        where = f"env {option.env}; ini {option.name}"
+        if option.kind == "flag":
+            group.addoption(option.flag, dest=option.name, action="store_true", default=False,
+                            help=f"{option.help} ({where})")  # fmt: skip
+            parser.addini(option.name, option.help, type="bool", default=None)
+            continue
+        repeated = option.kind in ("paths", "lines", "words")
+        group.addoption(option.flag, dest=option.name, metavar=option.metavar, action="append" if repeated else "store",
+                        help=f"{option.help} ({where})")  # fmt: skip
+        if repeated:
+            parser.addini(option.name, option.help, type="linelist", default=None)
+        else:
+            parser.addini(option.name, option.help, type="string", default=None)
+
+
+def settings_of(config: pytest.Config) -> Settings:
+    """The session's settings by `pgharness.options`' precedence (command line, environment, ini, default),
+    resolved once; a bad value is a usage error (exit 4) in one line that names it as the user wrote it."""
+    if _settings not in config.stash:
+        sources = Sources(
+            command_line={option.name: config.getoption(option.name) for option in OPTIONS},
+            env=os.environ,
+            ini=config.getini,
+            invocation_dir=config.invocation_params.dir,
+            rootdir=config.rootpath,
+            inifile=config.inipath,
+        )
+        try:
+            config.stash[_settings] = resolve_settings(sources)
+        except OptionError as e:
+            raise pytest.UsageError(f"pgharness: {e}") from None
+    return config.stash[_settings]
 
 
 def pytest_configure(config: pytest.Config) -> None:
     for name, description in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {description}")
     config.stash[_spare] = Spare(Cluster)
-    engines = configured_engines(config)
+    engines = settings_of(config).engines
     if engines:
         # Before any client exists: the SDK, `docker compose` and `docker import` all read DOCKER_HOST.
         os.environ["DOCKER_HOST"] = engine_of_worker(engines, os.environ.get("PYTEST_XDIST_WORKER", ""))
@@ -307,83 +157,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def configured_engines(config: pytest.Config) -> list[str]:
-    """The engines of --pg-engine, else the ini's pg_engines, else PGHARNESS_ENGINES (space-separated)."""
-    given = config.getoption("pg_engines") or config.getini("pg_engines") or os.environ.get("PGHARNESS_ENGINES", "")
-    return [str(e) for e in (given.split() if isinstance(given, str) else given) if str(e).strip()]
-
-
-def engine_of_worker(engines: list[str], worker: str) -> str:
-    """The engine of pytest-xdist worker `worker` (``gw0``, ``gw1``, ...): round-robin; the first without xdist."""
-    index = int(worker[2:]) if re.fullmatch(r"gw\d+", worker) else 0
-    return engines[index % len(engines)]
-
-
-#: Clusters one pytest-xdist worker of this suite holds at its peak: its shared pair, a shared logical
-#: pair, its test's own clusters and those still being removed behind it (counted at their peak: 7
-#: networks in a ``-n 2`` run, 13 in a ``-n 4`` one), with room to spare.
-CLUSTERS_PER_WORKER = 5
-#: Workers a CPU: a worker spends much of its time waiting on containers and PostgreSQL. Measured on
-#: this project's 2-core machine, `make test`: 117-119 s on ``-n 2`` with the machine idle a third of
-#: the time, 88-97 s on ``-n 4``, 97 s on ``-n 3`` and 96 s on ``-n 6``; on a day the machine was
-#: slower and busy, ``-n 4`` still took 178 s against 185 s on ``-n 2``.
-WORKERS_PER_CPU = 2
-#: Engine memory a worker may take at its peak: a ``-n 2`` run of this suite had 2.5 GiB more in use than
-#: the idle machine at its peak (MemAvailable), 1.9 GiB of it shared memory (tmpfs data, shared buffers);
-#: a ``-n 4`` run 3.6 GiB.
-WORKER_MEMORY = 3 << 29  # 1.5 GiB
-
-
-@dataclass(frozen=True)
-class EngineCapacity:
-    """What `docker info` says of an engine: its CPUs and its memory in bytes."""
-
-    cpus: int
-    memory: int
-
-
-def auto_workers(local_cpus: int, engines: list[EngineCapacity | None]) -> tuple[int, str]:
-    """How many workers ``pytest -n auto`` starts, and why: `WORKERS_PER_CPU` per CPU of this machine, at
-    most as many per CPU of each engine and what its memory (`WORKER_MEMORY` a worker) and Docker's
-    default address pools (`CLUSTERS_PER_WORKER` clusters a worker) hold; workers go to the engines
-    round-robin, so the smallest engine counts once per engine. An engine that did not answer (None) is
-    bounded by the address pools alone. One worker is no worker: 0, a plain run without pytest-xdist's
-    processes.
-    """
-    limits = {f"{WORKERS_PER_CPU} per CPU of this machine": WORKERS_PER_CPU * max(1, local_cpus)}
-    limits["the default address pools"] = DEFAULT_POOL_NETWORKS // CLUSTERS_PER_WORKER * len(engines)
-    known = [engine for engine in engines if engine is not None]
-    if known:
-        limits[f"{WORKERS_PER_CPU} per CPU of the engine"] = WORKERS_PER_CPU * min(e.cpus for e in known) * len(engines)
-        memory = max(1, min(engine.memory for engine in known) // WORKER_MEMORY) * len(engines)
-        limits[f"the engine's memory at {WORKER_MEMORY / (1 << 30):g} GiB a worker"] = memory
-    workers = min(limits.values())
-    why = ", ".join(f"{value} ({name})" for name, value in limits.items())
-    if len(known) < len(engines):
-        why += "; an engine that did not answer is bounded by the address pools alone"
-    return (workers if workers > 1 else 0), why
-
-
-def engine_capacity(url: str | None) -> EngineCapacity | None:
-    """The CPUs and memory of the engine at `url` (default: the user's), or None when it does not answer
-    within 10 s (the run then says why at its first cluster)."""
-    import docker.errors
-
-    from pgharness.compose import ENGINE_TIMEOUT_ERRORS, docker_client
-
-    try:
-        client = docker_client(resolve({**os.environ, "DOCKER_HOST": url} if url else None), timeout=10)
-    except HarnessError:
-        return None
-    try:
-        info = client.info()
-        return EngineCapacity(cpus=int(info["NCPU"]), memory=int(info["MemTotal"]))
-    except (docker.errors.DockerException, *ENGINE_TIMEOUT_ERRORS, KeyError, TypeError, ValueError):
-        return None
-    finally:
-        client.close()
-
-
 AUTO_WORKERS = pytest.StashKey[str]()
 
 
@@ -397,12 +170,8 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return None
-    try:
-        local_cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        local_cpus = os.cpu_count() or 1
-    engines: list[str | None] = [*configured_engines(config)] or [None]
-    workers, why = auto_workers(local_cpus, [engine_capacity(url) for url in engines])
+    engines: list[str | None] = [*settings_of(config).engines] or [None]
+    workers, why = auto_workers(local_cpus(), [engine_capacity(url) for url in engines])
     config.stash[AUTO_WORKERS] = f"-n auto: {workers or 'no'} workers, the least of {why}"
     return workers
 
@@ -412,10 +181,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    try:
-        settings = Settings.from_config(config)
-    except HarnessError as e:
-        return [f"pgharness: {e}"]
+    settings = settings_of(config)
     tag = settings.spec.tag
     try:
         version = server_version(tag) if image_exists(tag) else "not built yet: the first test builds it"
@@ -424,9 +190,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     except Exception as e:  # noqa: BLE001 -- a report header must never stop the run
         version = f"unknown ({type(e).__name__}: {e})"
     lines = [f"pgharness: image {tag} ({version})"]
+    lines += [f"pgharness: {line}" for line in settings.header()]
     if AUTO_WORKERS in config.stash:
         lines.append(f"pgharness: {config.stash[AUTO_WORKERS]}")
-    engines = configured_engines(config)
+    engines = settings.engines
     workers = int(getattr(config.option, "numprocesses", 0) or 0)
     if engines:
         for index, url in enumerate(engines):
@@ -449,7 +216,7 @@ def pytest_runtest_makereport(
     if report.failed and report.when in ("setup", "call"):
         clusters: list[Cluster] = [*item.stash.get(_clusters, [])]
         clusters += [c for c in _shared_of(item) if all(c is not known for known in clusters)]
-        settings = Settings.from_config(item.config)
+        settings = settings_of(item.config)
         for cluster in clusters:
             try:
                 path = evidence.save_evidence(cluster, evidence_path(settings, item, cluster))
@@ -461,20 +228,11 @@ def pytest_runtest_makereport(
 
 def cluster_test_timeout(config: pytest.Config) -> float | None:
     """The deadline the plugin gives a test that uses a cluster: None when the user set a pytest-timeout
-    timeout (``--timeout``, ``PYTEST_TIMEOUT``, ini ``timeout``: theirs wins), else ``--pg-test-timeout``
-    / ini ``pg_test_timeout`` / ``PGHARNESS_TEST_TIMEOUT``, else 300 s."""
+    timeout (``--timeout``, ``PYTEST_TIMEOUT``, ini ``timeout``: theirs wins), else the ``pg_test_timeout``
+    setting; 0 for none."""
     if pytest_timeout.get_env_settings(config).timeout is not None:
         return None
-    value = (
-        config.getoption("pg_test_timeout")
-        or config.getini("pg_test_timeout")
-        or os.environ.get("PGHARNESS_TEST_TIMEOUT")
-        or DEFAULT_TEST_TIMEOUT
-    )
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise pytest.UsageError(f"pg_test_timeout {value!r}: a number of seconds") from None
+    seconds = settings_of(config).test_timeout
     return seconds if seconds > 0 else None
 
 
@@ -511,7 +269,8 @@ def evidence_path(settings: Settings, node: pytest.Item, cluster: Cluster) -> Pa
 
 @pytest.fixture(scope="session")
 def harness_settings(pytestconfig: pytest.Config) -> Settings:
-    return Settings.from_config(pytestconfig)
+    """The session's settings (`pgharness.options.Settings`), with where each non-default came from."""
+    return settings_of(pytestconfig)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from helpers import pgharness
 
 from pgharness.compose import docker_client
 from pgharness.engine import resolve, url_host
-from pgharness.pytest_plugin import WORKERS_PER_CPU
+from pgharness.workers import WORKERS_PER_CPU
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent

@@ -2,13 +2,13 @@
 
 import os
 import threading
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from pgharness import pytest_plugin
 from pgharness.image import ImageSpec
+from pgharness.options import Settings
 from pgharness.spare import Spare
 
 MADE = []
@@ -129,9 +129,7 @@ def test_the_plugin_starts_ahead_what_the_next_test_asks_of_it_in_a_serial_run_w
     assert not pytest_plugin.asks_for_fresh_cluster(SimpleNamespace())  # not a function: no fixtures
 
     def prepared(nextitem, background_teardown=True, known=True, **xdist):
-        settings = pytest_plugin.Settings(
-            ImageSpec(17), False, Path("evidence"), settings=("a = 1",), background_teardown=background_teardown
-        )
+        settings = Settings(ImageSpec(17), settings=("a = 1",), background_teardown=background_teardown)
         config = SimpleNamespace(stash=pytest.Stash(), **xdist)
         config.stash[pytest_plugin._spare] = spare = RecordingSpare()
         if known:

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pgharness import pytest_plugin
-from pgharness.pytest_plugin import AUTO_WORKERS, EngineCapacity, auto_workers
+from pgharness import pytest_plugin, workers
+from pgharness.options import Settings
+from pgharness.pytest_plugin import AUTO_WORKERS
+from pgharness.workers import EngineCapacity, auto_workers
 
 GIB = 1 << 30
 
@@ -62,20 +64,16 @@ def test_workers_go_round_robin_so_the_smallest_engine_counts_once_per_engine():
 
 
 class Config:
-    def __init__(self):
+    """The part of pytest.Config the hook reads: the session's settings, resolved from `engines`."""
+
+    def __init__(self, engines=()):
         self.stash = pytest.Stash()
-
-    def getoption(self, name):
-        return None
-
-    def getini(self, name):
-        return []
+        self.stash[pytest_plugin._settings] = Settings(engines=tuple(engines))
 
 
 def test_the_hook_asks_each_engine_and_says_why_in_the_header(monkeypatch):
     monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS", raising=False)
-    monkeypatch.setenv("PGHARNESS_ENGINES", "tcp://127.0.0.1:23751 tcp://127.0.0.1:23752")
-    monkeypatch.setattr(pytest_plugin.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(workers.os, "sched_getaffinity", lambda pid: set(range(8)))
     asked = []
 
     def capacity(url):
@@ -83,7 +81,7 @@ def test_the_hook_asks_each_engine_and_says_why_in_the_header(monkeypatch):
         return EngineCapacity(cpus=3, memory=16 * GIB)
 
     monkeypatch.setattr(pytest_plugin, "engine_capacity", capacity)
-    config = Config()
+    config = Config(["tcp://127.0.0.1:23751", "tcp://127.0.0.1:23752"])
     assert pytest_plugin.pytest_xdist_auto_num_workers(config) == 12
     assert asked == ["tcp://127.0.0.1:23751", "tcp://127.0.0.1:23752"]
     assert config.stash[AUTO_WORKERS] == (
