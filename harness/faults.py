@@ -18,9 +18,11 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from docker.models.networks import Network
+from psycopg.conninfo import conninfo_to_dict
 
 from pgharness.constants import REPLICATION_NETWORK
 from pgharness.errors import ClusterError
+from pgharness.wait import Deadline
 
 if TYPE_CHECKING:
     from pgharness.cluster import Cluster
@@ -115,8 +117,9 @@ def partition(node: Node, *, clients: bool = False) -> None:
     _nft(node, partition_rules(subnet, gateway, clients=clients))
 
 
-def heal(node: Node) -> None:
-    """Undo `partition` for `node` (nothing to do when it is not partitioned, or not running).
+def heal(node: Node, *, wait: bool = True, timeout: float | None = None) -> None:
+    """Undo `partition` for `node` (nothing to do when it is not partitioned, or not running); with `wait`,
+    return only once the cluster replicates again (`wait_replicating`, within `timeout` seconds).
 
     The filter lives in the node itself, so a heal works from another process
     (``pgharness heal`` after ``pgharness partition``).
@@ -124,6 +127,38 @@ def heal(node: Node) -> None:
     if is_partitioned(node):
         log.info("### Reconnecting node %r to the other nodes and its clients", node.name)
         _nft(node, "delete", "table", "ip", PARTITION_TABLE)
+        if wait:
+            wait_replicating(node.cluster, timeout=timeout)
+
+
+def wait_replicating(cluster: Cluster, *, timeout: float | None = None) -> None:
+    """Return once every running standby that streams has flushed WAL written after this call, as its
+    upstream reports it: a round trip on each replication connection.
+
+    After a fault is undone, a replication connection can look alive on one side
+    and be dead on the other (a reset the other side has not met yet). Sending
+    WAL down it and waiting for the standby's flush report to come back makes
+    both sides find out, and a broken one connect again, before the test goes
+    on. Each writer (a running node not in recovery) writes a WAL record that
+    changes no data (``pg_logical_emit_message``, not transactional: it waits
+    for no synchronous standby); each streaming standby is waited for through
+    the node its ``primary_conninfo`` names, first those of a primary, then
+    cascades. Raises `WaitTimeout` after `timeout` seconds (default
+    ``PGHARNESS_TIMEOUT``, else 60), with what it saw last.
+    """
+    deadline = Deadline(timeout)
+    running = {node.name: node for node in cluster.nodes if node.container.status == "running"}
+    links = []
+    for node in running.values():
+        if not node.is_in_recovery():
+            node.sql("SELECT pg_logical_emit_message(false, 'pgharness', 'replication check')")
+            continue
+        conninfo = str(node.scalar("SHOW primary_conninfo") or "")
+        upstream = conninfo_to_dict(conninfo).get("host") if conninfo else None
+        if upstream in running and upstream != node.name:
+            links.append((running[str(upstream)].is_in_recovery(), node, running[str(upstream)]))
+    for _, standby, upstream in sorted(links, key=lambda link: (link[0], link[1].name)):
+        upstream.wait_for_catchup(standby, "flush", timeout=max(deadline.remaining, 0.001))
 
 
 def heal_all(cluster: Cluster) -> None:
@@ -137,7 +172,7 @@ def heal_all(cluster: Cluster) -> None:
 
 @contextmanager
 def partitioned(node: Node, *, clients: bool = False) -> Iterator[Node]:
-    """`partition` for the block; healed afterwards, whatever happens."""
+    """`partition` for the block; healed afterwards, whatever happens, and the cluster replicating again."""
     partition(node, clients=clients)
     try:
         yield node
@@ -147,13 +182,15 @@ def partitioned(node: Node, *, clients: bool = False) -> Iterator[Node]:
 
 @contextmanager
 def paused(node: Node) -> Iterator[Node]:
-    """Freeze `node`'s container for the block (a hung server: TCP stays open, nothing answers)."""
+    """Freeze `node`'s container for the block (a hung server: TCP stays open, nothing answers); thawed
+    afterwards, and the cluster replicating again (`wait_replicating`)."""
     node.pause()
     try:
         yield node
     finally:
         if node.container.status == "paused":
             node.unpause()
+            wait_replicating(node.cluster)
 
 
 @contextmanager

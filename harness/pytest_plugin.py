@@ -521,22 +521,37 @@ def asks_for_fresh_cluster(item: pytest.Item) -> bool:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, None, None]:
     """After a test's body on shared clusters, before its fixtures' teardown: remove what the body made,
-    and start a cluster afresh when the body changed more than that."""
+    and start a cluster afresh when the body changed more than that.
+
+    What went wrong is reported after the fixtures' teardown, as this test's: a
+    `SharedClusterChanged` warning, or a failure when the cluster could not be
+    started afresh. Raised before it, it would skip that teardown and fail the
+    next test's setup with pytest's own error."""
+    changed, failed = [], []
     for cluster, before in item.stash.get(_shared_used, []):
         problem = shared.reset(cluster, before)
         if problem is not None:
-            _start_afresh(cluster, item, problem)
+            changed.append(problem)
+            error = _start_afresh(cluster, item, problem)
+            if error:
+                failed.append(error)
     item.stash[_shared_used] = []
-    return (yield)
+    result = yield
+    if failed:
+        pytest.fail("; ".join(failed), pytrace=False)
+    for problem in changed:
+        warnings.warn(
+            SharedClusterChanged(f"{item.nodeid} changed the shared cluster ({problem}): started afresh"), stacklevel=1
+        )
+    return result
 
 
-def _start_afresh(cluster: Cluster, item: pytest.Item, problem: str) -> None:
+def _start_afresh(cluster: Cluster, item: pytest.Item, problem: str) -> str | None:
+    """Start `cluster` afresh under its name; what failed, or None."""
     log.warning("shared cluster %r changed by %s: %s; starting it afresh", cluster.name, item.nodeid, problem)
-    cluster.destroy()
     try:
+        cluster.destroy()
         cluster.start()
     except HarnessError as e:
-        pytest.fail(f"the shared cluster could not be started afresh: {e}", pytrace=False)
-    warnings.warn(
-        SharedClusterChanged(f"{item.nodeid} changed the shared cluster ({problem}): started afresh"), stacklevel=1
-    )
+        return f"the shared cluster could not be started afresh: {e}"
+    return None

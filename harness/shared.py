@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from psycopg import sql as pgsql
 
+from pgharness.errors import WaitTimeout
 from pgharness.wait import poll_until
 
 if TYPE_CHECKING:
@@ -198,6 +199,18 @@ def _drop_made(session: Session, now: NodeState, was: NodeState, made: Made) -> 
         session.rows(statement)
 
 
+def _wait_streaming(session: Session, was: NodeState) -> None:
+    """Wait (`CATCHUP_TIMEOUT`) until the WAL receiver of `session`'s node is as `was` found it; on time-out,
+    return: the caller reports what differs."""
+    with suppress(WaitTimeout):
+        poll_until(
+            lambda: session.scalar("SELECT status FROM pg_stat_wal_receiver"),
+            lambda status: status == was.receiver,
+            what=f"node {session.node.name!r}'s WAL receiver to be {was.receiver}",
+            timeout=CATCHUP_TIMEOUT,
+        )
+
+
 def _new(now: NodeState, was: NodeState, what: str) -> list[str]:
     return sorted(set(now.state[what]) - set(was.state[what]))
 
@@ -285,6 +298,8 @@ def _reset(cluster: Cluster, before: Baseline) -> str | None:
                     problems += role
                     continue
                 primary.wait_for_catchup(nodes[name], timeout=CATCHUP_TIMEOUT)
+                # A WAL receiver that a fault's end made connect again is not a change: wait for it.
+                _wait_streaming(session, was)
             problems += differences(was, read_state(session), name=name)
     return "; ".join(problems) or None
 

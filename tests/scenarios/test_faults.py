@@ -4,7 +4,6 @@ way in (its published port), or, with ``clients=True``, cuts that too; healing r
 from helpers import pgharness
 
 from pgharness.faults import heal, is_partitioned, partition, partitioned
-from pgharness.wait import poll_until
 
 
 def reaches(node, other):
@@ -34,7 +33,11 @@ def test_a_partitioned_node_reaches_no_other_node_and_the_host_still_reaches_it(
         assert standby.scalar("SELECT count(*) FROM hoge") == 0
         assert standby.is_in_recovery()
 
+    # Healed means replicating: the heal returns once the standby streams from the primary again (the
+    # primary's walsender for it was gone; the standby's receiver had not noticed yet).
     assert not is_partitioned(standby)
+    assert primary.scalar("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'") == 1
+    assert standby.scalar("SELECT status FROM pg_stat_wal_receiver") == "streaming"
     primary.wait_for_catchup(standby)
     assert standby.scalar("SELECT count(*) FROM hoge") == 1
 
@@ -49,7 +52,9 @@ def test_a_node_partitioned_from_its_clients_too_answers_nobody_until_healed(sha
         assert primary.container.status == "running"
     finally:
         heal(primary)
-    poll_until(primary.is_responsive, what="the primary to answer after the heal")
+    # The heal returned once the standby streams again: the shared cluster is as the test found it.
+    assert primary.is_responsive()
+    assert standby.scalar("SELECT status FROM pg_stat_wal_receiver") == "streaming"
     primary.wait_for_catchup(standby)
 
 

@@ -175,8 +175,7 @@ def test_an_unsupported_version_is_one_line_and_a_usage_error(tmp_path):
     run = child_pytest(tmp_path, "--pg-version", "12")
     assert run.returncode == pytest.ExitCode.USAGE_ERROR, run.stdout + run.stderr
     assert run.stderr.strip().splitlines() == [
-        "ERROR: pgharness: --pg-version 12: PostgreSQL 12 is not supported: "
-        "the harness serves PostgreSQL 13 and later"
+        "ERROR: pgharness: --pg-version 12: PostgreSQL 12 is not supported: the harness serves PostgreSQL 13 and later"
     ]
     assert "INTERNALERROR" not in run.stdout
 
