@@ -148,16 +148,17 @@ def wait_replicating(cluster: Cluster, *, timeout: float | None = None) -> None:
     """
     deadline = Deadline(timeout)
     running = {node.name: node for node in cluster.nodes if node.container.status == "running"}
-    links = []
+    links: list[tuple[bool, str, Node, Node]] = []
     for node in running.values():
         if not node.is_in_recovery():
             node.sql("SELECT pg_logical_emit_message(false, 'pgharness', 'replication check')")
             continue
         conninfo = str(node.scalar("SHOW primary_conninfo") or "")
-        upstream = conninfo_to_dict(conninfo).get("host") if conninfo else None
-        if upstream in running and upstream != node.name:
-            links.append((running[str(upstream)].is_in_recovery(), node, running[str(upstream)]))
-    for _, standby, upstream in sorted(links, key=lambda link: (link[0], link[1].name)):
+        host = str(conninfo_to_dict(conninfo).get("host") or "") if conninfo else ""
+        upstream = running.get(host)
+        if upstream is not None and upstream is not node:
+            links.append((upstream.is_in_recovery(), node.name, node, upstream))
+    for _, _, standby, upstream in sorted(links, key=lambda link: link[:2]):
         upstream.wait_for_catchup(standby, "flush", timeout=max(deadline.remaining, 0.001))
 
 
