@@ -13,6 +13,8 @@ WORKERS      ?= auto
 BENCH_RUNS   ?= 5
 N            ?= 5
 SOAK_ARGS    ?=
+SHUFFLE      ?=
+SEED         ?=
 MATRIX_VERSIONS ?= 13 15 17 18
 MATRIX_DIR   ?= test-results/matrix
 export PG_VERSION PG_IMAGE PRIMARY_PORT STANDBY_PORT
@@ -62,8 +64,8 @@ test-remote: image ## Streaming, promotion, failover, the CLI and a downstream j
 test-provision: venv ## Check .ci/provision on a fresh Debian bookworm root: it would change no installed package (root)
 	$(BIN)/pytest tests/provision $(PYTEST_ARGS)
 
-soak: image ## Run the suite N times (SOAK_ARGS="-m failover" for a family); each failure with its evidence
-	$(BIN)/python -m pgharness.soak --rounds $(N) --dir test-results/soak -- $(SOAK_ARGS)
+soak: image ## Run the suite N times (SOAK_ARGS="-m failover" for a family; SHUFFLE=1 each round in its own order, SEED=N to replay); failures per 1000 runs, each with its seed and evidence
+	$(BIN)/python -m pgharness.soak --rounds $(N) --dir test-results/soak $(if $(SHUFFLE),--shuffle) $(if $(SEED),--seed $(SEED)) -- $(SOAK_ARGS)
 
 unit: venv ## Run the unit tests only (no Docker needed)
 	$(BIN)/pytest -m 'not docker' tests/unit $(PYTEST_ARGS)

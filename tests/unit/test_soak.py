@@ -1,5 +1,5 @@
 from pgharness.matrix import Result
-from pgharness.soak import Round, evidence_folder, report
+from pgharness.soak import Round, evidence_folder, flake_rate, report
 
 
 def test_report_lists_each_round_and_each_failure_with_its_evidence(tmp_path):
@@ -23,3 +23,18 @@ def test_report_lists_each_round_and_each_failure_with_its_evidence(tmp_path):
 
 def test_a_failure_without_a_cluster_has_no_evidence(tmp_path):
     assert evidence_folder(tmp_path, Result("tests/unit/test_x::test_y", "failed")) is None
+
+
+def test_a_shuffled_round_names_its_seed_and_the_report_gives_a_flake_rate(tmp_path):
+    rounds = [
+        Round(1, 10.0, 1, [Result("t::a", "failed", "boom"), Result("t::b", "passed"), Result("t::c", "skipped")], 41),
+        Round(2, 10.0, 0, [Result("t::a", "passed"), Result("t::b", "passed")], 42),
+    ]
+    text = report(rounds, tmp_path)
+    assert "- round 1: 1 failed, 1 passed, 1 skipped in 10 s (exit 1, seed 41)" in text
+    assert "- round 1, seed 41: t::a (failed): boom" in text
+    assert "flake rate: 250.0 per 1000 test runs (1 of 4)" in text
+
+
+def test_no_test_run_is_an_unknown_rate_not_zero():
+    assert flake_rate([Round(1, 1.0, 5, [])]) == "unknown (no test ran)"
