@@ -296,7 +296,11 @@ def down(name: str, everything: bool) -> None:
     from pgharness.environments import list_environments, remove_environment
 
     client = docker_client()
-    names = [e.name for e in list_environments(client)] if everything else [name]
+    existing = [e.name for e in list_environments(client)]
+    if not everything and name not in existing:
+        there = f"there are: {', '.join(existing)}" if existing else "there is none"
+        raise UnknownEnvironment(f"no environment {name!r} on this engine ({there}; see pgharness ls)")
+    names = existing if everything else [name]
     for env in names:
         remove_environment(client, env)
         click.echo(f"environment {env!r} removed")

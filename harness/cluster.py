@@ -283,6 +283,13 @@ class Cluster:
             if topology == "logical"
             else []
         )
+        nodes = [*self.compose.services, *self.extra_standbys, *self.subscribers]
+        unknown = sorted(set(self.node_settings) - set(nodes))
+        if unknown:
+            raise ClusterError(
+                f"node_settings for {', '.join(map(repr, unknown))}: no such node in this cluster (its nodes: "
+                f"{', '.join(nodes)}); a node added later takes its own: add_node(name, settings=...)"
+            )
         self.owner = variables["PGHARNESS_OWNER"]
         #: The owner labels every container, volume and network of the cluster carries.
         self.owner_labels = owner_labels(self.owner)

@@ -147,6 +147,11 @@ def test_up_prints_connection_strings_that_work_and_down_removes_everything(envi
     assert down.returncode == 0, down.stderr
     assert project_resources(environment) == []
 
+    # A name that is not an environment (a typo, or one already removed) is said: bad usage, as every unknown name.
+    again = pgharness("down", "--name", environment)
+    assert again.returncode == 2
+    assert again.stderr.startswith(f"pgharness: error: no environment {environment!r} on this engine"), again.stderr
+
 
 def test_port_in_use_is_one_line_and_leaves_nothing(environment):
     # Something else holds the primary's port.
