@@ -17,4 +17,6 @@ from pgharness.errors import ClusterError
 def test_node_settings_for_a_node_the_cluster_has_not_is_refused_with_its_nodes(kwargs, nodes):
     with pytest.raises(ClusterError) as raised:
         Cluster(image="pgharness/postgres:17", node_settings={"standbyy": {"work_mem": "8MB"}}, **kwargs)
-    assert str(raised.value).startswith(f"node_settings for 'standbyy': no such node in this cluster (its nodes: {nodes})")
+    assert str(raised.value).startswith(
+        f"node_settings for 'standbyy': no such node in this cluster (its nodes: {nodes})"
+    )
