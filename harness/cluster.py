@@ -67,7 +67,7 @@ from pgharness.constants import (
 )
 from pgharness.engine import resolve
 from pgharness.environments import owner_labels
-from pgharness.errors import ClusterError, HarnessError, PortInUse, UnknownEnvironment, UnknownNode
+from pgharness.errors import ClusterError, HarnessError, PortInUse, StartFailed, UnknownEnvironment, UnknownNode
 from pgharness.node import Node
 from pgharness.quoting import Settings, check_file_name, check_secret, read_sql, settings_lines
 from pgharness.service import Service, container_env
@@ -416,7 +416,7 @@ class Cluster:
             self.destroy()
             if isinstance(e, HarnessError):
                 first = f"{reason}\n{e}" if reason else str(e)
-                raise ClusterError(f"cluster {self.name!r} did not start: {first}\n{described}".rstrip()) from None
+                raise StartFailed(f"cluster {self.name!r} did not start: {first}\n{described}".rstrip()) from None
             raise
         return self
 

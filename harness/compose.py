@@ -155,6 +155,14 @@ def last_lines(text: str, n: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-n:])
 
 
+def cause_line(stderr: str) -> str:
+    """Compose's own error line in its output: the last that says ``Error`` (``Error response from daemon:
+    ... Bind for 127.0.0.1:25448 failed: port is already allocated``), else the last line."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or ["(it printed nothing)"])[-1]
+
+
 @dataclass
 class ComposeProject(DockerCompose):
     """One compose project on `compose.yaml`, with its own name and variables."""
@@ -242,7 +250,7 @@ class ComposeProject(DockerCompose):
                 )
             raise ClusterError(
                 f"docker compose {verb} failed for project {self.project_name!r} "
-                f"(exit {proc.returncode}):\n{last_lines(stderr)}"
+                f"(exit {proc.returncode}): {cause_line(stderr)}\n{last_lines(stderr)}"
             )
         return proc
 

@@ -32,6 +32,11 @@ class ClusterError(HarnessError):
     """A cluster could not be started, found or operated on."""
 
 
+class StartFailed(ClusterError):
+    """A cluster did not start (it was removed): the first line says why, in the failing node's or compose's
+    own words; the nodes' states and log tails follow. In a test, the plugin reports it in that one line."""
+
+
 class UnknownNode(ClusterError, KeyError):
     """A node name that the cluster does not have."""
 

@@ -42,7 +42,7 @@ from pgharness import evidence, registry, shared
 from pgharness.cluster import Cluster
 from pgharness.compose import ADDRESS_POOLS_EXHAUSTED
 from pgharness.engine import resolve
-from pgharness.errors import HarnessError
+from pgharness.errors import HarnessError, StartFailed
 from pgharness.image import ensure_image, image_exists, server_version
 from pgharness.options import OPTIONS, OptionError, Settings, Sources, resolve_settings
 from pgharness.spare import Spare, arguments_key, first_line
@@ -213,6 +213,10 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report: pytest.TestReport = yield
     item.stash.setdefault(_reports, {})[report.when] = report
+    if report.failed and call.excinfo is not None and call.excinfo.errisinstance(StartFailed):
+        # A cluster that did not start: its own words, states and log tails, not the harness's traceback
+        # (a test that expects a failed start catches StartFailed, or any HarnessError, as usual).
+        report.longrepr = str(call.excinfo.value)
     if report.failed and report.when in ("setup", "call"):
         clusters: list[Cluster] = [*item.stash.get(_clusters, [])]
         clusters += [c for c in _shared_of(item) if all(c is not known for known in clusters)]
@@ -359,14 +363,11 @@ def cluster_factory(
             return start(kwargs)
         except HarnessError as e:
             if ADDRESS_POOLS_EXHAUSTED not in str(e):
-                pytest.fail(str(e), pytrace=False)
+                raise
         # Docker's address pools ran out: clusters still being removed in the background hold networks;
         # once they are gone, try once more (their failures are still reported at the session's end).
         registry.wait_for_pending()
-        try:
-            return start(kwargs)
-        except HarnessError as e:
-            pytest.fail(str(e), pytrace=False)
+        return start(kwargs)
 
     def start(kwargs: dict[str, Any]) -> Cluster:
         cluster = Cluster(**kwargs)
@@ -407,10 +408,7 @@ class SharedClusters:
         key = arguments_key(kwargs)
         if key not in self._clusters:
             cluster = Cluster(**cluster_arguments(self.settings, self.image, kwargs))
-            try:
-                cluster.start()
-            except HarnessError as e:
-                pytest.fail(str(e), pytrace=False)
+            cluster.start()
             self._clusters[key] = cluster
         return self._clusters[key]
 

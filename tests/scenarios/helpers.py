@@ -1,11 +1,14 @@
 """Steps that several scenarios share."""
 
 import os
+import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import docker
 import psycopg
@@ -183,3 +186,23 @@ def remove_image_built_from(base):
         client.images.remove(image.id, force=True)
     client.images.remove(base, force=True)
     build_lock(spec).unlink(missing_ok=True)
+
+
+#: The kernel's ephemeral ports (Linux's default where the file is missing).
+EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def free_port():
+    """A port free on 127.0.0.1 now, below the ephemeral range. The engine publishes the other workers'
+    clusters on ports it takes from that range (``127.0.0.1::5432``), so a free one picked there can be
+    gone before `pgharness up` binds it (seen once in a ``-n 4`` run: "port ... is already in use")."""
+    low = int(EPHEMERAL.read_text().split()[0]) if EPHEMERAL.exists() else 32768
+    for _ in range(100):
+        port = random.randrange(20000, max(low, 20001))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port between 20000 and {low} on 127.0.0.1 in 100 tries")

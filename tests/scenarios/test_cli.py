@@ -2,7 +2,6 @@
 
 import json
 import os
-import random
 import shlex
 import socket
 import subprocess
@@ -11,7 +10,7 @@ from pathlib import Path
 import docker
 import psycopg
 import pytest
-from helpers import file_system, pgharness, remove_image_built_from, run_pytest, wait_until_healthy
+from helpers import file_system, free_port, pgharness, remove_image_built_from, run_pytest, wait_until_healthy
 
 from pgharness import Cluster, ClusterError
 from pgharness.cluster import new_cluster_name
@@ -52,26 +51,6 @@ def sql_until(environment, node, query, expected, what):
 def up_on_free_ports(name, *flags):
     """`pgharness up` of environment `name` on free host ports; return its stdout."""
     return ok("up", "--name", name, "--primary-port", str(free_port()), "--standby-port", str(free_port()), *flags)
-
-
-#: The kernel's ephemeral ports (Linux's default where the file is missing).
-EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
-
-
-def free_port():
-    """A port free on 127.0.0.1 now, below the ephemeral range. The engine publishes the other workers'
-    clusters on ports it takes from that range (``127.0.0.1::5432``), so a free one picked there can be
-    gone before `pgharness up` binds it (seen once in a ``-n 4`` run: "port ... is already in use")."""
-    low = int(EPHEMERAL.read_text().split()[0]) if EPHEMERAL.exists() else 32768
-    for _ in range(100):
-        port = random.randrange(20000, max(low, 20001))
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError(f"no free port between 20000 and {low} on 127.0.0.1 in 100 tries")
 
 
 def primary_file_system(name):

@@ -10,7 +10,15 @@ import time
 
 import docker
 import pytest
-from helpers import default_sigint, labelled, remove_image_built_from, remove_projects, run_pytest, wait_until_healthy
+from helpers import (
+    default_sigint,
+    free_port,
+    labelled,
+    remove_image_built_from,
+    remove_projects,
+    run_pytest,
+    wait_until_healthy,
+)
 
 import pgharness.cluster
 from pgharness import Cluster, ClusterError, registry
@@ -282,3 +290,34 @@ def test_up_interrupted_while_the_image_builds_leaves_nothing(harness_settings):
     # No half-built node image, and nothing of the environment on the engine.
     assert built == []
     assert left == []
+
+
+FAILED_STARTS = """
+import pytest
+
+from pgharness import StartFailed
+
+
+def test_a_start_expected_to_fail_is_caught(cluster_factory):
+    with pytest.raises(StartFailed) as raised:
+        cluster_factory(env={"STANDBY_UPSTREAM": "no-such-host", "UPSTREAM_RESOLVE_TIMEOUT": "1"})
+    assert "upstream host 'no-such-host' does not resolve" in str(raised.value).splitlines()[0]
+
+
+def test_the_same_port_for_both_nodes(cluster_factory):
+    cluster_factory(ports={"primary": PORT, "standby": PORT})
+"""
+
+
+def test_a_failed_start_can_be_caught_and_otherwise_reads_as_its_cause(tmp_path, harness_image):
+    # pytest.raises catches a failed start (it was pytest's own failure, out of reach); one that no test
+    # expects is reported in the cause's words, compose's own line first (a port clash), no traceback.
+    child = run_pytest(tmp_path, FAILED_STARTS.replace("PORT", str(free_port())))
+    output, _ = child.communicate(timeout=300)
+    assert child.returncode == 1, output
+    assert output.strip().splitlines()[-1].startswith("1 failed, 1 passed"), output
+    first = next(line for line in output.splitlines() if "did not start:" in line)
+    assert first.endswith("port is already allocated"), output
+    assert "Traceback" not in output, output
+    assert "harness/cluster.py" not in output, output
+    assert labelled(f"org.pgharness.owner=pytest-{child.pid}") == []

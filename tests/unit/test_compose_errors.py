@@ -34,3 +34,18 @@ def test_a_compose_command_past_its_deadline_says_so():
     project = ComposeProject.for_cluster("pgh-test", {})
     with pytest.raises(ClusterError, match=r"did not finish within 0\.5 s"):
         project._run_command(["sleep", "5"], timeout=0.5)
+
+
+def test_the_first_line_carries_compose_own_error_line():
+    # A port clash: compose prints progress lines, then the daemon's error; the cause must be on the first line.
+    stderr = (
+        " Network pgh-test_replication  Created\n"
+        " Container pgh-test-primary-1  Starting\n"
+        "Error response from daemon: driver failed programming external connectivity on endpoint "
+        "pgh-test-standby-1: Bind for 127.0.0.1:25448 failed: port is already allocated"
+    )
+    project = ComposeProject.for_cluster("pgh-test", {})
+    with pytest.raises(ClusterError) as excinfo:
+        project._run_command(failing(stderr), timeout=10)
+    first = str(excinfo.value).splitlines()[0]
+    assert first.endswith("Bind for 127.0.0.1:25448 failed: port is already allocated"), first
