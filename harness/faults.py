@@ -172,13 +172,15 @@ def heal_all(cluster: Cluster) -> None:
 
 
 @contextmanager
-def partitioned(node: Node, *, clients: bool = False) -> Iterator[Node]:
-    """`partition` for the block; healed afterwards, whatever happens, and the cluster replicating again."""
+def partitioned(node: Node, *, clients: bool = False, wait: bool = True) -> Iterator[Node]:
+    """`partition` for the block; healed afterwards, whatever happens, and (with `wait`) the cluster
+    replicating again. A scenario whose standby cannot stream again (the WAL it needs is gone) passes
+    ``wait=False`` and says what it expects instead."""
     partition(node, clients=clients)
     try:
         yield node
     finally:
-        heal(node)
+        heal(node, wait=wait)
 
 
 @contextmanager

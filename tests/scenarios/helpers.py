@@ -189,6 +189,9 @@ def remove_image_built_from(base):
 
 
 #: The kernel's ephemeral ports (Linux's default where the file is missing).
+#: Random ports drawn from the system's entropy, whatever seeds `random`.
+_PORTS = random.SystemRandom()
+
 EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
@@ -198,7 +201,9 @@ def free_port():
     gone before `pgharness up` binds it (seen once in a ``-n 4`` run: "port ... is already in use")."""
     low = int(EPHEMERAL.read_text().split()[0]) if EPHEMERAL.exists() else 32768
     for _ in range(100):
-        port = random.randrange(20000, max(low, 20001))
+        # Not the `random` module's shared generator: a shuffled run seeds it alike in every worker, which
+        # then picked the same ports at the same moment (seen in a shuffled -n auto round).
+        port = _PORTS.randrange(20000, max(low, 20001))
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))

@@ -6,15 +6,20 @@ import pytest
 pytestmark = pytest.mark.readonly
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def seeded(shared_cluster):
-    """The seed's table with one row on the primary, replayed on the standby."""
+    """The exercise's table with one row on the primary, replayed on the standby, for one test and dropped
+    after it. (What fixtures make is part of the shared cluster's baseline, which the reset keeps; a
+    module-wide table would be made twice when a shuffled run comes back to this module, and would be
+    missing after another test's change had the shared cluster started afresh.)"""
     primary, standby = shared_cluster.primary, shared_cluster.standby
     primary.sql("CREATE TABLE hoge_readonly (col integer)")
     primary.sql("INSERT INTO hoge_readonly VALUES (1)")
     primary.sql("CREATE SEQUENCE hoge_readonly_seq")
     primary.wait_for_catchup(standby)
-    return shared_cluster
+    yield shared_cluster
+    primary.sql("DROP TABLE hoge_readonly")
+    primary.sql("DROP SEQUENCE hoge_readonly_seq")
 
 
 def test_standby_is_in_recovery_and_serves_reads(seeded, shared_cluster):
