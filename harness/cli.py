@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from pgharness.constants import STORAGES
-from pgharness.errors import HarnessError, UnknownEnvironment, UnknownNode
+from pgharness.errors import HarnessError, PortInUse, UnknownEnvironment, UnknownNode
 from pgharness.versions import DEFAULT_VERSION, parse_version_arg
 
 if TYPE_CHECKING:
@@ -87,6 +87,42 @@ def clean_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+if TYPE_CHECKING:
+    _IntParam = click.ParamType[int]  # generic in click's annotations; not subscriptable at run time before 8.2
+else:
+    _IntParam = click.ParamType
+
+
+class PgVersion(_IntParam):
+    """A PostgreSQL major version the harness serves (``17``, ``17.2``): a bad one is a usage error (exit 2)."""
+
+    name = "N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_version_arg(str(value))
+        except HarnessError as e:
+            # Named as the user gave it: the flag, or the environment variable it came from.
+            source = ctx.get_parameter_source(param.name) if ctx and param and param.name else None
+            if source is click.core.ParameterSource.ENVIRONMENT and isinstance(param, click.Option) and param.envvar:
+                raise click.BadParameter(str(e), ctx, param_hint=f"{param.envvar}={value}") from None
+            self.fail(str(e), param, ctx)
+
+
+def given_as(parameter: str) -> str:
+    """How the user gives the current command's `parameter`: ``PRIMARY_PORT=...`` when it came from the
+    environment (``make up PRIMARY_PORT=6433``), else its flag (``--primary-port``)."""
+    ctx = click.get_current_context()
+    option = next(p for p in ctx.command.params if p.name == parameter)
+    if ctx.get_parameter_source(parameter) is click.core.ParameterSource.ENVIRONMENT and isinstance(
+        option, click.Option
+    ):
+        return f"{option.envvar}=..."
+    return max(option.opts, key=len)
+
+
 def image_options(func: F) -> F:
     func = click.option(
         "--pg-image",
@@ -100,6 +136,7 @@ def image_options(func: F) -> F:
     )(func)
     return click.option(
         "--pg-version",
+        type=PgVersion(),
         envvar="PG_VERSION",
         default=str(DEFAULT_VERSION),
         show_default=True,
@@ -108,10 +145,10 @@ def image_options(func: F) -> F:
     )(func)
 
 
-def spec_from(pg_version: str, pg_image: str) -> ImageSpec:
+def spec_from(pg_version: int, pg_image: str) -> ImageSpec:
     from pgharness.image import ImageSpec
 
-    return ImageSpec(parse_version_arg(pg_version), pg_image or None)
+    return ImageSpec(pg_version, pg_image or None)
 
 
 def describe(node: Node) -> str:
@@ -129,7 +166,7 @@ def main(verbose: bool) -> None:
 @main.command()
 @image_options
 @clean_errors
-def image(pg_version: str, pg_image: str) -> None:
+def image(pg_version: int, pg_image: str) -> None:
     """Build the node image (cached: nothing is rebuilt when its inputs are unchanged).
 
     Example: pgharness image --pg-version 17
@@ -205,7 +242,7 @@ def image(pg_version: str, pg_image: str) -> None:
 @clean_errors
 def up(
     name: str,
-    pg_version: str,
+    pg_version: int,
     pg_image: str,
     primary_port: int,
     standby_port: int,
@@ -253,7 +290,18 @@ def up(
     if running and all(c.status == "running" for c in running.values()):
         click.echo(f"environment {name!r} is already up", err=True)
     else:
-        cluster.preflight()
+        try:
+            cluster.preflight()
+        except PortInUse as e:
+            flag = {"primary": "primary_port", "standby": "standby_port"}.get(e.service)
+            if flag is None:
+                raise
+            raise PortInUse(
+                f"port {e.port} on {cluster.engine.bind} (for {e.service}) is already in use: stop what holds it "
+                f"(another environment? see pgharness ls) or choose another with {given_as(flag)}",
+                service=e.service,
+                port=e.port,
+            ) from None
         click.echo(f"starting {name!r} ...", err=True)
         cluster.start()
         if synchronous:

@@ -378,7 +378,9 @@ class Cluster:
             if service not in own and not port_is_free(port, self.engine.bind):
                 raise PortInUse(
                     f"port {port} on {self.engine.bind} (for {service}) is already in use: stop what holds it "
-                    f"(another environment? `make down`) or choose another with {_variable(service, 'PORT')}=..."
+                    f"(another environment? see pgharness ls) or choose another port for {service} (ports=...)",
+                    service=service,
+                    port=port,
                 )
 
     def start(self) -> Self:

@@ -25,7 +25,11 @@ class UnsupportedVersion(HarnessError):
 
 
 class PortInUse(HarnessError):
-    """A host port the environment should publish is already taken."""
+    """A host port the environment should publish is already taken: `port`, asked for `service`."""
+
+    def __init__(self, message: str, *, service: str = "", port: int = 0) -> None:
+        super().__init__(message)
+        self.service, self.port = service, port
 
 
 class ClusterError(HarnessError):

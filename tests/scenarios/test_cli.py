@@ -516,3 +516,20 @@ def test_up_logical_prints_how_to_subscribe_and_status_shows_it(environment):
     table = ok("status", *name)
     assert "subscriptions" in table
     assert "publications" in table
+
+
+def test_a_port_in_use_is_named_with_the_flag_or_variable_the_user_gave(harness_image):
+    # The remedy is given in the user's own words: the flag they typed, or make up's variable.
+    name = new_cluster_name("pgh-cli")
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", free_port()))
+        port = held.getsockname()[1]
+        flag = pgharness("up", "--name", name, "--primary-port", str(port), "--standby-port", str(free_port()))
+        env = pgharness("up", "--name", name, "--standby-port", str(free_port()), env={"PRIMARY_PORT": str(port)})
+    for run, remedy in ((flag, "choose another with --primary-port"), (env, "choose another with PRIMARY_PORT=...")):
+        assert run.returncode == 1, run.stderr
+        [line] = run.stderr.strip().splitlines()
+        assert line.startswith(f"pgharness: error: port {port} on 127.0.0.1 (for primary) is already in use"), line
+        assert line.endswith(remedy), line
+        assert "make down" not in line
+    assert project_resources(name) == []
