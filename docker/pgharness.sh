@@ -218,13 +218,27 @@ run_init_sql() {
     pg_ctl -D "$1" -m fast -w stop >/dev/null || die "the server run for PGHARNESS_INIT_SQL did not stop"
 }
 
+# The server's error in $1 (its output) on one line: the last ERROR or FATAL, then what it said of each
+# parameter it refused ("configuration file ... contains errors: invalid value for parameter ...").
+server_error() {
+    printf '%s\n' "$1" | awk '
+        /parameter "/ { sub(/^.*(LOG|WARNING|ERROR|FATAL): +/, ""); params = params (params == "" ? "" : "; ") $0; next }
+        /FATAL:/ { sub(/^.*FATAL: +/, ""); fatal = $0; next }
+        /ERROR:/ { if (error == "") { sub(/^.*ERROR: +/, ""); error = $0 } }
+        END {
+            line = (fatal != "" ? fatal : error)
+            if (line != "" && params != "") line = line ": "
+            printf "%s%s", line, params
+        }'
+}
+
 # SQL on stdin, run in single-user mode on the data directory $1 (server options after it); any error stops the start.
 single_user_sql() {
     datadir=$1; shift
     out=$(postgres --single -D "$datadir" -c archive_mode=off "$@" postgres 2>&1 >/dev/null) \
-        || die "single-user mode failed: $(printf '%s\n' "$out" | grep -E '(ERROR|FATAL):' | tail -n 1)"
+        || die "single-user mode failed: $(server_error "$out")"
     if printf '%s\n' "$out" | grep -qE '(ERROR|FATAL):'; then
-        die "single-user mode failed: $(printf '%s\n' "$out" | grep -E '(ERROR|FATAL):' | head -n 1)"
+        die "single-user mode failed: $(server_error "$out")"
     fi
 }
 

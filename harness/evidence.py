@@ -35,11 +35,32 @@ def failure_reason(cluster: Cluster) -> str:
         if container.status == "running":
             continue
         lines = container.logs(tail=50).decode(errors="replace").splitlines()
-        said = [m.group(1) for line in lines if (m := re.match(r"pgharness: (.*)", line))]
-        fatal = [line.split("FATAL:", 1)[1].strip() for line in failure_lines(lines)]
-        if said or fatal:
-            return f"{name}: {(said or fatal)[-1]}"
+        reason = last_words(lines)
+        if reason:
+            return f"{name}: {reason}"
     return ""
+
+
+def last_words(lines: list[str]) -> str:
+    """The last thing a container said of its failure: its entrypoint's last line (``pgharness: ...``) or its
+    server's last FATAL, whichever came later; a FATAL with the parameters the server refused before it."""
+    fatal = set(failure_lines(lines))
+    reason, refused = "", list[str]()
+    for line in lines:
+        if m := re.match(r"pgharness: (.*)", line):
+            reason, refused = m.group(1), []
+        elif line in fatal:
+            reason = line.split("FATAL:", 1)[1].strip()
+        elif m := REFUSED_PARAMETER.search(line):
+            refused.append(m.group(1))
+    if refused and "contains errors" in reason:
+        reason += ": " + "; ".join(refused)
+    return reason
+
+
+#: A server's log line about a parameter it refused (``invalid value for parameter "shared_buffers": "lots"``,
+#: ``unrecognized configuration parameter "x" in file ...``), before its FATAL "contains errors".
+REFUSED_PARAMETER = re.compile(r"\b(?:LOG|WARNING|ERROR):\s+(.*parameter \".*)$")
 
 
 def describe_failure(cluster: Cluster) -> str:

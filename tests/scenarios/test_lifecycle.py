@@ -21,7 +21,7 @@ from helpers import (
 )
 
 import pgharness.cluster
-from pgharness import Cluster, ClusterError, registry
+from pgharness import Cluster, ClusterError, StartFailed, registry
 from pgharness.image import ImageSpec
 
 pytestmark = pytest.mark.lifecycle
@@ -321,3 +321,24 @@ def test_a_failed_start_can_be_caught_and_otherwise_reads_as_its_cause(tmp_path,
     assert "Traceback" not in output, output
     assert "harness/cluster.py" not in output, output
     assert labelled(f"org.pgharness.owner=pytest-{child.pid}") == []
+
+
+@pytest.mark.parametrize(
+    ("where", "said"),
+    [
+        ({"settings": {"shared_buffers": "lots"}}, 'invalid value for parameter "shared_buffers": "lots"'),
+        (
+            {"node_settings": {"standby": {"no_such_param": "on"}}},
+            'unrecognized configuration parameter "no_such_param"',
+        ),
+    ],
+    ids=["primary", "standby"],
+)
+def test_a_setting_the_server_refuses_is_named_with_its_reason(cluster_factory, where, said):
+    # The primary's is refused as its data directory is made (single-user mode), the standby's by its server
+    # (a server names unknown parameters first, and checks the values only once every name is known).
+    with pytest.raises(StartFailed) as raised:
+        cluster_factory(**where)
+    first = str(raised.value).splitlines()[0]
+    assert "contains errors: " in first, first
+    assert said in first, first
