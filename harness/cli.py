@@ -18,10 +18,10 @@ import os
 import re
 import shlex
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -53,14 +53,32 @@ def attach(name: str) -> Cluster:
     return Cluster.attach(name)
 
 
+def state_dir() -> Path:
+    """Where the command keeps what outlives it: ``$XDG_STATE_HOME/pgharness`` (``~/.local/state/pgharness``)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "pgharness"
+
+
+def details_file(name: str) -> Path:
+    """The file that holds the whole of environment `name`'s last error: one a name, overwritten by the next
+    error and removed by ``pgharness down``, so nothing piles up."""
+    return state_dir() / f"{name}.error.txt"
+
+
 def one_line(message: str) -> str:
-    """The first line of `message`; the whole of a longer one goes to a file that the line names."""
+    """The first line of `message`; the whole of a longer one goes to the environment's details file (the
+    command's ``--name``), which the line names."""
     first, _, rest = message.partition("\n")
     if not rest.strip():
         return first
-    with tempfile.NamedTemporaryFile("w", prefix="harness-error-", suffix=".txt", delete=False) as f:
-        f.write(message + "\n")
-    return f"{first} (details: {f.name})"
+    ctx = click.get_current_context(silent=True)
+    path = details_file(str((ctx.params.get("name") if ctx else None) or DEFAULT_NAME))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(message + "\n")
+    except OSError as e:
+        return f"{first} (details could not be written to {path}: {e.strerror})"
+    return f"{first} (details: {path})"
 
 
 def clean_errors(func: F) -> F:
@@ -351,6 +369,7 @@ def down(name: str, everything: bool) -> None:
     names = existing if everything else [name]
     for env in names:
         remove_environment(client, env)
+        details_file(env).unlink(missing_ok=True)
         click.echo(f"environment {env!r} removed")
 
 

@@ -425,19 +425,21 @@ services:
 def test_an_archive_missing_or_not_writable_at_start_is_one_line(environment, tmp_path, override, reason):
     (tmp_path / "override.yaml").write_text(override)
 
+    state = tmp_path / "state"
     result = pgharness(
         "up", "--name", environment, "--primary-port", str(free_port()), "--standby-port", str(free_port()),
-        "--compose-file", str(tmp_path / "override.yaml"),
+        "--compose-file", str(tmp_path / "override.yaml"), env={"XDG_STATE_HOME": str(state)},
     )  # fmt: skip
 
-    # The primary says why it stopped; that is the error's one line (the nodes' logs are in a file it names).
+    # The primary says why it stopped; that is the error's one line. The nodes' logs are in the environment's
+    # details file, which the line names: one a name, not a new file in /tmp each time.
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     error = result.stderr.strip().splitlines()[-1]
     assert error.startswith(f"pgharness: error: cluster {environment!r} did not start: {reason}")
-    details = error.rsplit("(details: ", 1)[1].rstrip(")")
-    assert "--- last" in Path(details).read_text()
-    Path(details).unlink()
+    details = state / "pgharness" / f"{environment}.error.txt"
+    assert error.endswith(f"(details: {details})"), error
+    assert "--- last" in details.read_text()
     assert project_resources(environment) == []
 
 
