@@ -5,7 +5,6 @@ import os
 import shlex
 import socket
 import subprocess
-from pathlib import Path
 
 import docker
 import psycopg
