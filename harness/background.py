@@ -70,14 +70,15 @@ class Pending:
                 f"{self.query!r} to return on node {self.session.node.name!r}", seconds, self.wait_event()
             ) from None
 
-    def error(self, *, timeout: float | None = None) -> psycopg.Error | QueryTimeout:
-        """The error the statement ended with, once it returns; `HarnessError` when it succeeded instead,
-        `WaitTimeout` when it has not returned within `timeout` seconds."""
+    def error(self, *, timeout: float | None = None) -> psycopg.Error | QueryTimeout | None:
+        """The error the statement ended with, once it returns (psycopg's class for its SQLSTATE, or
+        `QueryTimeout`); None when it succeeded (its rows are `result`'s). Raises `WaitTimeout` when it has
+        not returned within `timeout` seconds (default ``PGHARNESS_TIMEOUT``, else 60)."""
         try:
-            rows = self.result(timeout=timeout)
+            self.result(timeout=timeout)
         except (psycopg.Error, QueryTimeout) as e:
             return e
-        raise HarnessError(f"{self.query!r} on node {self.session.node.name!r} succeeded: {rows!r}")
+        return None
 
     def wait_event(self) -> tuple[str | None, str | None, str | None]:
         """What the session's backend is doing now: (state, wait_event_type, wait_event) from pg_stat_activity,

@@ -5,7 +5,7 @@ failover lost), and pgbench run inside a node.
         load.wait_for_commits(100)
         cluster.primary.kill()
         ...
-    missing = load.log.missing(new_primary)       # acknowledged, yet not on the new primary
+    lost = load.log.lost_commits(new_primary)     # acknowledged, yet not on the new primary
 
 Workers connect through a libpq connection string (a multi-host one finds the
 new primary by itself), reconnect after errors, and stop at `stop()`, at their
@@ -63,8 +63,9 @@ class CommitLog:
             later = [t for t in self.acknowledged.values() if t > moment]
         return min(later) if later else None
 
-    def missing(self, node: Node) -> set[tuple[int, int]]:
-        """The acknowledged commits that `node` does not have: what the failover lost."""
+    def lost_commits(self, node: Node) -> set[tuple[int, int]]:
+        """The acknowledged commits (worker, seq) that `node` does not have: what a failover lost. An empty
+        set means none; ``len()`` counts them."""
         present = {(int(w), int(s)) for w, s in node.sql(f"SELECT worker, seq FROM {TABLE}")}
         with self.lock:
             return set(self.acknowledged) - present

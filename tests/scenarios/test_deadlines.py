@@ -5,6 +5,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import docker
+import psycopg.errors
 import pytest
 from helpers import labelled, run_pytest
 
@@ -136,3 +137,15 @@ def test_a_project_that_only_installs_the_plugin_gets_a_test_deadline(tmp_path, 
     assert proc.returncode == 1, output
     assert "Timeout" in output
     assert took < 60, output
+
+
+def test_a_pending_statement_tells_how_it_ended(shared_cluster):
+    # result() gives the rows or raises the statement's error; error() gives the error, or None on success.
+    with shared_cluster.primary.background_session() as session:
+        succeeded = session.send("SELECT 1")
+        assert succeeded.result() == [(1,)]
+        assert succeeded.error() is None
+        failed = session.send("SELECT 1/0")
+        assert isinstance(failed.error(), psycopg.errors.DivisionByZero)
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            failed.result()

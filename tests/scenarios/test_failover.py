@@ -64,7 +64,7 @@ def test_crash_failover_under_load_and_clients_follow(cluster, record_property):
     assert assert_single_primary(cluster).name == "standby"
 
     # Asynchronous replication may lose acknowledged commits: count them (a figure, not a failure).
-    record_property("lost_acknowledged_commits", len(load.log.missing(standby)))
+    record_property("lost_acknowledged_commits", len(load.log.lost_commits(standby)))
 
 
 def test_hung_primary_is_detected_fenced_and_replaced(cluster):
@@ -154,7 +154,7 @@ def test_synchronous_replication_loses_no_acknowledged_commit(cluster, commits_b
 
     # Every commit a client saw acknowledged is on the promoted standby (and it holds them, not just no fewer).
     acknowledged = set(load.log.acknowledged)
-    assert load.log.missing(standby) == set()
+    assert load.log.lost_commits(standby) == set()
     on_standby = {(int(w), int(s)) for w, s in standby.sql("SELECT worker, seq FROM pgharness_load")}
     assert acknowledged <= on_standby
 
@@ -172,7 +172,7 @@ def test_asynchronous_replication_reports_lost_commits(cluster, record_property)
 
     # What was lost is a figure to report, not a failure: asynchronous replication allows it.
     # The figure is real: every commit the clients saw acknowledged is on the promoted standby, or counted lost.
-    lost = load.log.missing(standby)
+    lost = load.log.lost_commits(standby)
     record_property("lost_acknowledged_commits", len(lost))
     present = {(int(w), int(s)) for w, s in standby.sql("SELECT worker, seq FROM pgharness_load")}
     assert lost == set(load.log.acknowledged) - present

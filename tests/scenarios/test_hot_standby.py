@@ -83,6 +83,7 @@ def cancelled_by_recovery(pending, sqlstate="40001"):
     """The statement was cancelled by a recovery conflict: its error's SQLSTATE (40001,
     serialization_failure; 57P04, database_dropped, for a dropped database)."""
     error = pending.error(timeout=60)
+    assert error is not None, f"{pending!r} succeeded: {pending.result()!r}"
     assert error.sqlstate == sqlstate, f"{type(error).__name__}: {error}"
     return error
 
