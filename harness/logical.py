@@ -17,13 +17,14 @@ Logical decoding: `create_logical_slot`, `slot_changes` (``pg_logical_slot_peek/
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, LiteralString
 
 from psycopg import sql as pgsql
 
-from pgharness.errors import WaitTimeout
+from pgharness.errors import ClusterError, WaitTimeout
 from pgharness.lsn import Lsn
 from pgharness.wait import Deadline, poll_until
 
@@ -203,6 +204,21 @@ class Subscription:
             for line in self.node.logs(tail=500).splitlines()
             if " ERROR: " in line or "logical replication" in line or "processing remote data" in line
         ][-6:]
+
+    def failed_transaction(self) -> Lsn | None:
+        """The finish LSN of the remote transaction this subscription's apply worker last failed on, as
+        ``skip`` takes it (PostgreSQL 15+); None when the subscriber's recent log has none.
+
+        No view holds it: the subscriber logs it in the failed apply's context,
+        ``processing remote data for replication origin "pg_<oid>" ... finished at X/Y``,
+        under the subscription's own origin, which this reads.
+        """
+        oid = self.node.scalar("SELECT oid FROM pg_subscription WHERE subname = %s", (self.name,), dbname=self.dbname)
+        if oid is None:
+            raise ClusterError(f"no subscription {self.name!r} in database {self.dbname!r} on {self.node.name!r}")
+        origin = re.compile(rf'replication origin "pg_{oid}" .*finished at ([0-9A-F]+/[0-9A-F]+)')
+        found = [m.group(1) for line in self.node.logs(tail=1000).splitlines() if (m := origin.search(line))]
+        return Lsn.parse(found[-1]) if found else None
 
     def _why(self, e: WaitTimeout) -> WaitTimeout:
         """`e`, told why the subscription does not progress: its stats and error lines."""

@@ -4,8 +4,6 @@ A publisher (the cluster's primary, wal_level = logical) and subscribers that ar
 possibly of another major version: `cluster_factory(topology="logical")`, `cluster.add_primary(...)`.
 """
 
-import re
-
 import psycopg.errors
 import pytest
 from helpers import in_one_transaction, set_and_reload
@@ -15,6 +13,7 @@ from pgharness.failover import primary_conninfo, rejoin, repoint
 from pgharness.image import ImageSpec, ensure_image
 from pgharness.load import WriteLoad
 from pgharness.logical import create_logical_slot, pg_recvlogical, slot, slot_changes
+from pgharness.lsn import Lsn
 from pgharness.versions import SUITES
 from pgharness.wait import poll_until
 
@@ -131,10 +130,11 @@ def test_a_conflict_stops_apply_until_skipped(logical):
     assert "'apply_error_count': 1" in excinfo.value.what
     assert "23505" in excinfo.value.what
 
-    # The operator skips the failed transaction (its finish LSN is in the log) and enables it again.
-    finished = re.findall(r"finished at ([0-9A-F]+/[0-9A-F]+)", subscriber.logs(tail=200))
-    assert finished, subscriber.logs(tail=50)
-    subscription.skip(finished[-1])
+    # The operator skips the failed transaction (its finish LSN, which only the log holds) and enables it again.
+    failed = subscription.failed_transaction()
+    assert failed is not None, subscriber.logs(tail=50)
+    assert failed > Lsn.parse("0/0")
+    subscription.skip(failed)
     subscription.enable()
     publisher.sql("INSERT INTO t VALUES (2)")
     subscription.wait_for_catchup()
