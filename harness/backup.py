@@ -119,12 +119,22 @@ class Backups:
     ) -> Node:
         """Point-in-time recovery: a new node `name` from base backup `backup` plus the archive, up to `target`.
 
-        Returns once recovery has reached the target and done `action`:
+        `name` is the node the restore makes (it must not exist yet), `backup`
+        a base backup `take` made, and `target` a `RecoveryTarget`:
+        ``RecoveryTarget.name("before-delete")`` (a ``pg_create_restore_point``),
+        ``.time(datetime)``, ``.xid(740)``, ``.lsn("0/3000060")``, ``.immediate()``,
+        or ``RecoveryTarget.parse("name:before-delete")`` as the command line
+        takes it. The target's WAL must be in the archive: after the restore
+        point, ``switch_wal()`` and ``wait_for_archived()`` on the primary.
+
+        Returns the node once recovery has reached the target and done `action`:
         promoted (accepting writes), paused (read-only; ``pg_wal_replay_resume()``
         promotes it) or shut down, within `timeout` seconds (default
         ``PGHARNESS_TIMEOUT``, else 60; `WaitTimeout`). If recovery ends without
-        reaching the target (WAL missing from the archive), raises `BackupError`
-        with PostgreSQL's own message, and the node is left stopped for inspection.
+        reaching the target (its WAL not archived yet, an unknown restore point),
+        raises `BackupError` with PostgreSQL's own message, the target it waited
+        for and the last segment the archive held; the node is left stopped for
+        inspection.
         """
         if action not in ACTIONS:
             raise BackupError(f"recovery_target_action {action!r}: one of {', '.join(ACTIONS)}")
@@ -166,8 +176,12 @@ class Backups:
             nodes=(node,),
         )
         if reached == "exited" and action != "shutdown":
+            segments = self.cluster.archive.segments()
+            held = f"{len(segments)} segments, the last {segments[-1]}" if segments else "no segment"
             raise BackupError(
-                f"restore of {name!r} from {backup!r} to {target.env()} failed: {last_error_line(node.logs(tail=50))}"
+                f"restore of {name!r} from {backup!r} to {target.env()} failed: {last_error_line(node.logs(tail=50))} "
+                f"(the archive held {held}; a target in WAL not archived yet needs switch_wal() and "
+                "wait_for_archived() on the primary first)"
             )
         return node
 

@@ -265,3 +265,18 @@ def test_lag_grows_while_replay_is_paused_and_the_bounded_wait_reports_it(shared
     # Replay resumed: the lag comes down to zero.
     lag = primary.wait_for_lag_below(standby, max_bytes=0)
     assert lag.bytes == 0
+
+
+@pytest.mark.pitr
+def test_a_target_whose_wal_is_not_archived_yet_says_what_it_waited_for(shared_cluster):
+    primary = shared_cluster.primary
+    shared_cluster.backups.take("base")
+
+    # A restore point made, but its WAL never switched out: the archive does not hold it yet.
+    primary.sql("SELECT pg_create_restore_point('too-soon')")
+    with pytest.raises(BackupError) as excinfo:
+        shared_cluster.backups.restore("restored", "base", RecoveryTarget.name("too-soon"))
+    message = str(excinfo.value)
+    assert "to name:too-soon failed" in message
+    assert "the archive held" in message
+    assert "switch_wal()" in message
