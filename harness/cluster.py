@@ -72,6 +72,7 @@ from pgharness.node import Node
 from pgharness.quoting import Settings, check_file_name, check_secret, read_sql, settings_lines
 from pgharness.service import Service, container_env
 from pgharness.tls import TlsFiles
+from pgharness.versions import DEFAULT_VERSION
 from pgharness.wait import Deadline
 
 log = logging.getLogger("pgharness")
@@ -141,7 +142,10 @@ class Cluster:
 
     Arguments, all keyword but `name` (default: a unique ``pgh-XXXXXXXX``):
 
-    - `image`: the node image (``pgharness.image.ensure_image`` builds it).
+    - `image`: the node image (``pgharness.image.ensure_image`` builds it), or
+      `pg_version`: the harness's own image of that major version (default 17),
+      built from Debian packages when missing, as the pytest plugin does. So a
+      script needs no more than ``with Cluster() as cluster:``.
     - `topology`: the services to start, one of `TOPOLOGIES` (``streaming``,
       ``archive-only``, ``slot``, ``logical``); `compose_services` lists them
       instead. `standbys` is how many streaming standbys ``streaming`` and
@@ -181,7 +185,8 @@ class Cluster:
         self,
         name: str | None = None,
         *,
-        image: str,
+        image: str | None = None,
+        pg_version: int | None = None,
         topology: str = "streaming",
         standbys: int = 1,
         subscribers: int = 1,
@@ -202,6 +207,13 @@ class Cluster:
         keep: bool = False,
     ) -> None:
         self.name = name or new_cluster_name()
+        if image is None:
+            # A script or a notebook: the image the pytest plugin would use, built once when missing.
+            from pgharness.image import ImageSpec, ensure_image
+
+            image = ensure_image(ImageSpec(pg_version or DEFAULT_VERSION))
+        elif pg_version is not None:
+            raise ClusterError(f"image={image!r} and pg_version={pg_version}: give one (the image has its version)")
         self.image = image
         self.ports = dict(ports or {})
         # Secrets and the role name go into conninfo strings, postgresql.conf and SQL: any

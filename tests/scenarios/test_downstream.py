@@ -110,3 +110,27 @@ def test_the_wheel_works_in_a_project_of_its_own(tmp_path, harness_settings, har
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 passed" in result.stdout
     assert str(REPOSITORY) not in result.stdout.split("HARNESS", 1)[1].splitlines()[0]
+
+
+SCRIPT = """
+from pgharness import Cluster
+
+with Cluster(pg_version={version}, owner="pytest-{pid}") as cluster:
+    cluster.primary.sql("CREATE TABLE hoge AS SELECT 1 AS col")
+    cluster.primary.wait_for_catchup(cluster.standby)
+    print(cluster.standby.scalar("SELECT current_setting('server_version_num')::int / 10000"),
+          cluster.standby.scalar("SELECT count(*) FROM hoge"))
+"""
+
+
+def test_a_plain_script_starts_a_cluster_by_version_alone(harness_settings, harness_image, tmp_path):
+    # Outside pytest, no image to name: Cluster(pg_version=N) takes the harness's image of that version (built
+    # when missing, here already built by the session), and its with block removes everything.
+    version = harness_settings.spec.pg_version
+    if harness_settings.spec.base_image:
+        pytest.skip("this run's image is built on a user's image; pg_version names the Debian-built one")
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT.format(version=version, pid=os.getpid()))
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split() == [str(version), "1"]
