@@ -106,9 +106,11 @@ def clean_errors(func: F) -> F:
 
 
 if TYPE_CHECKING:
-    _IntParam = click.ParamType[int]  # generic in click's annotations; not subscriptable at run time before 8.2
+    # Generic in click's annotations; not subscriptable at run time before click 8.2.
+    _IntParam = click.ParamType[int]
+    _StrPairParam = click.ParamType[tuple[str, str]]
 else:
-    _IntParam = click.ParamType
+    _IntParam = _StrPairParam = click.ParamType
 
 
 class PgVersion(_IntParam):
@@ -127,6 +129,27 @@ class PgVersion(_IntParam):
             if source is click.core.ParameterSource.ENVIRONMENT and isinstance(param, click.Option) and param.envvar:
                 raise click.BadParameter(str(e), ctx, param_hint=f"{param.envvar}={value}") from None
             self.fail(str(e), param, ctx)
+
+
+class SettingParam(_StrPairParam):
+    """``NAME=VALUE``, a postgresql.conf setting: a name PostgreSQL could have, else a usage error (exit 2)."""
+
+    name = "NAME=VALUE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, str]:
+        from pgharness.quoting import settings_lines
+
+        if isinstance(value, tuple):
+            return value
+        setting, sep, text = str(value).partition("=")
+        setting = setting.strip()
+        try:
+            settings_lines({setting: text})
+        except HarnessError as e:
+            self.fail(str(e), param, ctx)
+        if not sep:
+            self.fail(f"{value!r}: NAME=VALUE, e.g. work_mem=64MB", param, ctx)
+        return setting, text.strip()
 
 
 def given_as(parameter: str) -> str:
@@ -234,6 +257,15 @@ def image(pg_version: int, pg_image: str) -> None:
     help="Add a standby 'delayed' that applies WAL DELAY late (recovery_min_apply_delay, e.g. 30s, 5min).",
 )
 @click.option(
+    "--set",
+    "set_settings",
+    multiple=True,
+    type=SettingParam(),
+    metavar="NAME=VALUE",
+    help="A postgresql.conf setting for every node, its value quoted for the file (--set work_mem=64MB); "
+    "repeatable, after PGHARNESS_EXTRA_SETTINGS's lines.",
+)
+@click.option(
     "--compose-file",
     "compose_files",
     multiple=True,
@@ -270,6 +302,7 @@ def up(
     synchronous: bool,
     cascade: bool,
     delayed_standby: str | None,
+    set_settings: tuple[tuple[str, str], ...],
     compose_files: tuple[str, ...],
     tls: bool,
     storage: str,
@@ -291,6 +324,7 @@ def up(
 
     from pgharness.cluster import Cluster
     from pgharness.image import ensure_image
+    from pgharness.quoting import settings_lines
 
     tag = ensure_image(spec_from(pg_version, pg_image))
     cluster = Cluster(
@@ -303,6 +337,9 @@ def up(
         compose_files=compose_files,
         tls=tls,
         storage=storage,
+        settings=[*os.environ.get("PGHARNESS_EXTRA_SETTINGS", "").splitlines(), settings_lines(dict(set_settings))]
+        if set_settings
+        else None,
     )
     running = cluster.containers()
     if running and all(c.status == "running" for c in running.values()):

@@ -381,6 +381,19 @@ def test_up_with_a_delayed_standby(environment):
     assert (bad.returncode, bad.stderr.count("\n")) == (2, 1), bad.stderr
 
 
+def test_up_with_settings_for_every_node(environment):
+    # --set NAME=VALUE, repeatable: its value quoted for postgresql.conf, on every node.
+    up_on_free_ports(environment, "--set", "work_mem=24MB", "--set", "cluster_name=it's mine")
+    name = ["--name", environment]
+    for node in ("primary", "standby"):
+        assert ok("sql", *name, node, "SELECT current_setting('work_mem')") == "24MB"
+        assert ok("sql", *name, node, "SELECT current_setting('cluster_name')") == "it's mine"
+
+    # A name no setting could have is bad usage, in one line.
+    bad = pgharness("up", "--name", environment, "--set", "work mem=1MB")
+    assert (bad.returncode, bad.stderr.count("\n")) == (2, 1), bad.stderr
+
+
 def test_up_with_a_password_that_needs_quoting(environment):
     # The password that broke `pgharness up` before (space, quote, backslash), and more.
     password = "a b'c\\d/@:?#%"
