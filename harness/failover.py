@@ -13,7 +13,6 @@ import logging
 from collections.abc import Iterable, Sequence
 
 import psycopg
-from psycopg import sql as pgsql
 
 from pgharness.cluster import Cluster
 from pgharness.constants import CONTAINER_PORT, DATA_MOUNT
@@ -99,12 +98,7 @@ def repoint(standby: Node, upstream: Node | str, *, timeout: float | None = None
         )
         return rejoin(standby.cluster, standby, upstream, timeout=timeout)
     log.info("### Re-pointing node %r to %r", standby.name, upstream.name)
-    standby.sql(
-        pgsql.SQL("ALTER SYSTEM SET primary_conninfo = {}").format(
-            pgsql.Literal(primary_conninfo(standby.cluster, upstream.name, standby.name))
-        )
-    )
-    standby.sql("SELECT pg_reload_conf()")
+    standby.set_config(primary_conninfo=primary_conninfo(standby.cluster, upstream.name, standby.name))
     return standby
 
 

@@ -21,7 +21,7 @@ from docker.models.containers import Container
 from psycopg import sql as pgsql
 from psycopg.abc import Params
 
-from pgharness import logical
+from pgharness import logical, nodeconfig
 from pgharness.background import BackgroundSession
 from pgharness.compose import ENGINE_TIMEOUT_ERRORS
 from pgharness.constants import CONTAINER_PORT, DATA_MOUNT, LONG_PAGE_HEADER_SIZE
@@ -289,6 +289,44 @@ class Node(Service):
         assert found is not None
         return found
 
+    # --- configuration (pgharness.nodeconfig) ---------------------------
+
+    def set_config(
+        self,
+        settings: Mapping[str, object] | None = None,
+        /,
+        *,
+        apply: bool = True,
+        timeout: float | None = None,
+        **more: object,
+    ) -> Literal["reload", "restart"] | None:
+        """Set settings on this node (``ALTER SYSTEM``), then reload, or restart when one of them is read only
+        at server start; return which was done. ``node.set_config(work_mem="64MB")``, or a mapping for
+        names that are no Python identifiers (``{"auto_explain.log_min_duration": 0}``).
+
+        The server refuses an unknown setting (42704) or a bad value (22023) with psycopg's error for that
+        SQLSTATE, before anything changes. Returns within `timeout` seconds (default ``PGHARNESS_TIMEOUT``,
+        else 60) once new connections run with the settings; `WaitTimeout` past that. With ``apply=False``
+        the settings are written only (None), for a test that restarts the node its own way.
+        """
+        return nodeconfig.set_config(self, {**(settings or {}), **more}, apply=apply, timeout=timeout)
+
+    def reset_config(self, *names: str, timeout: float | None = None) -> Literal["reload", "restart"]:
+        """``ALTER SYSTEM RESET`` each of `names` (every setting ALTER SYSTEM made, when none is named), then
+        reload or restart as `set_config` does; return which was done."""
+        return nodeconfig.reset_config(self, names, timeout=timeout)
+
+    def reload(self, *, timeout: float | None = None) -> None:
+        """Reload the configuration files (``pg_reload_conf()``); return once new connections read them."""
+        nodeconfig.reload(self, timeout=timeout)
+
+    def add_hba(self, *fields: str, first: bool = True, timeout: float | None = None) -> str:
+        """Add a pg_hba.conf line from its fields, first (it wins over the rest) or last, quoted as the file
+        needs; the server must read every line of the file (else `ClusterError` with its words, and the line
+        is taken out again); then reload. Returns the line.
+        ``node.add_hba("host", "postgres", "repli", "all", "scram-sha-256")``."""
+        return nodeconfig.add_hba(self, *fields, first=first, timeout=timeout)
+
     # --- replication ---------------------------------------------------
 
     def wait_for_catchup(
@@ -362,10 +400,7 @@ class Node(Service):
         """
         log.info("### Synchronous replication on %r: %r, synchronous_commit = %s", self.name, standby_names, commit)
         deadline = Deadline(timeout)
-        for setting, value in (("synchronous_standby_names", standby_names), ("synchronous_commit", commit)):
-            query = pgsql.SQL("ALTER SYSTEM SET {} = {}").format(pgsql.Identifier(setting), pgsql.Literal(value))
-            self.sql(query, timeout=deadline.remaining)
-        self.sql("SELECT pg_reload_conf()", timeout=deadline.remaining)
+        self.set_config(synchronous_standby_names=standby_names, synchronous_commit=commit, timeout=deadline.remaining)
         if standby_names:
             self.poll_query_until(
                 "SELECT count(*) > 0 FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')",

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql as pgsql
 
+from pgharness import nodeconfig
 from pgharness.errors import WaitTimeout
 from pgharness.wait import poll_until
 
@@ -149,12 +150,9 @@ def undo_alter_system(session: Session, now: NodeState, was: NodeState, *, timeo
     reset, what was reset is set again), reload, and wait until the settings it runs with are `was`'s."""
     wanted, found = dict(was.altered), dict(now.altered)
     log.info("### Undoing ALTER SYSTEM on node %r", session.node.name)
-    for name in sorted(found.keys() - wanted.keys()):
-        session.rows(pgsql.SQL("ALTER SYSTEM RESET {}").format(pgsql.Identifier(name)))
-    for name, value in wanted.items():
-        if found.get(name) != value:
-            session.rows(pgsql.SQL("ALTER SYSTEM SET {} = {}").format(pgsql.Identifier(name), pgsql.Literal(value)))
-    session.rows("SELECT pg_reload_conf()")
+    changed = {name: value for name, value in wanted.items() if found.get(name) != value}
+    nodeconfig.alter_system(session, changed, reset=sorted(found.keys() - wanted.keys()))
+    nodeconfig.signal_reload(session.node)
     poll_until(
         lambda: read_state(session).state["settings in use"],
         lambda in_use: in_use == was.state["settings in use"],

@@ -13,7 +13,6 @@ from pathlib import Path
 import docker
 import psycopg
 import pytest
-from psycopg import sql as pgsql
 
 from pgharness.constants import DATA_MOUNT
 from pgharness.image import ImageSpec, build_lock
@@ -42,20 +41,12 @@ def lose_partitioned_standby(primary, query, expected):
 
 def notice_lost_standbys_fast(primary):
     """Let the primary drop a silent standby's connection after 2 s instead of wal_sender_timeout's 60 s."""
-    primary.sql("ALTER SYSTEM SET wal_sender_timeout = '2s'")
-    primary.sql("SELECT pg_reload_conf()")
+    primary.set_config(wal_sender_timeout="2s")
 
 
 def pg_wal_files(node):
     """The file names in the node's pg_wal."""
     return {name for (name,) in node.sql("SELECT name FROM pg_ls_waldir()")}
-
-
-def set_and_reload(node, settings):
-    """ALTER SYSTEM SET each of `settings` (a mapping, values quoted as SQL literals) on `node`, then reload."""
-    for name, value in settings.items():
-        node.sql(pgsql.SQL("ALTER SYSTEM SET {} = {}").format(pgsql.Identifier(name), pgsql.Literal(value)))
-    node.sql("SELECT pg_reload_conf()")
 
 
 def connect_kwargs(node, **overrides):

@@ -224,12 +224,10 @@ def test_rebuild_refuses_the_primary_and_rebuilds_a_standby(shared_cluster):
     assert primary.table_checksum("hoge") == before
 
     # So is rebuilding a standby whose primary_conninfo points at itself.
-    standby.sql("ALTER SYSTEM SET primary_conninfo = 'host=standby user=repli'")
-    standby.sql("SELECT pg_reload_conf()")
+    standby.set_config(primary_conninfo="host=standby user=repli")
     with pytest.raises(BackupError, match="points at itself"):
         shared_cluster.backups.rebuild("standby")
-    standby.sql("ALTER SYSTEM RESET primary_conninfo")
-    standby.sql("SELECT pg_reload_conf()")
+    standby.reset_config("primary_conninfo")
 
     # A real standby is wiped, taken again from the primary, and streams.
     standby.sql("SELECT 1")  # reachable

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import psycopg.errors
 import pytest
-from helpers import in_one_transaction, set_and_reload
-from psycopg import sql as pgsql
+from helpers import in_one_transaction
 
 from pgharness.convergence import assert_converged
 from pgharness.errors import NotConverged
@@ -43,14 +42,12 @@ def standby_settings_applied(standby, settings):
     """`settings` on the shared standby for the block (ALTER SYSTEM, reloaded), reset after it."""
     delay = "SHOW max_standby_streaming_delay"
     was = standby.scalar(delay)
-    set_and_reload(standby, settings)
+    standby.set_config(settings)
     standby.poll_query_until(delay, str(settings["max_standby_streaming_delay"]))  # reloaded everywhere
     try:
         yield standby
     finally:
-        for name in settings:
-            standby.sql(pgsql.SQL("ALTER SYSTEM RESET {}").format(pgsql.Identifier(name)))
-        standby.sql("SELECT pg_reload_conf()")
+        standby.reset_config(*settings)
         standby.poll_query_until(delay, was)
 
 
@@ -266,8 +263,7 @@ def test_hot_standby_feedback_prevents_the_snapshot_conflict(shared_cluster, fee
         session.run("COMMIT")
 
     # Turning feedback off clears the primary's view of the standby's xmin.
-    standby.sql("ALTER SYSTEM SET hot_standby_feedback = off")
-    standby.sql("SELECT pg_reload_conf()")
+    standby.set_config(hot_standby_feedback=False)
     primary.poll_query_until(xmin, False)
 
 
@@ -279,11 +275,9 @@ def test_a_delayed_standby_keeps_the_rows_a_mistaken_delete_removed(shared_clust
     primary.sql("CREATE TABLE accounts (id int PRIMARY KEY, balance int)")
     primary.sql("INSERT INTO accounts SELECT g, 100 FROM generate_series(1, 10) g")
     # (The delayed standby applies these an hour from now; for this scenario it gets them at once.)
-    delayed.sql("ALTER SYSTEM SET recovery_min_apply_delay = 0")
-    delayed.sql("SELECT pg_reload_conf()")
+    delayed.set_config(recovery_min_apply_delay=0)
     primary.wait_for_catchup(delayed)
-    delayed.sql("ALTER SYSTEM RESET recovery_min_apply_delay")
-    delayed.sql("SELECT pg_reload_conf()")
+    delayed.reset_config("recovery_min_apply_delay")
     delayed.poll_query_until("SHOW recovery_min_apply_delay", "1h")
 
     # The mistake: it replicates to the prompt standby, and reaches the delayed one's WAL ...

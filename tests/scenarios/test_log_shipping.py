@@ -50,7 +50,7 @@ def test_cut_off_standby_catches_up_from_the_archive_then_streams_again(shared_c
     primary, standby = shared_cluster.primary, shared_cluster.standby
 
     # Keep no extra WAL on the primary, so what the standby misses is recycled.
-    primary.sql("ALTER SYSTEM SET wal_keep_size = 0")
+    primary.set_config(wal_keep_size=0)
     notice_lost_standbys_fast(primary)
     primary.sql("CREATE TABLE hoge (col integer)")
     primary.wait_for_catchup(standby)
@@ -86,7 +86,7 @@ def test_cut_off_standby_catches_up_from_the_archive_then_streams_again(shared_c
 def test_slot_keeps_wal_for_a_cut_off_standby_until_max_slot_wal_keep_size(cluster_factory):
     cluster = cluster_factory(topology="slot")
     primary, standby = cluster.primary, cluster.node("slot-standby")
-    primary.sql("ALTER SYSTEM SET wal_keep_size = 0")
+    primary.set_config(wal_keep_size=0)
     notice_lost_standbys_fast(primary)
     primary.sql("CREATE TABLE hoge (col integer)")
     primary.wait_for_catchup(standby)
@@ -117,8 +117,7 @@ def test_slot_keeps_wal_for_a_cut_off_standby_until_max_slot_wal_keep_size(clust
     assert standby.scalar("SELECT count(*) FROM hoge") == 4000
 
     # Now cap what a slot may hold back, and cut the standby off again.
-    primary.sql("ALTER SYSTEM SET max_slot_wal_keep_size = '32MB'")
-    primary.sql("SELECT pg_reload_conf()")
+    primary.set_config(max_slot_wal_keep_size="32MB")
     with partitioned(standby, wait=False):  # it will not stream again: its WAL is gone
         lose_partitioned_standby(
             primary, "SELECT active FROM pg_replication_slots WHERE slot_name = 'slot_standby'", False
@@ -139,7 +138,7 @@ def test_slot_keeps_wal_for_a_cut_off_standby_until_max_slot_wal_keep_size(clust
     assert standby.lsn("replay") < target
 
     # With restore_command, it gets the missing WAL from the archive.
-    standby.sql("ALTER SYSTEM SET restore_command = 'cp /archive/%f %p'")
+    standby.set_config(restore_command="cp /archive/%f %p", apply=False)  # read at the restart
     standby.restart(wait=False)
     standby.wait_for_replay(target)
     assert standby.scalar("SELECT count(*) FROM hoge") == 8000

@@ -6,7 +6,7 @@ possibly of another major version: `cluster_factory(topology="logical")`, `clust
 
 import psycopg.errors
 import pytest
-from helpers import in_one_transaction, set_and_reload
+from helpers import in_one_transaction
 
 from pgharness.errors import WaitTimeout
 from pgharness.failover import primary_conninfo, rejoin, repoint
@@ -18,15 +18,6 @@ from pgharness.versions import SUITES
 from pgharness.wait import poll_until
 
 pytestmark = pytest.mark.logical
-
-
-def allow_replication_role_into(node, dbname, role):
-    """Put a pg_hba.conf line first on `node` that lets `role` connect to `dbname` (SCRAM), then reload."""
-    hba = node.scalar("SHOW hba_file")
-    line = f'host {dbname} "{role.replace(chr(34), chr(34) * 2)}" all scram-sha-256'
-    script = 'printf "%s\\n" "$2" | cat - "$1" > "$1.new" && mv "$1.new" "$1"'
-    node.exec("sh", "-c", script, "prepend", hba, line)
-    node.sql("SELECT pg_reload_conf()")
 
 
 @pytest.fixture
@@ -45,8 +36,7 @@ def same_tables(publisher, subscriber, *tables):
 def test_initial_sync_and_changes_with_toast_and_a_large_transaction(logical, pg_major):
     _, publisher, subscriber = logical
     # Decoding spills (or streams) transactions larger than this.
-    publisher.sql("ALTER SYSTEM SET logical_decoding_work_mem = '64kB'")
-    publisher.sql("SELECT pg_reload_conf()")
+    publisher.set_config(logical_decoding_work_mem="64kB")
     schema = [
         "CREATE TABLE accounts (id int PRIMARY KEY, balance int)",
         "CREATE TABLE documents (id int PRIMARY KEY, body text)",
@@ -269,7 +259,7 @@ def test_a_subscription_across_a_publisher_failover(cluster_factory, pg_major):
     if pg_major >= 17:
         # The slot-sync worker is a logical walsender connection: pg_hba.conf matches it by database, and the
         # harness lets the replication role open no database session. This scenario allows it one, here only.
-        allow_replication_role_into(publisher, "postgres", cluster.replication_user)
+        publisher.add_hba("host", "postgres", cluster.replication_user, "all", "scram-sha-256")
     standby_settings = {
         "primary_slot_name": "standby_slot",
         "hot_standby_feedback": "on",
@@ -278,8 +268,8 @@ def test_a_subscription_across_a_publisher_failover(cluster_factory, pg_major):
     }
     if pg_major >= 17:
         standby_settings["sync_replication_slots"] = "on"
-        set_and_reload(publisher, {"synchronized_standby_slots": "standby_slot"})
-    set_and_reload(standby, standby_settings)
+        publisher.set_config({"synchronized_standby_slots": "standby_slot"})
+    standby.set_config(standby_settings)
     publisher.poll_query_until("SELECT active FROM pg_replication_slots WHERE slot_name = 'standby_slot'")
     publisher.set_synchronous("FIRST 1 (standby2)")
 

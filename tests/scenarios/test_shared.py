@@ -2,7 +2,7 @@
 is not shared again (`pgharness.shared`, and the plugin's reset after each test on `shared_cluster`)."""
 
 import pytest
-from helpers import run_pytest, set_and_reload
+from helpers import run_pytest
 
 from pgharness.recovery import RecoveryTarget
 from pgharness.shared import reset, take_baseline
@@ -35,7 +35,7 @@ def test_the_reset_removes_what_a_test_made_and_keeps_the_rest(shared_cluster):
     primary.sql("SELECT pg_create_physical_replication_slot('made_slot')")
     primary.sql("CREATE DATABASE made_db")
     for node in (primary, standby):
-        set_and_reload(node, {"work_mem": "7MB"})
+        node.set_config({"work_mem": "7MB"})
     cluster.add_node("extra")
     restored = restore_point_restored(cluster, "nightly", "restored")
     assert restored.timeline() == 2

@@ -1,7 +1,7 @@
 """Behaviour that came with a given PostgreSQL version; each test says which with @pytest.mark.pg."""
 
 import pytest
-from helpers import generate_segments, lose_partitioned_standby, notice_lost_standbys_fast, pg_wal_files, set_and_reload
+from helpers import generate_segments, lose_partitioned_standby, notice_lost_standbys_fast, pg_wal_files
 
 from pgharness.faults import partitioned
 from pgharness.wait import poll_until
@@ -13,7 +13,7 @@ def test_incremental_backup_combined_into_a_working_standby(shared_cluster):
     primary = shared_cluster.primary
 
     # Incremental backups are made from WAL summaries.
-    set_and_reload(primary, {"summarize_wal": "on"})
+    primary.set_config({"summarize_wal": "on"})
     primary.sql("CREATE TABLE hoge AS SELECT generate_series(1, 1000) AS col")
 
     # A full backup, more writes, then an incremental backup on top of the full one.
@@ -65,7 +65,7 @@ def test_wal_keep_size_is_what_lets_a_cut_off_standby_stream_again(shared_cluste
     assert standby.scalar("SHOW restore_command") == ""
 
     # With wal_keep_size = 256MB, four segments written while it is away stay in pg_wal ...
-    set_and_reload(primary, {"wal_keep_size": "256MB"})
+    primary.set_config({"wal_keep_size": "256MB"})
     needed, target = outage(shared_cluster, standby)
     assert needed in pg_wal_files(primary)
 
@@ -73,7 +73,7 @@ def test_wal_keep_size_is_what_lets_a_cut_off_standby_stream_again(shared_cluste
     primary.wait_for_catchup(standby, "replay", target)
 
     # With wal_keep_size = 0, the same outage leaves it stranded: its WAL is recycled.
-    set_and_reload(primary, {"wal_keep_size": "0"})
+    primary.set_config({"wal_keep_size": "0"})
     needed, _ = outage(shared_cluster, standby)
     assert needed not in pg_wal_files(primary)
     standby.poll_log_until("has already been removed")
@@ -87,7 +87,7 @@ def test_idle_replication_slot_timeout_invalidates_idle_slots_only(cluster_facto
 
     # A slot nobody uses, reserving WAL, next to the slot standby's active one.
     primary.sql("SELECT pg_create_physical_replication_slot('idle', true)")
-    set_and_reload(primary, {"idle_replication_slot_timeout": "1s"})
+    primary.set_config({"idle_replication_slot_timeout": "1s"})
 
     # Checkpoints invalidate a slot idle for longer than the timeout (PostgreSQL 18).
     def checkpoint_then_reason():

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from psycopg.conninfo import conninfo_to_dict
 
-from pgharness.errors import QuotingError
+from pgharness.errors import ClusterError, QuotingError
 from pgharness.quoting import (
     check_file_name,
     check_secret,
@@ -120,3 +120,17 @@ def test_the_entrypoint_quotes_sql_literals_and_identifiers(value):
 def test_the_entrypoint_writes_settings_lines_as_python_does(value):
     # Through printf: dash's echo would read the doubled backslashes as escapes and undo them.
     assert entrypoint_function("setting primary_conninfo", value) == f"primary_conninfo = {conf_string(value)}\n"
+
+
+def test_hba_fields_are_quoted_only_when_the_file_needs_it():
+    from pgharness.nodeconfig import hba_field, hba_line
+
+    # Keywords and plain names stay as written (all stays the keyword); the rest is quoted, " doubled.
+    assert hba_line("host", "all", "repli", "10.0.0.0/8", "scram-sha-256") == "host all repli 10.0.0.0/8 scram-sha-256"
+    assert hba_field('a "b", #c') == '"a ""b"", #c"'
+    assert hba_field("with space") == '"with space"'
+    for bad in ("two\nlines", "nul\0"):
+        with pytest.raises(QuotingError):
+            hba_field(bad)
+    with pytest.raises(ClusterError):
+        hba_line("host", "all")
