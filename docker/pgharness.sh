@@ -222,9 +222,20 @@ run_init_sql() {
 # parameter it refused ("configuration file ... contains errors: invalid value for parameter ...").
 server_error() {
     printf '%s\n' "$1" | awk '
-        /parameter "/ { sub(/^.*(LOG|WARNING|ERROR|FATAL): +/, ""); params = params (params == "" ? "" : "; ") $0; next }
-        /FATAL:/ { sub(/^.*FATAL: +/, ""); fatal = $0; next }
-        /ERROR:/ { if (error == "") { sub(/^.*ERROR: +/, ""); error = $0 } }
+        # "TIME [PID] 42710 ERROR:  text" (log_line_prefix) -> "42710: text"; "ERROR:  text" -> "text".
+        function said(line, severity) {
+            sub(/^.*\] /, "", line)
+            sub("(^| )" severity ": +", ": ", line)
+            sub(/^: /, "", line)
+            return line
+        }
+        /parameter "/ && /(LOG|WARNING|ERROR|FATAL):/ {
+            match($0, /(LOG|WARNING|ERROR|FATAL):/)
+            params = params (params == "" ? "" : "; ") said($0, substr($0, RSTART, RLENGTH - 1))
+            next
+        }
+        /FATAL:/ { fatal = said($0, "FATAL"); next }
+        /ERROR:/ { if (error == "") error = said($0, "ERROR") }
         END {
             line = (fatal != "" ? fatal : error)
             if (line != "" && params != "") line = line ": "

@@ -23,8 +23,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from pgharness.fixtures import evidence_name
 from pgharness.matrix import Result, read_junit
-from pgharness.pytest_plugin import evidence_name
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from pgharness import Cluster, ClusterError
 from pgharness.cluster import new_cluster_name
 from pgharness.compose import COMPOSE_FILE
 from pgharness.environments import remove_environment, this_host
+from pgharness.fixtures import remove_cluster
 from pgharness.lsn import Lsn
-from pgharness.pytest_plugin import remove_cluster
 from pgharness.wait import poll_until
 
 pytestmark = pytest.mark.cli

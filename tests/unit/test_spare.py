@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pgharness import pytest_plugin
+from pgharness import fixtures, pytest_plugin
 from pgharness.image import ImageSpec
 from pgharness.options import Settings
 from pgharness.spare import Spare
@@ -115,11 +115,11 @@ def fixture_of(module):
 
 def test_the_plugin_starts_ahead_what_the_next_test_asks_of_it_in_a_serial_run_with_background_teardown():
     plugin_cluster = SimpleNamespace(
-        _fixtureinfo=SimpleNamespace(name2fixturedefs={"cluster": [fixture_of(pytest_plugin.__name__)]})
+        _fixtureinfo=SimpleNamespace(name2fixturedefs={"cluster": [fixture_of(fixtures.__name__)]})
     )
     own_cluster = SimpleNamespace(
         _fixtureinfo=SimpleNamespace(
-            name2fixturedefs={"cluster": [fixture_of(pytest_plugin.__name__), fixture_of("test_mine")]}
+            name2fixturedefs={"cluster": [fixture_of(fixtures.__name__), fixture_of("test_mine")]}
         )
     )
     shared_only = SimpleNamespace(_fixtureinfo=SimpleNamespace(name2fixturedefs={"shared_cluster": []}))
@@ -131,11 +131,11 @@ def test_the_plugin_starts_ahead_what_the_next_test_asks_of_it_in_a_serial_run_w
     def prepared(nextitem, background_teardown=True, known=True, **xdist):
         settings = Settings(ImageSpec(17), settings=("a = 1",), background_teardown=background_teardown)
         config = SimpleNamespace(stash=pytest.Stash(), **xdist)
-        config.stash[pytest_plugin._spare] = spare = RecordingSpare()
+        config.stash[fixtures._spare] = spare = RecordingSpare()
         if known:
-            config.stash[pytest_plugin._session] = (settings, "pgharness/postgres:17")
+            config.stash[fixtures._session] = (settings, "pgharness/postgres:17")
         item = SimpleNamespace(stash=pytest.Stash(), config=config, nodeid="test_a")
-        item.stash[pytest_plugin._next_item] = nextitem
+        item.stash[fixtures._next_item] = nextitem
         pytest_plugin._prepare_spare(item)
         return spare.prepared
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pgharness import pytest_plugin, workers
+from pgharness import fixtures, pytest_plugin, workers
 from pgharness.options import Settings
 from pgharness.pytest_plugin import AUTO_WORKERS
 from pgharness.workers import EngineCapacity, auto_workers
@@ -68,7 +68,7 @@ class Config:
 
     def __init__(self, engines=()):
         self.stash = pytest.Stash()
-        self.stash[pytest_plugin._settings] = Settings(engines=tuple(engines))
+        self.stash[fixtures._settings] = Settings(engines=tuple(engines))
 
 
 def test_the_hook_asks_each_engine_and_says_why_in_the_header(monkeypatch):
