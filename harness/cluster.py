@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import secrets
 import socket
 from collections.abc import Mapping, Sequence
@@ -63,34 +62,20 @@ from pgharness.constants import (
     OWNER_STARTED_LABEL,
     PROJECT_LABEL,
     SERVICE_LABEL,
-    STORAGES,
 )
 from pgharness.engine import resolve
 from pgharness.environments import owner_labels
 from pgharness.errors import ClusterError, HarnessError, PortInUse, StartFailed, UnknownEnvironment, UnknownNode
 from pgharness.node import Node
-from pgharness.quoting import Settings, check_file_name, check_secret, read_sql, settings_lines
+from pgharness.quoting import Settings, check_file_name, check_secret, settings_lines
 from pgharness.service import Service, container_env
 from pgharness.tls import TlsFiles
+from pgharness.topology import NODE_NAME, TOPOLOGIES, plan
 from pgharness.versions import DEFAULT_VERSION
 from pgharness.wait import Deadline
 
 log = logging.getLogger("pgharness")
 
-#: Named topologies: the compose services a cluster starts.
-TOPOLOGIES: dict[str, tuple[str, ...]] = {
-    # The seed's pair: a primary and a streaming standby that also restores from the archive.
-    "streaming": ("primary", "standby"),
-    # Log shipping alone: the standby has restore_command and no primary_conninfo.
-    "archive-only": ("primary", "archive-standby"),
-    # A standby streaming through a physical replication slot, without the archive.
-    "slot": ("primary", "slot-standby"),
-    # Logical replication: the seed's pair with wal_level = logical (a publisher and its standby), and
-    # independent primaries as subscribers (subscriber, subscriber2, ...), added once it is up.
-    "logical": ("primary", "standby"),
-}
-#: The nodes compose.yaml describes itself; their own settings go in variables named after them.
-COMPOSE_NODES = ("primary", "standby", "archive-standby", "slot-standby")
 #: The settings of an independent primary added at run time (`Cluster.add_primary`): logical
 #: replication on, no archiving; a subscription's apply worker started again (re-enabled, re-pointed,
 #: after an error) within a second rather than PostgreSQL's 5 s (`wal_retrieve_retry_interval`).
@@ -103,8 +88,6 @@ wal_log_hints = on
 wal_retrieve_retry_interval = '1s'
 fsync = off
 """
-#: A node's name: a DNS label, as other nodes reach it by this name.
-NODE_NAME = re.compile(r"[a-z][a-z0-9-]{0,30}")
 
 
 def new_cluster_name(prefix: str = "pgh") -> str:
@@ -121,11 +104,6 @@ def port_is_free(port: int, address: str = HOST) -> bool:
         except OSError:
             return False
     return True
-
-
-def _variable(service: str, suffix: str) -> str:
-    """compose.yaml's variable for a service: ``standby``, ``PORT`` -> ``STANDBY_PORT``."""
-    return f"{service.upper().replace('-', '_')}_{suffix}"
 
 
 def _owner_variables(labels: Mapping[str, str]) -> dict[str, str]:
@@ -226,82 +204,53 @@ class Cluster:
             "REPLICATION_PASSWORD", replication_password or os.environ.get("REPLICATION_PASSWORD") or "repli"
         )
         self.keep = keep
-        #: Settings of single nodes, by node name, as postgresql.conf text.
-        self.node_settings = {node: settings_lines(lines) for node, lines in (node_settings or {}).items()}
-        for node in self.node_settings:
-            if not NODE_NAME.fullmatch(node):
-                raise ClusterError(f"node_settings for {node!r}: not a node name (lower-case letters, digits, '-')")
         #: The Docker engine that runs the cluster, and where its published ports are reached.
         self.engine = resolve()
-        variables = {
+        #: The cluster's TLS files (a CA made at run time), or None.
+        self.tls = TlsFiles.make() if tls is True else (tls or None)
+        base = {
             "HARNESS_IMAGE": image,
             "PGHARNESS_BIND": self.engine.bind,
             "POSTGRES_PASSWORD": self.password,
             "REPLICATION_USER": self.replication_user,
             "REPLICATION_PASSWORD": self.replication_password,
             **_owner_variables(owner_labels(owner or f"pid-{os.getpid()}")),
-            # Empty means "an ephemeral port" in compose.yaml's ${PRIMARY_PORT-5433}.
-            "PRIMARY_PORT": "",
-            "STANDBY_PORT": "",
-            # The harness asks the nodes over SQL whether they are ready; Docker's healthchecks (each one a
-            # `docker exec`) need not run ten times a second while a node starts, nor every 5 s after: the
-            # status `docker ps` shows is still set at start-up, and kept up to date every 30 s.
-            "PGHARNESS_HEALTH_START_INTERVAL": "1s",
-            "PGHARNESS_HEALTH_INTERVAL": "30s",
             # Each connection computes the password's SCRAM key (PBKDF2) on the client's side: 2 ms of CPU at
             # PostgreSQL's 4096 iterations, a few thousand times a test run. One iteration is the same
             # protocol, and a wrong password is refused all the same (PostgreSQL 16+; older ones ignore it).
             # SCRAM_ITERATIONS= (empty) in the environment keeps the server's own count.
             "SCRAM_ITERATIONS": os.environ.get("SCRAM_ITERATIONS", "1"),
+            **(self.tls.variables() if self.tls else {}),
         }
-        variables.update({_variable(service, "PORT"): str(p) for service, p in self.ports.items()})
-        variables.update({_variable(node, "SETTINGS"): self.node_settings.get(node, "") for node in COMPOSE_NODES})
-        everyone = [settings_lines(settings)] if settings else []
-        if topology == "logical":
-            everyone.insert(0, "wal_level = logical")
-        if everyone:
-            variables["PGHARNESS_EXTRA_SETTINGS"] = "\n".join(everyone)
-        if init_sql:
-            variables["PGHARNESS_INIT_SQL"] = read_sql(init_sql)
-        #: The cluster's TLS files (a CA made at run time), or None.
-        self.tls = TlsFiles.make() if tls is True else (tls or None)
-        if self.tls:
-            variables.update(self.tls.variables())
-        variables.update(env or {})
+        shape = plan(
+            topology=topology,
+            standbys=standbys,
+            subscribers=subscribers,
+            compose_services=compose_services,
+            ports=self.ports,
+            settings=settings,
+            node_settings=node_settings,
+            init_sql=init_sql,
+            storage=storage,
+            base=base,
+            env=env,
+        )
+        #: Settings of single nodes, by node name, as postgresql.conf text.
+        self.node_settings = dict(shape.node_settings)
         self.compose_files = [Path(p) for p in compose_files]
-        if storage not in STORAGES:
-            raise ClusterError(f"storage {storage!r}: one of {', '.join(STORAGES)}")
         #: Where the compose services keep their data directories: "volume" (on disk) or "tmpfs" (in memory).
         self.storage = storage
+        variables = dict(shape.variables)
         self.compose = ComposeProject.for_cluster(
             self.name, variables, wait_timeout=start_timeout, overrides=self.compose_files, storage=storage
         )
-        if not compose_services and topology not in TOPOLOGIES:
-            raise ClusterError(f"unknown topology {topology!r}; the topologies: {', '.join(TOPOLOGIES)}")
-        if standbys < 0 or (standbys != 1 and topology not in ("streaming", "logical")):
-            raise ClusterError(f"standbys={standbys}: a streaming topology has 0 or more standbys")
-        if subscribers < 0 or (subscribers != 1 and topology != "logical"):
-            raise ClusterError(f"subscribers={subscribers}: only the logical topology has subscribers")
-        self.compose.services = list(compose_services or TOPOLOGIES[topology])
-        if standbys == 0:
-            self.compose.services = ["primary"]
+        self.compose.services = list(shape.services)
         #: Services of the override files that start with the nodes (resolved at start).
         self.added_services: list[str] = []
         #: Streaming standbys beyond the first, added once the cluster is up: standby2, standby3, ...
-        self.extra_standbys = [f"standby{i}" for i in range(2, standbys + 1)]
+        self.extra_standbys = list(shape.extra_standbys)
         #: Independent primaries added once the cluster is up (the logical topology): subscriber, subscriber2, ...
-        self.subscribers = (
-            [("subscriber" if i == 1 else f"subscriber{i}") for i in range(1, subscribers + 1)]
-            if topology == "logical"
-            else []
-        )
-        nodes = [*self.compose.services, *self.extra_standbys, *self.subscribers]
-        unknown = sorted(set(self.node_settings) - set(nodes))
-        if unknown:
-            raise ClusterError(
-                f"node_settings for {', '.join(map(repr, unknown))}: no such node in this cluster (its nodes: "
-                f"{', '.join(nodes)}); a node added later takes its own: add_node(name, settings=...)"
-            )
+        self.subscribers = list(shape.subscribers)
         self.owner = variables["PGHARNESS_OWNER"]
         #: The owner labels every container, volume and network of the cluster carries.
         self.owner_labels = owner_labels(self.owner)
