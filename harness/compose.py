@@ -1,4 +1,4 @@
-"""The compose project behind a cluster: testcontainers' DockerCompose, one project per cluster.
+"""The compose project behind a cluster: one ``docker compose`` project per cluster.
 
 `compose.yaml` at the top of the repository is the one description of the
 topology. A `ComposeProject` runs it under its own project name with its own
@@ -6,6 +6,14 @@ variables (image, host ports, owner label), so that several clusters live side
 by side and each is removed on its own. Commands are argument lists; the
 variables are passed to the compose process explicitly, so a user's exported
 PRIMARY_PORT does not leak into a test cluster.
+
+Why not testcontainers' ``DockerCompose``: its public API has no project name,
+no variables but an env file on disk (the passwords would be written there),
+and no deadline on a compose command, which every outside call here has; this
+class used to subclass it and override its private ``_run_command`` with
+another signature, which its next release could break without notice. What is
+left of it is ``docker compose`` run as an argument list, which this module
+does itself; starting a cluster costs the same (the same compose commands).
 """
 
 from __future__ import annotations
@@ -24,7 +32,6 @@ import docker
 import docker.errors
 import requests
 from docker.models.containers import Container
-from testcontainers.compose import DockerCompose
 
 from pgharness.constants import PROJECT_LABEL
 from pgharness.engine import Engine, resolve
@@ -164,12 +171,18 @@ def cause_line(stderr: str) -> str:
 
 
 @dataclass
-class ComposeProject(DockerCompose):
+class ComposeProject:
     """One compose project on `compose.yaml`, with its own name and variables."""
 
+    #: The folder compose runs in (relative paths of the first file are taken from it).
+    context: Path
+    #: The compose files, ``-f`` after ``-f``.
+    compose_file_name: list[str]
     project_name: str = "pgharness"
     variables: dict[str, str] = field(default_factory=dict)
     wait_timeout: float = 120.0
+    #: The services ``up`` starts (None: every one without a profile).
+    services: list[str] | None = None
 
     @classmethod
     def for_cluster(
@@ -186,7 +199,7 @@ class ComposeProject(DockerCompose):
         if missing:
             raise ClusterError(f"compose override file(s) not found: {', '.join(missing)}")
         return cls(
-            context=str(COMPOSE_FILE.parent),
+            context=COMPOSE_FILE.parent,
             compose_file_name=[
                 str(COMPOSE_FILE),
                 *([str(TMPFS_OVERRIDE)] if storage == "tmpfs" else []),
@@ -199,21 +212,21 @@ class ComposeProject(DockerCompose):
 
     def added_services(self) -> list[str]:
         """The services the override files add to COMPOSE_FILE's (those without a profile)."""
-        files = self.compose_file_name if isinstance(self.compose_file_name, list) else [self.compose_file_name]
-        if len(files) < 2:
+        if len(self.compose_file_name) < 2:
             return []
-        cmd = [*self.compose_command_property, "config", "--services"]
-        merged = self._run_command(cmd).stdout.decode().split()
+        cmd = [*self.command, "config", "--services"]
+        merged = self.run_command(cmd).stdout.decode().split()
         return [s for s in merged if s not in base_services() and s != STORAGE_SERVICE]
 
     @cached_property
-    def compose_command_property(self) -> list[str]:
-        base = super().compose_command_property
-        return [*base[:2], "--project-name", self.project_name, *base[2:]]
+    def command(self) -> list[str]:
+        """``docker compose --project-name NAME -f FILE ...``: the start of every command of the project."""
+        files = [arg for name in self.compose_file_name for arg in ("-f", name)]
+        return ["docker", "compose", "--project-name", self.project_name, *files]
 
-    def _run_command(
+    def run_command(
         self,
-        cmd: str | list[str],
+        cmd: list[str],
         context: str | None = None,
         *,
         timeout: float = COMPOSE_TIMEOUT,
@@ -259,7 +272,7 @@ class ComposeProject(DockerCompose):
         ``compose up --detach`` when the caller waits for readiness itself."""
         services = list(self.services or [])
         waiting = ["--wait", "--wait-timeout", str(int(self.wait_timeout))] if wait else ["--detach"]
-        self._run_command([*self.compose_command_property, "up", *waiting, *services], timeout=self.wait_timeout + 60)
+        self.run_command([*self.command, "up", *waiting, *services], timeout=self.wait_timeout + 60)
 
     def down(self) -> None:
         """Remove the project's containers (of every profile, one-off ones too), volumes and networks.
@@ -268,12 +281,12 @@ class ComposeProject(DockerCompose):
         keep nothing, and a node whose walsender waits to send its shutdown checkpoint to a standby that
         is gone (after a split brain or a partition) held every removal for the whole stop timeout."""
         everything = ["--profile", "*", "down", "--volumes", "--remove-orphans", "--timeout", "0"]
-        self._run_command([*self.compose_command_property, *everything], timeout=DOWN_TIMEOUT, detached=True)
+        self.run_command([*self.command, *everything], timeout=DOWN_TIMEOUT, detached=True)
 
     def config_text(self) -> str:
         """The resolved compose configuration of this project (``compose config``)."""
-        cmd = [*self.compose_command_property, "--profile", "*", "config"]
-        return self._run_command(cmd, timeout=60).stdout.decode(errors="replace")
+        cmd = [*self.command, "--profile", "*", "config"]
+        return self.run_command(cmd, timeout=60).stdout.decode(errors="replace")
 
     def run(
         self,
@@ -287,14 +300,8 @@ class ComposeProject(DockerCompose):
 
         `variables` override the project's compose variables for this one container (another image, say).
         """
-        cmd = [*self.compose_command_property, "run", "--no-deps", *(options or []), service, *args]
-        return self._run_command(cmd, timeout=timeout, variables=variables).stdout.decode(errors="replace")
-
-    def stop(self, down: bool = True) -> None:
-        if down:
-            self.down()
-        else:
-            super().stop(down=False)
+        cmd = [*self.command, "run", "--no-deps", *(options or []), service, *args]
+        return self.run_command(cmd, timeout=timeout, variables=variables).stdout.decode(errors="replace")
 
 
 def remove_project(client: docker.DockerClient, name: str) -> None:

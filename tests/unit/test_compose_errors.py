@@ -17,7 +17,7 @@ def test_exhausted_address_pools_name_the_limit_and_the_remedy():
         "non-overlapping IPv4 address pool among the defaults to assign to the network"
     )
     with pytest.raises(ClusterError) as excinfo:
-        project._run_command(failing(stderr), timeout=10)
+        project.run_command(failing(stderr), timeout=10)
     message = str(excinfo.value)
     assert "\n" not in message
     assert "default-address-pools" in message
@@ -27,13 +27,13 @@ def test_exhausted_address_pools_name_the_limit_and_the_remedy():
 def test_other_failures_keep_compose_own_words():
     project = ComposeProject.for_cluster("pgh-test", {})
     with pytest.raises(ClusterError, match="no such service: nosuch"):
-        project._run_command(failing("no such service: nosuch"), timeout=10)
+        project.run_command(failing("no such service: nosuch"), timeout=10)
 
 
 def test_a_compose_command_past_its_deadline_says_so():
     project = ComposeProject.for_cluster("pgh-test", {})
     with pytest.raises(ClusterError, match=r"did not finish within 0\.5 s"):
-        project._run_command(["sleep", "5"], timeout=0.5)
+        project.run_command(["sleep", "5"], timeout=0.5)
 
 
 def test_the_first_line_carries_compose_own_error_line():
@@ -46,6 +46,6 @@ def test_the_first_line_carries_compose_own_error_line():
     )
     project = ComposeProject.for_cluster("pgh-test", {})
     with pytest.raises(ClusterError) as excinfo:
-        project._run_command(failing(stderr), timeout=10)
+        project.run_command(failing(stderr), timeout=10)
     first = str(excinfo.value).splitlines()[0]
     assert first.endswith("Bind for 127.0.0.1:25448 failed: port is already allocated"), first
