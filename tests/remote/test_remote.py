@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 import psycopg
-from helpers import pgharness
 
 from pgharness.compose import docker_client
 from pgharness.engine import resolve, url_host
 from pgharness.workers import WORKERS_PER_CPU
+from tests.scenarios.helpers import pgharness
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent

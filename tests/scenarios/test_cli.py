@@ -9,7 +9,6 @@ import subprocess
 import docker
 import psycopg
 import pytest
-from helpers import file_system, free_port, pgharness, remove_image_built_from, run_pytest, wait_until_healthy
 
 from pgharness import Cluster, ClusterError
 from pgharness.cluster import new_cluster_name
@@ -18,6 +17,14 @@ from pgharness.environments import remove_environment, this_host
 from pgharness.fixtures import remove_cluster
 from pgharness.lsn import Lsn
 from pgharness.wait import poll_until
+from tests.scenarios.helpers import (
+    file_system,
+    free_port,
+    pgharness,
+    remove_image_built_from,
+    run_pytest,
+    wait_until_healthy,
+)
 
 pytestmark = pytest.mark.cli
 

@@ -7,11 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 import docker
 import psycopg.errors
 import pytest
-from helpers import labelled, run_pytest
 
 from pgharness import QueryTimeout, WaitTimeout
 from pgharness.compose import docker_client, run_container
 from pgharness.errors import ClusterError
+from tests.scenarios.helpers import labelled, run_pytest
 
 pytestmark = pytest.mark.failover
 

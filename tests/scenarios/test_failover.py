@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 
 import psycopg
 import pytest
-from helpers import notice_lost_standbys_fast
 
 from pgharness import WaitTimeout
 from pgharness.failover import (
@@ -27,6 +26,7 @@ from pgharness.failover import (
 from pgharness.faults import partitioned
 from pgharness.load import WriteLoad
 from pgharness.wait import poll_until
+from tests.scenarios.helpers import notice_lost_standbys_fast
 
 pytestmark = pytest.mark.failover
 

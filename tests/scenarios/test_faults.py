@@ -1,9 +1,8 @@
 """Partitions: a packet filter inside the node cuts it off from the other nodes and leaves the host's
 way in (its published port), or, with ``clients=True``, cuts that too; healing restores both."""
 
-from helpers import pgharness
-
 from pgharness.faults import heal, is_partitioned, partition, partitioned
+from tests.scenarios.helpers import pgharness
 
 
 def reaches(node, other):

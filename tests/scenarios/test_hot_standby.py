@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 import psycopg.errors
 import pytest
-from helpers import in_one_transaction
 
 from pgharness.convergence import assert_converged
 from pgharness.errors import NotConverged
 from pgharness.failover import rejoin, repoint
 from pgharness.load import pgbench, pgbench_init
 from pgharness.recovery import RecoveryTarget
+from tests.scenarios.helpers import in_one_transaction
 
 pytestmark = pytest.mark.hot_standby
 

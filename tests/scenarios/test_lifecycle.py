@@ -10,7 +10,11 @@ import time
 
 import docker
 import pytest
-from helpers import (
+
+import pgharness.cluster
+from pgharness import Cluster, ClusterError, StartFailed, registry
+from pgharness.image import ImageSpec
+from tests.scenarios.helpers import (
     default_sigint,
     free_port,
     labelled,
@@ -19,10 +23,6 @@ from helpers import (
     run_pytest,
     wait_until_healthy,
 )
-
-import pgharness.cluster
-from pgharness import Cluster, ClusterError, StartFailed, registry
-from pgharness.image import ImageSpec
 
 pytestmark = pytest.mark.lifecycle
 

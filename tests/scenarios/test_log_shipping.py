@@ -7,11 +7,11 @@ back to it, do without it through a slot, and break it on purpose.
 
 import psycopg.errors
 import pytest
-from helpers import generate_segments, lose_partitioned_standby, notice_lost_standbys_fast, pg_wal_files
 
 from pgharness.faults import partitioned
 from pgharness.lsn import Lsn, segment_start
 from pgharness.wait import poll_until
+from tests.scenarios.helpers import generate_segments, lose_partitioned_standby, notice_lost_standbys_fast, pg_wal_files
 
 pytestmark = pytest.mark.archive
 

@@ -6,7 +6,6 @@ possibly of another major version: `cluster_factory(topology="logical")`, `clust
 
 import psycopg.errors
 import pytest
-from helpers import in_one_transaction
 
 from pgharness.errors import WaitTimeout
 from pgharness.failover import primary_conninfo, rejoin, repoint
@@ -16,6 +15,7 @@ from pgharness.logical import create_logical_slot, pg_recvlogical, slot, slot_ch
 from pgharness.lsn import Lsn
 from pgharness.versions import SUITES
 from pgharness.wait import poll_until
+from tests.scenarios.helpers import in_one_transaction
 
 pytestmark = pytest.mark.logical
 
@@ -246,29 +246,29 @@ def test_logical_decoding_on_a_standby_and_its_invalidation(cluster_factory, pg_
         slot_changes(standby, "on_standby")
 
 
-@pytest.mark.slots
-@pytest.mark.failover
-def test_a_subscription_across_a_publisher_failover(cluster_factory, pg_major):
-    # The publisher's standby is synchronous (no acknowledged commit is lost in the failover) and streams
-    # through a physical slot; from 17 on it also synchronises the subscription's failover slot.
-    # The standby that takes over is one added at run time: it archives once promoted, as a real primary
-    # does (the old publisher's rejoin reads the new timeline's WAL from the archive).
-    cluster = cluster_factory(topology="logical", standbys=2)
+def publisher_failover(cluster, *, failover_slots):
+    """A logical topology whose publisher crashes under load: its synchronous standby (standby2, streaming
+    through a physical slot) is promoted, and the subscription is pointed at it. With `failover_slots`
+    (17+), the standby synchronises the subscription's failover slot first. Returns (the old publisher, the
+    new one, the subscriber, the re-pointed subscription, the write load, the subscriber's log position
+    before the re-pointing).
+
+    The standby that takes over is one added at run time: it archives once promoted, as a real primary
+    does (the old publisher's rejoin reads the new timeline's WAL from the archive)."""
     publisher, standby, subscriber = cluster.primary, cluster.node("standby2"), cluster.node("subscriber")
     publisher.sql("SELECT pg_create_physical_replication_slot('standby_slot')")
-    if pg_major >= 17:
-        # The slot-sync worker is a logical walsender connection: pg_hba.conf matches it by database, and the
-        # harness lets the replication role open no database session. This scenario allows it one, here only.
-        publisher.add_hba("host", "postgres", cluster.replication_user, "all", "scram-sha-256")
     standby_settings = {
         "primary_slot_name": "standby_slot",
         "hot_standby_feedback": "on",
         # The slot-sync worker connects to a database with primary_conninfo's role (see below).
         "primary_conninfo": primary_conninfo(cluster, "primary", "standby2", dbname="postgres"),
     }
-    if pg_major >= 17:
+    if failover_slots:
+        # The slot-sync worker is a logical walsender connection: pg_hba.conf matches it by database, and the
+        # harness lets the replication role open no database session. This scenario allows it one, here only.
+        publisher.add_hba("host", "postgres", cluster.replication_user, "all", "scram-sha-256")
         standby_settings["sync_replication_slots"] = "on"
-        publisher.set_config({"synchronized_standby_slots": "standby_slot"})
+        publisher.set_config(synchronized_standby_slots="standby_slot")
     standby.set_config(standby_settings)
     publisher.poll_query_until("SELECT active FROM pg_replication_slots WHERE slot_name = 'standby_slot'")
     publisher.set_synchronous("FIRST 1 (standby2)")
@@ -276,10 +276,9 @@ def test_a_subscription_across_a_publisher_failover(cluster_factory, pg_major):
     WriteLoad.create_table(publisher)
     WriteLoad.create_table(subscriber)
     publication = publisher.publish("pub", tables=["pgharness_load"])
-    options = {"failover": True} if pg_major >= 17 else {}
-    subscription = subscriber.subscribe(publication, "sub", **options)
+    subscription = subscriber.subscribe(publication, "sub", **({"failover": True} if failover_slots else {}))
     subscription.wait_for_sync()
-    if pg_major >= 17:
+    if failover_slots:
         # The standby holds a synchronised copy of the subscription's slot.
         standby.poll_query_until("SELECT synced AND NOT temporary FROM pg_replication_slots WHERE slot_name = 'sub'")
 
@@ -289,23 +288,42 @@ def test_a_subscription_across_a_publisher_failover(cluster_factory, pg_major):
         publisher.kill()
     standby.promote()
     position = subscriber.log_position()
-    subscription = subscription.repoint(standby)
+    return publisher, standby, subscriber, subscription.repoint(standby), load, position
 
-    if pg_major >= 17:
-        # It continues from the synchronised slot: nothing acknowledged is lost, nothing is applied twice.
-        subscription.wait_for_catchup()
-        assert load.log.lost_commits(subscriber) == set()
-        assert subscriber.table_checksum("pgharness_load") == standby.table_checksum("pgharness_load")
-    else:
-        # Before 17 the slot lives on the old publisher only: the subscription cannot continue.
-        subscriber.poll_log_until('replication slot "sub" does not exist', since=position)
 
-    # The failover toolkit works with subscribers around: the other standby follows the new publisher, and
-    # the old publisher comes back as its standby (pg_rewind), as any failed primary does.
-    repoint(cluster.standby, standby)
-    rejoin(cluster, publisher, standby)
-    assert publisher.is_in_recovery()
-    standby.sql("INSERT INTO pgharness_load VALUES (98, 1)")
-    for node in (cluster.standby, publisher):
-        standby.wait_for_catchup(node)
+def the_rest_follows(cluster, old, new):
+    """The failover toolkit works with subscribers around: the other standby follows the new publisher, and
+    the old publisher comes back as its standby (pg_rewind), as any failed primary does."""
+    repoint(cluster.standby, new)
+    rejoin(cluster, old, new)
+    assert old.is_in_recovery()
+    new.sql("INSERT INTO pgharness_load VALUES (98, 1)")
+    for node in (cluster.standby, old):
+        new.wait_for_catchup(node)
         assert node.scalar("SELECT count(*) FROM pgharness_load WHERE worker = 98") == 1
+
+
+@pytest.mark.slots
+@pytest.mark.failover
+@pytest.mark.pg(">=17")
+def test_a_subscription_continues_from_its_synchronised_slot_after_a_publisher_failover(cluster_factory):
+    cluster = cluster_factory(topology="logical", standbys=2)
+    old, new, subscriber, subscription, load, _ = publisher_failover(cluster, failover_slots=True)
+
+    # It continues from the synchronised slot: nothing acknowledged is lost, nothing is applied twice.
+    subscription.wait_for_catchup()
+    assert load.log.lost_commits(subscriber) == set()
+    assert subscriber.table_checksum("pgharness_load") == new.table_checksum("pgharness_load")
+    the_rest_follows(cluster, old, new)
+
+
+@pytest.mark.slots
+@pytest.mark.failover
+@pytest.mark.pg("<17")
+def test_before_17_a_subscription_cannot_continue_after_a_publisher_failover(cluster_factory):
+    cluster = cluster_factory(topology="logical", standbys=2)
+    old, new, subscriber, _, _, position = publisher_failover(cluster, failover_slots=False)
+
+    # The slot lived on the old publisher only: the new one has none of that name.
+    subscriber.poll_log_until('replication slot "sub" does not exist', since=position)
+    the_rest_follows(cluster, old, new)

@@ -8,10 +8,10 @@ import subprocess
 import docker
 import psycopg
 import pytest
-from helpers import connect_kwargs, refused
 
 from pgharness.compose import COMPOSE_FILE
 from pgharness.evidence import save_evidence
+from tests.scenarios.helpers import connect_kwargs, refused
 
 pytestmark = pytest.mark.security
 

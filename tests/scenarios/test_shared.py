@@ -2,11 +2,11 @@
 is not shared again (`pgharness.shared`, and the plugin's reset after each test on `shared_cluster`)."""
 
 import pytest
-from helpers import run_pytest
 
 from pgharness.recovery import RecoveryTarget
 from pgharness.shared import reset, take_baseline
 from pgharness.wait import poll_until
+from tests.scenarios.helpers import run_pytest
 
 pytestmark = pytest.mark.lifecycle
 

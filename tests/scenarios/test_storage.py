@@ -2,7 +2,8 @@
 for compose's nodes and for nodes added at run time alike, and kept across a crash and a restart."""
 
 import pytest
-from helpers import file_system
+
+from tests.scenarios.helpers import file_system
 
 
 @pytest.mark.parametrize("storage", ["tmpfs", "volume"])

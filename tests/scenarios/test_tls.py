@@ -1,10 +1,10 @@
 """Replication over TLS: sslmode=verify-full against a CA made at run time."""
 
 import pytest
-from helpers import connect_kwargs, refused
 
 from pgharness import Cluster, ClusterError
 from pgharness.tls import TlsFiles
+from tests.scenarios.helpers import connect_kwargs, refused
 
 pytestmark = [pytest.mark.security, pytest.mark.streaming]
 

@@ -1,10 +1,10 @@
 """Behaviour that came with a given PostgreSQL version; each test says which with @pytest.mark.pg."""
 
 import pytest
-from helpers import generate_segments, lose_partitioned_standby, notice_lost_standbys_fast, pg_wal_files
 
 from pgharness.faults import partitioned
 from pgharness.wait import poll_until
+from tests.scenarios.helpers import generate_segments, lose_partitioned_standby, notice_lost_standbys_fast, pg_wal_files
 
 
 @pytest.mark.pg(">=17")
