@@ -38,7 +38,7 @@ $(VENV)/.installed: pyproject.toml
 image: venv ## Build the node image for PG_VERSION (or on PG_IMAGE); cached on its inputs
 	$(HARNESS) image
 
-up: venv ## Start the seed's primary and standby; print connection strings
+up: venv ## Start exercise 26-1's primary and standby; print connection strings
 	$(HARNESS) up --name $(NAME)
 
 down: venv ## Remove the `make up` environment (its containers, volumes, network only)

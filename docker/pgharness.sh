@@ -22,7 +22,7 @@
 #   POSTGRES_PASSWORD     the postgres superuser's password (default: postgres)
 #   REPLICATION_USER      the replication role (default: repli)
 #   REPLICATION_PASSWORD  its password (default: repli)
-# and, for a standby, the seed's recovery.conf as variables:
+# and, for a standby, exercise 26-1's recovery.conf as variables:
 #   NODE_NAME             application_name in primary_conninfo (default: the hostname)
 #   UPSTREAM_HOST, UPSTREAM_PORT where it takes its base backup and streams from (primary:5432)
 #   STREAMING             off: no primary_conninfo, restore_command alone (log shipping)

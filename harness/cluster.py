@@ -499,7 +499,7 @@ class Cluster:
 
     @property
     def primary(self) -> Node:
-        """The node named ``primary`` (after a failover, `pgharness.failover.assert_single_primary` finds the
+        """The node named ``primary`` (after a failover, `pgharness.failover.single_primary` finds the
         writer)."""
         return self.node("primary")
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pgharness.errors import NotConverged
-from pgharness.failover import assert_single_primary
+from pgharness.failover import single_primary
 from pgharness.wait import Deadline
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ def assert_converged(cluster: Cluster, *, nodes: Iterable[Node | str] = (), time
     exactly the primary's data; return the primary.
 
     The primary is the one writable node but `nodes`
-    (`pgharness.failover.assert_single_primary`). Compared with it: every
+    (`pgharness.failover.single_primary`). Compared with it: every
     running standby of the cluster (cascading ones too), and `nodes` (for
     example a node restored from a backup, which is not waited for unless it
     is in recovery). Waits within `timeout` seconds
@@ -131,7 +131,7 @@ def assert_converged(cluster: Cluster, *, nodes: Iterable[Node | str] = (), time
     """
     deadline = Deadline(timeout)
     chosen = [cluster.node(n) for n in nodes]
-    primary = assert_single_primary(cluster, ignore=chosen)
+    primary = single_primary(cluster, ignore=chosen)
     # A standby receives flushed WAL only, and the primary's last WAL may be written and never flushed
     # until its next checkpoint: the full-page images a read sets hint bits with (wal_log_hints; a dump
     # of fresh rows writes hundreds of kB) belong to no transaction. A commit flushes all WAL before it

@@ -1,10 +1,10 @@
-"""Failover is the operator's move (section 26.3 of the seed): the harness plays the operator.
+"""Failover is the operator's move (section 26.3 of the manual): the harness plays the operator.
 
 PostgreSQL detects no failure and tells no standby. These helpers do what an
 operator (or Patroni) does, one explicit step at a time: tell whether a node
 answers, fence a failed primary, choose the most advanced standby, promote
 it, re-point the other standbys, and rewind the old primary into a standby of
-the new one. `assert_single_primary` catches split brain.
+the new one. `single_primary` catches split brain.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def writable_nodes(cluster: Cluster, *, timeout: float = 2.0) -> list[tuple[Node
     return found
 
 
-def assert_single_primary(cluster: Cluster, *, ignore: Iterable[Node | str] = ()) -> Node:
-    """Exactly one node accepts writes; return it. Raises `SplitBrain` for two or more, `ClusterError`
+def single_primary(cluster: Cluster, *, ignore: Iterable[Node | str] = ()) -> Node:
+    """The one node that accepts writes. Raises `SplitBrain` when two or more do, `ClusterError`
     for none. Nodes in `ignore` (a node restored from a backup, say: a primary of its own) do not count."""
     ignored = {cluster.node(node).name for node in ignore}
     writable = [(node, tli) for node, tli in writable_nodes(cluster) if node.name not in ignored]

@@ -458,7 +458,7 @@ class Node(Service):
         )
         return str(self.scalar(query, dbname=dbname))
 
-    # --- logical replication (pgharness.logical) ----------------------------------
+    # --- logical replication (pgharness.logical) -----------------------
 
     def publish(self, name: str, **kwargs: Any) -> Publication:
         """``CREATE PUBLICATION`` on this node; see `pgharness.logical.publish` for the arguments."""
@@ -474,6 +474,8 @@ class Node(Service):
         """Wait until `slot`'s ``restart_lsn`` or ``confirmed_flush_lsn`` reaches `target`; see
         `pgharness.logical.wait_for_slot_catchup`."""
         return logical.wait_for_slot_catchup(self, slot, position, target, timeout=timeout)
+
+    # --- hot standby: recovery conflicts and replay ---------------------
 
     def conflicts(self, dbname: str = "postgres") -> dict[str, int]:
         """This standby's recovery conflicts in `dbname` by kind (``pg_stat_database_conflicts``, without the
@@ -543,6 +545,8 @@ class Node(Service):
         log.info("### Resuming replay on node %r", self.name)
         self.sql("SELECT pg_wal_replay_resume()")
 
+    # --- WAL and the archive --------------------------------------------
+
     def walfile(self, lsn: Lsn | None = None) -> str:
         """The name of the WAL file that holds `lsn` (default: the current write position) on this node's
         timeline (``pg_walfile_name``)."""
@@ -599,6 +603,8 @@ class Node(Service):
         if offset <= LONG_PAGE_HEADER_SIZE:
             return previous_walfile(name, segment_size)
         return str(name)
+
+    # --- promotion -------------------------------------------------------
 
     def promote(self, *, timeout: float | None = None) -> None:
         """Promote this standby (``pg_promote(wait => true)``); return once it accepts writes.

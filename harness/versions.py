@@ -2,7 +2,7 @@
 
 The harness serves PostgreSQL 13 and later. This module holds the table of
 supported versions, the Debian suite each default image is built from, the
-parsing of the server's own version report, and the translation of the seed's
+parsing of the server's own version report, and the translation of exercise 26-1's
 pre-12 settings (recovery.conf, wal_keep_segments, pg_basebackup --xlog) into
 what each version uses now. Pure logic: unit-tested without Docker.
 """
@@ -94,7 +94,7 @@ def parse_postgres_v(output: str) -> int:
 
 @dataclass(frozen=True)
 class Modernized:
-    """Where one of the seed's pre-12 settings lives in a current server."""
+    """Where one of the manual's pre-12 settings (as the exercise uses them) lives in a current server."""
 
     setting: str | None  #: the postgresql.conf setting, or None when a file replaces it
     value: str | None
@@ -106,7 +106,7 @@ _SEGMENT_MB = 16
 
 
 def modernize(setting: str, value: str, major: int) -> Modernized:
-    """Translate a pre-12 setting from the seed (recovery.conf, wal_keep_segments, ...).
+    """Translate a pre-12 setting of exercise 26-1 (recovery.conf, wal_keep_segments, ...).
 
     Settings that recovery.conf held become ordinary settings in postgresql.conf
     (any included file, or ALTER SYSTEM); ``standby_mode = on`` becomes the file
@@ -135,10 +135,10 @@ def modernize(setting: str, value: str, major: int) -> Modernized:
         return Modernized("promote_trigger_file", value, "postgresql.conf")
     if setting == "wal_keep_segments":
         return Modernized("wal_keep_size", f"{int(value) * _SEGMENT_MB}MB", "postgresql.conf")
-    raise KeyError(f"{setting} is not one of the seed's pre-12 settings")
+    raise KeyError(f"{setting} is not one of the manual's pre-12 settings (as the exercise uses them)")
 
 
-#: pg_basebackup options of the seed and what replaced them in PostgreSQL 10
+#: pg_basebackup options of exercise 26-1 and what replaced them in PostgreSQL 10
 #: (--xlog fetched the WAL at the end; streaming it alongside is the default now).
 BASEBACKUP_OPTIONS = {"--xlog": "--wal-method=stream", "-x": "--wal-method=stream", "--xlog-method": "--wal-method"}
 

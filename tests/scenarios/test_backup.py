@@ -1,4 +1,4 @@
-"""Replication is not backup (the seed's last lesson, and the GitLab.com outage).
+"""Replication is not backup (the lesson of the GitLab.com outage, as the notes on the manual's chapter 26 tell it).
 
 A mistaken DELETE reaches every standby at once; only a base backup plus the
 WAL archive brings the rows back. Backups that were never verified, a pg_dump
@@ -22,7 +22,7 @@ from pgharness.versions import SUITES
 def test_mistaken_delete_replicates_and_the_backup_brings_the_rows_back(shared_cluster):
     primary, standby = shared_cluster.primary, shared_cluster.standby
 
-    # A base backup, then the seed's table with rows.
+    # A base backup, then exercise 26-1's table with rows.
     shared_cluster.backups.take("nightly")
     primary.sql("CREATE TABLE hoge (col integer)")
     primary.sql("INSERT INTO hoge SELECT generate_series(1, 100)")

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.cli
 @pytest.fixture(scope="module", autouse=True)
 def suite_storage(harness_settings):
     """`pgharness up` keeps its data where the suite's clusters keep theirs (`--pg-storage`: memory unless
-    asked otherwise); the seed's exercise runs it as `make up` does, on disk."""
+    asked otherwise); the manual's exercise 26-1 runs it as `make up` does, on disk."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PGHARNESS_STORAGE", harness_settings.storage)
         yield
@@ -101,7 +101,7 @@ def running_environment(harness_image):
 def test_up_prints_connection_strings_that_work_and_down_removes_everything(environment, harness_settings):
     primary_port, standby_port = free_port(), free_port()
 
-    # `pgharness up` (what `make up` runs) with the seed's pair on chosen ports, its data where
+    # `pgharness up` (what `make up` runs) with exercise 26-1's pair on chosen ports, its data where
     # PGHARNESS_STORAGE says.
     ports = ["--primary-port", str(primary_port), "--standby-port", str(standby_port)]
     up = pgharness("up", "--name", environment, *ports)
@@ -199,7 +199,7 @@ def test_replication_is_not_backup_by_hand(environment):
     name = ["--name", environment]
     up_on_free_ports(environment)
 
-    # A base backup, checked; the seed's table; a restore point; the mistaken DELETE.
+    # A base backup, checked; exercise 26-1's table; a restore point; the mistaken DELETE.
     ok("backup", *name, "nightly")
     assert ok("verify-backup", *name, "nightly") == "backup successfully verified"
     ok("sql", *name, "primary", "CREATE TABLE hoge AS SELECT generate_series(1, 100) AS col")
@@ -229,7 +229,7 @@ def test_replication_is_not_backup_by_hand(environment):
     assert "not in recovery" in refused.stderr
 
 
-def test_the_seed_exercise_entirely_through_the_cli(environment, monkeypatch):
+def test_exercise_26_1_entirely_through_the_cli(environment, monkeypatch):
     name = ["--name", environment]
 
     # make up's pair, on free ports, with its data on disk (the default).

@@ -1,4 +1,4 @@
-"""Failover under faults (sections 26.3 and 26.5 of the seed).
+"""Failover under faults (sections 26.3 and 26.5 of the manual).
 
 PostgreSQL detects no failure and tells no standby: failover is the operator's
 move. Here the harness is the operator; the scenarios measure how long writes
@@ -15,12 +15,12 @@ import pytest
 from pgharness import WaitTimeout
 from pgharness.failover import (
     SplitBrain,
-    assert_single_primary,
     choose_new_primary,
     fence,
     multi_host_dsn,
     rejoin,
     repoint,
+    single_primary,
     wait_until_unresponsive,
 )
 from pgharness.faults import partitioned
@@ -61,7 +61,7 @@ def test_crash_failover_under_load_and_clients_follow(cluster, record_property):
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
         assert conn.info.port == standby.port
-    assert assert_single_primary(cluster).name == "standby"
+    assert single_primary(cluster).name == "standby"
 
     # Asynchronous replication may lose acknowledged commits: count them (a figure, not a failure).
     record_property("lost_acknowledged_commits", len(load.log.lost_commits(standby)))
@@ -85,7 +85,7 @@ def test_hung_primary_is_detected_fenced_and_replaced(cluster):
 
     # The old primary is down for good; the promoted standby is the only primary.
     assert primary.container.status == "exited"
-    assert assert_single_primary(cluster).name == "standby"
+    assert single_primary(cluster).name == "standby"
 
 
 @pytest.mark.parametrize("fenced", [False, True], ids=["unfenced", "fenced"])
@@ -105,11 +105,11 @@ def test_partitioned_primary_is_split_brain_unless_fenced(cluster, fenced):
 
     # After the partition heals: two writable nodes on diverged timelines, unless fenced.
     if fenced:
-        assert assert_single_primary(cluster).name == "standby"
+        assert single_primary(cluster).name == "standby"
     else:
         poll_until(primary.is_responsive, what="the old primary to answer again after the heal")
         with pytest.raises(SplitBrain, match="2 writable nodes on diverged timelines"):
-            assert_single_primary(cluster)
+            single_primary(cluster)
 
 
 def test_failed_primary_rejoins_as_a_standby_with_pg_rewind(cluster):
@@ -136,7 +136,7 @@ def test_failed_primary_rejoins_as_a_standby_with_pg_rewind(cluster):
     for node in (standby, rejoined):
         assert node.scalar("SELECT count(*) FROM hoge WHERE col BETWEEN 101 AND 110") == 0
     assert rejoined.table_checksum("hoge") == standby.table_checksum("hoge")
-    assert_single_primary(cluster)
+    single_primary(cluster)
 
 
 @pytest.mark.sync

@@ -1,4 +1,4 @@
-"""The hot standby in depth (section 26.5 of the seed's chapter): queries on a standby against replay.
+"""The hot standby in depth (section 26.5 of the manual): queries on a standby against replay.
 
 A standby query that holds what replay must remove is cancelled after
 max_standby_streaming_delay, with the SQLSTATE PostgreSQL uses for it and its

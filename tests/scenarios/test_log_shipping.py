@@ -1,4 +1,4 @@
-"""Log shipping and the WAL archive (sections 26.2 and 26.4 of the seed).
+"""Log shipping and the WAL archive (sections 26.2 and 26.4 of the manual).
 
 A standby can get WAL two ways: streaming from the primary, and restore_command
 from the shared archive. These scenarios take the archive path alone, fall

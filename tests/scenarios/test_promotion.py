@@ -20,7 +20,7 @@ def test_promoted_standby_leaves_recovery_and_accepts_writes(cluster):
     with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
         standby.sql("INSERT INTO hoge VALUES (3)")
 
-    # Promote it (pg_ctl promote in the seed; SELECT pg_promote() here).
+    # Promote it (pg_ctl promote in exercise 26-1; SELECT pg_promote() here).
     standby.promote()
 
     # It has left recovery and writes on a new timeline, 2.
@@ -41,7 +41,7 @@ def test_session_open_across_promotion_can_write_afterwards(cluster):
     primary.sql("CREATE TABLE hoge AS SELECT generate_series(1, 10) AS col")
     primary.wait_for_catchup(standby)
 
-    # A hot standby keeps its sessions when promoted (section 26.5 of the seed).
+    # A hot standby keeps its sessions when promoted (section 26.5 of the manual).
     with standby.connect() as session:
         assert session.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
         before = session.execute("SELECT count(*) FROM hoge").fetchone()

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from pgharness import Cluster
-from pgharness.failover import assert_single_primary, rejoin, repoint
+from pgharness.failover import rejoin, repoint, single_primary
 
 pytestmark = [pytest.mark.security, pytest.mark.failover]
 
@@ -83,7 +83,7 @@ def test_adversarial_secrets_work_everywhere(cluster_factory, monkeypatch):
     rejoined = rejoin(cluster, "primary", "standby")
     standby.wait_for_catchup(rejoined)
     assert rejoined.scalar("SELECT count(*) FROM hoge") == 12
-    assert assert_single_primary(cluster).name == "standby"
+    assert single_primary(cluster).name == "standby"
 
     # A node added by another process gets the cluster's own replication credentials, not its shell's.
     monkeypatch.delenv("REPLICATION_USER", raising=False)

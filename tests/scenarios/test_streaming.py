@@ -10,7 +10,7 @@ pytestmark = pytest.mark.streaming
 def test_row_inserted_on_primary_is_visible_on_standby(shared_cluster):
     primary, standby = shared_cluster.primary, shared_cluster.standby
 
-    # The seed's table, with a first row, on the primary.
+    # Exercise 26-1's table, with a first row, on the primary.
     primary.sql("CREATE TABLE hoge_streaming (col integer)")
     primary.sql("INSERT INTO hoge_streaming VALUES (1)")
 
