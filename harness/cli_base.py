@@ -1,0 +1,197 @@
+"""What the ``pgharness`` commands share: the command group, one-line errors and their exit codes, parameter
+types that name what the user gave, and the handles on an environment (`pgharness.cli` is the entry point).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from pgharness.errors import HarnessError, UnknownEnvironment, UnknownNode
+from pgharness.versions import DEFAULT_VERSION, parse_version_arg
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from pgharness.cluster import Cluster
+    from pgharness.image import ImageSpec
+    from pgharness.node import Node
+
+# What a command needs is imported when it runs (`pgharness --help` pays for no Docker, psycopg or rich).
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The compose project name of `make up` / `pgharness up`.
+DEFAULT_NAME = "pgharness"
+
+
+def attach(name: str) -> Cluster:
+    """The environment `name` on this engine (`Cluster.attach`)."""
+    from pgharness.cluster import Cluster
+
+    return Cluster.attach(name)
+
+
+def state_dir() -> Path:
+    """Where the command keeps what outlives it: ``$XDG_STATE_HOME/pgharness`` (``~/.local/state/pgharness``)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "pgharness"
+
+
+def details_file(name: str) -> Path:
+    """The file that holds the whole of environment `name`'s last error: one a name, overwritten by the next
+    error and removed by ``pgharness down``, so nothing piles up."""
+    return state_dir() / f"{name}.error.txt"
+
+
+def one_line(message: str) -> str:
+    """The first line of `message`; the whole of a longer one goes to the environment's details file (the
+    command's ``--name``), which the line names."""
+    first, _, rest = message.partition("\n")
+    if not rest.strip():
+        return first
+    ctx = click.get_current_context(silent=True)
+    path = details_file(str((ctx.params.get("name") if ctx else None) or DEFAULT_NAME))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(message + "\n")
+    except OSError as e:
+        return f"{first} (details could not be written to {path}: {e.strerror})"
+    return f"{first} (details: {path})"
+
+
+def clean_errors(func: F) -> F:
+    """Turn the harness's errors into one line on stderr and exit 1."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import psycopg
+
+        try:
+            return func(*args, **kwargs)
+        except (UnknownNode, UnknownEnvironment) as e:
+            click.echo(f"pgharness: error: {e}", err=True)
+            sys.exit(2)
+        except psycopg.Error as e:
+            sqlstate = f"SQLSTATE {e.sqlstate}: " if e.sqlstate else ""
+            message = e.diag.message_primary or str(e).strip().splitlines()[0]
+            click.echo(f"pgharness: error: {sqlstate}{message}", err=True)
+            sys.exit(1)
+        except HarnessError as e:
+            click.echo(f"pgharness: error: {one_line(str(e))}", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+if TYPE_CHECKING:
+    # Generic in click's annotations; not subscriptable at run time before click 8.2.
+    _IntParam = click.ParamType[int]
+    _StrPairParam = click.ParamType[tuple[str, str]]
+else:
+    _IntParam = _StrPairParam = click.ParamType
+
+
+class PgVersion(_IntParam):
+    """A PostgreSQL major version the harness serves (``17``, ``17.2``): a bad one is a usage error (exit 2)."""
+
+    name = "N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_version_arg(str(value))
+        except HarnessError as e:
+            # Named as the user gave it: the flag, or the environment variable it came from.
+            source = ctx.get_parameter_source(param.name) if ctx and param and param.name else None
+            if source is click.core.ParameterSource.ENVIRONMENT and isinstance(param, click.Option) and param.envvar:
+                raise click.BadParameter(str(e), ctx, param_hint=f"{param.envvar}={value}") from None
+            self.fail(str(e), param, ctx)
+
+
+class SettingParam(_StrPairParam):
+    """``NAME=VALUE``, a postgresql.conf setting: a name PostgreSQL could have, else a usage error (exit 2)."""
+
+    name = "NAME=VALUE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, str]:
+        from pgharness.quoting import settings_lines
+
+        if isinstance(value, tuple):
+            return value
+        setting, sep, text = str(value).partition("=")
+        setting = setting.strip()
+        try:
+            settings_lines({setting: text})
+        except HarnessError as e:
+            self.fail(str(e), param, ctx)
+        if not sep:
+            self.fail(f"{value!r}: NAME=VALUE, e.g. work_mem=64MB", param, ctx)
+        return setting, text.strip()
+
+
+def given_as(parameter: str) -> str:
+    """How the user gives the current command's `parameter`: ``PRIMARY_PORT=...`` when it came from the
+    environment (``make up PRIMARY_PORT=6433``), else its flag (``--primary-port``)."""
+    ctx = click.get_current_context()
+    option = next(p for p in ctx.command.params if p.name == parameter)
+    if ctx.get_parameter_source(parameter) is click.core.ParameterSource.ENVIRONMENT and isinstance(
+        option, click.Option
+    ):
+        return f"{option.envvar}=..."
+    return max(option.opts, key=len)
+
+
+def image_options(func: F) -> F:
+    func = click.option(
+        "--pg-image",
+        "--image",
+        "pg_image",
+        envvar="PG_IMAGE",
+        default="",
+        metavar="IMAGE",
+        help="Build on this image (any image with PostgreSQL server binaries, e.g. postgres:17) "
+        "instead of Debian packages. [env: PG_IMAGE]",
+    )(func)
+    return click.option(
+        "--pg-version",
+        type=PgVersion(),
+        envvar="PG_VERSION",
+        default=str(DEFAULT_VERSION),
+        show_default=True,
+        metavar="N",
+        help="PostgreSQL major version to build from Debian packages. [env: PG_VERSION]",
+    )(func)
+
+
+def spec_from(pg_version: int, pg_image: str) -> ImageSpec:
+    from pgharness.image import ImageSpec
+
+    return ImageSpec(pg_version, pg_image or None)
+
+
+def describe(node: Node) -> str:
+    role = "standby" if node.is_in_recovery() else "primary"
+    return f"{node.name:<16} {role:<8} {node.uri()}"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Narrate what the harness does.")
+def main(verbose: bool) -> None:
+    """A PostgreSQL replication test harness: primaries, standbys and a WAL archive in containers."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+
+
+def console() -> Console:
+    """A console as wide as the terminal, or wide enough for the status table when piped."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 240)

@@ -1,0 +1,268 @@
+"""The ``pgharness`` commands that make, list and remove environments: image, up, down, ls, gc
+(registered on `pgharness.cli_base.main`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+
+import click
+
+from pgharness.cli_base import (
+    DEFAULT_NAME,
+    SettingParam,
+    clean_errors,
+    console,
+    describe,
+    details_file,
+    given_as,
+    image_options,
+    main,
+    spec_from,
+)
+from pgharness.constants import STORAGES
+from pgharness.errors import PortInUse, UnknownEnvironment
+
+
+@main.command()
+@image_options
+@clean_errors
+def image(pg_version: int, pg_image: str) -> None:
+    """Build the node image (cached: nothing is rebuilt when its inputs are unchanged).
+
+    Example: pgharness image --pg-version 17
+    """
+    from pgharness.image import ensure_image
+
+    click.echo(ensure_image(spec_from(pg_version, pg_image)))
+
+
+@main.command()
+@click.option("--name", default=DEFAULT_NAME, show_default=True, help="Environment (compose project) name.")
+@image_options
+@click.option(
+    "--primary-port",
+    envvar="PRIMARY_PORT",
+    default=5433,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Published port of the primary (on 127.0.0.1 for a local engine). [env: PRIMARY_PORT]",
+)
+@click.option(
+    "--standby-port",
+    envvar="STANDBY_PORT",
+    default=5434,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Published port of the standby (on 127.0.0.1 for a local engine). [env: STANDBY_PORT]",
+)
+@click.option(
+    "--standbys",
+    default=1,
+    show_default=True,
+    type=click.IntRange(0, 9),
+    help="Streaming standbys: standby, then standby2, standby3, ...",
+)
+@click.option("--archive-only", is_flag=True, help="A log-shipping standby (restore_command, no streaming) instead.")
+@click.option(
+    "--logical",
+    is_flag=True,
+    help="wal_level = logical everywhere, and an independent primary 'subscriber' to subscribe with.",
+)
+@click.option("--sync", "synchronous", is_flag=True, help="Make the standby synchronous (FIRST 1 (standby)).")
+@click.option("--cascade", is_flag=True, help="Add a standby 'cascade' that streams from the standby.")
+@click.option(
+    "--delayed-standby",
+    metavar="DELAY",
+    help="Add a standby 'delayed' that applies WAL DELAY late (recovery_min_apply_delay, e.g. 30s, 5min).",
+)
+@click.option(
+    "--set",
+    "set_settings",
+    multiple=True,
+    type=SettingParam(),
+    metavar="NAME=VALUE",
+    help="A postgresql.conf setting for every node, its value quoted for the file (--set work_mem=64MB); "
+    "repeatable, after PGHARNESS_EXTRA_SETTINGS's lines.",
+)
+@click.option(
+    "--compose-file",
+    "compose_files",
+    multiple=True,
+    envvar="PGHARNESS_COMPOSE_FILES",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A compose override file on top of the harness's (your services); repeatable. "
+    "[env: PGHARNESS_COMPOSE_FILES, ':'-separated]",
+)
+@click.option(
+    "--tls",
+    is_flag=True,
+    envvar="PGHARNESS_TLS",
+    help="Replication over TLS (verify-full against a CA made now). [env: PGHARNESS_TLS=1]",
+)
+@click.option(
+    "--storage",
+    envvar="PGHARNESS_STORAGE",
+    type=click.Choice(STORAGES),
+    default="volume",
+    show_default=True,
+    help="Where the nodes keep their data: volumes on disk, or memory held while the environment runs "
+    "(starts twice as fast; gone when it is removed or the engine restarts). [env: PGHARNESS_STORAGE]",
+)
+@clean_errors
+def up(
+    name: str,
+    pg_version: int,
+    pg_image: str,
+    primary_port: int,
+    standby_port: int,
+    standbys: int,
+    archive_only: bool,
+    logical: bool,
+    synchronous: bool,
+    cascade: bool,
+    delayed_standby: str | None,
+    set_settings: tuple[tuple[str, str], ...],
+    compose_files: tuple[str, ...],
+    tls: bool,
+    storage: str,
+) -> None:
+    """Start a primary and a streaming standby sharing a WAL archive; print how to connect.
+
+    Example: pgharness up --name bug123 --primary-port 6433 --standby-port 6434 --cascade
+    """
+
+    if archive_only and (standbys != 1 or synchronous or cascade or logical):
+        raise click.UsageError(
+            "--archive-only has one log-shipping standby: no --standbys, --sync, --cascade or --logical"
+        )
+    if (synchronous or cascade) and standbys == 0:
+        raise click.UsageError("--sync and --cascade need a standby: --standbys 1 or more")
+    if delayed_standby is not None and not re.fullmatch(r"\d+\s*(ms|s|min|h|d)?", delayed_standby.strip()):
+        raise click.UsageError(f"--delayed-standby {delayed_standby!r}: a duration such as 30s, 5min or 1h")
+    from psycopg import sql as pgsql
+
+    from pgharness.cluster import Cluster
+    from pgharness.image import ensure_image
+    from pgharness.quoting import settings_lines
+
+    tag = ensure_image(spec_from(pg_version, pg_image))
+    cluster = Cluster(
+        name,
+        image=tag,
+        ports={"primary": primary_port, "standby": standby_port},
+        owner="harness-up",
+        topology="archive-only" if archive_only else "logical" if logical else "streaming",
+        standbys=standbys,
+        compose_files=compose_files,
+        tls=tls,
+        storage=storage,
+        settings=[*os.environ.get("PGHARNESS_EXTRA_SETTINGS", "").splitlines(), settings_lines(dict(set_settings))]
+        if set_settings
+        else None,
+    )
+    running = cluster.containers()
+    if running and all(c.status == "running" for c in running.values()):
+        click.echo(f"environment {name!r} is already up", err=True)
+    else:
+        try:
+            cluster.preflight()
+        except PortInUse as e:
+            flag = {"primary": "primary_port", "standby": "standby_port"}.get(e.service)
+            if flag is None:
+                raise
+            raise PortInUse(
+                f"port {e.port} on {cluster.engine.bind} (for {e.service}) is already in use: stop what holds it "
+                f"(another environment? see pgharness ls) or choose another with {given_as(flag)}",
+                service=e.service,
+                port=e.port,
+            ) from None
+        click.echo(f"starting {name!r} ...", err=True)
+        cluster.start()
+        if synchronous:
+            cluster.primary.set_synchronous("FIRST 1 (standby)")
+        if cascade:
+            cluster.add_node("cascade", upstream="standby")
+        if delayed_standby:
+            cluster.add_node("delayed", settings={"recovery_min_apply_delay": delayed_standby})
+    cluster.release()
+    click.echo(f"{'node':<16} {'role':<8} connection")
+    for node in cluster.nodes:
+        click.echo(describe(node))
+    click.echo(f"\nconnect: psql {shlex.quote(cluster.primary.uri())}")
+    if logical:
+        subscribe = (
+            "CREATE TABLE hoge (col integer PRIMARY KEY);  -- on both, then:\n"
+            f"         pgharness sql --name {name} primary 'CREATE PUBLICATION pub FOR TABLE hoge'\n"
+            f"         pgharness sql --name {name} subscriber "
+            + shlex.quote(
+                pgsql.SQL("CREATE SUBSCRIPTION sub CONNECTION {} PUBLICATION pub")
+                .format(pgsql.Literal(cluster.primary.conninfo()))
+                .as_string(None)
+            )
+        )
+        click.echo(f"logical: {subscribe}")
+    click.echo(f"status:  pgharness status --name {name}")
+    click.echo(f"remove:  pgharness down --name {name}   (make down for the default environment)")
+
+
+@main.command()
+@click.option("--name", default=DEFAULT_NAME, show_default=True, help="Environment (compose project) name.")
+@click.option("--all", "everything", is_flag=True, help="Remove every harness environment on this engine.")
+@clean_errors
+def down(name: str, everything: bool) -> None:
+    """Remove an environment: its containers, volumes and networks, and nothing else.
+
+    Example: pgharness down --name bug123
+    """
+    from pgharness.compose import docker_client
+    from pgharness.environments import list_environments, remove_environment
+
+    client = docker_client()
+    existing = [e.name for e in list_environments(client)]
+    if not everything and name not in existing:
+        there = f"there are: {', '.join(existing)}" if existing else "there is none"
+        raise UnknownEnvironment(f"no environment {name!r} on this engine ({there}; see pgharness ls)")
+    names = existing if everything else [name]
+    for env in names:
+        remove_environment(client, env)
+        details_file(env).unlink(missing_ok=True)
+        click.echo(f"environment {env!r} removed")
+
+
+@main.command("ls")
+@clean_errors
+def list_command() -> None:
+    """List the harness environments on this engine, with owner, age and nodes.
+
+    Example: pgharness ls
+    """
+    from rich.table import Table
+
+    from pgharness.compose import docker_client
+    from pgharness.environments import list_environments
+
+    table = Table("environment", "owner", "age", "nodes", "volumes", "networks", box=None)
+    for e in list_environments(docker_client()):
+        nodes = ", ".join(f"{n} ({state})" for n, state in sorted(e.nodes.items())) or "-"
+        table.add_row(e.name, e.owner or "-", e.age, nodes, str(e.volumes), str(e.networks))
+    console().print(table)
+
+
+@main.command()
+@clean_errors
+def gc() -> None:
+    """Remove environments whose owning process on this host is gone (e.g. a test run killed with SIGKILL).
+
+    Environments started by `pgharness up` or `make up`, and those of other hosts
+    sharing the engine, are kept and listed. Example: pgharness gc
+    """
+    from pgharness.compose import docker_client
+    from pgharness.environments import gc as gc_environments
+
+    removed, kept = gc_environments(docker_client())
+    click.echo("removed: " + (", ".join(removed) if removed else "nothing"))
+    for env, why in sorted(kept.items()):
+        click.echo(f"kept: {env} ({why})")
