@@ -15,6 +15,8 @@ N            ?= 5
 SOAK_ARGS    ?=
 SHUFFLE      ?=
 SEED         ?=
+ALONE_ARGS   ?=
+MARKERS      ?= streaming archive readonly promotion slots logical pitr backup failover sync cascade hot_standby security downstream lifecycle cli
 MATRIX_VERSIONS ?= 13 15 17 18
 MATRIX_DIR   ?= test-results/matrix
 export PG_VERSION PG_IMAGE PRIMARY_PORT STANDBY_PORT
@@ -22,7 +24,7 @@ export PG_VERSION PG_IMAGE PRIMARY_PORT STANDBY_PORT
 BIN     := $(VENV)/bin
 HARNESS := $(BIN)/pgharness
 
-.PHONY: help venv image up down test test-matrix test-provision test-remote soak unit lint format docs bench clean
+.PHONY: help venv image up down test test-alone test-families test-matrix test-provision test-remote soak unit lint format docs bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -46,6 +48,16 @@ down: venv ## Remove the `make up` environment (its containers, volumes, network
 
 test: image ## Run the whole suite on WORKERS pytest-xdist workers (auto: two per core, within what the engine holds; 0: serially)
 	$(BIN)/pytest -n $(WORKERS) $(PYTEST_ARGS)
+
+test-alone: image ## Each scenario file alone (ALONE_ARGS="-n 2" on workers): no file's verdict may depend on the others
+	@status=0; for f in tests/scenarios/test_*.py; do \
+	    echo "### $$f alone"; $(BIN)/pytest -q -p no:cacheprovider $(ALONE_ARGS) $$f || status=1; \
+	done; exit $$status
+
+test-families: image ## Each marker family alone (MARKERS), over every scenario file (ALONE_ARGS="-n 2" on workers)
+	@status=0; for m in $(MARKERS); do \
+	    echo "### -m $$m"; $(BIN)/pytest -q -p no:cacheprovider $(ALONE_ARGS) -m $$m tests/scenarios || status=1; \
+	done; exit $$status
 
 test-matrix: venv ## Run the suite on each of MATRIX_VERSIONS in turn; table under MATRIX_DIR
 	@rm -rf $(MATRIX_DIR) && mkdir -p $(MATRIX_DIR)
@@ -80,12 +92,13 @@ format: venv ## Apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-docs: venv ## The API reference from the docstrings (pdoc) into docs/api/; any warning is an error
-	rm -rf docs/api
-	$(BIN)/python -W error -m pdoc --docformat restructuredtext --output-directory docs/api pgharness
+docs: venv ## The documentation site (Sphinx) into docs/_build/html; any warning is an error, and every public name must be in its API reference
+	rm -rf docs/_build
+	$(BIN)/python -m sphinx -E -W --keep-going -b html -q docs docs/_build/html
+	$(BIN)/python docs/check_api.py docs/_build/html
 
 bench: image ## Time a primary + standby to the first replicated row (BENCH_RUNS runs)
 	$(BIN)/python bench/startup.py --runs $(BENCH_RUNS)
 
 clean: ## Remove the virtual environment and test results
-	rm -rf $(VENV) test-results docs/api .pytest_cache .mypy_cache .mypy-path .ruff_cache
+	rm -rf $(VENV) test-results docs/_build .pytest_cache .mypy_cache .mypy-path .ruff_cache

@@ -1,5 +1,5 @@
 """A session held open by a test: a transaction, a cursor, a lock or a snapshot kept on a node while
-something else happens (Cluster.pm's ``background_psql``).
+something else happens (Cluster.pm's ``background_psql``)::
 
     with standby.background_session() as session:
         session.run("BEGIN ISOLATION LEVEL REPEATABLE READ")

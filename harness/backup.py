@@ -5,7 +5,7 @@ runs PostgreSQL's own tools (pg_basebackup, pg_verifybackup, pg_dump,
 pg_restore) inside containers on the cluster's network, with the client tools
 of the server's own image unless told otherwise, so the major versions match
 (the GitLab.com outage had a pg_dump older than its server). Backups and dumps
-live in the cluster's ``backups`` volume and go with it.
+live in the cluster's ``backups`` volume and go with it::
 
     cluster.backups.take("before")
     ...

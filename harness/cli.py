@@ -1,4 +1,4 @@
-"""The ``pgharness`` command: throwaway replication environments for reproducing bugs by hand.
+"""The ``pgharness`` command: throwaway replication environments for reproducing bugs by hand::
 
     pgharness up                   # exercise 26-1's primary (127.0.0.1:5433) and standby (:5434)
     pgharness status               # role, timeline, LSNs, lag, sync state, archiver, per node

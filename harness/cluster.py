@@ -7,7 +7,7 @@ add (`pgharness.service.Service`), adds nodes while it runs, and removes
 everything in `destroy()`, which also runs when start-up fails halfway. What it
 holds beyond that is reached through it: ``cluster.archive`` (the shared WAL
 archive, `pgharness.archive`) and ``cluster.backups`` (base backups, restores,
-dumps, `pgharness.backup`).
+dumps, `pgharness.backup`)::
 
     with Cluster(image="pgharness/postgres:17") as cluster:
         cluster.primary.sql("CREATE TABLE hoge (col integer)")

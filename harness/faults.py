@@ -3,7 +3,7 @@ fault in ``finally``.
 
 One word per fault: a node is *partitioned* (from the other nodes, and with
 ``clients=True`` from the host too) and *healed*; *paused* (frozen: TCP stays
-open, nothing answers) and unpaused; its replay is *paused* and resumed.
+open, nothing answers) and unpaused; its replay is *paused* and resumed::
 
     with partitioned(cluster.standby):      # no traffic between the standby and any other node
         ...                                 # the host still reaches it on its published port

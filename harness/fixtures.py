@@ -2,7 +2,8 @@
 clusters, and the evidence of a failed test (the hooks live in `pgharness.pytest_plugin`, which
 re-exports these fixtures for pytest).
 
-Fixtures:
+Fixtures::
+
     cluster_factory   make fresh clusters in a test: ``cluster_factory()``; each
                       is removed after the test (kept with --keep-on-failure when
                       the test failed)
@@ -95,7 +96,7 @@ def failed_in(node: pytest.Item) -> bool:
 
 
 def evidence_name(nodeid: str) -> str:
-    """The folder name of a test's evidence: its node id with anything but [A-Za-z0-9_.-] as ``_``."""
+    """The folder name of a test's evidence: its node id with anything but ``[A-Za-z0-9_.-]`` as ``_``."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")
 
 

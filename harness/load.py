@@ -1,5 +1,5 @@
 """Load: a write load with a client-side commit log (what the clients saw acknowledged, to count what a
-failover lost), and pgbench run inside a node.
+failover lost), and pgbench run inside a node::
 
     with WriteLoad(dsn, workers=2) as load:      # each worker INSERTs (worker, seq) rows, autocommit
         load.wait_for_commits(100)
@@ -45,10 +45,12 @@ class CommitLog:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def ack(self, key: tuple[int, int]) -> None:
+        """Log that a client saw the commit of row `key` (worker, seq) acknowledged, now."""
         with self.lock:
             self.acknowledged[key] = time.monotonic()
 
     def error(self, message: str) -> None:
+        """Log an error a client met (a lost connection during a failover, say), with when."""
         with self.lock:
             self.errors.append((time.monotonic(), message))
 

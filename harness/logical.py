@@ -1,6 +1,6 @@
 """Logical replication and logical decoding: publications, subscriptions and slots, with their waits.
 
-In the spirit of PostgreSQL's own ``src/test/subscription`` suite:
+In the spirit of PostgreSQL's own ``src/test/subscription`` suite::
 
     publication = publisher.publish("pub", tables=["accounts"])
     subscription = subscriber.subscribe(publication, "sub")

@@ -1,4 +1,4 @@
-"""The version matrix report: JUnit XML per PostgreSQL version in, a scenario x version table out.
+"""The version matrix report: JUnit XML per PostgreSQL version in, a scenario x version table out::
 
     python -m pgharness.matrix test-results/matrix     # reads pg13.xml, pg15.xml, ...
 

@@ -1,5 +1,5 @@
 """A node's configuration, as Cluster.pm's ``append_conf``/``reload``/``restart`` and testgres's do it: every
-change validated by the server, then applied by a reload or, for a setting read only at start, a restart.
+change validated by the server, then applied by a reload or, for a setting read only at start, a restart::
 
     node.set_config(work_mem="64MB", wal_sender_timeout="2s")    # "reload": ALTER SYSTEM, reloaded
     node.set_config(max_connections=50)                          # "restart": a postmaster setting

@@ -10,7 +10,7 @@ publications, replication slots, databases, tables, sequences and views; it
 puts ALTER SYSTEM settings back, and checks that the rest is as the baseline
 found it: the primary still the primary, every standby streaming and
 replaying, nothing else changed. When it is not, `reset` says what differs,
-and the caller starts the cluster afresh instead of sharing it.
+and the caller starts the cluster afresh instead of sharing it::
 
     before = take_baseline(cluster)
     ...  # the test

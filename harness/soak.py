@@ -1,4 +1,4 @@
-"""Flake hunting: run the suite (or part of it) N times in a row and report every failure.
+"""Flake hunting: run the suite (or part of it) N times in a row and report every failure::
 
     python -m pgharness.soak --rounds 5 [--shuffle [--seed N]] [--dir test-results/soak] [-- PYTEST ARGS]
 

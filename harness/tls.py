@@ -1,4 +1,4 @@
-"""TLS for replication: a certificate authority made at run time (trustme) and a server certificate.
+"""TLS for replication: a certificate authority made at run time (trustme) and a server certificate::
 
     cluster = Cluster(image=..., tls=True)          # a fresh CA, one server certificate
     cluster.add_node("rogue", env=TlsFiles.make().variables())   # a node that trusts another CA

@@ -9,11 +9,9 @@ import pytest
 
 from pgharness.errors import WaitTimeout
 from pgharness.failover import primary_conninfo, rejoin, repoint
-from pgharness.image import ImageSpec, ensure_image
 from pgharness.load import WriteLoad
 from pgharness.logical import create_logical_slot, pg_recvlogical, slot, slot_changes
 from pgharness.lsn import Lsn
-from pgharness.versions import SUITES
 from pgharness.wait import poll_until
 from tests.scenarios.helpers import in_one_transaction
 
@@ -150,39 +148,6 @@ def test_two_phase_transactions_are_prepared_on_the_subscriber(logical):
     subscription.wait_for_catchup()
     assert subscriber.scalar("SELECT count(*) FROM pg_prepared_xacts") == 0
     assert subscriber.sql("SELECT id FROM t") == [(1,)] == publisher.sql("SELECT id FROM t")
-
-
-def newer_versions():
-    """The versions a subscriber of an upgrade runs: 17 and 18 (the run's own is skipped if older)."""
-    return [version for version in (17, 18) if version in SUITES]
-
-
-@pytest.mark.parametrize("target", newer_versions())
-def test_an_upgrade_through_logical_replication_loses_and_duplicates_nothing(cluster_factory, pg_major, target):
-    if target <= pg_major:
-        pytest.skip(f"an upgrade goes to a newer version than the publisher's {pg_major}")
-    # The publisher runs this run's version; the subscriber, a newer one (its own image, built once).
-    cluster = cluster_factory(topology="logical", subscribers=0)
-    publisher = cluster.primary
-    subscriber = cluster.add_primary("upgraded", image=ensure_image(ImageSpec(target)))
-    assert subscriber.major == target
-    WriteLoad.create_table(publisher)
-    WriteLoad.create_table(subscriber)
-
-    # The application writes on the old version while the new one copies and follows ...
-    publication = publisher.publish("upgrade", tables=["pgharness_load"])
-    with WriteLoad(publisher.dsn(), workers=2) as load:
-        load.wait_for_commits(100)
-        subscription = subscriber.subscribe(publication, "upgrade")
-        subscription.wait_for_sync()
-        load.wait_for_commits(load.log.count() + 200)
-    # ... the application stops, the subscriber catches up, and the application switches over.
-    subscription.wait_for_catchup()
-    subscription.disable()
-    assert load.log.lost_commits(subscriber) == set()
-    rows, distinct = subscriber.sql("SELECT count(*), count(DISTINCT (worker, seq)) FROM pgharness_load")[0]
-    assert rows == distinct == load.log.count()
-    subscriber.sql("INSERT INTO pgharness_load VALUES (99, 1)")
 
 
 @pytest.mark.slots

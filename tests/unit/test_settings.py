@@ -185,3 +185,14 @@ def test_the_environment_wins_over_the_ini_and_the_header_says_so(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     assert "pgharness: pg_version=15 (env PG_VERSION)" in run.stdout.splitlines()
     assert "pgharness: image pgharness/postgres:15 " in run.stdout
+
+
+def test_the_options_page_names_every_setting_and_the_precedence():
+    # The documentation's one table (docs/guides/options.md) and pgharness.options never drift apart.
+    page = (Path(__file__).resolve().parents[2] / "docs" / "guides" / "options.md").read_text()
+    assert "the command line,\nthen the environment, then the ini file, then the default" in page
+    for option in OPTIONS:
+        row = next((line for line in page.splitlines() if line.startswith(f"| `{option.flag}")), None)
+        assert row is not None, f"{option.flag} has no row"
+        assert f"`{option.name}`" in row, row
+        assert f"`{option.env}" in row, row
