@@ -4,6 +4,7 @@ was given; a bad value named as the user wrote it."""
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
