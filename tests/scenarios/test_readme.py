@@ -16,7 +16,7 @@ def readme_tests():
 
 def test_the_readme_examples_run(tmp_path, harness_image):
     examples = readme_tests()
-    assert len(examples) >= 4, "the README lost its examples"
+    assert len(examples) >= 1, "the README lost its example"
     for number, block in enumerate(examples):
         (tmp_path / f"test_readme_{number}.py").write_text(block)
 
