@@ -14,9 +14,9 @@ from pathlib import Path
 from sphinx.util.inventory import InventoryFile
 
 import pgharness
+from pgharness.archive import Archive
 from pgharness.background import BackgroundSession, Pending
 from pgharness.backup import Backups
-from pgharness.archive import Archive
 from pgharness.load import CommitLog, WriteLoad
 from pgharness.logical import Publication, Subscription
 

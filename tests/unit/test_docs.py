@@ -15,8 +15,7 @@ def test_the_readme_reads_in_ten_minutes_and_holds_no_dated_notes():
 
 def test_every_link_of_the_readme_leads_to_a_file_or_a_heading():
     headings = {
-        re.sub(r"[^a-z0-9 -]", "", title.lower()).replace(" ", "-")
-        for title in re.findall(r"(?m)^#+ (.*)$", README)
+        re.sub(r"[^a-z0-9 -]", "", title.lower()).replace(" ", "-") for title in re.findall(r"(?m)^#+ (.*)$", README)
     }
     for target in re.findall(r"\]\(([^)\s]+)\)", README):
         if target.startswith("#"):
