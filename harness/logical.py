@@ -325,17 +325,19 @@ def slot_changes(
 
 
 def pg_recvlogical(node: Node, slot: str, *, endpos: Lsn, dbname: str = "postgres") -> str:
-    """Run ``pg_recvlogical --start`` inside `node` on `slot` until `endpos`; return what it wrote."""
-    return node.exec(
-        "pg_recvlogical",
-        f"--dbname={dbname}",
-        f"--slot={slot}",
-        "--start",
-        f"--endpos={endpos}",
-        "--no-loop",
-        "-f",
-        "-",
-    )
+    """Run ``pg_recvlogical --start`` inside `node` on `slot` until `endpos`; return what it wrote (its
+    stdout). Its own account of how it ended (``--verbose``: "end position ... reached by keepalive", or "by
+    WAL record at ...") goes to the harness's log, which a failed test's report shows: a run that ends on a
+    keepalive confirms the keepalive's position, written or not. `ClusterError` when it fails."""
+    argv = ["pg_recvlogical", "--verbose", f"--dbname={dbname}", f"--slot={slot}", "--start",
+            f"--endpos={endpos}", "--no-loop", "-f", "-"]  # fmt: skip
+    result = node.container.exec_run(argv, user="postgres", demux=True)
+    out, err = result.output  # demuxed: (stdout, stderr), each bytes or None
+    stdout, stderr = (bytes(part or b"").decode(errors="replace") for part in (out, err))
+    log.info("pg_recvlogical on %r up to %s said: %s", node.name, endpos, " / ".join(stderr.strip().splitlines()))
+    if result.exit_code != 0:
+        raise ClusterError(f"pg_recvlogical on {node.name!r} failed (exit {result.exit_code}): {stderr.strip()}")
+    return stdout
 
 
 def slot(node: Node, name: str) -> dict[str, Any]:
