@@ -22,6 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from pgharness.constants import REPLICATION_NETWORK
 from pgharness.errors import ClusterError
+from pgharness.lsn import Lsn
 from pgharness.wait import Deadline
 
 if TYPE_CHECKING:
@@ -149,9 +150,17 @@ def wait_replicating(cluster: Cluster, *, timeout: float | None = None) -> None:
     deadline = Deadline(timeout)
     running = {node.name: node for node in cluster.nodes if node.container.status == "running"}
     links: list[tuple[bool, str, Node, Node]] = []
+    targets: dict[str, Lsn] = {}
     for node in running.values():
         if not node.is_in_recovery():
-            node.sql("SELECT pg_logical_emit_message(false, 'pgharness', 'replication check')")
+            # The target is past the record just written, not the write position: that may not have moved
+            # yet, and a connection that is already dead could still show a flush position beyond it.
+            targets[node.name] = Lsn.parse(
+                node.scalar(
+                    "SELECT pg_current_wal_insert_lsn() FROM "
+                    "(SELECT pg_logical_emit_message(false, 'pgharness', 'replication check')) AS written"
+                )
+            )
             continue
         conninfo = str(node.scalar("SHOW primary_conninfo") or "")
         host = str(conninfo_to_dict(conninfo).get("host") or "") if conninfo else ""
@@ -159,7 +168,8 @@ def wait_replicating(cluster: Cluster, *, timeout: float | None = None) -> None:
         if upstream is not None and upstream is not node:
             links.append((upstream.is_in_recovery(), node.name, node, upstream))
     for _, _, standby, upstream in sorted(links, key=lambda link: link[:2]):
-        upstream.wait_for_catchup(standby, "flush", timeout=max(deadline.remaining, 0.001))
+        target = targets.get(upstream.name)  # a cascade's upstream: its own replay position
+        upstream.wait_for_catchup(standby, "flush", target, timeout=max(deadline.remaining, 0.001))
 
 
 def heal_all(cluster: Cluster) -> None:
