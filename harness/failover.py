@@ -184,10 +184,14 @@ def rejoin(cluster: Cluster, node: Node | str, upstream: Node | str, *, timeout:
     )
     # The node is down; a crashed one leaves postmaster.pid naming PID 1, which in the
     # tool's container is alive: remove it, or pg_rewind's crash recovery refuses to start.
+    # A node that did not shut down cleanly is recovered by pg_rewind in single-user mode, which
+    # refuses to run with standby.signal ("standby mode is not supported by single-user servers",
+    # seen once for a standby behind the new primary): the signal goes, and comes back after.
     # A fixed script: the data directory, the source (its password in PGPASSWORD) and the
     # settings reach it as arguments, never as its text.
     script = (
-        'rm -f "$1/postmaster.pid" && pg_rewind --target-pgdata="$1" --source-server="$2" '
+        'rm -f "$1/postmaster.pid" "$1/standby.signal" "$1/recovery.signal" '
+        '&& pg_rewind --target-pgdata="$1" --source-server="$2" '
         '&& printf "%s\n" "$3" >> "$1/postgresql.auto.conf" && touch "$1/standby.signal"'
     )
     source_server = conninfo(host=upstream, user="postgres", dbname="postgres")
