@@ -5,6 +5,7 @@
 #   pgharness standby [postgres args]   pg_basebackup from the primary (first start), run postgres
 #   pgharness backup NAME [OPTIONS]     pg_basebackup from the upstream into /backups/NAME
 #   pgharness health ready|standby      healthcheck (exit 0 = healthy)
+#   pgharness archive PATH NAME         archive_command: copy a WAL file into /archive, crash-safe
 #   pgharness check-image               build step: find the server binaries, put them on PATH
 #   pgharness make-template             build step: initdb a template cluster to copy at start
 #
@@ -383,6 +384,28 @@ bootstrap_standby() {
     finish_datadir
 }
 
+# archive_wal PATH NAME: archive_command's work (archive_command = '/usr/local/bin/pgharness archive %p %f'),
+# crash-safe as the manual asks: a copy already there with the same bytes is success (a server that
+# crashed after copying, before it recorded success, archives the segment again), one with other bytes
+# is refused loudly; a new copy is written under a temporary name, synced, then renamed into place.
+archive_wal() {
+    [ $# -eq 2 ] || die "usage: pgharness archive PATH NAME (archive_command = 'pgharness archive %p %f')"
+    dir=${ARCHIVE_DIR:-/archive}
+    case $2 in */*|.*|'') die "archive: '$2' is not a WAL file name" ;; esac
+    if [ -e "$dir/$2" ]; then
+        cmp -s "$1" "$dir/$2" && return 0
+        say "archive: $2 is in the archive already with other contents: refusing to overwrite it"
+        return 1
+    fi
+    tmp="$dir/.$2.pgharness-tmp.$$"
+    if cp "$1" "$tmp" && { sync "$tmp" 2>/dev/null || sync; } && mv "$tmp" "$dir/$2"; then
+        sync "$dir" 2>/dev/null || sync
+        return 0
+    fi
+    rm -f "$tmp"
+    return 1
+}
+
 run_postgres() {
     role=$1; shift
     write_settings "$role"
@@ -426,6 +449,7 @@ backup)
     basebackup "/backups/$name" "$@"
     say "backup $name written to /backups/$name" ;;
 health) health "$@" ;;
+archive) archive_wal "$@" ;;
 check-image) check_image ;;
 make-template) make_template ;;
 -*) run_postgres primary "$cmd" "$@" ;;

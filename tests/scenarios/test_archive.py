@@ -36,28 +36,47 @@ def test_standby_cannot_write_to_the_archive(shared_cluster):
     assert "written-by-standby" not in shared_cluster.archive.files(node=standby)
 
 
-def test_archive_command_refuses_to_overwrite_a_segment(shared_cluster):
+def test_archive_command_accepts_the_same_segment_again_and_refuses_other_bytes(shared_cluster):
     primary = shared_cluster.primary
 
     # A segment that is already archived ...
     segment = primary.switch_wal()
     primary.wait_for_archived(segment)
-
-    # ... is not overwritten: the archive_command, run (as the archiver does) with another file as %p,
-    # fails on its `test ! -f` (exit status 1), and the archived copy keeps its content.
     archive_command = primary.scalar("SHOW archive_command")
     archived = f"/archive/{segment}"
     before = primary.exec("md5sum", archived)
-    command = archive_command.replace("%p", "/etc/hostname").replace("%f", segment)
-    result = primary.container.exec_run(["sh", "-c", command], user="postgres")
-    assert result.exit_code == 1
+
+    def run(source, name):
+        """archive_command, run as the archiver runs it (sh -c, as postgres), with %p and %f filled in."""
+        command = archive_command.replace("%p", source).replace("%f", name)
+        return primary.container.exec_run(["sh", "-c", command], user="postgres").exit_code
+
+    # ... archived again with the same bytes succeeds: a server that crashed after the copy and before it
+    # recorded success does that, and archiving must go on (the manual's rule) ...
+    primary.exec("cp", archived, "/tmp/same-segment")
+    assert run("/tmp/same-segment", segment) == 0
+    # ... with other bytes it is refused, and the archived copy keeps its content.
+    assert run("/etc/hostname", segment) == 1
     assert primary.exec("md5sum", archived) == before
 
-    # The refusal is about the existing file: the same command archives a file name not taken yet.
-    fresh = f"{segment}.overwrite-probe"
-    command = archive_command.replace("%p", "/etc/hostname").replace("%f", fresh)
+
+def test_a_segment_the_archive_holds_with_other_bytes_stops_archiving_until_it_is_gone(shared_cluster):
+    primary = shared_cluster.primary
+    failed_before = primary.scalar("SELECT failed_count FROM pg_stat_archiver")
+
+    # Something else already wrote the segment the primary writes now into the archive, with other bytes.
+    primary.sql("CREATE TABLE hoge_planted AS SELECT 1 AS col")  # WAL in it, so that the switch closes it
+    current = primary.walfile()
+    primary.exec("sh", "-c", 'echo "not this segment" > "$1"', "plant", f"/archive/{current}")
     try:
-        assert primary.container.exec_run(["sh", "-c", command], user="postgres").exit_code == 0
-        assert fresh in shared_cluster.archive.files(node=primary)
+        assert primary.switch_wal() == current
+        # The archiver refuses to overwrite it: pg_stat_archiver names the segment and counts the failures,
+        # and the server's log has the archive command's own words.
+        primary.poll_query_until(
+            f"SELECT failed_count > {failed_before} AND last_failed_wal = '{current}' FROM pg_stat_archiver", True
+        )
+        primary.poll_log_until("is in the archive already with other contents")
     finally:
-        primary.exec("rm", "-f", f"/archive/{fresh}")
+        primary.exec("rm", "-f", f"/archive/{current}")
+    # Once the stray file is gone, the archiver's next try archives it and goes on.
+    primary.wait_for_archived(current)
