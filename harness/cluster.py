@@ -560,7 +560,9 @@ class Cluster:
             raise ClusterError("a new node needs an upstream to copy, or a backup to start from")
         if from_backup is not None:
             check_file_name("backup name", from_backup)
-        upstream_name = self.node(upstream).name if isinstance(upstream, Node) else upstream
+        # A name that is no node of this cluster is refused here, with the nodes there are (it would only
+        # fail later, as a base backup from a host that does not resolve).
+        upstream_name = self.node(upstream).name if upstream is not None else None
         log.info("### Adding node %r (upstream %s, backup %s)", name, upstream_name, from_backup)
         variables = {
             "UPSTREAM_HOST": upstream_name or "",

@@ -7,7 +7,7 @@ import pytest
 from psycopg import sql as pgsql
 from psycopg.conninfo import make_conninfo
 
-from pgharness.errors import ClusterError
+from pgharness.errors import ClusterError, UnknownNode
 
 
 def test_a_reloadable_setting_is_reloaded_and_reset(shared_cluster):
@@ -56,3 +56,11 @@ def test_an_hba_line_is_quoted_checked_and_first(cluster_factory):
     with pytest.raises(ClusterError, match="refused by node 'primary': line 1: invalid authentication method"):
         primary.add_hba("host", "postgres", "all", "all", "no-such-method")
     assert primary.sql("SELECT line_number, user_name FROM pg_hba_file_rules ORDER BY 1") == rules
+
+
+def test_a_node_added_from_an_upstream_the_cluster_has_not_is_refused_with_its_nodes(shared_cluster):
+    with pytest.raises(UnknownNode) as raised:
+        shared_cluster.add_node("extra", upstream="standbyy")
+    assert "standbyy" in str(raised.value)
+    assert "primary, standby" in str(raised.value)
+    assert {node.name for node in shared_cluster.nodes} == {"primary", "standby"}
