@@ -173,12 +173,7 @@ def up(
             flag = {"primary": "primary_port", "standby": "standby_port"}.get(e.service)
             if flag is None:
                 raise
-            raise PortInUse(
-                f"port {e.port} on {cluster.engine.bind} (for {e.service}) is already in use: stop what holds it "
-                f"(another environment? see pgharness ls) or choose another with {given_as(flag)}",
-                service=e.service,
-                port=e.port,
-            ) from None
+            raise e.with_remedy(f"with {given_as(flag)}") from None
         click.echo(f"starting {name!r} ...", err=True)
         cluster.start()
         if synchronous:

@@ -337,12 +337,7 @@ class Cluster:
         own = self._project_ids(nodes=True)
         for service, port in self.ports.items():
             if service not in own and not port_is_free(port, self.engine.bind):
-                raise PortInUse(
-                    f"port {port} on {self.engine.bind} (for {service}) is already in use: stop what holds it "
-                    f"(another environment? see pgharness ls) or choose another port for {service} (ports=...)",
-                    service=service,
-                    port=port,
-                )
+                raise PortInUse(port, self.engine.bind, service, f"port for {service} (ports=...)")
 
     def start(self) -> Self:
         """Bring the project up (``compose up --detach``), wait until every node is ready, add the extra

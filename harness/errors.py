@@ -25,11 +25,19 @@ class UnsupportedVersion(HarnessError):
 
 
 class PortInUse(HarnessError):
-    """A host port the environment should publish is already taken: `port`, asked for `service`."""
+    """A host port the environment should publish is already taken: `port` on `bind`, asked for `service`;
+    the message ends with `remedy`, the way to choose another one in the caller's words."""
 
-    def __init__(self, message: str, *, service: str = "", port: int = 0) -> None:
-        super().__init__(message)
-        self.service, self.port = service, port
+    def __init__(self, port: int, bind: str, service: str, remedy: str) -> None:
+        super().__init__(
+            f"port {port} on {bind} (for {service}) is already in use: stop what holds it "
+            f"(another environment? see pgharness ls) or choose another {remedy}"
+        )
+        self.port, self.bind, self.service = port, bind, service
+
+    def with_remedy(self, remedy: str) -> PortInUse:
+        """The same error, its remedy in other words (the command line's flag, say)."""
+        return PortInUse(self.port, self.bind, self.service, remedy)
 
 
 class ClusterError(HarnessError):

@@ -45,7 +45,8 @@ def last_words(lines: list[str]) -> str:
     """The last thing a container said of its failure: its entrypoint's last line (``pgharness: ...``) or its
     server's last FATAL, whichever came later; a FATAL with the parameters the server refused before it."""
     fatal = set(failure_lines(lines))
-    reason, refused = "", list[str]()
+    reason = ""
+    refused: list[str] = []
     for line in lines:
         if m := re.match(r"pgharness: (.*)", line):
             reason, refused = m.group(1), []

@@ -54,7 +54,7 @@ def set_config(
     if not settings:
         raise ClusterError("set_config: no setting given")
     deadline = Deadline(timeout)
-    contexts = _contexts(node, settings, deadline)
+    contexts = _contexts(node, list(settings), deadline)
     shown = ", ".join(f"{name} = {setting_text(value)!r}" for name, value in settings.items())
     log.info("### Setting %s on node %r", shown, node.name)
     with node.session(deadline=deadline) as session:
@@ -80,7 +80,7 @@ def reset_config(node: Node, names: Iterable[str], *, timeout: float | None = No
     wanted = list(names)
     if not wanted:
         wanted = [str(n) for (n,) in node.sql(_ALTERED, timeout=deadline.remaining)]
-    contexts = _contexts(node, dict.fromkeys(wanted, ""), deadline)
+    contexts = _contexts(node, wanted, deadline)
     log.info("### Resetting %s on node %r", ", ".join(wanted) or "nothing", node.name)
     with node.session(deadline=deadline) as session:
         alter_system(session, reset=wanted)
@@ -158,12 +158,10 @@ SELECT DISTINCT name FROM pg_file_settings WHERE sourcefile ~ '/postgresql[.]aut
 """
 
 
-def _contexts(node: Node, settings: Mapping[str, object], deadline: Deadline) -> dict[str, str]:
+def _contexts(node: Node, names: list[str], deadline: Deadline) -> dict[str, str]:
     """Each setting's context (``postmaster``, ``sighup``, ...) from pg_settings; a name the server does not
     know is left to ALTER SYSTEM to refuse (a custom ``ext.name`` is known once its library is loaded)."""
-    rows = node.sql(
-        "SELECT name, context FROM pg_settings WHERE name = ANY(%s)", (list(settings),), timeout=deadline.remaining
-    )
+    rows = node.sql("SELECT name, context FROM pg_settings WHERE name = ANY(%s)", (names,), timeout=deadline.remaining)
     return {str(name): str(context) for name, context in rows}
 
 

@@ -129,8 +129,6 @@ OPTIONS: tuple[Option, ...] = (
     ),
 )
 
-BY_NAME = {option.name: option for option in OPTIONS}
-
 
 @dataclass(frozen=True)
 class Sources:
@@ -224,9 +222,7 @@ def to_bool(option: Option, value: Any, origin: str) -> bool:
     word = str(value).strip().lower()
     if word in TRUE_WORDS or word in FALSE_WORDS:
         return word in TRUE_WORDS
-    raise OptionError(
-        f"{shown(option, value, origin)}: not a boolean (use one of {', '.join(TRUE_WORDS[:2])}, 0, false)"
-    )
+    raise OptionError(f"{shown(option, value, origin)}: not a boolean (use 1, true, 0 or false)")
 
 
 def to_paths(value: Any, origin: str, sources: Sources) -> list[Path]:
