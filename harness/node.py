@@ -670,6 +670,19 @@ class Node(Service):
         except ENGINE_TIMEOUT_ERRORS as e:
             raise ClusterError(f"node {self.name!r} did not exit within {timeout} s of SIGKILL: {e}") from None
 
+    def wait_exited(self, *, timeout: float | None = None) -> int:
+        """Wait until the node's server has ended by itself (a crash with ``restart_after_crash = off``, a
+        recovery that shut down); return its exit code. `WaitTimeout` (with the node's log) when it still
+        runs after `timeout` seconds (default ``PGHARNESS_TIMEOUT``, else 60)."""
+        poll_until(
+            lambda: str(self.container.status),
+            lambda status: status in ("exited", "dead"),
+            what=f"node {self.name!r} to exit",
+            timeout=timeout,
+            nodes=(self,),
+        )
+        return int(self.container.attrs["State"]["ExitCode"])
+
     def start(self, *, wait: bool = True, timeout: float | None = None) -> None:
         """Start the node's container again; with `wait`, return once it is ready (`wait_ready`: answering,
         and streaming when it streams), within `timeout` seconds (default ``PGHARNESS_TIMEOUT``, else 60)."""
