@@ -198,7 +198,8 @@ class Node(Service):
         return None if value is None else Lsn.parse(str(value))
 
     def timeline(self) -> int:
-        """The timeline this node writes (primary) or receives/replays (standby)."""
+        """The timeline this node writes (primary) or receives (a streaming standby); for a standby that does
+        not stream, the timeline of its last restart point (PostgreSQL shows no replayed timeline)."""
         tli = self.scalar(
             """
             SELECT CASE WHEN pg_is_in_recovery()

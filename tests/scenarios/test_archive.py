@@ -2,6 +2,9 @@
 
 import pytest
 
+from pgharness.faults import partitioned
+from pgharness.wait import poll_until
+
 pytestmark = pytest.mark.archive
 
 
@@ -80,3 +83,41 @@ def test_a_segment_the_archive_holds_with_other_bytes_stops_archiving_until_it_i
         primary.exec("rm", "-f", f"/archive/{current}")
     # Once the stray file is gone, the archiver's next try archives it and goes on.
     primary.wait_for_archived(current)
+
+
+def test_a_crash_between_the_copy_and_its_record_archives_the_segment_again(cluster):
+    primary = cluster.primary
+    primary.sql("CREATE TABLE hoge AS SELECT 1 AS col")
+    archive_command = primary.scalar("SHOW archive_command")
+    # The fault: the archiver is killed right after its first copy of a segment, before the server records
+    # it as archived (from PostgreSQL 14 on, the archiver uses shared memory, and the postmaster restarts
+    # every process as after any crash). The restarted archiver archives the segment again.
+    once = 'test -e "/tmp/crashed-%f" || { touch "/tmp/crashed-%f"; kill -KILL $PPID; }'
+    primary.set_config(archive_command=f"{archive_command} && {{ {once}; }}")
+    segment = primary.switch_wal()
+
+    # The fault fired (its mark is there) ...
+    poll_until(
+        lambda: primary.container.exec_run(["test", "-e", f"/tmp/crashed-{segment}"]).exit_code == 0,
+        what=f"the archiver to be killed after copying {segment}",
+        nodes=(primary,),
+    )
+    # ... and the segment, copied once already, is archived again: the same bytes are accepted.
+    primary.wait_for_archived(segment)
+    primary.reset_config("archive_command")
+    primary.wait_for_archived(primary.switch_wal())
+
+
+def test_a_standby_with_archive_mode_always_archives_the_same_segments_into_the_same_archive(shared_cluster):
+    primary = shared_cluster.primary
+    # A standby that archives what it receives (a second copy, for when the primary's archiver lags).
+    archiver = shared_cluster.add_node("archiver", settings={"archive_mode": "always"})
+    primary.sql("CREATE TABLE hoge_always AS SELECT 1 AS col")
+
+    # The primary archives a segment while the standby is cut off; the standby gets it once healed and
+    # archives it under the same name: it finds identical bytes there, and succeeds.
+    with partitioned(archiver):
+        segment = primary.switch_wal()
+        primary.wait_for_archived(segment)
+    archiver.wait_for_archived(segment)
+    assert archiver.scalar("SELECT failed_count FROM pg_stat_archiver") == 0

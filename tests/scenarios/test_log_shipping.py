@@ -277,3 +277,77 @@ def test_standby_from_an_older_backup_follows_the_new_timeline_through_the_archi
     follower.wait_for_replay(end)
     assert 'restored log file "00000002.history" from archive' in follower.logs(tail=500)
     assert follower.sql("SELECT col FROM hoge ORDER BY col") == [(1,), (2,)]
+
+
+def test_archive_cleanup_removes_only_what_the_restart_point_no_longer_needs(cluster_factory):
+    cluster = cluster_factory()
+    primary, archive = cluster.primary, cluster.archive
+    primary.sql("CREATE TABLE hoge (col integer)")
+    # A log-shipping standby that cleans the archive up after each restart point (%r: the oldest file it
+    # still needs), and says when recovery ends.
+    shipper = cluster.add_node(
+        "shipper",
+        streaming=False,
+        settings={
+            "archive_cleanup_command": "pg_archivecleanup /archive %r",
+            "recovery_end_command": "echo ended >> /var/lib/pgharness/recovery-ended",
+        },
+    )
+    generate_segments(primary, "hoge", 4)
+    primary.sql("CHECKPOINT")
+    target = primary.lsn("write")
+    primary.wait_for_archived(primary.switch_wal())
+    shipper.wait_for_replay(target)
+    before = archive.segments()
+
+    # A restart point on the standby (at the primary's last checkpoint) runs the cleanup.
+    shipper.sql("CHECKPOINT")
+    needed = shipper.scalar("SELECT redo_wal_file FROM pg_control_checkpoint()")
+    assert needed in before
+    assert before[0] < needed
+    poll_until(lambda: archive.segments()[0], lambda first: first == needed, what=f"the archive to start at {needed}")
+    # Nothing it needs went: the standby restores and replays on.
+    primary.sql("INSERT INTO hoge VALUES (-1)")
+    target = primary.lsn("write")
+    primary.wait_for_archived(primary.switch_wal())
+    shipper.wait_for_replay(target)
+    assert shipper.scalar("SELECT count(*) FROM hoge") == 4001
+
+    # recovery_end_command runs once, at promotion, and not before.
+    assert shipper.exec("ls", "/var/lib/pgharness").split().count("recovery-ended") == 0
+    shipper.promote()
+    assert shipper.exec("cat", "/var/lib/pgharness/recovery-ended").split() == ["ended"]
+
+
+def test_a_promoted_standby_archives_its_partial_segment_and_the_new_timeline_can_be_followed_from_the_archive(
+    cluster_factory,
+):
+    cluster = cluster_factory()
+    primary = cluster.primary
+    primary.sql("CREATE TABLE hoge (col integer)")
+    cluster.backups.take("base")
+    # A standby that archives once promoted (a node added at run time; compose's standby has the archive
+    # read-only).
+    standby2 = cluster.add_node("standby2")
+    primary.sql("INSERT INTO hoge VALUES (1)")
+    primary.wait_for_catchup(standby2)
+    last_of_timeline_1 = primary.walfile()
+
+    # The primary dies with its current segment unarchived; standby2 is promoted and writes on timeline 2.
+    primary.kill()
+    standby2.promote()
+    standby2.sql("INSERT INTO hoge VALUES (2)")
+    target = standby2.lsn("write")
+    standby2.wait_for_archived(standby2.switch_wal())
+
+    # The old timeline's last segment, as far as standby2 received it, is archived as .partial, beside the
+    # new timeline's history file.
+    standby2.wait_for_archived(f"{last_of_timeline_1}.partial")
+    assert f"{last_of_timeline_1}.partial" in cluster.archive.files()
+    assert "00000002.history" in cluster.archive.history_files()
+
+    # A node restored from the base backup with the archive alone follows the history onto timeline 2 and
+    # reaches the end of it: it has the row written there only.
+    follower = cluster.add_node("follower", upstream=None, from_backup="base")
+    follower.wait_for_replay(target)
+    assert follower.sql("SELECT col FROM hoge ORDER BY col") == [(1,), (2,)]
