@@ -8,7 +8,9 @@ failover lost), and pgbench run inside a node::
     lost = load.log.lost_commits(new_primary)     # acknowledged, yet not on the new primary
 
 Workers connect through a libpq connection string (a multi-host one finds the
-new primary by itself), reconnect after errors, and stop at `stop()`, at their
+new primary by itself) or a function that gives one at each connection
+(``node.dsn``: a node whose container restarts is published on a new port),
+reconnect after errors, and stop at `stop()`, at their
 deadline, or after `max_rows`; the load is bounded in count and in time.
 """
 
@@ -18,6 +20,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -76,7 +79,9 @@ class CommitLog:
 class WriteLoad:
     """Writer threads that INSERT one row per transaction and log every acknowledged commit."""
 
-    def __init__(self, dsn: str, *, workers: int = 2, max_rows: int = 100_000, max_seconds: float = 120.0) -> None:
+    def __init__(
+        self, dsn: str | Callable[[], str], *, workers: int = 2, max_rows: int = 100_000, max_seconds: float = 120.0
+    ) -> None:
         self.dsn = dsn
         self.workers = workers
         self.max_rows = max_rows
@@ -122,13 +127,14 @@ class WriteLoad:
         while not self._stop.is_set() and time.monotonic() < self.deadline and seq < self.max_rows:
             try:
                 if conn is None or conn.closed:
-                    conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=connect_timeout(CALL_TIMEOUT))
+                    dsn = self.dsn if isinstance(self.dsn, str) else self.dsn()
+                    conn = psycopg.connect(dsn, autocommit=True, connect_timeout=connect_timeout(CALL_TIMEOUT))
                 seq += 1
                 # An INSERT that gets no answer (a hung primary) is given up, never acknowledged.
                 with bounded(conn, CALL_TIMEOUT, f"INSERT ({worker}, {seq})"):
                     conn.execute(f"INSERT INTO {TABLE} VALUES (%s, %s)", (worker, seq))
                 self.log.ack((worker, seq))
-            except (psycopg.Error, QueryTimeout) as e:
+            except (psycopg.Error, QueryTimeout, ClusterError) as e:  # ClusterError: no address (a node down)
                 self.log.error(f"worker {worker}: {type(e).__name__}: {str(e).strip()[:200]}")
                 if conn is not None:
                     conn.close()

@@ -9,11 +9,12 @@ import pytest
 
 from pgharness.errors import WaitTimeout
 from pgharness.failover import primary_conninfo, rejoin, repoint
+from pgharness.faults import partitioned
 from pgharness.load import WriteLoad
 from pgharness.logical import create_logical_slot, pg_recvlogical, slot, slot_changes
 from pgharness.lsn import Lsn
 from pgharness.wait import poll_until
-from tests.scenarios.helpers import in_one_transaction
+from tests.scenarios.helpers import in_one_transaction, lose_partitioned_standby, notice_lost_standbys_fast
 
 pytestmark = pytest.mark.logical
 
@@ -211,12 +212,12 @@ def test_logical_decoding_on_a_standby_and_its_invalidation(cluster_factory, pg_
         slot_changes(standby, "on_standby")
 
 
-def publisher_failover(cluster, *, failover_slots):
-    """A logical topology whose publisher crashes under load: its synchronous standby (standby2, streaming
-    through a physical slot) is promoted, and the subscription is pointed at it. With `failover_slots`
-    (17+), the standby synchronises the subscription's failover slot first. Returns (the old publisher, the
-    new one, the subscriber, the re-pointed subscription, the write load, the subscriber's log position
-    before the re-pointing).
+def with_a_failover_slot(cluster, *, failover_slots, hold_back=True, sync_worker=True):
+    """A logical topology whose subscription's slot is kept for failover: its standby (standby2, streaming
+    through a physical slot, with feedback) is the one to take over. With `failover_slots` (17+) the slot
+    is a failover slot; `sync_worker` lets the standby's slot-sync worker copy it, and `hold_back` sets
+    synchronized_standby_slots (no change reaches the subscriber before the standby has it). Returns (the
+    publisher, the standby, the subscriber, the subscription).
 
     The standby that takes over is one added at run time: it archives once promoted, as a real primary
     does (the old publisher's rejoin reads the new timeline's WAL from the archive)."""
@@ -229,25 +230,32 @@ def publisher_failover(cluster, *, failover_slots):
         "primary_conninfo": primary_conninfo(cluster, "primary", "standby2", dbname="postgres"),
     }
     if failover_slots:
-        # The slot-sync worker is a logical walsender connection: pg_hba.conf matches it by database, and the
+        # Slot synchronisation is a logical walsender connection: pg_hba.conf matches it by database, and the
         # harness lets the replication role open no database session. This scenario allows it one, here only.
         publisher.add_hba("host", "postgres", cluster.replication_user, "all", "scram-sha-256")
-        standby_settings["sync_replication_slots"] = "on"
-        publisher.set_config(synchronized_standby_slots="standby_slot")
+        standby_settings["sync_replication_slots"] = "on" if sync_worker else "off"
+        if hold_back:
+            publisher.set_config(synchronized_standby_slots="standby_slot")
     standby.set_config(standby_settings)
     publisher.poll_query_until("SELECT active FROM pg_replication_slots WHERE slot_name = 'standby_slot'")
-    publisher.set_synchronous("FIRST 1 (standby2)")
 
     WriteLoad.create_table(publisher)
     WriteLoad.create_table(subscriber)
     publication = publisher.publish("pub", tables=["pgharness_load"])
     subscription = subscriber.subscribe(publication, "sub", **({"failover": True} if failover_slots else {}))
     subscription.wait_for_sync()
-    if failover_slots:
+    if failover_slots and sync_worker:
         # The standby holds a synchronised copy of the subscription's slot.
         standby.poll_query_until("SELECT synced AND NOT temporary FROM pg_replication_slots WHERE slot_name = 'sub'")
+    return publisher, standby, subscriber, subscription
 
-    # The publisher crashes under load; its standby is promoted; the subscription is pointed at it.
+
+def publisher_failover(cluster, *, failover_slots):
+    """`with_a_failover_slot`, then the publisher crashes under load: its synchronous standby is promoted,
+    and the subscription is pointed at it. Returns (the old publisher, the new one, the subscriber, the
+    re-pointed subscription, the write load, the subscriber's log position before the re-pointing)."""
+    publisher, standby, subscriber, subscription = with_a_failover_slot(cluster, failover_slots=failover_slots)
+    publisher.set_synchronous("FIRST 1 (standby2)")
     with WriteLoad(publisher.dsn(), workers=2) as load:
         load.wait_for_commits(200)
         publisher.kill()
@@ -274,10 +282,13 @@ def the_rest_follows(cluster, old, new):
 def test_a_subscription_continues_from_its_synchronised_slot_after_a_publisher_failover(cluster_factory):
     cluster = cluster_factory(topology="logical", standbys=2)
     old, new, subscriber, subscription, load, _ = publisher_failover(cluster, failover_slots=True)
+    new.sql("INSERT INTO pgharness_load VALUES (99, 1)")  # written on the new publisher at once
 
-    # It continues from the synchronised slot: nothing acknowledged is lost, nothing is applied twice.
+    # It continues from the synchronised slot: nothing acknowledged is lost, nothing is applied twice, and
+    # what the new publisher wrote before the subscription reached it is delivered too.
     subscription.wait_for_catchup()
     assert load.log.lost_commits(subscriber) == set()
+    assert subscriber.sql("SELECT seq FROM pgharness_load WHERE worker = 99") == [(1,)]
     assert subscriber.table_checksum("pgharness_load") == new.table_checksum("pgharness_load")
     the_rest_follows(cluster, old, new)
 
@@ -287,8 +298,112 @@ def test_a_subscription_continues_from_its_synchronised_slot_after_a_publisher_f
 @pytest.mark.pg("<17")
 def test_before_17_a_subscription_cannot_continue_after_a_publisher_failover(cluster_factory):
     cluster = cluster_factory(topology="logical", standbys=2)
-    old, new, subscriber, _, _, position = publisher_failover(cluster, failover_slots=False)
+    old, new, subscriber, subscription, load, position = publisher_failover(cluster, failover_slots=False)
+    new.sql("INSERT INTO pgharness_load VALUES (99, 1)")  # written on the new publisher at once
 
     # The slot lived on the old publisher only: the new one has none of that name.
     subscriber.poll_log_until('replication slot "sub" does not exist', since=position)
+
+    # What is lost: a slot made now starts now. The row written before it never arrives; one after does.
+    new.sql("SELECT pg_create_logical_replication_slot('sub', 'pgoutput')")
+    new.sql("INSERT INTO pgharness_load VALUES (99, 2)")
+    subscription.wait_for_catchup()
+    assert subscriber.sql("SELECT seq FROM pgharness_load WHERE worker = 99") == [(2,)]
+    assert new.sql("SELECT seq FROM pgharness_load WHERE worker = 99 ORDER BY seq") == [(1,), (2,)]
+    # So is every acknowledged commit the subscriber had not applied when the publisher died.
+    applied = {(w, q) for w, q in subscriber.sql("SELECT worker, seq FROM pgharness_load WHERE worker < 99")}
+    assert load.log.lost_commits(subscriber) == set(load.log.acknowledged) - applied
     the_rest_follows(cluster, old, new)
+
+
+@pytest.mark.slots
+@pytest.mark.failover
+@pytest.mark.pg(">=17")
+def test_synchronized_standby_slots_hold_changes_back_while_the_standby_is_cut_off(cluster_factory):
+    cluster = cluster_factory(topology="logical", standbys=2)
+    publisher, standby, subscriber, subscription = with_a_failover_slot(cluster, failover_slots=True)
+    notice_lost_standbys_fast(publisher)
+
+    with partitioned(standby):
+        lose_partitioned_standby(
+            publisher, "SELECT active FROM pg_replication_slots WHERE slot_name = 'standby_slot'", False
+        )
+        publisher.sql("INSERT INTO pgharness_load VALUES (99, 1)")
+        # The subscription's walsender waits for the standby to confirm the change (it is in
+        # synchronized_standby_slots), so the subscriber never gets ahead of the standby that would take over.
+        publisher.poll_query_until(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender' "
+            "AND wait_event = 'WaitForStandbyConfirmation'",
+            1,
+        )
+        assert subscriber.sql("SELECT * FROM pgharness_load WHERE worker = 99") == []
+        standby_lsn, sub_lsn = publisher.sql(
+            "SELECT (SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = 'standby_slot'),"
+            " (SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'sub')"
+        )[0]
+        assert Lsn.parse(sub_lsn) <= Lsn.parse(standby_lsn)
+
+    # Healed, the standby confirms, and the change goes on to the subscriber.
+    subscription.wait_for_catchup()
+    assert subscriber.sql("SELECT seq FROM pgharness_load WHERE worker = 99") == [(1,)]
+
+
+@pytest.mark.slots
+@pytest.mark.failover
+@pytest.mark.pg(">=17")
+def test_pg_sync_replication_slots_on_demand_and_a_slot_that_cannot_sync(cluster_factory):
+    cluster = cluster_factory(topology="logical", standbys=2)
+    publisher, standby, _, subscription = with_a_failover_slot(
+        cluster, failover_slots=True, hold_back=False, sync_worker=False
+    )
+    synced = "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'sub' AND synced"
+
+    # Without the slot-sync worker, the standby has no copy until it is asked for one.
+    assert standby.sql(synced) == []
+    standby.sql("SELECT pg_sync_replication_slots()")
+    first = Lsn.parse(standby.scalar(synced))
+
+    # The standby stops receiving (its WAL receiver is stopped) while the subscriber confirms more: a copy
+    # of the slot now would be ahead of the standby's WAL, and the standby refuses to make it.
+    receiver = str(standby.scalar("SELECT pid FROM pg_stat_wal_receiver"))
+    standby.exec("sh", "-c", 'kill -STOP "$1"', "sh", receiver)
+    try:
+        received = standby.lsn("receive")
+        publisher.sql("INSERT INTO pgharness_load VALUES (99, 1)")
+        ahead = subscription.wait_for_catchup()
+        publisher.poll_query_until(
+            f"SELECT confirmed_flush_lsn > '{received}' FROM pg_replication_slots WHERE slot_name = 'sub'"
+        )
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+            standby.sql("SELECT pg_sync_replication_slots()")
+        assert Lsn.parse(standby.scalar(synced)) == first
+    finally:
+        standby.exec("sh", "-c", 'kill -CONT "$1"', "sh", receiver)
+
+    # Once it has the WAL, the copy catches up.
+    publisher.wait_for_catchup(standby)
+    standby.sql("SELECT pg_sync_replication_slots()")
+    assert Lsn.parse(standby.scalar(synced)) >= ahead
+
+
+def test_a_subscriber_gets_each_change_once_across_publisher_restarts(logical):
+    _, publisher, subscriber = logical
+    for node in (publisher, subscriber):
+        WriteLoad.create_table(node)
+    subscription = subscriber.subscribe(publisher.publish("pub", tables=["pgharness_load"]), "sub")
+    subscription.wait_for_sync()
+
+    # The publisher is stopped cleanly, then crashes, each time under load; the subscription reconnects and
+    # asks its slot for what follows its confirmed position. (The writers ask for the publisher's address at
+    # each connection: a restarted container is published on a new port.)
+    with WriteLoad(publisher.dsn, workers=2) as load:
+        for stop in (publisher.restart, lambda: (publisher.kill(), publisher.start())):
+            load.wait_for_commits(load.log.count() + 200)
+            stop()
+        load.wait_for_commits(load.log.count() + 200)
+    subscription.wait_for_catchup()
+
+    # Every acknowledged commit arrived, once: a change delivered twice would break the primary key and stop
+    # the apply worker, and the tables would differ.
+    assert load.log.lost_commits(subscriber) == set()
+    assert subscriber.table_checksum("pgharness_load") == publisher.table_checksum("pgharness_load")
