@@ -67,6 +67,7 @@ def publish(
     name: str,
     *,
     tables: Sequence[str] = (),
+    schemas: Sequence[str] = (),
     all_tables: bool = False,
     columns: Mapping[str, Sequence[str]] | None = None,
     where: Mapping[str, str] | None = None,
@@ -75,6 +76,9 @@ def publish(
 ) -> Publication:
     """``CREATE PUBLICATION name FOR TABLE ...`` (or ``FOR ALL TABLES``) on `node`; return it.
 
+    `schemas` publishes every table of each schema, present and future
+    (``TABLES IN SCHEMA``, PostgreSQL 15+), with `tables` or alone.
+
     `columns` gives a table's column list and `where` its row filter (SQL, as
     you would write it; both PostgreSQL 15+), by table name. `options` are the
     publication's (``publish``, ``publish_via_partition_root``, ...).
@@ -82,7 +86,7 @@ def publish(
     target: pgsql.Composable
     if all_tables:
         target = pgsql.SQL("FOR ALL TABLES")
-    elif tables:
+    elif tables or schemas:
         parts: list[pgsql.Composable] = []
         for table in tables:
             part: pgsql.Composable = pgsql.Identifier(*table.split("."))
@@ -92,7 +96,11 @@ def publish(
                 # The row filter is SQL the test writes, as with Node.sql.
                 part = pgsql.SQL("{} WHERE ({})").format(part, pgsql.SQL(where[table]))
             parts.append(part)
-        target = pgsql.SQL("FOR TABLE {}").format(pgsql.SQL(", ").join(parts))
+        objects = [pgsql.SQL("TABLE {}").format(pgsql.SQL(", ").join(parts))] if parts else []
+        if schemas:
+            names = pgsql.SQL(", ").join(map(pgsql.Identifier, schemas))
+            objects.append(pgsql.SQL("TABLES IN SCHEMA {}").format(names))
+        target = pgsql.SQL("FOR {}").format(pgsql.SQL(", ").join(objects))
     else:
         target = pgsql.SQL("")
     statement = pgsql.SQL("CREATE PUBLICATION {} {}{}").format(
@@ -291,10 +299,23 @@ def subscribe(
 
 
 def create_logical_slot(
-    node: Node, slot: str, plugin: str = "test_decoding", *, two_phase: bool = False, dbname: str = "postgres"
+    node: Node,
+    slot: str,
+    plugin: str = "test_decoding",
+    *,
+    two_phase: bool = False,
+    dbname: str = "postgres",
+    upstream: Node | None = None,
+    timeout: float | None = None,
 ) -> Lsn:
     """``pg_create_logical_replication_slot(slot, plugin)`` on `node` (a primary, or a standby on 16+);
-    return its consistent point."""
+    return its consistent point.
+
+    On a standby the slot waits for a running-transactions record from the
+    primary: give the standby's `upstream` and it is asked for one
+    (``pg_log_standby_snapshot()``) until the slot is made, within `timeout`
+    seconds (default ``PGHARNESS_TIMEOUT``, else 60).
+    """
     args: list[Any] = [slot, plugin, False]
     if two_phase:
         args.append(True)
@@ -302,7 +323,18 @@ def create_logical_slot(
     else:
         query = "SELECT lsn FROM pg_create_logical_replication_slot(%s, %s, %s)"
     log.info("### Creating logical slot %r (%s) on node %r", slot, plugin, node.name)
-    return Lsn.parse(str(node.scalar(query, args, dbname=dbname)))
+    if upstream is None:
+        return Lsn.parse(str(node.scalar(query, args, dbname=dbname)))
+    with node.background_session(dbname) as session:
+        creating = session.send(query, args)
+
+        def made() -> bool:
+            upstream.sql("SELECT pg_log_standby_snapshot()")
+            return creating.done()
+
+        poll_until(made, what=f"logical slot {slot!r} on standby {node.name!r} to be made", timeout=timeout,
+                   nodes=(node, upstream))  # fmt: skip
+        return Lsn.parse(str(creating.result()[0][0]))
 
 
 def slot_changes(

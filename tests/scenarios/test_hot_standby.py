@@ -185,6 +185,43 @@ def test_dropping_a_database_terminates_its_standby_sessions(conflict_cluster):
     standby.poll_log_until("User was connected to a database that must be dropped", since=conflict_cluster.since)
 
 
+def test_startup_deadlock_conflict_cancels_the_standby_query(cluster_factory, pg_major):
+    # As src/test/recovery/t/031_recovery_conflict.pl does it: a standby query holds a buffer pin that replay
+    # needs, and waits for a lock that replay holds. Neither can go on: a deadlock with the startup process,
+    # found after deadlock_timeout. (A long max_standby_streaming_delay, so it is not a buffer pin conflict.)
+    standby_settings_ = {**standby_settings(pg_major), "max_standby_streaming_delay": "60s"}
+    cluster = cluster_factory(settings={"max_prepared_transactions": 5}, node_settings={"standby": standby_settings_})
+    primary, standby = cluster.primary, cluster.standby
+    primary.sql("CREATE TABLE t (a int, b int)")
+    primary.sql("CREATE TABLE locked (a int)")
+    primary.sql("INSERT INTO t VALUES (1)")
+    with primary.background_session() as writer:  # dead rows for VACUUM to prune
+        writer.run("BEGIN")
+        writer.run("INSERT INTO t(a) SELECT generate_series(1, 100)")
+        writer.run("ROLLBACK")
+    # A prepared transaction holds a lock on `locked`: replay holds it too, for as long as it stays prepared.
+    in_one_transaction(primary, "LOCK TABLE locked", end="PREPARE TRANSACTION 'lock'")
+    primary.sql("INSERT INTO t(a) VALUES (170)")
+    primary.wait_for_catchup(standby)
+    since = standby.log_position()
+
+    with standby.background_session() as session:
+        # The standby query pins t's block with a cursor, then waits for the lock on `locked` ...
+        session.run("BEGIN")
+        session.run("DECLARE c CURSOR FOR SELECT a FROM t")
+        assert session.run("FETCH FORWARD FROM c") == [(1,)]
+        waiting = session.send("SELECT * FROM locked")
+        waiting.wait_until_blocked("relation")
+
+        # ... while replay of VACUUM's pruning needs that block.
+        primary.sql("VACUUM FREEZE t")
+        cancelled_by_recovery(waiting)
+    # Counted as a deadlock, not as a buffer pin conflict.
+    assert standby.wait_for_conflicts("deadlock")["bufferpin"] == 0
+    standby.poll_log_until("User transaction caused buffer deadlock with recovery.", since=since)
+    primary.sql("ROLLBACK PREPARED 'lock'")
+
+
 @pytest.fixture
 def waiting_standby(shared_cluster, pg_major):
     """The shared standby with max_standby_streaming_delay = -1 (reset after the test)."""

@@ -13,8 +13,12 @@ from pgharness.faults import partitioned
 from pgharness.load import WriteLoad
 from pgharness.logical import create_logical_slot, pg_recvlogical, slot, slot_changes
 from pgharness.lsn import Lsn
-from pgharness.wait import poll_until
-from tests.scenarios.helpers import in_one_transaction, lose_partitioned_standby, notice_lost_standbys_fast
+from tests.scenarios.helpers import (
+    generate_segments,
+    in_one_transaction,
+    lose_partitioned_standby,
+    notice_lost_standbys_fast,
+)
 
 pytestmark = pytest.mark.logical
 
@@ -182,20 +186,20 @@ def test_logical_decoding_on_a_standby_and_its_invalidation(cluster_factory, pg_
     primary.wait_for_catchup(standby)
 
     # A logical slot on the standby (it needs a running-xacts record from the primary to start) ...
-    with standby.background_session() as session:
-        creating = session.send("SELECT pg_create_logical_replication_slot('on_standby', 'test_decoding')")
-
-        def snapshot_logged_and_slot_made():
-            primary.sql("SELECT pg_log_standby_snapshot()")
-            return creating.done()
-
-        poll_until(snapshot_logged_and_slot_made, what="the logical slot on the standby to be made")
-        creating.result()
+    create_logical_slot(standby, "on_standby", upstream=primary)
     primary.sql("INSERT INTO t VALUES (1)")
     primary.wait_for_catchup(standby)
     # ... decodes the primary's changes.
     changes = slot_changes(standby, "on_standby")
     assert "table public.t: INSERT: id[integer]:1" in changes
+
+    # A client streams from it (pg_recvlogical, left running): the slot is in use.
+    standby.container.exec_run(
+        ["pg_recvlogical", "--dbname=postgres", "--slot=on_standby", "--start", "--no-loop", "-f", "/dev/null"],
+        user="postgres",
+        detach=True,
+    )
+    standby.poll_query_until("SELECT active FROM pg_replication_slots WHERE slot_name = 'on_standby'")
 
     # With hot_standby_feedback off, VACUUM on the primary removes catalog rows the slot needs: invalidated.
     primary.sql("CREATE TABLE gone (id int)")
@@ -204,12 +208,75 @@ def test_logical_decoding_on_a_standby_and_its_invalidation(cluster_factory, pg_
     primary.wait_for_catchup(standby)
     column = "invalidation_reason" if pg_major >= 17 else "conflicting"
     expected = "rows_removed" if pg_major >= 17 else True
-    # (Once invalidated and released: the startup process holds the slot while it invalidates it.)
+    # The client using it is ended: a recovery conflict of its own kind. (Once invalidated and released: the
+    # startup process holds the slot while it invalidates it.)
+    standby.wait_for_conflicts("active_logicalslot")
     standby.poll_query_until(
         f"SELECT {column} FROM pg_replication_slots WHERE slot_name = 'on_standby' AND NOT active", expected
     )
     with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
         slot_changes(standby, "on_standby")
+
+
+@pytest.mark.slots
+@pytest.mark.pg(">=16")
+def test_a_standby_slot_is_invalidated_when_its_wal_is_removed_or_wal_level_is_lowered(cluster_factory, pg_major):
+    cluster = cluster_factory(topology="logical", subscribers=0)
+    primary, standby = cluster.primary, cluster.standby
+    standby.set_config(hot_standby_feedback=True)  # no catalog row is removed under the slots: other causes
+    primary.sql("CREATE TABLE t (id int)")
+    primary.wait_for_catchup(standby)
+    reason = "invalidation_reason" if pg_major >= 17 else "wal_status"
+
+    # WAL removed: the standby keeps no more than max_slot_wal_keep_size for its slots; a restart point
+    # after more than that was written gives up the slot's WAL, and the slot.
+    create_logical_slot(standby, "short_of_wal", upstream=primary)
+    standby.set_config(max_slot_wal_keep_size="1MB")
+    generate_segments(primary, "t", 3)
+    primary.sql("CHECKPOINT")
+    primary.wait_for_catchup(standby)
+    standby.sql("CHECKPOINT")
+    standby.poll_query_until(
+        f"SELECT {reason} FROM pg_replication_slots WHERE slot_name = 'short_of_wal'",
+        "wal_removed" if pg_major >= 17 else "lost",
+    )
+    standby.reset_config("max_slot_wal_keep_size")
+
+    # wal_level lowered on the primary: the standby can no longer decode what it replays.
+    create_logical_slot(standby, "level", upstream=primary)
+    assert primary.set_config(wal_level="replica") == "restart"
+    primary.restart()
+    column = "invalidation_reason" if pg_major >= 17 else "conflicting"
+    standby.poll_query_until(
+        f"SELECT {column} FROM pg_replication_slots WHERE slot_name = 'level'",
+        "wal_level_insufficient" if pg_major >= 17 else True,
+    )
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+        slot_changes(standby, "level")
+
+
+@pytest.mark.slots
+@pytest.mark.pg(">=16")
+def test_a_standby_slot_survives_the_standby_s_promotion(cluster_factory):
+    cluster = cluster_factory(topology="logical", subscribers=0)
+    primary, standby = cluster.primary, cluster.standby
+    primary.sql("CREATE TABLE t (id int)")
+    primary.wait_for_catchup(standby)
+    create_logical_slot(standby, "kept", upstream=primary)
+    primary.sql("INSERT INTO t VALUES (1)")
+    primary.wait_for_catchup(standby)
+
+    # The primary dies; the standby is promoted, and writes.
+    primary.kill()
+    standby.promote()
+    standby.sql("INSERT INTO t VALUES (2)")
+
+    # The slot is still there, and decodes both: what was replayed before promotion and what came after.
+    changes = slot_changes(standby, "kept")
+    assert [c for c in changes if c.startswith("table ")] == [
+        "table public.t: INSERT: id[integer]:1",
+        "table public.t: INSERT: id[integer]:2",
+    ]
 
 
 def with_a_failover_slot(cluster, *, failover_slots, hold_back=True, sync_worker=True):
