@@ -1,0 +1,11 @@
+"""Fixtures shared by scenario modules (the harness's own come from its pytest plugin)."""
+
+import pytest
+
+
+@pytest.fixture
+def logical(shared_cluster_factory):
+    """A publisher (with its standby) and one subscriber: a shared cluster, given back after each test
+    as it was before (its subscriptions, publications, slots and tables dropped)."""
+    cluster = shared_cluster_factory(topology="logical", settings={"max_prepared_transactions": 10})
+    return cluster, cluster.primary, cluster.node("subscriber")
