@@ -8,6 +8,12 @@
 #   pgharness archive PATH NAME         archive_command: copy a WAL file into /archive, crash-safe
 #   pgharness check-image               build step: find the server binaries, put them on PATH
 #   pgharness make-template             build step: initdb a template cluster to copy at start
+#   pgharness old-binaries collect|adopt DIR  build steps of an upgrade image: another major's
+#                                       server files (and the libraries they need) from its image,
+#                                       then runnable in this one (pgharness.upgrade)
+#   pgharness upgrade check|link|copy|clone   pg_upgrade of the stopped $PGDATA (the old major,
+#                                       binaries in /opt/pgharness/old/bin) into $PGDATA.new
+#   pgharness upgrade-swap [drop-old]   $PGDATA -> $PGDATA.old, $PGDATA.new -> $PGDATA
 #
 # POSIX sh on purpose: it runs in Debian, official and Alpine images alike.
 # Settings come from the environment (compose.yaml sets them):
@@ -76,26 +82,30 @@ check_image() {
         for f in "$bindir"/*; do ln -sf "$f" /usr/local/bin/; done
     fi
     say "PostgreSQL $major, binaries in $bindir"
-    ensure_nft
+    ensure_tools
 }
 
-# The packet filter that partitions a node (pgharness.faults.partition runs `nft` in
-# the node as root). The harness's own images carry it; an image a user brings
-# gets it from its package manager when the build can reach one, and otherwise
-# builds without it: every other feature works, a partition is refused in one line.
-ensure_nft() {
-    command -v nft >/dev/null 2>&1 && return 0
+# Tools the harness runs in a node as root: nft, the packet filter that partitions a node
+# (pgharness.faults.partition), and rsync, the manual's step that brings a standby over a major
+# upgrade (pgharness.upgrade). The harness's own images carry both; an image a user brings gets them
+# from its package manager when the build can reach one, and otherwise builds without them: every
+# other feature works, and the one that needs the tool is refused in one line.
+ensure_tools() {
+    missing=""
+    for tool in nft rsync; do command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"; done
+    [ -n "$missing" ] || return 0
+    packages=$(printf '%s\n' $missing | sed 's/^nft$/nftables/')
+    # shellcheck disable=SC2086  # one word per package
     if command -v apt-get >/dev/null 2>&1; then
-        { apt-get update -qq && apt-get install -y -qq --no-install-recommends nftables >/dev/null \
+        { apt-get update -qq && apt-get install -y -qq --no-install-recommends $packages >/dev/null \
             && rm -rf /var/lib/apt/lists/*; } || true
     elif command -v apk >/dev/null 2>&1; then
-        apk add --no-cache --quiet nftables || true
+        apk add --no-cache --quiet $packages || true
     fi
-    if command -v nft >/dev/null 2>&1; then
-        say "nft installed for partitions"
-    else
-        say "warning: no nft in this image and none could be installed: partitions (pgharness.faults.partition) are refused"
-    fi
+    command -v nft >/dev/null 2>&1 \
+        || say "warning: no nft in this image and none could be installed: partitions (pgharness.faults.partition) are refused"
+    command -v rsync >/dev/null 2>&1 \
+        || say "warning: no rsync in this image and none could be installed: upgrades bring standbys over by base backup only"
 }
 
 make_template() {
@@ -427,6 +437,126 @@ health() {
     esac
 }
 
+# --- major upgrades (pgharness.upgrade) ---
+
+OLD_ROOT=/opt/pgharness/old
+
+# The server's folders, one per line: bindir, pkglibdir, sharedir. PostgreSQL finds its lib and share
+# folders relative to its own binary, so the three keep working when moved together under one prefix.
+server_dirs() {
+    bindir=$(find_bindir)
+    [ -n "$bindir" ] || die "no PostgreSQL server binaries in this image"
+    # The real folder, not the links check-image made in /usr/local/bin.
+    bindir=$(dirname "$(readlink -f "$bindir/postgres")")
+    if ! { libdir=$("$bindir/pg_config" --pkglibdir 2>/dev/null) && sharedir=$("$bindir/pg_config" --sharedir 2>/dev/null); }; then
+        # Debian's layout (its server package has no pg_config): /usr/lib/postgresql/N/{bin,lib}, /usr/share/postgresql/N.
+        major=$("$bindir/postgres" -V | sed -n 's/^postgres (PostgreSQL) \([0-9]*\).*/\1/p')
+        libdir=$(dirname "$bindir")/lib
+        sharedir=/usr/share/postgresql/$major
+    fi
+    [ -e "$libdir/plpgsql.so" ] || die "cannot tell where the server's libraries are (no plpgsql.so in $libdir)"
+    [ -e "$sharedir/postgres.bki" ] || die "cannot tell where the server's share folder is (no postgres.bki in $sharedir)"
+    printf '%s\n' "$bindir" "$libdir" "$sharedir"
+}
+
+# collect DIR (in the old major's image): its server folders under DIR/root, the path of its bindir in
+# DIR/bindir, and every shared library they load under its own name (soname) in DIR/libs.
+collect_old() {
+    out=$1
+    dirs=$(server_dirs)
+    mkdir -p "$out/root" "$out/libs"
+    # shellcheck disable=SC2086  # the three folders, one word each
+    tar -cf - $dirs 2>/dev/null | tar -xf - -C "$out/root"
+    printf '%s\n' "$dirs" | head -n 1 >"$out/bindir"
+    # shellcheck disable=SC2086
+    find $dirs -type f \( -perm -u+x -o -name '*.so*' \) -exec ldd {} \; 2>/dev/null \
+        | sed -n 's/^[[:space:]]*\([^[:space:]]*\) => \(\/[^[:space:]]*\) .*/\1 \2/p' | sort -u \
+        | while read -r name path; do cp -L "$path" "$out/libs/$name"; done
+}
+
+# adopt DIR (in the new major's image, as root): the old server runs on this image's C library and on
+# every library this image has under the same name (a shared library keeps its ABI while its soname
+# stays); only the libraries this image lacks are kept, in a folder the dynamic linker searches. The
+# old bindir is linked at /opt/pgharness/old/bin. Fails when an old binary still lacks a library.
+adopt_old() {
+    old=$1
+    bindir="$old/root$(cat "$old/bindir")"
+    mkdir -p "$old/lib"
+    for lib in "$old/libs"/*; do
+        [ -e "$lib" ] || continue
+        name=$(basename "$lib")
+        if ldconfig -p | grep -q "^[[:space:]]*$name (" ; then rm -f "$lib"; else mv "$lib" "$old/lib/"; fi
+    done
+    rmdir "$old/libs"
+    echo "$old/lib" >/etc/ld.so.conf.d/pgharness-old.conf
+    ldconfig
+    unresolved=$(for f in "$bindir"/*; do ldd "$f" 2>/dev/null | sed -n "s|^[[:space:]]*\([^ ]*\) => not found|$f: \1|p"; done)
+    [ -z "$unresolved" ] || die "the old server's binaries cannot run in this image, libraries missing: $unresolved"
+    ln -sfn "$bindir" "$OLD_ROOT/bin"
+    "$OLD_ROOT/bin/postgres" -V >/dev/null || die "the old server does not run in this image: $OLD_ROOT/bin/postgres -V failed"
+    say "old server $("$OLD_ROOT/bin/postgres" -V), binaries in $bindir"
+}
+
+# "Data page checksum version" of a stopped cluster, by the pg_controldata of its own major.
+checksums_of() { "$1/pg_controldata" "$2" | sed -n 's/^Data page checksum version: *//p'; }
+
+# upgrade MODE: pg_upgrade of $PGDATA (stopped cleanly, the old major) into $PGDATA.new, made from this
+# image's template with the old cluster's data checksums. check: pg_upgrade --check alone (nothing is
+# changed). pg_hba.conf and pg_ident.conf come along (pg_upgrade moves data, not configuration).
+upgrade_data() {
+    mode=$1
+    case $mode in check|link|copy|clone) ;; *) die "upgrade: unknown mode '$mode' (check, link, copy, clone)" ;; esac
+    [ -x "$OLD_ROOT/bin/pg_upgrade" ] || [ -x "$OLD_ROOT/bin/postgres" ] || die "upgrade: this image has no old server in $OLD_ROOT/bin: use an upgrade image"
+    [ -s "$PGDATA/PG_VERSION" ] || die "upgrade: no cluster in $PGDATA"
+    new_bin=$(find_bindir)
+    new=$PGDATA.new
+    rm -rf "$new"
+    cp -a "$TEMPLATE" "$new"
+    chmod 0700 "$new"
+    old_sums=$(checksums_of "$OLD_ROOT/bin" "$PGDATA")
+    new_sums=$(checksums_of "$new_bin" "$new")
+    if [ "$old_sums" = 0 ] && [ "$new_sums" != 0 ]; then "$new_bin/pg_checksums" --disable -D "$new" >/dev/null; fi
+    if [ "$old_sums" != 0 ] && [ "$new_sums" = 0 ]; then "$new_bin/pg_checksums" --enable -D "$new" >/dev/null; fi
+    cd "$(dirname "$PGDATA")"
+    set -- --old-bindir="$OLD_ROOT/bin" --new-bindir="$new_bin" --old-datadir="$PGDATA" --new-datadir="$new" \
+        --username=postgres --socketdir=/tmp
+    case $mode in
+    check)
+        if run_pg_upgrade "$new_bin" "$new" "$@" --check; then status=0; else status=$?; fi
+        rm -rf "$new"
+        return $status ;;
+    link) run_pg_upgrade "$new_bin" "$new" "$@" --link ;;
+    clone) run_pg_upgrade "$new_bin" "$new" "$@" --clone ;;
+    copy) run_pg_upgrade "$new_bin" "$new" "$@" ;;
+    esac
+    cp "$PGDATA/pg_hba.conf" "$PGDATA/pg_ident.conf" "$new/"
+}
+
+# run_pg_upgrade NEW_BINDIR NEW_DATADIR ARGS: pg_upgrade; when it fails, the error lines of the logs it
+# names (its own last words only point at them) go after its output, last.
+run_pg_upgrade() {
+    bin=$1 new=$2; shift 2
+    "$bin/pg_upgrade" "$@" && return 0
+    say "pg_upgrade failed; the errors in its logs ($new/pg_upgrade_output.d):"
+    grep -h -A2 "error:" "$new"/pg_upgrade_output.d/*/log/*.log 2>/dev/null | tail -n 6 >&2 || true
+    return 1
+}
+
+# upgrade-swap [drop-old]: the upgraded cluster takes $PGDATA's place; the old one is kept as
+# $PGDATA.old, or removed (drop-old: after link mode it shares files with the new one and must never
+# start again).
+upgrade_swap() {
+    [ -s "$PGDATA.new/PG_VERSION" ] || die "upgrade-swap: no upgraded cluster in $PGDATA.new"
+    rm -rf "$PGDATA.old"
+    mv "$PGDATA" "$PGDATA.old"
+    mv "$PGDATA.new" "$PGDATA"
+    case ${1:-} in
+    drop-old) rm -rf "$PGDATA.old" ;;
+    "") ;;
+    *) die "upgrade-swap: unknown option '$1' (drop-old)" ;;
+    esac
+}
+
 # Sourced by the unit tests (PGHARNESS_LIBRARY=1) for its functions alone.
 if [ -n "${PGHARNESS_LIBRARY:-}" ]; then return 0; fi
 
@@ -452,6 +582,13 @@ health) health "$@" ;;
 archive) archive_wal "$@" ;;
 check-image) check_image ;;
 make-template) make_template ;;
+old-binaries)
+    [ $# -eq 2 ] || die "usage: pgharness old-binaries collect|adopt DIR"
+    case $1 in collect) collect_old "$2" ;; adopt) adopt_old "$2" ;; *) die "old-binaries: unknown step '$1'" ;; esac ;;
+upgrade)
+    [ $# -eq 1 ] || die "usage: pgharness upgrade check|link|copy|clone"
+    upgrade_data "$1" ;;
+upgrade-swap) upgrade_swap "$@" ;;
 -*) run_postgres primary "$cmd" "$@" ;;
 *) exec "$cmd" "$@" ;;
 esac

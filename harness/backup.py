@@ -282,12 +282,13 @@ class Backups:
         what: str | None = None,
         volumes: dict[str, str] | None = None,
         timeout: float = TOOL_TIMEOUT,
+        user: str = "postgres",
     ) -> str:
         """Run a client tool (an argv list, never a shell string) in a throwaway container on the cluster's
         network; return its output.
 
         The container uses `image` (default: the cluster's node image, hence
-        the server's major version), runs as postgres with the superuser's
+        the server's major version), runs as `user` (default postgres) with the superuser's
         password in PGPASSWORD, mounts the backups volume at /backups (and any
         `volumes`, name to path), reaches the nodes by name, and is removed
         afterwards, also when it could not start. A non-zero exit raises
@@ -305,7 +306,7 @@ class Backups:
                 timeout=timeout,
                 what=what,
                 entrypoint=[],
-                user="postgres",
+                user=user,
                 environment={"PGPASSWORD": cluster.password, "PGUSER": "postgres"},
                 network=f"{cluster.name}_replication",
                 dns=["127.0.0.1"],
@@ -318,7 +319,9 @@ class Backups:
         except ClusterError as e:
             raise BackupError(str(e)) from None
         if code != 0:
-            raise BackupError(f"{what} failed: {last_error_line(output)}")
+            error = BackupError(f"{what} failed: {last_error_line(output)}")
+            error.output = output
+            raise error
         return output
 
 

@@ -72,7 +72,7 @@ from pgharness.service import Service, container_env
 from pgharness.tls import TlsFiles
 from pgharness.topology import NODE_NAME, TOPOLOGIES, plan
 from pgharness.versions import DEFAULT_VERSION
-from pgharness.wait import Deadline
+from pgharness.wait import Deadline, log_tails
 
 log = logging.getLogger("pgharness")
 
@@ -594,6 +594,28 @@ class Cluster:
         log.info("### Adding an independent primary %r (image %s)", name, image or self.image)
         variables = {"PGHARNESS_SETTINGS": FRESH_PRIMARY_SETTINGS, "UPSTREAM_HOST": "", **(env or {})}
         return self._run_node(name, "primary", variables, settings=settings, image=image, wait=wait, timeout=timeout)
+
+    def switch_image(self, image: str, services: Sequence[str], *, timeout: float | None = None) -> None:
+        """Run compose services `services` on `image` from now on: their containers are made again on it
+        (their data volumes kept), and the cluster's own image becomes `image`; returns once each is ready,
+        within `timeout` seconds (default ``PGHARNESS_TIMEOUT``, else 60). For a major upgrade
+        (`pgharness.upgrade`), whose data the new major's server reads."""
+        unknown = [name for name in services if name not in (self.compose.services or [])]
+        if unknown:
+            raise ClusterError(f"{', '.join(unknown)}: not a compose service of cluster {self.name!r}")
+        log.info("### Running %s on image %s", ", ".join(services), image)
+        self.image = image
+        self.compose.variables["HARNESS_IMAGE"] = image
+        recreate = ["up", "--detach", "--no-deps", "--force-recreate", *services]
+        self.compose.run_command([*self.compose.command, *recreate])
+        for name in services:
+            self._node_ids.pop(name, None)
+            node = self.node(name)
+            node._forget_port()  # a new container publishes its port anew
+            try:
+                node.wait_ready(timeout=timeout)
+            except ClusterError as e:  # it exited: its log says why (data of another major, say)
+                raise ClusterError(f"{e}\n{log_tails((node,))}") from None
 
     def _check_new_name(self, name: str) -> None:
         if not NODE_NAME.fullmatch(name):

@@ -59,6 +59,13 @@ class UnknownNode(ClusterError, KeyError):
 class BackupError(HarnessError):
     """A backup, restore, dump or rebuild failed, or was refused (the rebuild guard rail)."""
 
+    #: The whole output of the tool that failed (`Backups.run_tool`), when one did.
+    output: str = ""
+
+
+class UpgradeError(ClusterError):
+    """A major upgrade refused or failed (pgharness.upgrade): pg_upgrade's own reason, and the cluster's state."""
+
 
 class FailoverError(ClusterError):
     """A failover step failed: a rejoin that does not stream, a standby that cannot be re-pointed."""

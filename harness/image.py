@@ -38,7 +38,7 @@ from pgharness.compose import COMPOSE_FILE, docker_client, run_container
 from pgharness.constants import MANAGED_LABEL
 from pgharness.engine import resolve
 from pgharness.errors import ImageError
-from pgharness.versions import DebianSuite, suite_for
+from pgharness.versions import DEFAULT_VERSION, DebianSuite, suite_for
 
 DOCKER_DIR = COMPOSE_FILE.parent / "docker"
 INPUTS_LABEL = "org.pgharness.inputs"
@@ -85,6 +85,12 @@ def mmdebstrap_command(
         # No "main" cluster from postgresql-common: the image makes its own template.
         '--essential-hook=mkdir -p "$1/etc/postgresql-common/createcluster.d" && '
         "echo 'create_main_cluster = false' > \"$1/etc/postgresql-common/createcluster.d/pgharness.conf\"",
+        # The postgres user and group with ids of their own (the official images' 999), made before the
+        # server package would pick the next free ones: a data folder of one major's image is then owned
+        # by the postgres of every other, as pg_upgrade needs (it runs both servers on one data volume).
+        "--essential-hook=echo 'postgres:x:999:999:PostgreSQL administrator:/var/lib/postgresql:/bin/bash'"
+        ' >> "$1/etc/passwd" && echo postgres:x:999: >> "$1/etc/group" && echo "postgres:*:1::::::"'
+        ' >> "$1/etc/shadow" && echo "postgres:!::" >> "$1/etc/gshadow"',
         "--dpkgopt=path-exclude=/usr/share/doc/*",
         "--dpkgopt=path-exclude=/usr/share/man/*",
         "--dpkgopt=path-exclude=/usr/share/locale/*",
@@ -182,9 +188,14 @@ def base_inputs(suite: DebianSuite, mirror: str | None, packages: tuple[str, ...
     return digest(RECIPE_VERSION, *mmdebstrap_command(suite, mirror, packages))
 
 
+#: The upgrade image's recipe (`upgrade_image`): in docker/, not part of the node image.
+UPGRADE_DOCKERFILE = DOCKER_DIR / "upgrade.Dockerfile"
+
+
 def node_inputs(base_id: str) -> str:
-    """Digest of what the node image is made of: its base and the files of docker/."""
-    files = sorted(p for p in DOCKER_DIR.rglob("*") if p.is_file())
+    """Digest of what the node image is made of: its base and the files of docker/ (but the upgrade
+    image's recipe)."""
+    files = sorted(p for p in DOCKER_DIR.rglob("*") if p.is_file() and p != UPGRADE_DOCKERFILE)
     return digest(base_id, *(f"{p.relative_to(DOCKER_DIR)}" for p in files), *(p.read_bytes() for p in files))
 
 
@@ -350,6 +361,50 @@ def debian_image(
     inputs = base_inputs(suite, mirror, packages)
     if builder.label_of(tag) != inputs:
         builder.build_base(suite, tag, inputs, packages)
+    return tag
+
+
+def upgrade_tag(old_image: str, new_image: str) -> str:
+    """The upgrade image's tag for two node images: ``pgharness/upgrade:13-17`` for the harness's own."""
+
+    def short(tag: str) -> str:
+        m = re.fullmatch(r"pgharness/postgres:(\d+)", tag)
+        return m.group(1) if m else sanitize_tag(tag)
+
+    return f"pgharness/upgrade:{short(old_image)}-{short(new_image)}"[:128]
+
+
+def upgrade_image(old_image: str, new_image: str, *, out: IO[str] = sys.stderr) -> str:
+    """An image with the server of node image `old_image` beside that of `new_image`, for pg_upgrade; its tag.
+
+    Built from docker/upgrade.Dockerfile (no registry, no package download), cached on its inputs: the two
+    images' ids and the recipe. The build fails, naming the libraries, when the old server cannot run
+    there (an old image on a newer C library than the new one's, or on another C library).
+    """
+    tag = upgrade_tag(old_image, new_image)
+    client = docker_client()
+    try:
+        ids = [str(client.images.get(image).id) for image in (old_image, new_image)]
+    except docker.errors.ImageNotFound as e:
+        raise ImageError(f"no image to upgrade with: {e.explanation or e}") from None
+    recipe = [UPGRADE_DOCKERFILE.read_bytes(), (DOCKER_DIR / "pgharness.sh").read_bytes()]
+    inputs = digest(*ids, *recipe)
+    lock = Path(tempfile.gettempdir()) / f"pgharness-image-{sanitize_tag(tag)}-{digest(resolve().url)[:12]}.lock"
+    with FileLock(lock):
+        builder = ImageBuilder(ImageSpec(DEFAULT_VERSION), out=out)  # its steps: the spec is not used
+        if builder.label_of(tag) == inputs:
+            return tag
+        builder.say(f"building {tag}: the server of {old_image} beside that of {new_image}")
+        cmd = [
+            "docker", "build", "--progress=plain",
+            "--file", str(UPGRADE_DOCKERFILE),
+            "--build-arg", f"OLD_IMAGE={old_image}",
+            "--build-arg", f"NEW_IMAGE={new_image}",
+            "--label", f"{INPUTS_LABEL}={inputs}",
+            "--tag", tag,
+            str(DOCKER_DIR),
+        ]  # fmt: skip
+        builder.run(cmd, what=f"docker build of {tag}")
     return tag
 
 

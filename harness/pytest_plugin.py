@@ -77,6 +77,7 @@ MARKERS = {
     "sync": "synchronous replication and what commits it keeps: priority and quorum commit",
     "crash": "crash recovery: a killed backend, an immediate stop, prepared transactions, torn WAL",
     "cascade": "cascading standbys",
+    "upgrade": "major upgrades with pg_upgrade: link and copy modes, standbys by rsync or base backup",
     "hot_standby": "hot standby queries against replay: recovery conflicts, feedback, delayed standbys, convergence",
     "security": "security defaults: loopback-only ports, SCRAM, a replication-only role, secrets kept out",
     "downstream": "use from another project: override files and added services, settings, init SQL, the wheel",

@@ -31,8 +31,9 @@ class DebianSuite:
 
     @property
     def packages(self) -> tuple[str, ...]:
-        # nftables: the packet filter that partitions a node (pgharness.faults.partition).
-        return (f"postgresql-{self.major}", "nftables")
+        # nftables: the packet filter that partitions a node (pgharness.faults.partition); rsync: the
+        # manual's step that brings a standby over a major upgrade (pgharness.upgrade).
+        return (f"postgresql-{self.major}", "nftables", "rsync")
 
 
 SUITES: dict[int, DebianSuite] = {

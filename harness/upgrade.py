@@ -1,0 +1,254 @@
+"""Major-version upgrades of a replicated cluster with pg_upgrade, by the manual's procedure
+("Upgrading PostgreSQL with pg_upgrade", its steps for streaming replication and log-shipping standbys)::
+
+    from pgharness.upgrade import upgrade
+
+    report = upgrade(cluster, to=18)                    # link mode; standbys by rsync
+    report = upgrade(cluster, to=18, mode="copy", standbys="basebackup")
+    print(report)                                       # what it did, step by step, with timings
+
+The steps: the primary stops, each standby replays its shutdown checkpoint and
+stops (their "Latest checkpoint location" must match, as the manual asks);
+``pg_upgrade --check``, then pg_upgrade on the primary's data (``link``,
+``copy`` or ``clone``) in an *upgrade image*, which holds the old server beside
+the new one (`pgharness.image.upgrade_image`); each standby is brought over by
+the manual's ``rsync --archive --delete --hard-links --size-only
+--no-inc-recursive`` of the primary's old and new data folders, or by a fresh
+base backup of the upgraded primary; every node starts again on the new major's
+image and the standbys stream again.
+
+What changes: the new cluster is another system (a new system identifier) whose
+WAL continues after the old one's on timeline 1; ``archive_command`` keeps
+archiving into the same archive; physical slots are not carried by pg_upgrade and
+are made again on the new primary; logical slots and subscriptions are carried
+from PostgreSQL 17 on. ALTER SYSTEM settings (``postgresql.auto.conf``) stay
+behind: a setting of one major may not exist in the next. After link mode the
+old data shares files with the new and must never start again: it is removed
+unless kept on purpose (pg_upgrade has renamed its ``global/pg_control``, so a
+start fails).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Literal
+
+from pgharness.constants import DATA_MOUNT
+from pgharness.errors import BackupError, HarnessError, UpgradeError
+from pgharness.image import ImageSpec, ensure_image, server_version, upgrade_image
+from pgharness.lsn import Lsn
+from pgharness.versions import parse_postgres_v
+from pgharness.wait import poll_until
+
+if TYPE_CHECKING:
+    from pgharness.cluster import Cluster
+    from pgharness.node import Node
+
+log = logging.getLogger("pgharness")
+
+Mode = Literal["link", "copy", "clone"]
+StandbyMethod = Literal["rsync", "basebackup"]
+MODES = ("link", "copy", "clone")
+STANDBY_METHODS = ("rsync", "basebackup")
+#: The manual's rsync of a standby: the primary's old and new data folders into the standby's volume,
+#: its old files reused where the size matches, the new ones hard-linked to them as on the primary.
+RSYNC = ["rsync", "--archive", "--delete", "--hard-links", "--size-only", "--no-inc-recursive"]
+#: Lines of a failed step's output an `UpgradeError` shows.
+TAIL_LINES = 20
+#: Seconds pg_upgrade may take (a copy of a large cluster takes long).
+UPGRADE_TIMEOUT = 1800.0
+
+
+@dataclass
+class UpgradeReport:
+    """What `upgrade` did: versions, images, pg_upgrade's mode, how each standby came over, step timings."""
+
+    cluster: str
+    from_major: int
+    to_major: int
+    image: str
+    mode: str
+    standbys: dict[str, str] = field(default_factory=dict)
+    slots: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        lines = [f"upgraded cluster {self.cluster!r} from PostgreSQL {self.from_major} to {self.to_major}"]
+        lines.append(f"  image: {self.image}")
+        lines.append(f"  primary: pg_upgrade --{self.mode} ({self.seconds.get('pg_upgrade', 0):.1f} s)")
+        for name, method in self.standbys.items():
+            how = "rsync of the primary's old and new data" if method == "rsync" else "a fresh base backup"
+            lines.append(f"  {name}: {how}")
+        if self.slots:
+            lines.append(f"  physical slots made again: {', '.join(self.slots)}")
+        lines.append(f"  total: {sum(self.seconds.values()):.1f} s")
+        return "\n".join(lines)
+
+
+def upgrade(
+    cluster: Cluster,
+    to: int | str,
+    *,
+    mode: Mode = "link",
+    standbys: StandbyMethod = "rsync",
+    keep_old: bool = False,
+    timeout: float | None = None,
+    out: IO[str] = sys.stderr,
+) -> UpgradeReport:
+    """Upgrade `cluster` (its compose services: the primary and its standbys) to major `to`, or to node
+    image `to`; return an `UpgradeReport`.
+
+    `mode` is pg_upgrade's (``link``, ``copy``, ``clone``); `standbys` how each
+    standby comes over (``rsync``, the manual's way, or ``basebackup``).
+    `keep_old` keeps each old data folder as ``data.old`` in its volume
+    (after link mode it shares files with the new cluster: never start it). Waits for
+    each step within `timeout` seconds (default ``PGHARNESS_TIMEOUT``, else 60).
+
+    Raises `UpgradeError`: before anything changed (a version that does not
+    go up, nodes added at run time, a standby that is not caught up,
+    ``pg_upgrade --check`` refusing: the nodes are started again as they were),
+    or when pg_upgrade fails (the nodes are left stopped, pg_upgrade's output
+    in the message; in copy and clone modes the old data is untouched).
+    """
+    if mode not in MODES:
+        raise UpgradeError(f"upgrade mode {mode!r}: one of {', '.join(MODES)}")
+    if standbys not in STANDBY_METHODS:
+        raise UpgradeError(f"standbys={standbys!r}: one of {', '.join(STANDBY_METHODS)}")
+    primary = cluster.primary
+    added = [node.name for node in cluster.nodes if node.name not in (cluster.compose.services or [])]
+    if added:
+        raise UpgradeError(
+            f"cluster {cluster.name!r} has nodes added at run time ({', '.join(added)}): the upgrade brings over "
+            "the compose services' nodes; remove those first (cluster.remove_node)"
+        )
+    new_image = ensure_image(ImageSpec(to), out=out) if isinstance(to, int) else to
+    from_major, to_major = primary.major, parse_postgres_v(server_version(new_image))
+    if to_major <= from_major:
+        raise UpgradeError(f"PostgreSQL {from_major} to {to_major}: pg_upgrade goes to a later major version only")
+    tool = upgrade_image(cluster.image, new_image, out=out)
+    owners = {image: cluster.backups.run_tool(["id", "-u"], image=image, what="id -u").strip()
+              for image in (cluster.image, tool)}  # fmt: skip
+    if len(set(owners.values())) != 1:
+        raise UpgradeError(
+            f"the postgres user is uid {owners[cluster.image]} in {cluster.image} and {owners[tool]} in {new_image}: "
+            "pg_upgrade runs both servers on one data folder, which needs one owner; use images whose postgres "
+            "users have the same uid (the harness's and the official Debian-based images: 999)"
+        )
+    report = UpgradeReport(cluster.name, from_major, to_major, new_image, mode)
+    followers = [node for node in cluster.nodes if node is not primary]
+    log.info("### Upgrading cluster %r from %d to %d (%s; standbys by %s)", cluster.name, from_major, to_major,
+             mode, standbys)  # fmt: skip
+    started = time.monotonic()
+
+    def lap(step: str) -> None:
+        nonlocal started
+        now = time.monotonic()
+        report.seconds[step] = round(now - started, 3)
+        started = now
+
+    # Physical slots are not carried over: noted here, made again on the new primary.
+    report.slots = [str(name) for (name,) in primary.sql(
+        "SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'physical' AND NOT temporary ORDER BY 1"
+    )]  # fmt: skip
+    _stop_caught_up(cluster, primary, followers, tool, timeout=timeout)
+    lap("stop")
+
+    def run(argv: list[str], volumes: dict[str, str], what: str) -> str:
+        try:
+            return cluster.backups.run_tool(argv, image=tool, what=what, volumes=volumes, timeout=UPGRADE_TIMEOUT)
+        except BackupError as e:
+            # pg_upgrade says why before its last line ("Failure, exiting"): the output's tail.
+            tail = "\n".join(line for line in e.output.strip().splitlines()[-TAIL_LINES:])
+            raise UpgradeError(f"{what} failed:\n{tail}" if tail else str(e)) from None
+
+    primary_volume = primary.data_volume()
+    try:
+        run(["pgharness", "upgrade", "check"], {primary_volume: DATA_MOUNT}, "pg_upgrade --check")
+    except UpgradeError as e:
+        for node in (primary, *followers):
+            node.start()
+        raise UpgradeError(f"{e}\nnothing was changed: the cluster runs on PostgreSQL {from_major} again") from None
+    lap("check")
+    try:
+        run(["pgharness", "upgrade", mode], {primary_volume: DATA_MOUNT}, f"pg_upgrade --{mode}")
+    except UpgradeError as e:
+        kept = "the old data is untouched" if mode != "link" else "the old data may be linked into the new"
+        raise UpgradeError(f"{e}\nthe nodes are stopped; {kept} (in volume {primary_volume})") from None
+    lap("pg_upgrade")
+
+    swap = ["pgharness", "upgrade-swap", *([] if keep_old else ["drop-old"])]
+    for node in followers:
+        volume = node.data_volume()
+        if standbys == "rsync":
+            run([*RSYNC, "/primary/data", "/primary/data.new", "/standby"],
+                {primary_volume: "/primary", volume: "/standby"}, f"rsync of standby {node.name!r}")  # fmt: skip
+            run(["touch", "/standby/data.new/standby.signal"], {volume: "/standby"}, "standby.signal")
+            run(swap, {volume: DATA_MOUNT}, f"the swap of {node.name!r}'s data")
+        else:
+            # An empty data folder: the node takes a base backup of the upgraded primary at its start.
+            run(["rm", "-rf", f"{DATA_MOUNT}/data"], {volume: DATA_MOUNT}, f"the removal of {node.name!r}'s data")
+        report.standbys[node.name] = standbys
+    run(swap, {primary_volume: DATA_MOUNT}, "the swap of the primary's data")
+    lap("standbys")
+
+    # Every node on the new major's image: the primary first (the slots its standbys stream through).
+    cluster.switch_image(new_image, [primary.name], timeout=timeout)
+    for slot in report.slots:
+        primary.sql("SELECT pg_create_physical_replication_slot(%s)", (slot,))
+    cluster.switch_image(new_image, [node.name for node in followers], timeout=timeout)
+    lap("start")
+    log.info("### %s", report)
+    return report
+
+
+def _stop_caught_up(cluster: Cluster, primary: Node, standbys: list[Node], tool: str, *,
+                    timeout: float | None) -> None:  # fmt: skip
+    """Stop the primary, then each standby once it has replayed the primary's shutdown checkpoint; check,
+    as the manual does, that every "Latest checkpoint location" matches the primary's."""
+    primary.stop()
+    checkpoint = _latest_checkpoint(cluster, primary, tool)
+    for node in standbys:
+        try:
+            _wait_replayed(node, checkpoint, timeout=timeout)
+        except HarnessError as e:
+            primary.start()
+            raise UpgradeError(f"standby {node.name!r} is not caught up; nothing was changed: {e}") from None
+        node.stop()
+        at = _latest_checkpoint(cluster, node, tool)
+        if at != checkpoint:
+            for started in (primary, *standbys):
+                started.start()
+            raise UpgradeError(
+                f"standby {node.name!r} stopped at checkpoint {at}, the primary at {checkpoint}: rsync would leave it "
+                "inconsistent; nothing was changed"
+            )
+
+
+def _wait_replayed(node: Node, checkpoint: Lsn, *, timeout: float | None) -> None:
+    poll_until(
+        lambda: node.lsn("replay"),
+        lambda replayed: replayed is not None and replayed > checkpoint,
+        what=f"standby {node.name!r} to replay the primary's shutdown checkpoint at {checkpoint}",
+        timeout=timeout,
+        nodes=(node,),
+    )
+
+
+def _latest_checkpoint(cluster: Cluster, node: Node, tool: str) -> Lsn:
+    """ "Latest checkpoint location" of stopped `node`, by the old major's pg_controldata."""
+    output = cluster.backups.run_tool(
+        ["/opt/pgharness/old/bin/pg_controldata", f"{DATA_MOUNT}/data"],
+        image=tool,
+        what=f"pg_controldata of {node.name!r}",
+        volumes={node.data_volume(): DATA_MOUNT},
+    )
+    for line in output.splitlines():
+        if line.startswith("Latest checkpoint location:"):
+            return Lsn.parse(line.split(":", 1)[1].strip())
+    raise UpgradeError(f"pg_controldata of {node.name!r} shows no latest checkpoint:\n{output}")
+
+
+__all__ = ["MODES", "STANDBY_METHODS", "UpgradeReport", "upgrade"]

@@ -1,0 +1,200 @@
+"""Major upgrades of a replicated cluster with pg_upgrade, by the manual's procedure (`pgharness.upgrade`).
+
+Each scenario goes from this run's major to a later one whose image the harness can build (13, 15, 17,
+18): from 13, to 15, 17 and 18; from 18, none (skipped, and the matrix shows it).
+"""
+
+import contextlib
+import threading
+
+import docker.errors
+import pytest
+
+from pgharness.constants import PROJECT_LABEL
+from pgharness.convergence import assert_converged
+from pgharness.errors import BackupError, UpgradeError
+from pgharness.load import WriteLoad, pgbench_init
+from pgharness.upgrade import upgrade
+from pgharness.versions import SUITES
+from pgharness.wait import poll_until
+
+pytestmark = pytest.mark.upgrade
+
+TARGETS = sorted(SUITES)
+TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgharness_load", "hoge")
+#: Pairs the Debian packages the harness builds from cannot upgrade between, and why. Expected to fail
+#: (strictly: once the packages change, the scenario passes, the run says so, and the pair comes off).
+BLOCKED = {
+    (old, 18): f"Debian's {old} package (15.20, 17.12) records a pg_attver option on every column, which 18.6 "
+    'does not know: pg_upgrade\'s schema restore fails (ERROR: unrecognized parameter "pg_attver")'
+    for old in (15, 17)
+}
+
+
+def next_major(pg_major):
+    """The next major the harness builds after this run's, or a skip."""
+    later_ones = [v for v in TARGETS if v > pg_major]
+    if not later_ones:
+        pytest.skip(f"no major the harness builds comes after PostgreSQL {pg_major}")
+    return later_ones[0]
+
+
+def with_tables(request, pg_major, to):
+    """`to`, for a scenario whose cluster has tables of its own: a pair that does not go up is skipped, a
+    blocked one (`BLOCKED`) expected to fail."""
+    if to <= pg_major:
+        pytest.skip(f"pg_upgrade goes up only: PostgreSQL {pg_major} to {to}")
+    if (pg_major, to) in BLOCKED:
+        request.applymarker(pytest.mark.xfail(raises=UpgradeError, strict=True, reason=BLOCKED[pg_major, to]))
+    return to
+
+
+def contents(node):
+    """Each table's checksum and the sequence's position: what must come through the upgrade unchanged."""
+    sums = {table: node.table_checksum(table) for table in TABLES}
+    return sums, node.scalar("SELECT last_value FROM hoge_id_seq")
+
+
+def write_before(primary):
+    """pgbench's tables, a sequence that has handed out values, and rows of a write load stopped cleanly."""
+    pgbench_init(primary, scale=1)
+    primary.sql("CREATE TABLE hoge (id bigserial PRIMARY KEY, note text)")
+    primary.sql("INSERT INTO hoge (note) SELECT 'before ' || g FROM generate_series(1, 500) g")
+    WriteLoad.create_table(primary)
+    with WriteLoad(primary.dsn(), workers=2) as load:
+        load.wait_for_commits(300)
+    return load
+
+
+@pytest.mark.parametrize("to", TARGETS, ids=lambda v: f"to{v}")
+def test_link_upgrade_keeps_every_row_and_the_rsynced_standby_streams(request, cluster_factory, pg_major, to):
+    with_tables(request, pg_major, to)
+    cluster = cluster_factory()
+    primary, standby = cluster.primary, cluster.standby
+    load = write_before(primary)
+    primary.wait_for_catchup(standby)
+    before = contents(primary)
+
+    report = upgrade(cluster, to=to, mode="link", standbys="rsync")
+    assert report.standbys == {"standby": "rsync"}
+
+    # Both nodes run the new major, the standby streams from the primary again ...
+    assert primary.major == standby.major == to
+    assert standby.is_in_recovery()
+    standby.poll_query_until("SELECT status FROM pg_stat_wal_receiver", "streaming")
+    # ... every row written before is there, on both, the sequence where it was ...
+    assert contents(primary) == before
+    assert load.log.lost_commits(primary) == set()
+    # ... a row written now reaches the standby, and the standby holds exactly what the primary holds.
+    primary.sql("INSERT INTO hoge (note) VALUES ('after')")
+    primary.wait_for_catchup(standby)
+    assert standby.scalar("SELECT note FROM hoge ORDER BY id DESC LIMIT 1") == "after"
+    assert_converged(cluster)
+    # The archive goes on: the new cluster's WAL continues after the old one's, under new names.
+    primary.wait_for_archived(primary.switch_wal())
+
+
+def test_copy_upgrade_and_a_standby_rebuilt_by_base_backup(request, cluster_factory, pg_major):
+    to = with_tables(request, pg_major, next_major(pg_major))
+    cluster = cluster_factory()
+    primary, standby = cluster.primary, cluster.standby
+    write_before(primary)
+    primary.wait_for_catchup(standby)
+    before = contents(primary)
+    old_system = primary.scalar("SELECT system_identifier FROM pg_control_system()")
+
+    upgrade(cluster, to=to, mode="copy", standbys="basebackup", keep_old=True)
+
+    # A new system (pg_upgrade makes a new cluster); the standby is a fresh copy of it, and streams.
+    assert primary.scalar("SELECT system_identifier FROM pg_control_system()") != old_system
+    assert standby.major == to
+    standby.poll_query_until("SELECT status FROM pg_stat_wal_receiver", "streaming")
+    assert contents(standby) == before
+    assert_converged(cluster)
+    # Copy mode kept the old data whole beside the new (keep_old), in the primary's volume.
+    assert "data.old" in primary.exec("ls", "/var/lib/pgharness").split()
+
+
+def test_check_refuses_a_cluster_it_cannot_upgrade_and_nothing_changes(cluster_factory, pg_major):
+    to = next_major(pg_major)  # the check refuses before the step that fails on a blocked pair
+    cluster = cluster_factory()
+    primary, standby = cluster.primary, cluster.standby
+    # A column of a reg* type that holds OIDs, which pg_upgrade cannot carry (they change in a new cluster).
+    primary.sql("CREATE TABLE refused (f regproc)")
+    primary.sql("INSERT INTO refused VALUES ('now')")
+
+    with pytest.raises(UpgradeError) as refused:
+        upgrade(cluster, to=to)
+    assert "nothing was changed" in str(refused.value)
+
+    # The cluster runs on its own major again, as before, the standby streaming.
+    assert primary.major == pg_major
+    standby.poll_query_until("SELECT status FROM pg_stat_wal_receiver", "streaming")
+    primary.sql("INSERT INTO refused VALUES ('now')")
+    primary.wait_for_catchup(standby)
+    assert standby.scalar("SELECT count(*) FROM refused") == 2
+
+
+def test_after_link_mode_the_old_cluster_cannot_start(cluster_factory, pg_major):
+    to = next_major(pg_major)
+    cluster = cluster_factory()  # no table of its own: it upgrades on a blocked pair too
+    primary = cluster.primary
+    old_image = cluster.image
+    upgrade(cluster, to=to, mode="link", standbys="basebackup", keep_old=True)
+
+    # pg_upgrade --link renamed the old cluster's control file: its old server refuses to start on it (it
+    # would write into files the new cluster uses).
+    volume = {primary.data_volume(): "/var/lib/pgharness"}
+    listing = cluster.backups.run_tool(["ls", "/var/lib/pgharness/data.old/global"], volumes=volume)
+    assert "pg_control.old" in listing.split()
+    assert "pg_control" not in listing.split()
+    with pytest.raises(BackupError):
+        cluster.backups.run_tool(
+            ["postgres", "-D", "/var/lib/pgharness/data.old"], image=old_image, volumes=volume, timeout=60
+        )
+
+
+def upgrading_server(cluster):
+    """The container running pg_upgrade for `cluster` once the new server runs in it, else None."""
+    for container in cluster.docker.containers.list(filters={"label": f"{PROJECT_LABEL}={cluster.name}"}):
+        if not any(tag.startswith("pgharness/upgrade:") for tag in container.image.tags):
+            continue
+        with contextlib.suppress(docker.errors.APIError):  # it may be ending
+            if container.exec_run(["test", "-e", "/var/lib/pgharness/data.new/postmaster.pid"]).exit_code == 0:
+                return container
+    return None
+
+
+def test_an_upgrade_killed_half_way_in_copy_mode_leaves_the_old_cluster_startable(cluster_factory, pg_major):
+    to = next_major(pg_major)
+    cluster = cluster_factory()
+    primary, standby = cluster.primary, cluster.standby
+    primary.sql("CREATE TABLE hoge AS SELECT generate_series(1, 1000) AS col")
+    before = primary.table_checksum("hoge")
+
+    # pg_upgrade runs in a container of its own; it is killed once pg_upgrade has started the new server.
+    failed = []
+
+    def run():
+        try:
+            upgrade(cluster, to=to, mode="copy")
+        except UpgradeError as e:
+            failed.append(e)
+
+    upgrading = threading.Thread(target=run)
+    upgrading.start()
+    try:
+        tool = poll_until(lambda: upgrading_server(cluster), what="pg_upgrade to start the new server")
+        tool.kill()
+    finally:
+        upgrading.join(timeout=300)
+    assert failed, "the upgrade went through: nothing was killed"
+
+    # The old cluster was left as it was (copy mode touches no old file): it starts on its own major,
+    # with its rows, and the standby streams again. The half-made new cluster stays beside it as evidence.
+    primary.start()
+    standby.start()
+    assert primary.major == pg_major
+    assert primary.table_checksum("hoge") == before
+    standby.poll_query_until("SELECT status FROM pg_stat_wal_receiver", "streaming")
+    assert "data.new" in primary.exec("ls", "/var/lib/pgharness").split()
