@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         UnknownEnvironment as UnknownEnvironment,
         UnknownNode as UnknownNode,
         UnsupportedVersion as UnsupportedVersion,
+        UpgradeError as UpgradeError,
         WaitTimeout as WaitTimeout,
     )
     from pgharness.lsn import Lsn as Lsn, walfile_name as walfile_name
@@ -51,7 +52,7 @@ _EXPORTS = {
         (
             "BackupError", "ClusterError", "DockerUnavailable", "FailoverError", "HarnessError", "ImageError",
             "NotConverged", "PortInUse", "QueryTimeout", "QuotingError", "RecoveryTargetError", "SplitBrain",
-            "StartFailed", "UnknownEnvironment", "UnknownNode", "UnsupportedVersion", "WaitTimeout",
+            "StartFailed", "UnknownEnvironment", "UnknownNode", "UnsupportedVersion", "UpgradeError", "WaitTimeout",
         ),
         "pgharness.errors",
     ),

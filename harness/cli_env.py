@@ -23,7 +23,7 @@ from pgharness.cli_base import (
     spec_from,
 )
 from pgharness.constants import STORAGES
-from pgharness.errors import PortInUse, UnknownEnvironment
+from pgharness.errors import PortInUse, UnknownEnvironment, UnsupportedVersion
 
 
 @main.command()
@@ -201,6 +201,56 @@ def up(
         click.echo(f"logical: {subscribe}")
     click.echo(f"status:  pgharness status --name {name}")
     click.echo(f"remove:  pgharness down --name {name}   (make down for the default environment)")
+
+
+@main.command()
+@click.option("--name", default=DEFAULT_NAME, show_default=True, help="Environment (compose project) name.")
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    metavar="VERSION|IMAGE",
+    help="The major version to upgrade to (built from Debian packages), or a node image.",
+)
+@click.option(
+    "--mode", type=click.Choice(["link", "copy", "clone"]), default="link", show_default=True, help="pg_upgrade's mode."
+)
+@click.option(
+    "--standbys",
+    type=click.Choice(["rsync", "basebackup"]),
+    default="rsync",
+    show_default=True,
+    help="How each standby comes over: the manual's rsync, or a fresh base backup.",
+)
+@click.option("--keep-old", is_flag=True, help="Keep each old data folder as data.old (never start it after link).")
+@clean_errors
+def upgrade(name: str, to: str, mode: str, standbys: str, keep_old: bool) -> None:
+    """Upgrade an environment's primary and standbys to a later major version with pg_upgrade, by the
+    manual's steps; print what it did and how to connect.
+
+    Example: pgharness upgrade --name bug123 --to 18
+    """
+    from typing import cast
+
+    from pgharness.cluster import Cluster
+    from pgharness.upgrade import Mode, StandbyMethod, upgrade as run_upgrade
+    from pgharness.versions import parse_version_arg
+
+    try:
+        target: int | str = parse_version_arg(to) if to.strip()[:1].isdigit() else to
+    except UnsupportedVersion as e:
+        raise click.BadParameter(str(e), param_hint="--to") from None
+    cluster = Cluster.attach(name)
+    click.echo(f"upgrading {name!r} to {to} ...", err=True)
+    report = run_upgrade(
+        cluster, target, mode=cast(Mode, mode), standbys=cast(StandbyMethod, standbys), keep_old=keep_old
+    )
+    cluster.release()
+    click.echo(str(report))
+    click.echo(f"{'node':<16} {'role':<8} connection")
+    for node in cluster.nodes:
+        click.echo(describe(node))
+    click.echo(f"\nconnect: psql {shlex.quote(cluster.primary.uri())}")
 
 
 @main.command()

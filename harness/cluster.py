@@ -70,7 +70,7 @@ from pgharness.node import Node
 from pgharness.quoting import Settings, check_file_name, check_secret, settings_lines
 from pgharness.service import Service, container_env
 from pgharness.tls import TlsFiles
-from pgharness.topology import NODE_NAME, TOPOLOGIES, plan
+from pgharness.topology import NODE_NAME, TOPOLOGIES, plan, variable
 from pgharness.versions import DEFAULT_VERSION
 from pgharness.wait import Deadline, log_tails
 
@@ -604,6 +604,13 @@ class Cluster:
         if unknown:
             raise ClusterError(f"{', '.join(unknown)}: not a compose service of cluster {self.name!r}")
         log.info("### Running %s on image %s", ", ".join(services), image)
+        for name in services:
+            # A fixed host port stays the node's (an environment attached by the command line has the
+            # defaults in its variables, not the ports it was started with); an ephemeral one stays ephemeral.
+            bindings = self.container(name).attrs["HostConfig"].get("PortBindings") or {}
+            fixed = [b.get("HostPort") for b in bindings.get(f"{CONTAINER_PORT}/tcp") or [] if b.get("HostPort")]
+            if fixed:
+                self.compose.variables[variable(name, "PORT")] = str(fixed[0])
         self.image = image
         self.compose.variables["HARNESS_IMAGE"] = image
         recreate = ["up", "--detach", "--no-deps", "--force-recreate", *services]

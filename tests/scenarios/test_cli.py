@@ -16,6 +16,7 @@ from pgharness.compose import COMPOSE_FILE
 from pgharness.environments import remove_environment, this_host
 from pgharness.fixtures import remove_cluster
 from pgharness.lsn import Lsn
+from pgharness.versions import SUITES
 from pgharness.wait import poll_until
 from tests.scenarios.helpers import (
     file_system,
@@ -554,3 +555,24 @@ def test_a_port_in_use_is_named_with_the_flag_or_variable_the_user_gave(harness_
         assert line.endswith(remedy), line
         assert "make down" not in line
     assert project_resources(name) == []
+
+
+@pytest.mark.upgrade
+def test_upgrade_through_the_cli_keeps_the_ports_and_the_standby(environment, pg_major):
+    later = [v for v in sorted(SUITES) if v > pg_major]
+    if not later:
+        pytest.skip(f"no major the harness builds comes after PostgreSQL {pg_major}")
+    name = ["--name", environment]
+    before = up_on_free_ports(environment)
+    connections = [line for line in before.splitlines() if line.startswith(("primary ", "standby "))]
+
+    upgraded = pgharness("upgrade", *name, "--to", str(later[0]), timeout=900)
+    assert upgraded.returncode == 0, upgraded.stderr
+    # It says what it did, and how to connect: the same addresses as before.
+    assert f"from PostgreSQL {pg_major} to {later[0]}" in upgraded.stdout
+    assert "standby: rsync of the primary's old and new data" in upgraded.stdout
+    assert [line for line in upgraded.stdout.splitlines() if line.startswith(("primary ", "standby "))] == connections
+
+    assert ok("sql", *name, "primary", "SHOW server_version_num")[:2] == str(later[0])
+    ok("sql", *name, "primary", "CREATE TABLE hoge AS SELECT 1 AS col")
+    sql_until(environment, "standby", "SELECT col FROM hoge", "1", what="row 1 on the upgraded standby")
