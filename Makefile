@@ -24,7 +24,7 @@ export PG_VERSION PG_IMAGE PRIMARY_PORT STANDBY_PORT
 BIN     := $(VENV)/bin
 HARNESS := $(BIN)/pgharness
 
-.PHONY: help venv image up down test test-alone test-families test-matrix test-provision test-remote soak unit lint format docs bench clean
+.PHONY: help venv image up down test test-alone test-families test-matrix test-provision test-remote soak unit lint format docs bench bench-upgrade clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -97,8 +97,12 @@ docs: venv ## The documentation site (Sphinx) into docs/_build/html; any warning
 	$(BIN)/python -m sphinx -E -W --keep-going -b html -q docs docs/_build/html
 	$(BIN)/python docs/check_api.py docs/_build/html
 
-bench: image ## Time a primary + standby to the first replicated row (BENCH_RUNS runs)
+bench: image ## Time a primary + standby to the first replicated row (BENCH_RUNS runs), then upgrades by method
 	$(BIN)/python bench/startup.py --runs $(BENCH_RUNS)
+	$(BIN)/python bench/upgrade.py
+
+bench-upgrade: venv ## Time major upgrades by pg_upgrade mode and standby method (UPGRADE_ARGS="--from 13 --to 15 --scale 10")
+	$(BIN)/python bench/upgrade.py $(UPGRADE_ARGS)
 
 clean: ## Remove the virtual environment and test results
 	rm -rf $(VENV) test-results docs/_build .pytest_cache .mypy_cache .mypy-path .ruff_cache
