@@ -513,6 +513,9 @@ upgrade_data() {
     rm -rf "$new"
     cp -a "$TEMPLATE" "$new"
     chmod 0700 "$new"
+    # The node's settings that pg_upgrade checks on the new cluster (wal_level and slots, for the logical
+    # slots it carries from 17 on); the entrypoint writes the whole pgharness.conf at the node's next start.
+    grep -E '^(wal_level|max_replication_slots|max_wal_senders) *=' "$PGDATA/pgharness.conf" >"$new/pgharness.conf" || true
     old_sums=$(checksums_of "$OLD_ROOT/bin" "$PGDATA")
     new_sums=$(checksums_of "$new_bin" "$new")
     if [ "$old_sums" = 0 ] && [ "$new_sums" != 0 ]; then "$new_bin/pg_checksums" --disable -D "$new" >/dev/null; fi

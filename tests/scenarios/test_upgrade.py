@@ -14,7 +14,7 @@ from pgharness.constants import PROJECT_LABEL
 from pgharness.convergence import assert_converged
 from pgharness.errors import BackupError, UpgradeError
 from pgharness.load import WriteLoad, pgbench_init
-from pgharness.logical import Publication, Subscription
+from pgharness.logical import Publication, Subscription, create_logical_slot, slot_changes
 from pgharness.upgrade import upgrade
 from pgharness.versions import SUITES
 from pgharness.wait import poll_until
@@ -248,3 +248,27 @@ def test_blue_green_switch_to_a_standby_turned_subscriber_by_pg_createsubscriber
     rows = green.sql("SELECT worker, seq FROM pgharness_load")
     assert len(rows) == len(set(rows))
     assert blue.scalar("SELECT count(*) FROM pgharness_load") == on_blue
+
+
+@pytest.mark.slots
+@pytest.mark.pg(">=17")
+def test_a_logical_slot_survives_the_upgrade_and_decodes_on_from_its_position(cluster_factory, pg_major):
+    # pg_upgrade carries logical slots from 17 on, once they have confirmed all the old WAL. (A
+    # subscription as well; with tables that needs a pair not blocked, see BLOCKED: this cluster has none.)
+    to = next_major(pg_major)
+    cluster = cluster_factory(topology="logical", subscribers=0)
+    primary = cluster.primary
+    create_logical_slot(primary, "kept")
+    primary.sql("SELECT pg_logical_emit_message(true, 'test', 'before the upgrade')")
+    assert any("before the upgrade" in change for change in slot_changes(primary, "kept"))  # consumed
+
+    report = upgrade(cluster, to=to)
+    assert "check" in report.seconds  # pg_upgrade --check passed first
+
+    # The slot is there on the new major, and goes on from where it was: nothing old again, the new change.
+    assert primary.major == to
+    assert primary.scalar("SELECT plugin FROM pg_replication_slots WHERE slot_name = 'kept'") == "test_decoding"
+    primary.sql("SELECT pg_logical_emit_message(true, 'test', 'after the upgrade')")
+    changes = [change for change in slot_changes(primary, "kept") if "message" in change]
+    assert len(changes) == 1
+    assert "after the upgrade" in changes[0]
