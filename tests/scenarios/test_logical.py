@@ -171,18 +171,24 @@ def test_logical_decoding_reads_changes_up_to_an_lsn(logical):
     assert slot(publisher, "decoder")["plugin"] == "test_decoding"
 
 
-@pytest.mark.slots
-@pytest.mark.pg(">=16")
-def test_logical_decoding_on_a_standby_and_its_invalidation(cluster_factory, pg_major):
+def standby_slot_and_a_row(cluster_factory, slot):
+    """A logical topology's primary and standby (no subscriber), logical slot `slot` on the standby (made
+    with the primary's running-xacts records), then table t with a row, replayed. Returns (primary, standby)."""
     cluster = cluster_factory(topology="logical", subscribers=0)
     primary, standby = cluster.primary, cluster.standby
     primary.sql("CREATE TABLE t (id int)")
     primary.wait_for_catchup(standby)
-
-    # A logical slot on the standby (it needs a running-xacts record from the primary to start) ...
-    create_logical_slot(standby, "on_standby", upstream=primary)
+    create_logical_slot(standby, slot, upstream=primary)
     primary.sql("INSERT INTO t VALUES (1)")
     primary.wait_for_catchup(standby)
+    return primary, standby
+
+
+@pytest.mark.slots
+@pytest.mark.pg(">=16")
+def test_logical_decoding_on_a_standby_and_its_invalidation(cluster_factory, pg_major):
+    # A logical slot on the standby (it needs a running-xacts record from the primary to start) ...
+    primary, standby = standby_slot_and_a_row(cluster_factory, "on_standby")
     # ... decodes the primary's changes.
     changes = slot_changes(standby, "on_standby")
     assert "table public.t: INSERT: id[integer]:1" in changes
@@ -252,13 +258,7 @@ def test_a_standby_slot_is_invalidated_when_its_wal_is_removed_or_wal_level_is_l
 @pytest.mark.slots
 @pytest.mark.pg(">=16")
 def test_a_standby_slot_survives_the_standby_s_promotion(cluster_factory):
-    cluster = cluster_factory(topology="logical", subscribers=0)
-    primary, standby = cluster.primary, cluster.standby
-    primary.sql("CREATE TABLE t (id int)")
-    primary.wait_for_catchup(standby)
-    create_logical_slot(standby, "kept", upstream=primary)
-    primary.sql("INSERT INTO t VALUES (1)")
-    primary.wait_for_catchup(standby)
+    primary, standby = standby_slot_and_a_row(cluster_factory, "kept")
 
     # The primary dies; the standby is promoted, and writes.
     primary.kill()
