@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 import psycopg
 
 from pgharness.cluster import Cluster
-from pgharness.constants import CONTAINER_PORT, DATA_MOUNT
+from pgharness.constants import ARCHIVE_PATH, CONTAINER_PORT, DATA_MOUNT
 from pgharness.errors import ClusterError, FailoverError, HarnessError, SplitBrain
 from pgharness.lsn import Lsn, parse_timeline_history
 from pgharness.node import Node
@@ -189,14 +189,20 @@ def rejoin(cluster: Cluster, node: Node | str, upstream: Node | str, *, timeout:
     # seen once for a standby behind the new primary): the signal goes, and comes back after.
     # A fixed script: the data directory, the source (its password in PGPASSWORD) and the
     # settings reach it as arguments, never as its text.
+    # The settings go in before the rewind too: --restore-target-wal reads the target's restore_command (a
+    # failed primary has none of its own), and pg_rewind replaces postgresql.auto.conf with the source's.
     script = (
         'rm -f "$1/postmaster.pid" "$1/standby.signal" "$1/recovery.signal" '
-        '&& pg_rewind --target-pgdata="$1" --source-server="$2" '
+        '&& printf "%s\n" "$3" >> "$1/postgresql.auto.conf" '
+        '&& pg_rewind --target-pgdata="$1" --source-server="$2" --restore-target-wal '
         '&& printf "%s\n" "$3" >> "$1/postgresql.auto.conf" && touch "$1/standby.signal"'
     )
     source_server = conninfo(host=upstream, user="postgres", dbname="postgres")
     argv = ["sh", "-c", script, "pg_rewind", data, source_server, settings]
-    cluster.backups.run_tool(argv, volumes={volume: DATA_MOUNT}, what=f"pg_rewind of {name}")
+    # The target's WAL from the last common checkpoint on may be gone from its pg_wal (a restart point
+    # recycled it): --restore-target-wal fetches it with the node's restore_command, from the archive.
+    archive = f"{cluster.name}_archive"
+    cluster.backups.run_tool(argv, volumes={volume: DATA_MOUNT, archive: ARCHIVE_PATH}, what=f"pg_rewind of {name}")
     node.start(wait=False)
     try:
         node.poll_query_until("SELECT status FROM pg_stat_wal_receiver", "streaming", timeout=timeout)

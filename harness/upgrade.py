@@ -168,8 +168,7 @@ def upgrade(
     try:
         run(["pgharness", "upgrade", "check"], {primary_volume: DATA_MOUNT}, "pg_upgrade --check")
     except UpgradeError as e:
-        for node in (primary, *followers):
-            node.start()
+        _start_stopped([primary, *followers])
         raise UpgradeError(f"{e}\nnothing was changed: the cluster runs on PostgreSQL {from_major} again") from None
     lap("check")
     try:
@@ -214,17 +213,23 @@ def _stop_caught_up(cluster: Cluster, primary: Node, standbys: list[Node], tool:
         try:
             _wait_replayed(node, checkpoint, timeout=timeout)
         except HarnessError as e:
-            primary.start()
+            _start_stopped([primary, *standbys])
             raise UpgradeError(f"standby {node.name!r} is not caught up; nothing was changed: {e}") from None
         node.stop()
         at = _latest_checkpoint(cluster, node, tool)
         if at != checkpoint:
-            for started in (primary, *standbys):
-                started.start()
+            _start_stopped([primary, *standbys])
             raise UpgradeError(
                 f"standby {node.name!r} stopped at checkpoint {at}, the primary at {checkpoint}: rsync would leave it "
                 "inconsistent; nothing was changed"
             )
+
+
+def _start_stopped(nodes: list[Node]) -> None:
+    """Start again those of `nodes` the upgrade stopped (a refusal leaves the cluster as it found it)."""
+    for node in nodes:
+        if node.container.status != "running":
+            node.start()
 
 
 def _wait_replayed(node: Node, checkpoint: Lsn, *, timeout: float | None) -> None:
