@@ -243,16 +243,20 @@ def _wait_replayed(node: Node, checkpoint: Lsn, *, timeout: float | None) -> Non
 
 
 def _latest_checkpoint(cluster: Cluster, node: Node, tool: str) -> Lsn:
-    """ "Latest checkpoint location" of stopped `node`, by the old major's pg_controldata."""
-    output = cluster.backups.run_tool(
-        ["/opt/pgharness/old/bin/pg_controldata", f"{DATA_MOUNT}/data"],
-        image=tool,
-        what=f"pg_controldata of {node.name!r}",
-        volumes={node.data_volume(): DATA_MOUNT},
-    )
-    for line in output.splitlines():
-        if line.startswith("Latest checkpoint location:"):
-            return Lsn.parse(line.split(":", 1)[1].strip())
+    """"Latest checkpoint location" of stopped `node`, by the old major's pg_controldata. Asked up to three
+    times: a tool's output comes from the engine's log of its container, which under load was once seen
+    empty right after the container exited."""
+    output = ""
+    for _ in range(3):
+        output = cluster.backups.run_tool(
+            ["/opt/pgharness/old/bin/pg_controldata", f"{DATA_MOUNT}/data"],
+            image=tool,
+            what=f"pg_controldata of {node.name!r}",
+            volumes={node.data_volume(): DATA_MOUNT},
+        )
+        for line in output.splitlines():
+            if line.startswith("Latest checkpoint location:"):
+                return Lsn.parse(line.split(":", 1)[1].strip())
     raise UpgradeError(f"pg_controldata of {node.name!r} shows no latest checkpoint:\n{output}")
 
 
