@@ -243,7 +243,7 @@ def _wait_replayed(node: Node, checkpoint: Lsn, *, timeout: float | None) -> Non
 
 
 def _latest_checkpoint(cluster: Cluster, node: Node, tool: str) -> Lsn:
-    """"Latest checkpoint location" of stopped `node`, by the old major's pg_controldata. Asked up to three
+    """The "Latest checkpoint location" of stopped `node`, by the old major's pg_controldata. Asked up to three
     times: a tool's output comes from the engine's log of its container, which under load was once seen
     empty right after the container exited."""
     output = ""
