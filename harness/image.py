@@ -337,15 +337,17 @@ def ensure_image(spec: ImageSpec, *, out: IO[str] = sys.stderr) -> str:
         return ImageBuilder(spec, out=out).ensure()
 
 
-def build_lock(spec: ImageSpec) -> Path:
-    """The lock file `ensure_image` holds while it builds `spec` on this engine.
+def build_lock(spec: ImageSpec | str) -> Path:
+    """The lock file held while the image of `spec` (or tag `spec`) is built on this engine (`ensure_image`,
+    `upgrade_image`).
 
     It stays after the build (removing a lock file another process may be waiting on is a race);
     whoever removes a throwaway image removes its lock file too.
     """
+    tag = spec if isinstance(spec, str) else spec.tag
     # Per engine: workers spread over several engines build (or load) the image once on each.
     engine = digest(resolve().url)[:12]
-    return Path(tempfile.gettempdir()) / f"pgharness-image-{sanitize_tag(spec.tag)}-{engine}.lock"
+    return Path(tempfile.gettempdir()) / f"pgharness-image-{sanitize_tag(tag)}-{engine}.lock"
 
 
 def debian_image(
@@ -389,8 +391,7 @@ def upgrade_image(old_image: str, new_image: str, *, out: IO[str] = sys.stderr) 
         raise ImageError(f"no image to upgrade with: {e.explanation or e}") from None
     recipe = [UPGRADE_DOCKERFILE.read_bytes(), (DOCKER_DIR / "pgharness.sh").read_bytes()]
     inputs = digest(*ids, *recipe)
-    lock = Path(tempfile.gettempdir()) / f"pgharness-image-{sanitize_tag(tag)}-{digest(resolve().url)[:12]}.lock"
-    with FileLock(lock):
+    with FileLock(build_lock(tag)):
         builder = ImageBuilder(ImageSpec(DEFAULT_VERSION), out=out)  # its steps: the spec is not used
         if builder.label_of(tag) == inputs:
             return tag

@@ -118,7 +118,8 @@ def upgrade(
     if standbys not in STANDBY_METHODS:
         raise UpgradeError(f"standbys={standbys!r}: one of {', '.join(STANDBY_METHODS)}")
     primary = cluster.primary
-    added = [node.name for node in cluster.nodes if node.name not in (cluster.compose.services or [])]
+    nodes = cluster.nodes
+    added = [node.name for node in nodes if node.name not in (cluster.compose.services or [])]
     if added:
         raise UpgradeError(
             f"cluster {cluster.name!r} has nodes added at run time ({', '.join(added)}): the upgrade brings over "
@@ -138,7 +139,7 @@ def upgrade(
             "users have the same uid (the harness's and the official Debian-based images: 999)"
         )
     report = UpgradeReport(cluster.name, from_major, to_major, new_image, mode)
-    followers = [node for node in cluster.nodes if node is not primary]
+    followers = [node for node in nodes if node.name != primary.name]
     log.info("### Upgrading cluster %r from %d to %d (%s; standbys by %s)", cluster.name, from_major, to_major,
              mode, standbys)  # fmt: skip
     started = time.monotonic()
@@ -179,13 +180,13 @@ def upgrade(
     lap("pg_upgrade")
 
     swap = ["pgharness", "upgrade-swap", *([] if keep_old else ["drop-old"])]
+    # One container per standby: the rsync (its argv as arguments), standby.signal, the swap (a fixed text).
+    bring_over = f'"$@" && touch "$PGDATA.new/standby.signal" && {" ".join(swap)}'
     for node in followers:
         volume = node.data_volume()
         if standbys == "rsync":
-            run([*RSYNC, "/primary/data", "/primary/data.new", "/standby"],
-                {primary_volume: "/primary", volume: "/standby"}, f"rsync of standby {node.name!r}")  # fmt: skip
-            run(["touch", "/standby/data.new/standby.signal"], {volume: "/standby"}, "standby.signal")
-            run(swap, {volume: DATA_MOUNT}, f"the swap of {node.name!r}'s data")
+            run(["sh", "-c", bring_over, "rsync", *RSYNC, "/primary/data", "/primary/data.new", f"{DATA_MOUNT}/"],
+                {primary_volume: "/primary", volume: DATA_MOUNT}, f"rsync of standby {node.name!r}")  # fmt: skip
         else:
             # An empty data folder: the node takes a base backup of the upgraded primary at its start.
             run(["rm", "-rf", f"{DATA_MOUNT}/data"], {volume: DATA_MOUNT}, f"the removal of {node.name!r}'s data")

@@ -141,7 +141,6 @@ def test_wal_that_ends_in_a_torn_record_recovers_to_the_last_whole_record(cluste
     # it is there, and the server writes on from the torn record's start, over its first pages.
     primary.start()
     assert primary.sql("SELECT col FROM hoge") == [(1,)]
-    assert primary.lsn("write") > record
     primary.sql("INSERT INTO hoge VALUES (3)")
     # A record in the WAL says that the torn one was given up (its pages past the tear are overwritten),
     # so a standby or a restore that reads this WAL does not take the old pages for its continuation.

@@ -76,8 +76,7 @@ def test_link_upgrade_keeps_every_row_and_the_rsynced_standby_streams(request, c
     primary.wait_for_catchup(standby)
     before = contents(primary)
 
-    report = upgrade(cluster, to=to, mode="link", standbys="rsync")
-    assert report.standbys == {"standby": "rsync"}
+    upgrade(cluster, to=to, mode="link", standbys="rsync")
 
     # Both nodes run the new major, the standby streams from the primary again ...
     assert primary.major == standby.major == to
