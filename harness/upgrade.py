@@ -216,6 +216,10 @@ def _stop_caught_up(cluster: Cluster, primary: Node, standbys: list[Node], tool:
         except HarnessError as e:
             _start_stopped([primary, *standbys])
             raise UpgradeError(f"standby {node.name!r} is not caught up; nothing was changed: {e}") from None
+        # A restart point at that checkpoint now, not at the shutdown: a stop can end abnormally (CI saw a
+        # WAL receiver, just forked to reconnect to the stopped primary, die of the SIGTERM), and then the
+        # standby's control file keeps its previous restart point.
+        node.sql("CHECKPOINT")
         node.stop()
         at = _latest_checkpoint(cluster, node, tool)
         if at != checkpoint:
