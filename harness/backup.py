@@ -115,6 +115,7 @@ class Backups:
         *,
         action: TargetAction = "promote",
         inclusive: bool = True,
+        archive: bool = False,
         timeout: float | None = None,
     ) -> Node:
         """Point-in-time recovery: a new node `name` from base backup `backup` plus the archive, up to `target`.
@@ -126,6 +127,17 @@ class Backups:
         or ``RecoveryTarget.parse("name:before-delete")`` as the command line
         takes it. The target's WAL must be in the archive: after the restore
         point, ``switch_wal()`` and ``wait_for_archived()`` on the primary.
+
+        The node restores from the cluster's archive but archives nowhere
+        (``archive_mode = off``) unless `archive` is true: promoted, it starts a
+        new timeline, and its ``.history`` file in the shared archive would lead
+        every standby that follows ``recovery_target_timeline = 'latest'`` onto
+        that timeline at its next restart, where it cannot follow ("requested
+        timeline 2 does not contain minimum recovery point"). PostgreSQL's own
+        tests do the same: ``init_from_backup`` archives only when asked
+        (``has_archiving``). With `archive`, it archives into the shared archive
+        like any promoted node; ``cluster.archive.remove_timelines_above(1)``
+        takes its timeline out again once it is removed.
 
         Returns the node once recovery has reached the target and done `action`:
         promoted (accepting writes), paused (read-only; ``pg_wal_replay_resume()``
@@ -139,10 +151,12 @@ class Backups:
         if action not in ACTIONS:
             raise BackupError(f"recovery_target_action {action!r}: one of {', '.join(ACTIONS)}")
         log.info("### Restoring node %r from backup %r to %s (%s)", name, backup, target.env(), action)
+        own = self.cluster.node_settings.get(name, "").splitlines()
         node = self.cluster.add_node(
             name,
             from_backup=backup,
             upstream=None,
+            settings=own if archive else [*own, "archive_mode = off"],
             env={
                 "RECOVERY_TARGET": target.env(),
                 "RECOVERY_TARGET_ACTION": action,

@@ -145,6 +145,7 @@ def up(
     from psycopg import sql as pgsql
 
     from pgharness.cluster import Cluster
+    from pgharness.environments import claimed, owner_labels
     from pgharness.image import ensure_image
     from pgharness.quoting import settings_lines
 
@@ -163,25 +164,26 @@ def up(
         if set_settings
         else None,
     )
-    running = cluster.containers()
-    if running and all(c.status == "running" for c in running.values()):
-        click.echo(f"environment {name!r} is already up", err=True)
-    else:
-        try:
-            cluster.preflight()
-        except PortInUse as e:
-            flag = {"primary": "primary_port", "standby": "standby_port"}.get(e.service)
-            if flag is None:
-                raise
-            raise e.with_remedy(f"with {given_as(flag)}") from None
-        click.echo(f"starting {name!r} ...", err=True)
-        cluster.start()
-        if synchronous:
-            cluster.primary.set_synchronous("FIRST 1 (standby)")
-        if cascade:
-            cluster.add_node("cascade", upstream="standby")
-        if delayed_standby:
-            cluster.add_node("delayed", settings={"recovery_min_apply_delay": delayed_standby})
+    with claimed(cluster.docker, name, tag, owner_labels(f"pid-{os.getpid()}")):
+        running = cluster.containers()
+        if running and all(c.status == "running" for c in running.values()):
+            click.echo(f"environment {name!r} is already up", err=True)
+        else:
+            try:
+                cluster.preflight()
+            except PortInUse as e:
+                flag = {"primary": "primary_port", "standby": "standby_port"}.get(e.service)
+                if flag is None:
+                    raise
+                raise e.with_remedy(f"with {given_as(flag)}") from None
+            click.echo(f"starting {name!r} ...", err=True)
+            cluster.start()
+            if synchronous:
+                cluster.primary.set_synchronous("FIRST 1 (standby)")
+            if cascade:
+                cluster.add_node("cascade", upstream="standby")
+            if delayed_standby:
+                cluster.add_node("delayed", settings={"recovery_min_apply_delay": delayed_standby})
     cluster.release()
     click.echo(f"{'node':<16} {'role':<8} connection")
     for node in cluster.nodes:
@@ -302,12 +304,18 @@ def gc() -> None:
     """Remove environments whose owning process on this host is gone (e.g. a test run killed with SIGKILL).
 
     Environments started by `pgharness up` or `make up`, and those of other hosts
-    sharing the engine, are kept and listed. Example: pgharness gc
+    sharing the engine, are kept and listed. Images named by their inputs go too
+    when no container uses them, no plain tag (pgharness/postgres:17) names them,
+    and they are not among the two newest of their version. Example: pgharness gc
     """
     from pgharness.compose import docker_client
     from pgharness.environments import gc as gc_environments
+    from pgharness.image import collect_images
 
-    removed, kept = gc_environments(docker_client())
+    client = docker_client()
+    removed, kept = gc_environments(client)
     click.echo("removed: " + (", ".join(removed) if removed else "nothing"))
     for env, why in sorted(kept.items()):
         click.echo(f"kept: {env} ({why})")
+    images = collect_images(client)
+    click.echo("images removed: " + (", ".join(images) if images else "none"))

@@ -34,7 +34,7 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from pgharness import evidence, registry
+from pgharness import evidence, reaper, registry
 from pgharness.archive import Archive
 from pgharness.backup import Backups
 from pgharness.compose import (
@@ -65,13 +65,21 @@ from pgharness.constants import (
 )
 from pgharness.engine import resolve
 from pgharness.environments import owner_labels
-from pgharness.errors import ClusterError, HarnessError, PortInUse, StartFailed, UnknownEnvironment, UnknownNode
+from pgharness.errors import (
+    ClusterError,
+    HarnessError,
+    PortInUse,
+    StartFailed,
+    UnknownEnvironment,
+    UnknownNode,
+    UnsupportedVersion,
+)
 from pgharness.node import Node
 from pgharness.quoting import Settings, check_file_name, check_secret, settings_lines
 from pgharness.service import Service, container_env
 from pgharness.tls import TlsFiles
 from pgharness.topology import NODE_NAME, TOPOLOGIES, plan, variable
-from pgharness.versions import DEFAULT_VERSION
+from pgharness.versions import DEFAULT_VERSION, SUITES, parse_version_arg, require_supported
 from pgharness.wait import Deadline, log_tails
 
 log = logging.getLogger("pgharness")
@@ -104,6 +112,39 @@ def port_is_free(port: int, address: str = HOST) -> bool:
         except OSError:
             return False
     return True
+
+
+def version_image(pg_version: int | str | None) -> str:
+    """The harness's own node image of PostgreSQL `pg_version` (``17``, ``"17"``, ``"17.2"``; default
+    `DEFAULT_VERSION`), built from Debian packages when missing (`pgharness.image.ensure_image`).
+
+    Raises `UnsupportedVersion`, naming `pg_version`, for a value that is no major version the harness serves
+    or can build here.
+    """
+    from pgharness.image import ImageSpec, ensure_image
+
+    if pg_version is None:
+        major = DEFAULT_VERSION
+    elif isinstance(pg_version, int) and not isinstance(pg_version, bool):
+        major = pg_version
+    elif isinstance(pg_version, str):
+        try:
+            major = parse_version_arg(pg_version)
+        except UnsupportedVersion as e:
+            raise UnsupportedVersion(f"pg_version={pg_version!r}: {e}") from None
+    else:
+        raise UnsupportedVersion(f"pg_version={pg_version!r}: a major version such as 17 (an int or its text)")
+    try:
+        require_supported(major)
+    except UnsupportedVersion as e:
+        raise UnsupportedVersion(f"pg_version={pg_version!r}: {e}") from None
+    if major not in SUITES:
+        built = ", ".join(str(v) for v in sorted(SUITES))
+        raise UnsupportedVersion(
+            f"pg_version={pg_version!r}: no Debian suite ships PostgreSQL {major} for the offline build "
+            f"(versions: {built}); give image=ensure_image(ImageSpec({major}, 'postgres:{major}')) instead"
+        )
+    return ensure_image(ImageSpec(major))
 
 
 def _owner_variables(labels: Mapping[str, str]) -> dict[str, str]:
@@ -164,7 +205,7 @@ class Cluster:
         name: str | None = None,
         *,
         image: str | None = None,
-        pg_version: int | None = None,
+        pg_version: int | str | None = None,
         topology: str = "streaming",
         standbys: int = 1,
         subscribers: int = 1,
@@ -185,14 +226,9 @@ class Cluster:
         keep: bool = False,
     ) -> None:
         self.name = name or new_cluster_name()
-        if image is None:
-            # A script or a notebook: the image the pytest plugin would use, built once when missing.
-            from pgharness.image import ImageSpec, ensure_image
-
-            image = ensure_image(ImageSpec(pg_version or DEFAULT_VERSION))
-        elif pg_version is not None:
-            raise ClusterError(f"image={image!r} and pg_version={pg_version}: give one (the image has its version)")
-        self.image = image
+        if image is not None and pg_version is not None:
+            raise ClusterError(f"image={image!r} and pg_version={pg_version!r}: give one (the image has its version)")
+        self.image = image or version_image(pg_version)
         self.ports = dict(ports or {})
         # Secrets and the role name go into conninfo strings, postgresql.conf and SQL: any
         # character is fine but NUL and line breaks (pgharness.quoting).
@@ -209,7 +245,7 @@ class Cluster:
         #: The cluster's TLS files (a CA made at run time), or None.
         self.tls = TlsFiles.make() if tls is True else (tls or None)
         base = {
-            "HARNESS_IMAGE": image,
+            "HARNESS_IMAGE": self.image,
             "PGHARNESS_BIND": self.engine.bind,
             "POSTGRES_PASSWORD": self.password,
             "REPLICATION_USER": self.replication_user,
@@ -258,6 +294,9 @@ class Cluster:
         self._nodes: dict[str, Node] = {}
         # The container id of each node, as last listed (see `container`).
         self._node_ids: dict[str, str] = {}
+        #: How many nodes this handle has added at run time (`add_node`, `add_primary`, restores): a shared
+        #: cluster's reset clears what such nodes may have archived when it changed.
+        self.nodes_run = 0
         #: The shared WAL archive: listing, waits, faults.
         self.archive = Archive(self)
         #: Base backups, point-in-time restores, dumps and rebuilds.
@@ -350,6 +389,8 @@ class Cluster:
         self.preflight()
         log.info("### Starting cluster %r (image %s)", self.name, self.image)
         registry.register(self)
+        # Killed before its teardown (SIGKILL, an OOM kill), this process leaves the cluster to its watchdog.
+        reaper.ensure_watchdog(self.owner_labels, self.engine.url)
         try:
             if self.compose_files:
                 self.added_services = self.compose.added_services()
@@ -573,6 +614,7 @@ class Cluster:
         name: str,
         *,
         image: str | None = None,
+        pg_version: int | str | None = None,
         settings: Settings | None = None,
         env: Mapping[str, str] | None = None,
         wait: bool = True,
@@ -583,14 +625,19 @@ class Cluster:
         the target of an upgrade.
 
         It runs `image` (default: the cluster's; another PostgreSQL major
-        version or image works), with ``wal_level = logical``, and does not
+        version or image works), or the harness's image of `pg_version` (as
+        `Cluster` takes it), with ``wal_level = logical``, and does not
         archive (the shared archive belongs to the cluster's own timeline).
         The superuser and replication role are the cluster's. Its own
         `settings` (default: the cluster's `node_settings` for `name`) come
         after the cluster's. With `wait`, returns once it answers, within
         `timeout` seconds (default ``PGHARNESS_TIMEOUT``, else 60).
         """
+        if image is not None and pg_version is not None:
+            raise ClusterError(f"image={image!r} and pg_version={pg_version!r}: give one (the image has its version)")
         self._check_new_name(name)
+        if pg_version is not None:
+            image = version_image(pg_version)
         log.info("### Adding an independent primary %r (image %s)", name, image or self.image)
         variables = {"PGHARNESS_SETTINGS": FRESH_PRIMARY_SETTINGS, "UPSTREAM_HOST": "", **(env or {})}
         return self._run_node(name, "primary", variables, settings=settings, image=image, wait=wait, timeout=timeout)
@@ -697,6 +744,7 @@ class Cluster:
     ) -> Node:
         """One more node `name` in `role` (primary, standby): a one-off container of compose.yaml's ``node``
         service, with a labelled data volume of its own, reached on the replication network by its name."""
+        self.nodes_run += 1
         volume = f"{self.name}_{name}-data"
         self._client.volumes.create(volume, labels={**self.labels(), NODE_LABEL: name}, **self._in_memory(name))
         own_settings = settings_lines(settings) if settings is not None else self.node_settings.get(name, "")

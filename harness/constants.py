@@ -33,6 +33,8 @@ CONFIG_FILES_LABEL = "com.docker.compose.project.config_files"
 NODE_LABEL = "org.pgharness.node"
 #: Label marking a PostgreSQL node's container (compose.yaml's x-node), as opposed to a user's service.
 KIND_LABEL = "org.pgharness.kind"
+#: The kind of the container that holds an environment's name while one process makes it (`environments.claimed`).
+CLAIM_KIND = "claim"
 #: Who removes a resource: a process (``pytest-PID``, ``pid-PID``) or a person (``harness-up``, ``compose``).
 OWNER_LABEL = "org.pgharness.owner"
 #: The owning process's host (hostname/machine id) and start time (clock ticks after boot).

@@ -22,6 +22,8 @@ import logging
 import os
 import re
 import socket
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,8 @@ import docker.errors
 
 from pgharness.compose import list_containers, remove_project
 from pgharness.constants import (
+    CLAIM_KIND,
+    KIND_LABEL,
     MANAGED_LABEL,
     NODE_LABEL,
     OWNER_HOST_LABEL,
@@ -38,6 +42,7 @@ from pgharness.constants import (
     PROJECT_LABEL,
     SERVICE_LABEL,
 )
+from pgharness.errors import EnvironmentBusy
 
 log = logging.getLogger("pgharness")
 
@@ -164,6 +169,8 @@ def list_environments(client: docker.DockerClient) -> list[Environment]:
         return found
 
     for c in list_containers(client, filters):
+        if c.labels.get(KIND_LABEL) == CLAIM_KIND:
+            continue  # a name held while it is made (`claimed`): not a node
         e = env(c.labels)
         node = c.labels.get(NODE_LABEL) or c.labels.get(SERVICE_LABEL) or c.name
         e.nodes[str(node)] = str(c.status)
@@ -196,3 +203,53 @@ def gc(client: docker.DockerClient) -> tuple[list[str], dict[str, str]]:
         else:
             kept[e.name] = why_kept(e)
     return removed, kept
+
+
+def claim_name(name: str) -> str:
+    """The name of the container that holds environment `name` while it is made."""
+    return f"{name}-pgharness-claim"
+
+
+@contextmanager
+def claimed(client: docker.DockerClient, name: str, image: str, labels: Mapping[str, str]) -> Iterator[None]:
+    """Hold environment `name` for this process while the block makes it; release it after.
+
+    The hold is a container named `claim_name` (made, never started), created on the engine itself:
+    the engine refuses a second container of one name, so of two callers at the same moment, on this
+    host or another sharing the engine, exactly one gets it. It carries the environment's labels
+    (`labels`: project, managed, owner), so ``down`` and ``gc`` see it. A hold whose owner is provably
+    gone (`owner_is_gone`: a killed command) is taken over. Raises `EnvironmentBusy`, naming the process
+    that holds it, when another live process does.
+    """
+    container_name = claim_name(name)
+    claim_labels = {**labels, PROJECT_LABEL: name, MANAGED_LABEL: "true", KIND_LABEL: CLAIM_KIND}
+    for attempt in range(2):
+        try:
+            holder = client.containers.create(
+                image, ["true"], name=container_name, labels=claim_labels, entrypoint=[], network_disabled=True
+            )
+            break
+        except docker.errors.APIError as e:
+            if e.status_code != 409:
+                raise
+            try:
+                other = client.containers.get(container_name).labels
+            except docker.errors.NotFound:
+                continue  # released meanwhile: try again
+            owner, host = other.get(OWNER_LABEL, ""), other.get(OWNER_HOST_LABEL, "")
+            if attempt == 0 and owner_is_gone(owner, host, other.get(OWNER_STARTED_LABEL, "")):
+                with suppress(docker.errors.NotFound):
+                    client.containers.get(container_name).remove(force=True)
+                continue
+            pid = owner_pid(owner)
+            who = f"process {pid} on {host or 'an unknown host'}" if pid else owner
+            raise EnvironmentBusy(
+                f"environment {name!r} is being made by {who}: wait for it to finish, or choose another --name"
+            ) from None
+    else:
+        raise EnvironmentBusy(f"environment {name!r} is being made by another process: try again")
+    try:
+        yield
+    finally:
+        with suppress(docker.errors.NotFound):
+            holder.remove(force=True)

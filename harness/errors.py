@@ -88,6 +88,10 @@ class NotConverged(HarnessError, AssertionError):
     """A node's data differs from the primary's once it has replayed everything (`pgharness.convergence`)."""
 
 
+class EnvironmentBusy(ClusterError):
+    """Another process is making or removing an environment of that name right now."""
+
+
 class UnknownEnvironment(ClusterError):
     """An environment (compose project) name that the engine does not have."""
 

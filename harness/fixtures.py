@@ -171,7 +171,10 @@ ClusterFactory = Callable[..., Cluster]
 def cluster_arguments(settings: Settings, image: str, own: dict[str, Any]) -> dict[str, Any]:
     """The `Cluster` arguments of a test's cluster: the session's settings, its image and this process as
     owner, with the test's `own` arguments winning."""
-    return {**settings.cluster_kwargs(), "image": image, "owner": f"pytest-{os.getpid()}", **own}
+    # A test that names its own version (cluster_factory(pg_version=15)) gets that version's image, not the
+    # session's.
+    session_image = {} if own.get("pg_version") is not None else {"image": image}
+    return {**settings.cluster_kwargs(), **session_image, "owner": f"pytest-{os.getpid()}", **own}
 
 
 @pytest.fixture

@@ -8,6 +8,12 @@ an image whose label matches is not built again):
    user brings a base image (``PG_IMAGE=postgres:17``).
 2. the node image: ``docker/Dockerfile`` on top of the base (entrypoint,
    healthcheck, template cluster), tagged ``pgharness/postgres:<version>``.
+
+Images are named by their inputs: each is tagged ``<alias>-<digest>`` (`content_tag`), and the plain tag
+(``pgharness/postgres:17``, what ``docker compose up`` alone uses) is an alias moved to the image last
+ensured. Clusters run the digest tag, so two checkouts of the harness whose ``docker/`` differ keep one
+image each on a shared engine: alternating them builds nothing, and neither replaces the image under
+the other's running clusters. `collectable_images` says which ones ``pgharness gc`` removes.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import pwd
 import re
@@ -39,6 +46,8 @@ from pgharness.constants import MANAGED_LABEL
 from pgharness.engine import resolve
 from pgharness.errors import ImageError
 from pgharness.versions import DEFAULT_VERSION, DebianSuite, suite_for
+
+log = logging.getLogger("pgharness")
 
 DOCKER_DIR = COMPOSE_FILE.parent / "docker"
 INPUTS_LABEL = "org.pgharness.inputs"
@@ -176,6 +185,70 @@ def mmdebstrap_mode(environ: Mapping[str, str] | None = None, host: BuildHost = 
     )
 
 
+#: Digest-tagged images of one family that `collectable_images` keeps besides the alias's and those in use.
+KEEP_IMAGES = 2
+
+
+def content_tag(alias: str, inputs: str) -> str:
+    """The tag of the image of `alias`'s family made of `inputs` (a digest): ``pgharness/postgres:17-<12 hex>``."""
+    repository, _, tag = alias.rpartition(":")
+    return f"{repository}:{tag[:110]}-{inputs[:12]}"
+
+
+def family_of(tag: str) -> str | None:
+    """The alias of a digest tag (``pgharness/postgres:17-0123456789ab`` -> ``pgharness/postgres:17``), or
+    None for a tag that is no digest tag."""
+    m = re.fullmatch(r"(.+:.+)-[0-9a-f]{12}", tag)
+    return m.group(1) if m else None
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image as `collectable_images` weighs it: its id, tags and creation time (ISO text sorts)."""
+
+    id: str
+    tags: tuple[str, ...]
+    created: str
+
+
+def collectable_images(images: list[ImageRecord], in_use: set[str]) -> list[ImageRecord]:
+    """The digest-tagged harness images ``pgharness gc`` removes: in each family (the tags of one alias),
+    every image but the one the alias names, those a container uses (`in_use`: image ids, running or
+    not), and the `KEEP_IMAGES` newest. So two checkouts alternating on one engine keep theirs."""
+    families: dict[str, list[ImageRecord]] = {}
+    for image in images:
+        for family in {family_of(tag) for tag in image.tags} - {None}:
+            assert family is not None
+            families.setdefault(family, []).append(image)
+    doomed: dict[str, ImageRecord] = {}
+    for family, members in families.items():
+        newest = sorted(members, key=lambda i: i.created, reverse=True)[:KEEP_IMAGES]
+        for image in members:
+            if image in newest or image.id in in_use or family in image.tags:
+                continue
+            doomed[image.id] = image
+    return sorted(doomed.values(), key=lambda i: i.created)
+
+
+def collect_images(client: docker.DockerClient) -> list[str]:
+    """Remove the harness's images that `collectable_images` names; return their digest tags."""
+    images = [
+        ImageRecord(str(i.id), tuple(t for t in i.tags if t.startswith("pgharness/")), str(i.attrs.get("Created")))
+        for i in client.images.list()
+        if any(t.startswith("pgharness/") for t in i.tags)
+    ]
+    in_use = {str(c.attrs.get("Image")) for c in client.containers.list(all=True)}
+    removed = []
+    for image in collectable_images(images, in_use):
+        try:
+            client.images.remove(image.id, force=True)
+        except docker.errors.APIError as e:  # a container made since, say: kept, and said why
+            log.warning("kept image %s: %s", ", ".join(image.tags), e.explanation or e)
+            continue
+        removed += [t for t in image.tags if family_of(t)]
+    return removed
+
+
 def digest(*parts: str | bytes) -> str:
     h = hashlib.sha256()
     for part in parts:
@@ -218,22 +291,44 @@ class ImageBuilder:
             return None
         return str((image.labels or {}).get(INPUTS_LABEL, ""))
 
+    def adopt(self, alias: str, inputs: str) -> str | None:
+        """The digest tag of `alias`'s image made of `inputs` when the engine has it (an image an older
+        harness tagged only `alias` gets its digest tag now), the alias moved to it; else None."""
+        tag = content_tag(alias, inputs)
+        if self.label_of(tag) != inputs:
+            if self.label_of(alias) != inputs:
+                return None
+            self._tag(alias, tag)
+        try:
+            if self.client.images.get(alias).id != self.client.images.get(tag).id:
+                self._tag(tag, alias)
+        except docker.errors.ImageNotFound:
+            self._tag(tag, alias)
+        return tag
+
+    def _tag(self, image: str, tag: str) -> None:
+        repository, _, version = tag.rpartition(":")
+        self.client.images.get(image).tag(repository, version)
+
     def ensure(self) -> str:
-        """Return the node image's tag, building what is missing or stale."""
+        """Return the node image's digest tag, building it when missing (and moving the alias to it)."""
         base_id = self.ensure_base()
         inputs = node_inputs(base_id)
-        if self.label_of(self.spec.tag) == inputs:
-            return self.spec.tag
-        self.say(f"building {self.spec.tag} on {self.spec.base_tag}")
+        found = self.adopt(self.spec.tag, inputs)
+        if found:
+            return found
+        tag = content_tag(self.spec.tag, inputs)
+        self.say(f"building {tag} on {self.spec.base_tag}")
         cmd = [
             "docker", "build", "--progress=plain",
             "--build-arg", f"BASE_IMAGE={self.spec.base_tag}",
             "--label", f"{INPUTS_LABEL}={inputs}",
+            "--tag", tag,
             "--tag", self.spec.tag,
             str(DOCKER_DIR),
         ]  # fmt: skip
-        self.run(cmd, what=f"docker build of {self.spec.tag}")
-        return self.spec.tag
+        self.run(cmd, what=f"docker build of {tag}")
+        return tag
 
     def ensure_base(self) -> str:
         """The base image's id; built with mmdebstrap (Debian) or pulled (a user's image) if missing."""
@@ -241,9 +336,10 @@ class ImageBuilder:
             return self.user_base()
         suite = suite_for(self.spec.pg_version)
         inputs = base_inputs(suite, self.mirror)
-        tag = self.spec.base_tag
-        if self.label_of(tag) != inputs:
-            self.build_base(suite, tag, inputs)
+        tag = self.adopt(self.spec.base_tag, inputs)
+        if tag is None:
+            tag = content_tag(self.spec.base_tag, inputs)
+            self.build_base(suite, tag, inputs, alias=self.spec.base_tag)
         return str(self.client.images.get(tag).id)
 
     def user_base(self) -> str:
@@ -262,7 +358,15 @@ class ImageBuilder:
                 "pull or build it first, or leave PG_IMAGE empty to build from Debian packages"
             ) from None
 
-    def build_base(self, suite: DebianSuite, tag: str, inputs: str, packages: tuple[str, ...] | None = None) -> None:
+    def build_base(
+        self,
+        suite: DebianSuite,
+        tag: str,
+        inputs: str,
+        packages: tuple[str, ...] | None = None,
+        *,
+        alias: str | None = None,
+    ) -> None:
         packages = packages or suite.packages
         self.say(f"building {tag} from Debian {suite.name} packages ({', '.join(packages)}); about a minute")
         # The mode is how this machine builds, not what is built: it stays out of the inputs' digest.
@@ -300,8 +404,8 @@ class ImageBuilder:
                 f"building {tag} failed: {shlex.join(debootstrap)} exited {producer.returncode}, "
                 f"docker import exited {consumer.returncode} (output above)"
             )
-        repository, _, version = tag.rpartition(":")
-        self.client.images.get(imported).tag(repository, version)
+        for name in (tag, alias) if alias else (tag,):
+            self._tag(imported, name)
 
     def run(self, cmd: list[str], *, what: str) -> None:
         """Run a build step, showing its output as progress; fail with the image script's own reason."""
@@ -370,7 +474,7 @@ def upgrade_tag(old_image: str, new_image: str) -> str:
     """The upgrade image's tag for two node images: ``pgharness/upgrade:13-17`` for the harness's own."""
 
     def short(tag: str) -> str:
-        m = re.fullmatch(r"pgharness/postgres:(\d+)", tag)
+        m = re.fullmatch(r"pgharness/postgres:(\d+)(?:-[0-9a-f]{12})?", tag)
         return m.group(1) if m else sanitize_tag(tag)
 
     return f"pgharness/upgrade:{short(old_image)}-{short(new_image)}"[:128]
@@ -383,7 +487,7 @@ def upgrade_image(old_image: str, new_image: str, *, out: IO[str] = sys.stderr) 
     images' ids and the recipe. The build fails, naming the libraries, when the old server cannot run
     there (an old image on a newer C library than the new one's, or on another C library).
     """
-    tag = upgrade_tag(old_image, new_image)
+    alias = upgrade_tag(old_image, new_image)
     client = docker_client()
     try:
         ids = [str(client.images.get(image).id) for image in (old_image, new_image)]
@@ -391,10 +495,12 @@ def upgrade_image(old_image: str, new_image: str, *, out: IO[str] = sys.stderr) 
         raise ImageError(f"no image to upgrade with: {e.explanation or e}") from None
     recipe = [UPGRADE_DOCKERFILE.read_bytes(), (DOCKER_DIR / "pgharness.sh").read_bytes()]
     inputs = digest(*ids, *recipe)
-    with FileLock(build_lock(tag)):
+    with FileLock(build_lock(alias)):
         builder = ImageBuilder(ImageSpec(DEFAULT_VERSION), out=out)  # its steps: the spec is not used
-        if builder.label_of(tag) == inputs:
-            return tag
+        found = builder.adopt(alias, inputs)
+        if found:
+            return found
+        tag = content_tag(alias, inputs)
         builder.say(f"building {tag}: the server of {old_image} beside that of {new_image}")
         cmd = [
             "docker", "build", "--progress=plain",
@@ -403,6 +509,7 @@ def upgrade_image(old_image: str, new_image: str, *, out: IO[str] = sys.stderr) 
             "--build-arg", f"NEW_IMAGE={new_image}",
             "--label", f"{INPUTS_LABEL}={inputs}",
             "--tag", tag,
+            "--tag", alias,
             str(DOCKER_DIR),
         ]  # fmt: skip
         builder.run(cmd, what=f"docker build of {tag}")

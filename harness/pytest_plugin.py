@@ -119,6 +119,32 @@ def pytest_configure(config: pytest.Config) -> None:
     # A CI job that is cancelled gets SIGTERM: tear down as for Ctrl-C instead of dying with clusters up.
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _interrupt)
+    if not hasattr(config, "workerinput"):  # once a run: pytest-xdist's workers leave it to the controller
+        config.stash[REAPED] = _reap_left_behind([*engines] or [None])
+
+
+REAPED = pytest.StashKey[list[str]]()
+
+
+def _reap_left_behind(engines: list[str | None]) -> list[str]:
+    """Remove, on each engine of the run, the environments that provably belong to a dead process of this
+    host (`pgharness.environments.gc`: a run killed with SIGKILL whose watchdog could not finish); return
+    report header lines saying what was removed, or why nothing could be checked."""
+    from pgharness.compose import docker_client
+    from pgharness.environments import gc
+
+    lines = []
+    for url in engines:
+        engine = resolve({**os.environ, "DOCKER_HOST": url}) if url else None
+        try:
+            removed, _ = gc(docker_client(engine, timeout=30))
+        except HarnessError as e:
+            lines.append(f"left-behind environments not checked: {first_line(e)}")
+            continue
+        if removed:
+            where = f" on {url}" if url else ""
+            lines.append(f"removed {len(removed)} environment(s){where} left by dead processes: {', '.join(removed)}")
+    return lines
 
 
 @pytest.hookimpl(trylast=True)
@@ -176,6 +202,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     lines += [f"pgharness: {line}" for line in settings.header()]
     if AUTO_WORKERS in config.stash:
         lines.append(f"pgharness: {config.stash[AUTO_WORKERS]}")
+    lines += [f"pgharness: {line}" for line in config.stash.get(REAPED, [])]
     engines = settings.engines
     workers = int(getattr(config.option, "numprocesses", 0) or 0)
     if engines:

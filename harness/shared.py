@@ -5,7 +5,8 @@ Before a test's body runs, `take_baseline` notes what the shared cluster holds:
 its nodes, each primary's databases and relations, and each node's state
 (roles, slots, publications, subscriptions, settings...). After the body,
 `reset` removes what it made: nodes added at run time (and the archived files
-of the timelines they made), backups, and on each primary new subscriptions,
+of timelines above the primary's, which such nodes made, even ones the test
+removed itself), backups, and on each primary new subscriptions,
 publications, replication slots, databases, tables, sequences and views; it
 puts ALTER SYSTEM settings back, and checks that the rest is as the baseline
 found it: the primary still the primary, every standby streaming and
@@ -127,6 +128,8 @@ class Baseline:
     states: Mapping[str, NodeState]
     made: Mapping[str, Made]
     backup_runs: int
+    #: `Cluster.nodes_run` then: a node added since may have archived a timeline of its own.
+    nodes_run: int = 0
 
 
 def read_state(session: Session) -> NodeState:
@@ -174,7 +177,7 @@ def take_baseline(cluster: Cluster) -> Baseline:
             states[node.name] = read_state(session)
             if not states[node.name].in_recovery:
                 made[node.name] = _made(session)
-    return Baseline(states=states, made=made, backup_runs=cluster.backups.runs)
+    return Baseline(states=states, made=made, backup_runs=cluster.backups.runs, nodes_run=cluster.nodes_run)
 
 
 def _drop_made(session: Session, now: NodeState, was: NodeState, made: Made) -> None:
@@ -269,7 +272,9 @@ def _reset(cluster: Cluster, before: Baseline) -> str | None:
     for name in added:
         cluster.remove_node(name)
     primary = cluster.primary
-    if added:
+    if added or cluster.nodes_run != before.nodes_run:
+        # A node the test added (and perhaps removed itself) may have archived its own timeline: the cluster
+        # does not own it, and its standbys would follow it at their next restart.
         cluster.archive.remove_timelines_above(before.states["primary"].timeline)
     if cluster.backups.runs != before.backup_runs:
         cluster.backups.clear()

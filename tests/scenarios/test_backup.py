@@ -15,6 +15,7 @@ from pgharness.errors import BackupError, QuotingError
 from pgharness.faults import replay_paused
 from pgharness.image import ImageSpec, ensure_image
 from pgharness.recovery import RecoveryTarget
+from pgharness.shared import reset, take_baseline
 from pgharness.versions import SUITES
 
 
@@ -278,3 +279,63 @@ def test_a_target_whose_wal_is_not_archived_yet_says_what_it_waited_for(shared_c
     assert "to name:too-soon failed" in message
     assert "the archive held" in message
     assert "switch_wal()" in message
+
+
+def restore_beside_the_running_cluster(cluster, **restore):
+    """A base backup and a restore point on `cluster`'s primary, then a node restored to it and promoted
+    "while the cluster keeps running" (the backups guide's story); return the restored node."""
+    primary = cluster.primary
+    primary.sql("CREATE TABLE hoge (col integer)")
+    cluster.backups.take("base")
+    primary.sql("SELECT pg_create_restore_point('here')")
+    primary.wait_for_archived(primary.switch_wal())
+    restored = cluster.backups.restore("restored", "base", RecoveryTarget.name("here"), **restore)
+    # Promoted: a timeline of its own, and writes.
+    assert restored.timeline() > primary.timeline()
+    restored.sql("INSERT INTO hoge VALUES (1)")
+    return restored
+
+
+def standby_restarts_and_streams(cluster):
+    """Restart the standby, which follows recovery_target_timeline = 'latest' through the archive; it must
+    come back streaming from the primary on the primary's timeline."""
+    primary, standby = cluster.primary, cluster.standby
+    standby.restart()
+    primary.sql("INSERT INTO hoge VALUES (2)")
+    primary.wait_for_catchup(standby)
+    assert standby.scalar("SELECT count(*) FROM hoge") == 1
+    assert standby.scalar("SELECT status FROM pg_stat_wal_receiver") == "streaming"
+
+
+@pytest.mark.pitr
+def test_a_restored_node_archives_nowhere_so_the_running_standby_can_still_restart(shared_cluster):
+    histories = shared_cluster.archive.history_files()
+    restored = restore_beside_the_running_cluster(shared_cluster)
+
+    # It does not archive (the shared archive belongs to the cluster's timeline): no archiver, no history.
+    assert restored.scalar("SHOW archive_mode") == "off"
+    restored.switch_wal()
+    assert shared_cluster.archive.history_files() == histories
+
+    # So the cluster's standby, restarted, stays on the cluster's timeline.
+    standby_restarts_and_streams(shared_cluster)
+
+
+@pytest.mark.pitr
+def test_a_restored_node_asked_to_archive_poisons_the_archive_until_the_reset_takes_its_timeline_out(
+    shared_cluster,
+):
+    before = take_baseline(shared_cluster)
+    restored = restore_beside_the_running_cluster(shared_cluster, archive=True)
+
+    # Asked to, it archives its timeline into the shared archive: the hazard is real.
+    restored.wait_for_archived(restored.switch_wal())
+    timeline = restored.timeline()
+    assert f"{timeline:08X}.history" in shared_cluster.archive.history_files()
+    # The test removes the node itself; the shared cluster's reset still notices the timeline it left ...
+    shared_cluster.remove_node("restored")
+    assert reset(shared_cluster, before) is None
+    assert f"{timeline:08X}.history" not in shared_cluster.archive.history_files()
+    # ... and the standby restarts on the cluster's timeline again.
+    shared_cluster.primary.sql("CREATE TABLE hoge (col integer)")
+    standby_restarts_and_streams(shared_cluster)

@@ -5,6 +5,7 @@ import os
 import shlex
 import socket
 import subprocess
+import sys
 
 import docker
 import psycopg
@@ -13,7 +14,7 @@ import pytest
 from pgharness import Cluster, ClusterError
 from pgharness.cluster import new_cluster_name
 from pgharness.compose import COMPOSE_FILE
-from pgharness.environments import remove_environment, this_host
+from pgharness.environments import claim_name, remove_environment, this_host
 from pgharness.fixtures import remove_cluster
 from pgharness.lsn import Lsn
 from pgharness.versions import SUITES
@@ -324,6 +325,8 @@ def test_gc_removes_what_a_killed_test_run_left(tmp_path, harness_image):
         tmp_path,
         "def test_waits(cluster):\n    cluster.primary.poll_query_until('SELECT false', True, timeout=240)\n",
         stdout=subprocess.DEVNULL,
+        # Its watchdog off: what it leaves is gc's to find (the watchdog's own test is in test_lifecycle).
+        env_extra={"PGHARNESS_REAPER": "off"},
     )
     owner = f"org.pgharness.owner=pytest-{child.pid}"
     client = docker.from_env()
@@ -576,3 +579,28 @@ def test_upgrade_through_the_cli_keeps_the_ports_and_the_standby(environment, pg
     assert ok("sql", *name, "primary", "SHOW server_version_num")[:2] == str(later[0])
     ok("sql", *name, "primary", "CREATE TABLE hoge AS SELECT 1 AS col")
     sql_until(environment, "standby", "SELECT col FROM hoge", "1", what="row 1 on the upgraded standby")
+
+
+def test_two_ups_of_one_name_at_once_make_one_environment_and_nothing_unlabelled(environment):
+    # Two people (or two CI jobs) run `pgharness up --name same` at the same moment.
+    argv = [sys.executable, "-m", "pgharness", "up", "--name", environment]
+    ports = [["--primary-port", str(free_port()), "--standby-port", str(free_port())] for _ in range(2)]
+    procs = [subprocess.Popen([*argv, *p], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for p in ports]
+    results = [(proc.wait(timeout=180), *proc.communicate()) for proc in procs]
+    codes = sorted(code for code, _, _ in results)
+
+    # One makes it; the other either found it made already, or is refused in one line naming who is making it.
+    assert codes in ([0, 0], [0, 1]), results
+    for code, _, stderr in results:
+        assert "Traceback" not in stderr
+        if code == 1:
+            assert stderr.count("\n") == 1, stderr
+            assert f"environment {environment!r} is being made by process " in stderr
+    # The environment is whole: both nodes answer.
+    ok("sql", "--name", environment, "standby", "SELECT pg_is_in_recovery()")
+    # Every volume and network on the engine carries the harness's labels (none made behind its back).
+    client = docker.from_env()
+    mine = [v for v in client.volumes.list() if v.name.startswith(environment)]
+    assert mine
+    assert [v.name for v in mine if not (v.attrs.get("Labels") or {}).get("org.pgharness.managed")] == []
+    assert not client.containers.list(all=True, filters={"name": claim_name(environment)})

@@ -1,8 +1,10 @@
 """Clusters come down whatever happens: failed start-up, failed test, Ctrl-C. Failures leave evidence as files."""
 
+import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,8 +14,10 @@ import docker
 import pytest
 
 import pgharness.cluster
+import pgharness.image
 from pgharness import Cluster, ClusterError, StartFailed, registry
-from pgharness.image import ImageSpec
+from pgharness.image import ImageSpec, build_lock, ensure_image
+from pgharness.wait import poll_until
 from tests.scenarios.helpers import (
     default_sigint,
     free_port,
@@ -342,3 +346,79 @@ def test_a_setting_the_server_refuses_is_named_with_its_reason(cluster_factory, 
     first = str(raised.value).splitlines()[0]
     assert "contains errors: " in first, first
     assert said in first, first
+
+
+#: Seconds within which a killed run's watchdog has removed what it owned (it learns of the death at once
+#: from the kernel, then removes the project: about a second here).
+REAP_BOUND = 30
+
+
+@pytest.mark.parametrize("kill", ["the process", "its process group"])
+def test_a_run_killed_with_sigkill_is_reaped_by_its_watchdog(tmp_path, harness_image, kill, record_property):
+    # A test run whose cluster is up, killed with SIGKILL: no teardown, no atexit handler runs. An OOM kill
+    # ends the process; a cancelled CI job signals its whole process group.
+    proc = run_pytest(
+        tmp_path,
+        "def test_waits(cluster):\n    cluster.primary.poll_query_until('SELECT false', True, timeout=240)\n",
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    owner = f"org.pgharness.owner=pytest-{proc.pid}"
+    try:
+        wait_until_healthy(owner)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        remove_projects(owner)
+        raise
+    if kill == "the process":
+        proc.kill()
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed = time.monotonic()
+    try:
+        # Nothing of it is left, containers, volumes or network, within the bound: no one ran gc.
+        poll_until(
+            lambda: labelled(owner),
+            lambda left: left == [],
+            what=f"nothing labelled {owner}",
+            timeout=REAP_BOUND,
+            retry_on=(docker.errors.NotFound,),  # listed, then removed before its inspection
+        )
+    finally:
+        remove_projects(owner)
+    record_property("reaped_after_seconds", round(time.monotonic() - killed, 2))
+
+
+def test_two_checkouts_whose_images_differ_alternate_on_one_engine_without_a_rebuild(
+    tmp_path, harness_settings, monkeypatch
+):
+    # Two checkouts of the harness (main and a branch) whose docker/ folders differ, on one engine.
+    spec = harness_settings.spec
+    family = ImageSpec(spec.pg_version, spec.base_image or spec.base_tag)  # a family of its own: no one else's
+    for checkout in ("main", "branch"):
+        shutil.copytree(pgharness.image.DOCKER_DIR, tmp_path / checkout)
+        (tmp_path / checkout / "checkout.txt").write_text(checkout)
+    client = docker.from_env()
+    tags = {}
+    try:
+        # Each builds its image once; alternating afterwards builds nothing and finds its own image.
+        for checkout in ("main", "branch", "main", "branch", "main"):
+            monkeypatch.setattr(pgharness.image, "DOCKER_DIR", tmp_path / checkout)
+            out = io.StringIO()
+            tag = ensure_image(family, out=out)
+            if checkout in tags:
+                assert tag == tags[checkout]
+                assert "building" not in out.getvalue(), out.getvalue()
+            else:
+                assert "building" in out.getvalue()
+                tags[checkout] = tag
+        # Two images, each under its digest tag; the plain tag names the one ensured last.
+        assert tags["main"] != tags["branch"]
+        assert client.images.get(tags["main"]).id != client.images.get(tags["branch"]).id
+        assert client.images.get(family.tag).id == client.images.get(tags["main"]).id
+    finally:
+        for image in client.images.list(filters={"reference": f"{family.tag}*"}):
+            client.images.remove(image.id, force=True)
+        build_lock(family).unlink(missing_ok=True)

@@ -3,6 +3,7 @@
 import pytest
 
 from pgharness.faults import partitioned
+from pgharness.versions import SUITES
 from pgharness.wait import poll_until
 from tests.scenarios.helpers import generate_segments, lose_partitioned_standby, notice_lost_standbys_fast, pg_wal_files
 
@@ -100,3 +101,12 @@ def test_idle_replication_slot_timeout_invalidates_idle_slots_only(cluster_facto
     # The standby's slot is in use, so it stays valid.
     row = primary.sql("SELECT active, invalidation_reason FROM pg_replication_slots WHERE slot_name = 'slot_standby'")
     assert row == [(True, None)]
+
+
+@pytest.mark.logical
+def test_a_primary_of_another_version_in_the_same_cluster_by_its_version_alone(shared_cluster, pg_major):
+    # The version a user guesses to write: pg_version=, as text too, with no image in sight.
+    others = sorted((v for v in SUITES if v != pg_major), key=lambda v: (v > pg_major, abs(v - pg_major)))
+    other = others[0]
+    node = shared_cluster.add_primary("other-major", pg_version=str(other))
+    assert int(node.scalar("SHOW server_version_num")) // 10000 == other

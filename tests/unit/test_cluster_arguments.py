@@ -3,7 +3,9 @@
 import pytest
 
 from pgharness.cluster import Cluster
-from pgharness.errors import ClusterError
+from pgharness.errors import ClusterError, HarnessError, UnsupportedVersion
+from pgharness.fixtures import cluster_arguments
+from pgharness.options import Settings
 
 
 @pytest.mark.parametrize(
@@ -20,3 +22,33 @@ def test_node_settings_for_a_node_the_cluster_has_not_is_refused_with_its_nodes(
     assert str(raised.value).startswith(
         f"node_settings for 'standbyy': no such node in this cluster (its nodes: {nodes})"
     )
+
+
+@pytest.mark.parametrize(
+    ("pg_version", "says"),
+    [
+        ("seventeen", "pg_version='seventeen': not a PostgreSQL version"),
+        (9, "pg_version=9: PostgreSQL 9 is not supported"),
+        ("14", "pg_version='14': no Debian suite ships PostgreSQL 14"),
+        (17.0, "pg_version=17.0: a major version such as 17"),
+    ],
+)
+def test_a_pg_version_that_cannot_be_had_is_refused_naming_pg_version_before_any_build(pg_version, says):
+    # Refused from the value alone: no engine is asked (this test needs none), no image is built.
+    with pytest.raises(UnsupportedVersion) as raised:
+        Cluster(pg_version=pg_version)
+    assert str(raised.value).startswith(says)
+    assert isinstance(raised.value, HarnessError)
+
+
+def test_an_image_and_a_pg_version_together_are_refused():
+    with pytest.raises(ClusterError, match="give one"):
+        Cluster(image="pgharness/postgres:17", pg_version=15)
+
+
+def test_a_test_that_names_its_version_does_not_get_the_sessions_image():
+    settings = Settings()
+    assert cluster_arguments(settings, "pgharness/postgres:17-0123456789ab", {})["image"].startswith("pgharness/")
+    own = cluster_arguments(settings, "pgharness/postgres:17-0123456789ab", {"pg_version": 15})
+    assert "image" not in own
+    assert own["pg_version"] == 15
