@@ -51,6 +51,14 @@ def details_file(name: str) -> Path:
     return state_dir() / f"{name}.error.txt"
 
 
+def forget_errors_of_gone_environments(existing: set[str]) -> None:
+    """Remove the error files (`details_file`) of environments that are not in `existing` any more: they
+    explained a failure of something that is gone."""
+    for path in state_dir().glob("*.error.txt"):
+        if path.name.removesuffix(".error.txt") not in existing:
+            path.unlink(missing_ok=True)
+
+
 def one_line(message: str) -> str:
     """The first line of `message`; the whole of a longer one goes to the environment's details file (the
     command's ``--name``), which the line names."""
@@ -173,9 +181,22 @@ def image_options(func: F) -> F:
 
 
 def spec_from(pg_version: int, pg_image: str) -> ImageSpec:
+    """The image the flags ask for; a version no Debian suite here ships, with no --pg-image, is a usage error
+    (exit 2), as a version the harness does not serve is: either way it cannot be had here."""
     from pgharness.image import ImageSpec
+    from pgharness.versions import unbuildable
 
+    why = None if pg_image else unbuildable(pg_version, f"bring an image with --pg-image postgres:{pg_version}")
+    if why:
+        raise click.BadParameter(why, param_hint=_flag_or_env("pg_version", str(pg_version)))
     return ImageSpec(pg_version, pg_image or None)
+
+
+def _flag_or_env(parameter: str, value: str) -> str:
+    """How the user gave `parameter` of the current command, with its value: ``PG_VERSION=14`` or
+    ``--pg-version``."""
+    given = given_as(parameter)
+    return given.replace("...", value) if given.endswith("=...") else given
 
 
 def describe(node: Node) -> str:

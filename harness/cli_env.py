@@ -17,13 +17,14 @@ from pgharness.cli_base import (
     console,
     describe,
     details_file,
+    forget_errors_of_gone_environments,
     given_as,
     image_options,
     main,
     spec_from,
 )
 from pgharness.constants import STORAGES
-from pgharness.errors import PortInUse, UnknownEnvironment, UnsupportedVersion
+from pgharness.errors import PortInUse, StartFailed, UnknownEnvironment, UnsupportedVersion
 
 
 @main.command()
@@ -177,7 +178,13 @@ def up(
                     raise
                 raise e.with_remedy(f"with {given_as(flag)}") from None
             click.echo(f"starting {name!r} ...", err=True)
-            cluster.start()
+            try:
+                cluster.start()
+            except StartFailed as e:
+                refused = refused_setting(str(e), set_settings)
+                if refused:
+                    raise click.BadParameter(refused, param_hint="--set") from None
+                raise
             if synchronous:
                 cluster.primary.set_synchronous("FIRST 1 (standby)")
             if cascade:
@@ -203,6 +210,18 @@ def up(
         click.echo(f"logical: {subscribe}")
     click.echo(f"status:  pgharness status --name {name}")
     click.echo(f"remove:  pgharness down --name {name}   (make down for the default environment)")
+
+
+def refused_setting(failure: str, given: tuple[tuple[str, str], ...]) -> str | None:
+    """The one --set NAME=VALUE a start `failure` shows PostgreSQL refused, with its reason, or None."""
+    for setting, value in given:
+        quoted = re.escape(f'"{setting}"')
+        m = re.search(
+            rf"(invalid value for parameter {quoted}[^;\n]*|unrecognized configuration parameter {quoted})", failure
+        )
+        if m:
+            return f"{setting}={value}: PostgreSQL refused it ({m.group(1)})"
+    return None
 
 
 @main.command()
@@ -235,13 +254,23 @@ def upgrade(name: str, to: str, mode: str, standbys: str, keep_old: bool) -> Non
     from typing import cast
 
     from pgharness.cluster import Cluster
+    from pgharness.image import image_exists
     from pgharness.upgrade import Mode, StandbyMethod, upgrade as run_upgrade
-    from pgharness.versions import parse_version_arg
+    from pgharness.versions import parse_version_arg, unbuildable
 
     try:
         target: int | str = parse_version_arg(to) if to.strip()[:1].isdigit() else to
     except UnsupportedVersion as e:
         raise click.BadParameter(str(e), param_hint="--to") from None
+    # Refused from the words alone, before anything is built: a version this machine cannot build, a name
+    # that is no image here.
+    why = unbuildable(target, "give a node image of it instead (--to IMAGE)") if isinstance(target, int) else None
+    if why:
+        raise click.BadParameter(why, param_hint="--to")
+    if isinstance(target, str) and not image_exists(target):
+        raise click.BadParameter(
+            f"{to!r} is neither a major version (such as 18) nor an image on this engine", param_hint="--to"
+        )
     cluster = Cluster.attach(name)
     click.echo(f"upgrading {name!r} to {to} ...", err=True)
     report = run_upgrade(
@@ -277,6 +306,7 @@ def down(name: str, everything: bool) -> None:
         remove_environment(client, env)
         details_file(env).unlink(missing_ok=True)
         click.echo(f"environment {env!r} removed")
+    forget_errors_of_gone_environments(set(existing) - set(names))
 
 
 @main.command("ls")
@@ -314,6 +344,7 @@ def gc() -> None:
 
     client = docker_client()
     removed, kept = gc_environments(client)
+    forget_errors_of_gone_environments(set(kept))
     click.echo("removed: " + (", ".join(removed) if removed else "nothing"))
     for env, why in sorted(kept.items()):
         click.echo(f"kept: {env} ({why})")

@@ -138,8 +138,9 @@ def rebuild(name: str, node: str) -> None:
 
 
 STATUS_HEADERS = {
-    "node": "node", "role": "role", "timeline": "tli", "current_lsn": "current", "receive_lsn": "received",
-    "replay_lsn": "replayed", "lag_bytes": "lag bytes", "lag_seconds": "lag s", "sync_state": "sync",
+    "node": "node", "role": "role", "timeline": "tli", "upstream": "upstream", "current_lsn": "current",
+    "receive_lsn": "received", "replay_lsn": "replayed", "lag_bytes": "lag bytes", "lag_seconds": "replay_lag s",
+    "sync_state": "sync",
     "wal_receiver": "receiver", "last_archived": "last archived", "archive_failed": "arch. failed",
     "state": "container",
 }  # fmt: skip
@@ -319,3 +320,55 @@ def heal(name: str) -> None:
 
     faults.heal_all(attach(name))
     click.echo("healed")
+
+
+@main.command()
+@name_option
+@click.argument("node")
+@click.option("--lsn", metavar="LSN", help="Wait until standby NODE has replayed up to LSN (e.g. 0/3000060).")
+@click.option(
+    "--archived",
+    metavar="SEGMENT|LSN",
+    help="Wait until NODE's archiver has archived SEGMENT (a WAL file name, or the file that holds LSN).",
+)
+@click.option(
+    "--timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    help="Seconds to wait before failing with what was seen last.",
+)
+@clean_errors
+def wait(name: str, node: str, lsn: str | None, archived: str | None, timeout: float) -> None:
+    """Wait until NODE is caught up with its upstream (it replayed all the upstream has now), or with
+    --lsn / --archived; exit 1, saying what it saw last, after --timeout seconds.
+
+    A shell reproduction needs no polling loop of its own. Example: pgharness wait standby --timeout 30
+    """
+    from psycopg.conninfo import conninfo_to_dict
+
+    from pgharness.lsn import Lsn
+
+    if lsn and archived:
+        raise click.UsageError("--lsn and --archived: give one")
+    target = attach(name).node(node)
+    try:
+        position = Lsn.parse(lsn) if lsn else None
+        walfile: str | Lsn | None = archived
+        if archived and "/" in archived:
+            walfile = Lsn.parse(archived)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--lsn" if lsn else "--archived") from None
+    if walfile is not None:
+        done = target.wait_for_archived(walfile, timeout=timeout)
+        click.echo(f"{node}: {done} archived")
+        return
+    if position is not None:
+        reached = target.wait_for_replay(position, timeout=timeout)
+        click.echo(f"{node}: replayed up to {reached}")
+        return
+    upstream = conninfo_to_dict(str(target.scalar("SHOW primary_conninfo")) or "").get("host")
+    if not target.is_in_recovery() or not upstream:
+        raise click.UsageError(f"{node} streams from no upstream: give --lsn or --archived")
+    reached = target.cluster.node(str(upstream)).wait_for_catchup(target, timeout=timeout)
+    click.echo(f"{node}: caught up with {upstream} at {reached}")

@@ -79,7 +79,7 @@ from pgharness.quoting import Settings, check_file_name, check_secret, settings_
 from pgharness.service import Service, container_env
 from pgharness.tls import TlsFiles
 from pgharness.topology import NODE_NAME, TOPOLOGIES, plan, variable
-from pgharness.versions import DEFAULT_VERSION, SUITES, parse_version_arg, require_supported
+from pgharness.versions import DEFAULT_VERSION, parse_version_arg, require_supported, unbuildable
 from pgharness.wait import Deadline, log_tails
 
 log = logging.getLogger("pgharness")
@@ -138,12 +138,9 @@ def version_image(pg_version: int | str | None) -> str:
         require_supported(major)
     except UnsupportedVersion as e:
         raise UnsupportedVersion(f"pg_version={pg_version!r}: {e}") from None
-    if major not in SUITES:
-        built = ", ".join(str(v) for v in sorted(SUITES))
-        raise UnsupportedVersion(
-            f"pg_version={pg_version!r}: no Debian suite ships PostgreSQL {major} for the offline build "
-            f"(versions: {built}); give image=ensure_image(ImageSpec({major}, 'postgres:{major}')) instead"
-        )
+    why = unbuildable(major, f"give image=ensure_image(ImageSpec({major}, 'postgres:{major}')) instead")
+    if why:
+        raise UnsupportedVersion(f"pg_version={pg_version!r}: {why}")
     return ensure_image(ImageSpec(major))
 
 

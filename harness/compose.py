@@ -170,6 +170,23 @@ def cause_line(stderr: str) -> str:
     return (errors or lines or ["(it printed nothing)"])[-1]
 
 
+def check_yaml(path: Path) -> None:
+    """Refuse compose file `path` when it is not YAML, naming the file and the line (compose itself says
+    ``yaml: line 1: did not find expected key``, naming neither the file nor, for a merged file, the line).
+    Raises `ClusterError`."""
+    import yaml
+
+    try:
+        yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ClusterError(f"compose override file {path}{where}: not valid YAML ({problem})") from None
+    except OSError as e:
+        raise ClusterError(f"compose override file {path}: cannot be read ({e.strerror})") from None
+
+
 @dataclass
 class ComposeProject:
     """One compose project on `compose.yaml`, with its own name and variables."""
@@ -198,6 +215,8 @@ class ComposeProject:
         missing = [str(p) for p in overrides or [] if not p.is_file()]
         if missing:
             raise ClusterError(f"compose override file(s) not found: {', '.join(missing)}")
+        for path in overrides or []:
+            check_yaml(path)
         return cls(
             context=COMPOSE_FILE.parent,
             compose_file_name=[

@@ -355,7 +355,7 @@ class ImageBuilder:
         except docker.errors.APIError as e:
             raise ImageError(
                 f"image {image!r} is not on this engine and cannot be pulled ({e.explanation or e}): "
-                "pull or build it first, or leave PG_IMAGE empty to build from Debian packages"
+                "pull or build it first, or give no --pg-image (and no PG_IMAGE) to build from Debian packages"
             ) from None
 
     def build_base(

@@ -49,6 +49,11 @@ class Service:
         (127.0.0.1 for a local engine)."""
         container = self.container
         bind = self.cluster.engine.bind
+        if container.status in ("exited", "created", "dead"):
+            raise ClusterError(
+                f"{self.name!r} is stopped (status: {container.status}): start it with {self.name}.start() "
+                f"or `pgharness start {self.name} --name {self.cluster.name}`"
+            )
         bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{container_port}/{protocol}") or []
         for binding in bindings:
             if binding.get("HostIp") == bind:

@@ -20,15 +20,20 @@ SELECT pg_is_in_recovery(),
        (SELECT failed_count FROM pg_stat_archiver)
 """
 
+#: Each standby that streams from the node asked (a primary, or a standby its cascading standbys stream from):
+#: bytes of WAL it has not replayed yet, and PostgreSQL's own replay_lag (the time between a flush on the
+#: upstream and its replay there, last measured; NULL once an idle standby has caught up: it never counts
+#: the time since the last commit).
 REPLICATION_QUERY = """
 SELECT application_name, sync_state,
-       pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint,
+       pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END,
+                       replay_lsn)::bigint,
        extract(epoch FROM replay_lag)::float8
   FROM pg_stat_replication
 """
 
 COLUMNS = (
-    "node", "role", "state", "timeline", "current_lsn", "receive_lsn", "replay_lsn",
+    "node", "role", "state", "timeline", "upstream", "current_lsn", "receive_lsn", "replay_lsn",
     "lag_bytes", "lag_seconds", "sync_state", "wal_receiver", "last_archived", "archive_failed", "split_brain",
     "slots", "publications", "subscriptions",
 )  # fmt: skip
@@ -76,11 +81,14 @@ def cluster_status(cluster: Cluster) -> list[dict[str, Any]]:
         except (psycopg.Error, ClusterError) as e:
             row["role"] = f"unreachable ({type(e).__name__})"
     for name, row in rows.items():
-        if row["role"] != "primary":
+        if row["role"] not in ("primary", "standby"):
             continue
+        # A standby's own walsenders are its cascading standbys': their lag is against it, their upstream.
         for application_name, sync_state, lag_bytes, lag_seconds in cluster.node(name).sql(REPLICATION_QUERY):
             if application_name in rows:
-                rows[application_name].update(sync_state=sync_state, lag_bytes=lag_bytes, lag_seconds=lag_seconds)
+                rows[application_name].update(
+                    upstream=name, sync_state=sync_state, lag_bytes=lag_bytes, lag_seconds=lag_seconds
+                )
     primaries = [row for row in rows.values() if row["role"] == "primary"]
     for row in rows.values():
         row["split_brain"] = len(primaries) > 1 and row["role"] == "primary"

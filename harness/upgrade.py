@@ -40,7 +40,7 @@ from pgharness.constants import DATA_MOUNT
 from pgharness.errors import BackupError, HarnessError, UpgradeError
 from pgharness.image import ImageSpec, ensure_image, server_version, upgrade_image
 from pgharness.lsn import Lsn
-from pgharness.versions import parse_postgres_v
+from pgharness.versions import parse_postgres_v, unbuildable
 from pgharness.wait import poll_until
 
 if TYPE_CHECKING:
@@ -125,8 +125,16 @@ def upgrade(
             f"cluster {cluster.name!r} has nodes added at run time ({', '.join(added)}): the upgrade brings over "
             "the compose services' nodes; remove those first (cluster.remove_node)"
         )
+    from_major = primary.major
+    if isinstance(to, int):
+        # Refused from the numbers, before any image is built.
+        if to <= from_major:
+            raise UpgradeError(f"PostgreSQL {from_major} to {to}: pg_upgrade goes to a later major version only")
+        why = unbuildable(to, "upgrade to a node image of it instead (to=IMAGE)")
+        if why:
+            raise UpgradeError(why)
     new_image = ensure_image(ImageSpec(to), out=out) if isinstance(to, int) else to
-    from_major, to_major = primary.major, parse_postgres_v(server_version(new_image))
+    to_major = parse_postgres_v(server_version(new_image))
     if to_major <= from_major:
         raise UpgradeError(f"PostgreSQL {from_major} to {to_major}: pg_upgrade goes to a later major version only")
     tool = upgrade_image(cluster.image, new_image, out=out)

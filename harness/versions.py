@@ -47,14 +47,19 @@ SUITES: dict[int, DebianSuite] = {
 def suite_for(major: int) -> DebianSuite:
     """The Debian suite to build PostgreSQL `major` from, or `UnsupportedVersion`."""
     require_supported(major)
-    try:
-        return SUITES[major]
-    except KeyError:
-        built = ", ".join(str(v) for v in sorted(SUITES))
-        raise UnsupportedVersion(
-            f"no Debian suite ships PostgreSQL {major} for the offline build (versions: {built}); "
-            f"bring an image with PG_IMAGE=postgres:{major}"
-        ) from None
+    why = unbuildable(major, f"bring an image with PG_IMAGE=postgres:{major}")
+    if why:
+        raise UnsupportedVersion(why)
+    return SUITES[major]
+
+
+def unbuildable(major: int, remedy: str) -> str | None:
+    """Why PostgreSQL `major` cannot be built here (no Debian suite ships it), ending with `remedy` in the
+    caller's words (a flag, an argument); None when it can."""
+    if major in SUITES:
+        return None
+    built = ", ".join(str(v) for v in sorted(SUITES))
+    return f"no Debian suite ships PostgreSQL {major} for the offline build (versions: {built}); {remedy}"
 
 
 def require_supported(major: int) -> None:

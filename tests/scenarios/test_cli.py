@@ -292,8 +292,11 @@ def test_status_json_matches_what_the_nodes_report(environment):
     assert Lsn.parse(rows["primary"]["current_lsn"]) >= Lsn.parse(rows["standby"]["replay_lsn"])
     assert rows["standby"]["sync_state"] == "async"
     assert rows["standby"]["lag_bytes"] is not None
-    # The cascading standby is the standby's, not the primary's.
-    assert rows["cascade"]["sync_state"] is None
+    # The cascading standby is the standby's, not the primary's: its lag is against the standby.
+    assert rows["standby"]["upstream"] == "primary"
+    assert rows["cascade"]["upstream"] == "standby"
+    assert rows["cascade"]["sync_state"] == "async"
+    assert rows["cascade"]["lag_bytes"] is not None
 
 
 @pytest.mark.parametrize(
@@ -604,3 +607,83 @@ def test_two_ups_of_one_name_at_once_make_one_environment_and_nothing_unlabelled
     assert mine
     assert [v.name for v in mine if not (v.attrs.get("Labels") or {}).get("org.pgharness.managed")] == []
     assert not client.containers.list(all=True, filters={"name": claim_name(environment)})
+
+
+#: The troubleshooting guide's bad-input table: what the user typed, the exit code, and what the one line
+#: must name (the flag as they gave it, and the cause).
+BAD_INPUT = [
+    (["up", "--pg-version", "14"], 2, ["--pg-version", "no Debian suite ships PostgreSQL 14", "--pg-image"]),
+    (["up", "--pg-version", "12"], 2, ["--pg-version", "PostgreSQL 12 is not supported"]),
+    (["up", "--pg-version", "abc"], 2, ["--pg-version", "not a PostgreSQL version"]),
+    (["upgrade", "--name", "{env}", "--to", "14"], 2, ["--to", "no Debian suite ships PostgreSQL 14", "--to IMAGE"]),
+    (["upgrade", "--name", "{env}", "--to", "abc"], 2, ["--to", "neither a major version"]),
+    (["upgrade", "--name", "{env}", "--to", "{major}"], 1, ["to {major}: pg_upgrade goes to a later major version"]),
+    (["up", "--name", "{new}", "--set", "work_mem=lots"], 2, ["--set", "work_mem=lots", 'parameter "work_mem"']),
+    (["up", "--name", "{new}", "--set", "no_such_setting=1"], 2, ["--set", "no_such_setting=1", "unrecognized"]),
+    (["up", "--name", "{new}", "--compose-file", "{bad_yaml}"], 1, ["{bad_yaml}, line 2: not valid YAML"]),
+]
+
+
+@pytest.mark.parametrize(("args", "code", "names"), BAD_INPUT, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_bad_input_is_refused_in_one_line_naming_the_flag_before_any_build(
+    request, tmp_path, args, code, names, pg_major
+):
+    bad_yaml = tmp_path / "override.yaml"
+    bad_yaml.write_text("services:\n  extra: [image: x\n")
+    values = {"new": new_cluster_name("pgh-cli"), "major": str(pg_major), "bad_yaml": str(bad_yaml)}
+    if any("{env}" in a for a in args):
+        values["env"] = request.getfixturevalue("running_environment")
+    ports = ["--primary-port", str(free_port()), "--standby-port", str(free_port())] if args[0] == "up" else []
+    args = [a.format(**values) for a in args]
+    try:
+        result = pgharness(*args, *ports)
+    finally:
+        remove_environment(docker.from_env(), values["new"])
+    assert result.returncode == code, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for name in names:
+        assert name.format(**values) in result.stderr
+    # Nothing was built on the way to the refusal.
+    assert "building" not in result.stderr
+
+
+def test_sql_on_a_stopped_node_says_it_is_stopped_and_how_to_start_it(running_environment):
+    ok("stop", "--name", running_environment, "standby")
+    try:
+        result = pgharness("sql", "--name", running_environment, "standby", "SELECT 1")
+    finally:
+        ok("start", "--name", running_environment, "standby")
+    assert result.returncode == 1
+    assert "'standby' is stopped (status: exited)" in result.stderr
+    assert f"pgharness start standby --name {running_environment}" in result.stderr
+
+
+def test_error_files_go_with_their_environment_and_with_environments_that_are_gone(tmp_path, running_environment):
+    state = tmp_path / "pgharness"
+    state.mkdir()
+    for env in ("pgh-long-gone", running_environment):
+        (state / f"{env}.error.txt").write_text("the whole of an old error\n")
+    result = pgharness("gc", env={"XDG_STATE_HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    # The gone environment's file is removed; the running one's stays until it is removed.
+    assert sorted(p.name for p in state.iterdir()) == [f"{running_environment}.error.txt"]
+
+
+def test_wait_waits_for_a_condition_and_says_what_it_saw_last_at_its_deadline(running_environment):
+    name = ["--name", running_environment]
+    # A write on the primary, then the standby caught up with it: no polling loop in the shell.
+    ok("sql", *name, "primary", "CREATE TABLE waited AS SELECT 1 AS col")
+    assert ok("wait", *name, "standby", "--timeout", "60").startswith("standby: caught up with primary at ")
+    assert ok("sql", *name, "standby", "SELECT count(*) FROM waited") == "1"
+    # A segment the primary switched away from, once archived.
+    segment = ok("sql", *name, "primary", "SELECT pg_walfile_name(pg_switch_wal())")
+    assert ok("wait", *name, "primary", "--archived", segment) == f"primary: {segment} archived"
+    ok("sql", *name, "primary", "DROP TABLE waited")
+    # A position never reached: exit 1 at the deadline, in one line, with what it saw.
+    result = pgharness("wait", *name, "standby", "--lsn", "FFFF/0", "--timeout", "1")
+    assert result.returncode == 1
+    assert "timed out after 1.0 s" in result.stderr
+    assert "last seen" in result.stderr
+    # The primary follows no one: a usage error.
+    assert pgharness("wait", *name, "primary").returncode == 2
