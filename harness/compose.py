@@ -176,8 +176,19 @@ def check_yaml(path: Path) -> None:
     Raises `ClusterError`."""
     import yaml
 
+    class Loader(yaml.SafeLoader):
+        """Safe YAML that takes compose's own tags (``!override``, ``!reset``) as the plain values they tag."""
+
+    def plain(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> object:
+        if isinstance(node, yaml.MappingNode):
+            return loader.construct_mapping(node)
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node)
+        return loader.construct_scalar(node)  # type: ignore[arg-type]
+
+    Loader.add_multi_constructor("!", plain)
     try:
-        yaml.safe_load(path.read_text())
+        yaml.load(path.read_text(), Loader=Loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark is not None else ""

@@ -11,12 +11,12 @@ from tests.scenarios.helpers import run_pytest
 pytestmark = pytest.mark.lifecycle
 
 
-def restore_point_restored(cluster, backup, node):
+def restore_point_restored(cluster, backup, node, **restore):
     """A base backup `backup`, a restore point after it, and node `node` recovered to it (and promoted)."""
     cluster.backups.take(backup)
     cluster.primary.sql("SELECT pg_create_restore_point('here')")
     cluster.primary.wait_for_archived(cluster.primary.switch_wal())
-    return cluster.backups.restore(node, backup, RecoveryTarget.name("here"))
+    return cluster.backups.restore(node, backup, RecoveryTarget.name("here"), **restore)
 
 
 def test_the_reset_removes_what_a_test_made_and_keeps_the_rest(shared_cluster):
@@ -37,7 +37,7 @@ def test_the_reset_removes_what_a_test_made_and_keeps_the_rest(shared_cluster):
     for node in (primary, standby):
         node.set_config({"work_mem": "7MB"})
     cluster.add_node("extra")
-    restored = restore_point_restored(cluster, "nightly", "restored")
+    restored = restore_point_restored(cluster, "nightly", "restored", archive=True)
     assert restored.timeline() == 2
     poll_until(cluster.archive.history_files, lambda files: "00000002.history" in files, what="timeline 2's history")
 
