@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import socket
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -205,6 +206,10 @@ def gc(client: docker.DockerClient) -> tuple[list[str], dict[str, str]]:
     return removed, kept
 
 
+#: Seconds a claim waits for a name the engine has reserved to show its container (`claimed`).
+CLAIM_TIMEOUT = 10.0
+
+
 def claim_name(name: str) -> str:
     """The name of the container that holds environment `name` while it is made."""
     return f"{name}-pgharness-claim"
@@ -223,7 +228,11 @@ def claimed(client: docker.DockerClient, name: str, image: str, labels: Mapping[
     """
     container_name = claim_name(name)
     claim_labels = {**labels, PROJECT_LABEL: name, MANAGED_LABEL: "true", KIND_LABEL: CLAIM_KIND}
-    for attempt in range(2):
+    taken_over = False
+    # The engine reserves a name before the container it names can be inspected: a create refused for a name
+    # whose container is not found yet is asked again, within CLAIM_TIMEOUT.
+    deadline = time.monotonic() + CLAIM_TIMEOUT
+    while True:
         try:
             holder = client.containers.create(
                 image, ["true"], name=container_name, labels=claim_labels, entrypoint=[], network_disabled=True
@@ -232,22 +241,24 @@ def claimed(client: docker.DockerClient, name: str, image: str, labels: Mapping[
         except docker.errors.APIError as e:
             if e.status_code != 409:
                 raise
-            try:
-                other = client.containers.get(container_name).labels
-            except docker.errors.NotFound:
-                continue  # released meanwhile: try again
-            owner, host = other.get(OWNER_LABEL, ""), other.get(OWNER_HOST_LABEL, "")
-            if attempt == 0 and owner_is_gone(owner, host, other.get(OWNER_STARTED_LABEL, "")):
-                with suppress(docker.errors.NotFound):
-                    client.containers.get(container_name).remove(force=True)
-                continue
-            pid = owner_pid(owner)
-            who = f"process {pid} on {host or 'an unknown host'}" if pid else owner
-            raise EnvironmentBusy(
-                f"environment {name!r} is being made by {who}: wait for it to finish, or choose another --name"
-            ) from None
-    else:
-        raise EnvironmentBusy(f"environment {name!r} is being made by another process: try again")
+        try:
+            other = client.containers.get(container_name).labels
+        except docker.errors.NotFound:
+            if time.monotonic() > deadline:
+                raise EnvironmentBusy(f"environment {name!r} is being made by another process: try again") from None
+            time.sleep(0.05)
+            continue
+        owner, host = other.get(OWNER_LABEL, ""), other.get(OWNER_HOST_LABEL, "")
+        if not taken_over and owner_is_gone(owner, host, other.get(OWNER_STARTED_LABEL, "")):
+            taken_over = True  # a killed command's claim
+            with suppress(docker.errors.NotFound):
+                client.containers.get(container_name).remove(force=True)
+            continue
+        pid = owner_pid(owner)
+        who = f"process {pid} on {host or 'an unknown host'}" if pid else owner
+        raise EnvironmentBusy(
+            f"environment {name!r} is being made by {who}: wait for it to finish, or choose another --name"
+        )
     try:
         yield
     finally:

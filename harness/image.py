@@ -237,7 +237,7 @@ def collect_images(client: docker.DockerClient) -> list[str]:
         for i in client.images.list()
         if any(t.startswith("pgharness/") for t in i.tags)
     ]
-    in_use = {str(c.attrs.get("Image")) for c in client.containers.list(all=True)}
+    in_use = {str(c.attrs.get("ImageID")) for c in client.containers.list(all=True, sparse=True)}
     removed = []
     for image in collectable_images(images, in_use):
         try:
