@@ -5,7 +5,6 @@ types that name what the user gave, and the handles on an environment (`pgharnes
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -39,21 +38,19 @@ def attach(name: str) -> Cluster:
     return Cluster.attach(name)
 
 
-def state_dir() -> Path:
-    """Where the command keeps what outlives it: ``$XDG_STATE_HOME/pgharness`` (``~/.local/state/pgharness``)."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "pgharness"
-
-
 def details_file(name: str) -> Path:
     """The file that holds the whole of environment `name`'s last error: one a name, overwritten by the next
     error and removed by ``pgharness down``, so nothing piles up."""
+    from pgharness.environments import state_dir
+
     return state_dir() / f"{name}.error.txt"
 
 
 def forget_errors_of_gone_environments(existing: set[str]) -> None:
     """Remove the error files (`details_file`) of environments that are not in `existing` any more: they
     explained a failure of something that is gone."""
+    from pgharness.environments import state_dir
+
     for path in state_dir().glob("*.error.txt"):
         if path.name.removesuffix(".error.txt") not in existing:
             path.unlink(missing_ok=True)

@@ -79,7 +79,7 @@ from pgharness.quoting import Settings, check_file_name, check_secret, settings_
 from pgharness.service import Service, container_env
 from pgharness.tls import TlsFiles
 from pgharness.topology import NODE_NAME, TOPOLOGIES, plan, variable
-from pgharness.versions import DEFAULT_VERSION, parse_version_arg, require_supported, unbuildable
+from pgharness.versions import DEFAULT_VERSION, parse_version_arg, unbuildable
 from pgharness.wait import Deadline, log_tails
 
 log = logging.getLogger("pgharness")
@@ -114,33 +114,37 @@ def port_is_free(port: int, address: str = HOST) -> bool:
     return True
 
 
+def chosen_image(image: str | None, pg_version: int | str | None) -> str | None:
+    """`image`, or the harness's image of `pg_version` (`version_image`), or None when neither is given.
+
+    Raises `ClusterError` when both are given (an image has its version), `UnsupportedVersion` as
+    `version_image` does.
+    """
+    if image is not None and pg_version is not None:
+        raise ClusterError(f"image={image!r} and pg_version={pg_version!r}: give one (the image has its version)")
+    return image if pg_version is None else version_image(pg_version)
+
+
 def version_image(pg_version: int | str | None) -> str:
     """The harness's own node image of PostgreSQL `pg_version` (``17``, ``"17"``, ``"17.2"``; default
     `DEFAULT_VERSION`), built from Debian packages when missing (`pgharness.image.ensure_image`).
 
     Raises `UnsupportedVersion`, naming `pg_version`, for a value that is no major version the harness serves
-    or can build here.
+    or can build here, before anything is built.
     """
     from pgharness.image import ImageSpec, ensure_image
 
     if pg_version is None:
-        major = DEFAULT_VERSION
-    elif isinstance(pg_version, int) and not isinstance(pg_version, bool):
-        major = pg_version
-    elif isinstance(pg_version, str):
-        try:
-            major = parse_version_arg(pg_version)
-        except UnsupportedVersion as e:
-            raise UnsupportedVersion(f"pg_version={pg_version!r}: {e}") from None
-    else:
+        return ensure_image(ImageSpec(DEFAULT_VERSION))
+    if isinstance(pg_version, bool) or not isinstance(pg_version, int | str):
         raise UnsupportedVersion(f"pg_version={pg_version!r}: a major version such as 17 (an int or its text)")
     try:
-        require_supported(major)
+        major = parse_version_arg(str(pg_version))
+        why = unbuildable(major, f"give image=ensure_image(ImageSpec({major}, 'postgres:{major}')) instead")
+        if why:
+            raise UnsupportedVersion(why)
     except UnsupportedVersion as e:
         raise UnsupportedVersion(f"pg_version={pg_version!r}: {e}") from None
-    why = unbuildable(major, f"give image=ensure_image(ImageSpec({major}, 'postgres:{major}')) instead")
-    if why:
-        raise UnsupportedVersion(f"pg_version={pg_version!r}: {why}")
     return ensure_image(ImageSpec(major))
 
 
@@ -223,9 +227,7 @@ class Cluster:
         keep: bool = False,
     ) -> None:
         self.name = name or new_cluster_name()
-        if image is not None and pg_version is not None:
-            raise ClusterError(f"image={image!r} and pg_version={pg_version!r}: give one (the image has its version)")
-        self.image = image or version_image(pg_version)
+        self.image = chosen_image(image, pg_version) or version_image(None)
         self.ports = dict(ports or {})
         # Secrets and the role name go into conninfo strings, postgresql.conf and SQL: any
         # character is fine but NUL and line breaks (pgharness.quoting).
@@ -630,11 +632,8 @@ class Cluster:
         after the cluster's. With `wait`, returns once it answers, within
         `timeout` seconds (default ``PGHARNESS_TIMEOUT``, else 60).
         """
-        if image is not None and pg_version is not None:
-            raise ClusterError(f"image={image!r} and pg_version={pg_version!r}: give one (the image has its version)")
+        image = chosen_image(image, pg_version)
         self._check_new_name(name)
-        if pg_version is not None:
-            image = version_image(pg_version)
         log.info("### Adding an independent primary %r (image %s)", name, image or self.image)
         variables = {"PGHARNESS_SETTINGS": FRESH_PRIMARY_SETTINGS, "UPSTREAM_HOST": "", **(env or {})}
         return self._run_node(name, "primary", variables, settings=settings, image=image, wait=wait, timeout=timeout)

@@ -48,6 +48,13 @@ from pgharness.errors import EnvironmentBusy
 log = logging.getLogger("pgharness")
 
 
+def state_dir() -> Path:
+    """Where the harness keeps what outlives a command: ``$XDG_STATE_HOME/pgharness``
+    (``~/.local/state/pgharness``): the CLI's error files, the watchdogs' logs."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "pgharness"
+
+
 @functools.cache
 def this_host() -> str:
     """This machine's identity in owner labels: its hostname and machine id (``/etc/machine-id``).

@@ -52,8 +52,9 @@ def enabled(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
 
 
 def _log_path(pid: int) -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "pgharness" / f"reaper-{pid}.log"
+    from pgharness.environments import state_dir
+
+    return state_dir() / f"reaper-{pid}.log"
 
 
 def ensure_watchdog(owner_labels: dict[str, str], engine_url: str) -> int | None:

@@ -88,6 +88,11 @@ class UpgradeReport:
         return "\n".join(lines)
 
 
+def _check_goes_up(from_major: int, to_major: int) -> None:
+    if to_major <= from_major:
+        raise UpgradeError(f"PostgreSQL {from_major} to {to_major}: pg_upgrade goes to a later major version only")
+
+
 def upgrade(
     cluster: Cluster,
     to: int | str,
@@ -128,15 +133,13 @@ def upgrade(
     from_major = primary.major
     if isinstance(to, int):
         # Refused from the numbers, before any image is built.
-        if to <= from_major:
-            raise UpgradeError(f"PostgreSQL {from_major} to {to}: pg_upgrade goes to a later major version only")
+        _check_goes_up(from_major, to)
         why = unbuildable(to, "upgrade to a node image of it instead (to=IMAGE)")
         if why:
             raise UpgradeError(why)
     new_image = ensure_image(ImageSpec(to), out=out) if isinstance(to, int) else to
     to_major = parse_postgres_v(server_version(new_image))
-    if to_major <= from_major:
-        raise UpgradeError(f"PostgreSQL {from_major} to {to_major}: pg_upgrade goes to a later major version only")
+    _check_goes_up(from_major, to_major)
     tool = upgrade_image(cluster.image, new_image, out=out)
     owners = {image: cluster.backups.run_tool(["id", "-u"], image=image, what="id -u").strip()
               for image in (cluster.image, tool)}  # fmt: skip
