@@ -9,6 +9,7 @@ import re
 import shlex
 
 import click
+from click.core import ParameterSource
 
 from pgharness.cli_base import (
     DEFAULT_NAME,
@@ -58,6 +59,16 @@ def image(pg_version: int, pg_image: str) -> None:
     show_default=True,
     type=click.IntRange(1, 65535),
     help="Published port of the standby (on 127.0.0.1 for a local engine). [env: STANDBY_PORT]",
+)
+@click.option(
+    "--ports",
+    "port_choice",
+    envvar="PGHARNESS_PORTS",
+    type=click.Choice(["fixed", "ephemeral"]),
+    default="fixed",
+    show_default=True,
+    help="fixed: --primary-port and --standby-port; ephemeral: free ports the engine picks (shared hosts), "
+    "printed with the connection strings. [env: PGHARNESS_PORTS]",
 )
 @click.option(
     "--standbys",
@@ -119,6 +130,7 @@ def up(
     pg_image: str,
     primary_port: int,
     standby_port: int,
+    port_choice: str,
     standbys: int,
     archive_only: bool,
     logical: bool,
@@ -141,6 +153,11 @@ def up(
         )
     if (synchronous or cascade) and standbys == 0:
         raise click.UsageError("--sync and --cascade need a standby: --standbys 1 or more")
+    ctx = click.get_current_context()
+    # Ports from the environment (make exports PRIMARY_PORT) give way; flags on the same line contradict it.
+    given = [f for f in ("primary_port", "standby_port") if ctx.get_parameter_source(f) is ParameterSource.COMMANDLINE]
+    if port_choice == "ephemeral" and given:
+        raise click.UsageError(f"--ports ephemeral picks every port: drop {' and '.join(given_as(f) for f in given)}")
     if delayed_standby is not None and not re.fullmatch(r"\d+\s*(ms|s|min|h|d)?", delayed_standby.strip()):
         raise click.UsageError(f"--delayed-standby {delayed_standby!r}: a duration such as 30s, 5min or 1h")
     from psycopg import sql as pgsql
@@ -154,7 +171,7 @@ def up(
     cluster = Cluster(
         name,
         image=tag,
-        ports={"primary": primary_port, "standby": standby_port},
+        ports={} if port_choice == "ephemeral" else {"primary": primary_port, "standby": standby_port},
         owner="harness-up",
         topology="archive-only" if archive_only else "logical" if logical else "streaming",
         standbys=standbys,

@@ -40,9 +40,9 @@ def suite_storage(harness_settings):
         yield
 
 
-def ok(*args):
-    """Run the command; it must succeed; return its stdout."""
-    result = pgharness(*args)
+def ok(*args, env=None):
+    """Run the command (with more environment variables `env`); it must succeed; return its stdout."""
+    result = pgharness(*args, env=env)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
@@ -691,3 +691,21 @@ def test_wait_waits_for_a_condition_and_says_what_it_saw_last_at_its_deadline(ru
     assert "last seen" in result.stderr
     # The primary follows no one: a usage error.
     assert pgharness("wait", *name, "primary").returncode == 2
+
+
+def test_up_with_ephemeral_ports_prints_the_ports_it_got_and_they_work(environment):
+    # On a shared host the default ports collide: ask for free ones, even with make's exported defaults.
+    out = ok("up", "--name", environment, "--ports", "ephemeral", env={"PRIMARY_PORT": "5433"})
+    rows = (line.split() for line in out.splitlines())
+    dsns = {row[0]: row[2] for row in rows if len(row) == 3 and row[0] in ("primary", "standby")}
+    ports = {node: psycopg.conninfo.conninfo_to_dict(dsn)["port"] for node, dsn in dsns.items()}
+    assert set(ports) == {"primary", "standby"}
+    assert "5433" not in ports.values()
+    assert "5434" not in ports.values()
+    for node, dsn in dsns.items():
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is (node == "standby")
+    # A fixed port on the same line contradicts it: a usage error, before anything starts.
+    result = pgharness("up", "--name", environment, "--ports", "ephemeral", "--primary-port", "6433")
+    assert result.returncode == 2
+    assert "--ports ephemeral picks every port: drop --primary-port" in result.stderr
