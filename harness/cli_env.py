@@ -168,10 +168,12 @@ def up(
     from pgharness.quoting import settings_lines
 
     tag = ensure_image(spec_from(pg_version, pg_image))
+    # The standby's port goes to the streaming standby, when there is one.
+    fixed_ports = {"primary": primary_port, **({"standby": standby_port} if standbys and not archive_only else {})}
     cluster = Cluster(
         name,
         image=tag,
-        ports={} if port_choice == "ephemeral" else {"primary": primary_port, "standby": standby_port},
+        ports={} if port_choice == "ephemeral" else fixed_ports,
         owner="harness-up",
         topology="archive-only" if archive_only else "logical" if logical else "streaming",
         standbys=standbys,

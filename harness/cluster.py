@@ -227,6 +227,8 @@ class Cluster:
         keep: bool = False,
     ) -> None:
         self.name = name or new_cluster_name()
+        if isinstance(start_timeout, bool) or not isinstance(start_timeout, int | float) or start_timeout <= 0:
+            raise ClusterError(f"start_timeout={start_timeout!r}: seconds, more than 0")
         self.image = chosen_image(image, pg_version) or version_image(None)
         self.ports = dict(ports or {})
         # Secrets and the role name go into conninfo strings, postgresql.conf and SQL: any

@@ -63,6 +63,35 @@ class Plan:
         return (*self.services, *self.extra_standbys, *self.subscribers)
 
 
+def check_shape(*, topology: str, standbys: object, subscribers: object, compose_services: Sequence[str]) -> None:
+    """Refuse a topology the harness does not have and counts it cannot start (`ClusterError` naming the
+    argument), as the command line refuses its flags."""
+    if not compose_services and topology not in TOPOLOGIES:
+        raise ClusterError(f"unknown topology {topology!r}; the topologies: {', '.join(TOPOLOGIES)}")
+    for name, count in (("standbys", standbys), ("subscribers", subscribers)):
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise ClusterError(f"{name}={count!r}: a whole number, such as 1")
+    assert isinstance(standbys, int)
+    assert isinstance(subscribers, int)
+    if standbys < 0 or (standbys != 1 and topology not in ("streaming", "logical")):
+        raise ClusterError(f"standbys={standbys}: a streaming topology has 0 or more standbys")
+    if subscribers < 0 or (subscribers != 1 and topology != "logical"):
+        raise ClusterError(f"subscribers={subscribers}: only the logical topology has subscribers")
+
+
+def check_ports(ports: Mapping[str, object], services: Sequence[str]) -> None:
+    """Refuse fixed host ports for a node that is no compose service of the cluster (nodes added later get
+    ephemeral ports), and ports outside 1-65535 (`ClusterError` naming the argument)."""
+    for service, port in ports.items():
+        if service not in services:
+            raise ClusterError(
+                f"ports for {service!r}: not a compose service of this cluster (its services: "
+                f"{', '.join(services)}); nodes added later get ephemeral ports"
+            )
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ClusterError(f"ports[{service!r}]={port!r}: a port number from 1 to 65535")
+
+
 def plan(
     *,
     topology: str = "streaming",
@@ -80,15 +109,11 @@ def plan(
     """The `Plan` of a cluster from `Cluster`'s arguments; `base` holds the variables the caller resolved
     (image, credentials, owner, TLS files), `env` the caller's own compose variables (they win over all).
     Raises `ClusterError` for a combination the harness cannot start, naming the argument."""
-    if not compose_services and topology not in TOPOLOGIES:
-        raise ClusterError(f"unknown topology {topology!r}; the topologies: {', '.join(TOPOLOGIES)}")
-    if standbys < 0 or (standbys != 1 and topology not in ("streaming", "logical")):
-        raise ClusterError(f"standbys={standbys}: a streaming topology has 0 or more standbys")
-    if subscribers < 0 or (subscribers != 1 and topology != "logical"):
-        raise ClusterError(f"subscribers={subscribers}: only the logical topology has subscribers")
+    check_shape(topology=topology, standbys=standbys, subscribers=subscribers, compose_services=compose_services)
     if storage not in STORAGES:
         raise ClusterError(f"storage {storage!r}: one of {', '.join(STORAGES)}")
     services = ("primary",) if standbys == 0 else tuple(compose_services or TOPOLOGIES[topology])
+    check_ports(ports or {}, services)
     extra = tuple(f"standby{i}" for i in range(2, standbys + 1))
     subs = tuple(("subscriber" if i == 1 else f"subscriber{i}") for i in range(1, subscribers + 1))
     shaped = Plan(services, extra, subs if topology == "logical" else ())

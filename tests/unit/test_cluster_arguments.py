@@ -52,3 +52,9 @@ def test_a_test_that_names_its_version_does_not_get_the_sessions_image():
     own = cluster_arguments(settings, "pgharness/postgres:17-0123456789ab", {"pg_version": 15})
     assert "image" not in own
     assert own["pg_version"] == 15
+
+
+@pytest.mark.parametrize("start_timeout", [0, -5, "60", True])
+def test_a_start_timeout_that_is_no_positive_number_is_refused(start_timeout):
+    with pytest.raises(ClusterError, match=r"^start_timeout=.*: seconds, more than 0"):
+        Cluster(image="pgharness/postgres:17", start_timeout=start_timeout)

@@ -30,7 +30,7 @@ def test_settings_go_to_every_node_and_to_single_nodes_quoted():
         topology="logical",
         settings={"work_mem": "8MB", "application_name": "it's"},
         node_settings={"standby": {"hot_standby_feedback": True}, "subscriber": ["a = 1"]},
-        ports={"primary": 6433, "archive-standby": 6435},
+        ports={"primary": 6433, "standby": 6435},
     )
     variables = shape.variables
     assert variables["PGHARNESS_EXTRA_SETTINGS"] == "wal_level = logical\nwork_mem = '8MB'\napplication_name = 'it''s'"
@@ -39,10 +39,9 @@ def test_settings_go_to_every_node_and_to_single_nodes_quoted():
     # A node added at run time (a subscriber) takes its settings when it starts, not from compose.yaml.
     assert shape.node_settings["subscriber"] == "a = 1"
     assert "SUBSCRIBER_SETTINGS" not in variables
-    assert (variables["PRIMARY_PORT"], variables["ARCHIVE_STANDBY_PORT"], variables["STANDBY_PORT"]) == (
+    assert (variables["PRIMARY_PORT"], variables["STANDBY_PORT"]) == (
         "6433",
         "6435",
-        "",
     )
 
 
@@ -82,3 +81,28 @@ def test_a_combination_the_harness_cannot_start_is_refused_naming_the_argument(k
 def test_a_setting_name_no_setting_could_have_is_refused():
     with pytest.raises(QuotingError):
         plan(settings={"work mem": "1MB"})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"standbys": "2"}, "standbys='2': a whole number"),
+        ({"standbys": True}, "standbys=True: a whole number"),
+        ({"topology": "logical", "subscribers": 1.5}, "subscribers=1.5: a whole number"),
+        (
+            {"ports": {"primry": 6433}},
+            "ports for 'primry': not a compose service of this cluster (its services: primary, standby)",
+        ),
+        ({"ports": {"standby2": 6433}, "standbys": 2}, "ports for 'standby2': not a compose service"),
+        (
+            {"ports": {"standby": 6433}, "standbys": 0},
+            "ports for 'standby': not a compose service of this cluster (its services: primary)",
+        ),
+        ({"ports": {"primary": 70000}}, "ports['primary']=70000: a port number from 1 to 65535"),
+        ({"ports": {"primary": "6433"}}, "ports['primary']='6433': a port number"),
+    ],
+)
+def test_arguments_the_cli_would_refuse_are_refused_naming_them(kwargs, says):
+    with pytest.raises(ClusterError) as raised:
+        plan(**kwargs)
+    assert str(raised.value).startswith(says)
