@@ -15,8 +15,6 @@ from tests.scenarios.helpers import in_one_transaction
 
 pytestmark = pytest.mark.crash
 
-CRASH_SHUTDOWN = "57P02"  # the SQLSTATE of "terminating connection because of crash of another server process"
-
 
 def kill_a_backend(node):
     """SIGKILL one backend of `node` (a session opened for it): the postmaster must assume shared memory is
@@ -41,16 +39,14 @@ def test_a_killed_backend_restarts_every_backend_and_nothing_committed_is_lost(c
     started = primary.scalar("SELECT pg_postmaster_start_time()")
     walsender = primary.scalar("SELECT pid FROM pg_stat_replication")
 
-    notices = []
     with WriteLoad(primary.dsn(), workers=2) as load, primary.connect() as bystander:
-        bystander.add_notice_handler(lambda diagnostic: notices.append(diagnostic.sqlstate))
         load.wait_for_commits(200)
         kill_a_backend(primary)
 
         # The postmaster ends every other backend (restart_after_crash is on by default): an idle session
-        # is told why, and closed ...
+        # is closed. (The server also tries to tell it why, SQLSTATE 57P02, on a best-effort basis: a
+        # client may never read that notice, so it is not asserted.) ...
         poll_until(lambda: closed(bystander), what="the bystander's session to be closed", nodes=(primary,))
-        assert CRASH_SHUTDOWN in notices
         # ... replays WAL from the last checkpoint, and takes connections again: the writers reconnect.
         load.wait_for_commits(load.log.count() + 200)
 
@@ -152,11 +148,10 @@ def test_wal_that_ends_in_a_torn_record_recovers_to_the_last_whole_record(cluste
         what="OVERWRITE_CONTRECORD in the WAL",
     )  # fmt: skip
 
-    # The standby received the whole transaction: it is ahead of its primary on the same timeline, with WAL
-    # the primary no longer has. It must not stream on as if nothing happened ...
+    # The standby received the whole transaction: it has the row the primary lost, in WAL the primary no
+    # longer has, on the same timeline (no promotion happened). pg_rewind cannot help (it rewinds across
+    # timelines only): it is rebuilt from its primary.
     assert standby.sql("SELECT col FROM hoge ORDER BY col") == [(1,), (2,)]
-    assert standby.timeline() == primary.timeline()
-    # ... and pg_rewind cannot help (it rewinds across timelines only): it is rebuilt from its primary.
     cluster.backups.rebuild(standby)
     primary.wait_for_catchup(standby)
     assert standby.sql("SELECT col FROM hoge ORDER BY col") == [(1,), (3,)]

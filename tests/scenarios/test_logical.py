@@ -11,7 +11,7 @@ from pgharness.errors import WaitTimeout
 from pgharness.failover import primary_conninfo, rejoin, repoint
 from pgharness.faults import partitioned
 from pgharness.load import WriteLoad
-from pgharness.logical import create_logical_slot, pg_recvlogical, slot, slot_changes
+from pgharness.logical import Publication, Subscription, create_logical_slot, pg_recvlogical, slot, slot_changes
 from pgharness.lsn import Lsn
 from tests.scenarios.helpers import (
     generate_segments,
@@ -468,3 +468,51 @@ def test_a_subscriber_gets_each_change_once_across_publisher_restarts(logical):
     # the apply worker, and the tables would differ.
     assert load.log.lost_commits(subscriber) == set()
     assert subscriber.table_checksum("pgharness_load") == publisher.table_checksum("pgharness_load")
+
+
+@pytest.mark.pg(">=17")
+def test_blue_green_switch_to_a_standby_turned_subscriber_by_pg_createsubscriber(cluster_factory):
+    # Blue-green: the standby (green) becomes a logical subscriber of the primary (blue) with
+    # pg_createsubscriber, then clients switch to it. (Upgrading green in between, the point of it, needs
+    # a pair that upgrades with tables: 17 to 18 is blocked, see test_upgrade.BLOCKED.)
+    cluster = cluster_factory(topology="logical", subscribers=0)
+    blue, green = cluster.primary, cluster.standby
+    WriteLoad.create_table(blue)
+    blue.wait_for_catchup(green)
+    clients = {"node": blue}
+
+    with WriteLoad(lambda: clients["node"].dsn(), workers=2) as load:
+        load.wait_for_commits(200)
+        # On the stopped standby's data: a publication and a slot on blue, a subscription on green
+        # starting where its recovery ended; green is promoted. Its recovery streams with the connection
+        # string it is given, the superuser's: blue lets that role replicate, here only.
+        blue.add_hba("host", "replication", "postgres", "all", "scram-sha-256")
+        green.stop()
+        cluster.backups.run_tool(
+            ["sh", "-c", 'cd /tmp && exec pg_createsubscriber "$@"', "pg_createsubscriber",
+             "--pgdata=/var/lib/pgharness/data", f"--publisher-server={blue.conninfo()}", "--database=postgres",
+             "--publication=bluegreen", "--subscription=bluegreen", "--socketdir=/tmp"],
+            volumes={green.data_volume(): "/var/lib/pgharness"},
+            what="pg_createsubscriber",
+        )  # fmt: skip
+        green.start()
+        assert not green.is_in_recovery()
+        subscription = Subscription(green, "bluegreen", Publication(blue, "bluegreen"))
+        subscription.wait_for_catchup()
+        load.wait_for_commits(load.log.count() + 200)  # blue still takes the writes; green follows
+
+        # The switch: blue stops accepting writes (its sessions end), green catches up, the clients move.
+        blue.set_config(default_transaction_read_only=True)
+        blue.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                 "AND pid <> pg_backend_pid()")  # fmt: skip
+        subscription.wait_for_catchup()
+        on_blue = blue.scalar("SELECT count(*) FROM pgharness_load")
+        clients["node"] = green
+        load.wait_for_commits(load.log.count() + 200)
+
+    # Every commit a client saw acknowledged, on blue before the switch or on green after it, is on green,
+    # once (its primary key); blue took none after the switch.
+    assert load.log.lost_commits(green) == set()
+    rows = green.sql("SELECT worker, seq FROM pgharness_load")
+    assert len(rows) == len(set(rows))
+    assert blue.scalar("SELECT count(*) FROM pgharness_load") == on_blue

@@ -14,7 +14,7 @@ from pgharness.constants import PROJECT_LABEL
 from pgharness.convergence import assert_converged
 from pgharness.errors import BackupError, UpgradeError
 from pgharness.load import WriteLoad, pgbench_init
-from pgharness.logical import Publication, Subscription, create_logical_slot, slot_changes
+from pgharness.logical import create_logical_slot, slot_changes
 from pgharness.upgrade import upgrade
 from pgharness.versions import SUITES
 from pgharness.wait import poll_until
@@ -200,55 +200,6 @@ def test_an_upgrade_killed_half_way_in_copy_mode_leaves_the_old_cluster_startabl
     assert "data.new" in primary.exec("ls", "/var/lib/pgharness").split()
 
 
-@pytest.mark.logical
-@pytest.mark.pg(">=17")
-def test_blue_green_switch_to_a_standby_turned_subscriber_by_pg_createsubscriber(cluster_factory):
-    # Blue-green: the standby (green) becomes a logical subscriber of the primary (blue) with
-    # pg_createsubscriber, then clients switch to it. (Upgrading green in between, the point of it, needs
-    # a pair that upgrades with tables: 17 to 18 is blocked, see BLOCKED.)
-    cluster = cluster_factory(topology="logical", subscribers=0)
-    blue, green = cluster.primary, cluster.standby
-    WriteLoad.create_table(blue)
-    blue.wait_for_catchup(green)
-    clients = {"node": blue}
-
-    with WriteLoad(lambda: clients["node"].dsn(), workers=2) as load:
-        load.wait_for_commits(200)
-        # On the stopped standby's data: a publication and a slot on blue, a subscription on green
-        # starting where its recovery ended; green is promoted. Its recovery streams with the connection
-        # string it is given, the superuser's: blue lets that role replicate, here only.
-        blue.add_hba("host", "replication", "postgres", "all", "scram-sha-256")
-        green.stop()
-        cluster.backups.run_tool(
-            ["sh", "-c", 'cd /tmp && exec pg_createsubscriber "$@"', "pg_createsubscriber",
-             "--pgdata=/var/lib/pgharness/data", f"--publisher-server={blue.conninfo()}", "--database=postgres",
-             "--publication=bluegreen", "--subscription=bluegreen", "--socketdir=/tmp"],
-            volumes={green.data_volume(): "/var/lib/pgharness"},
-            what="pg_createsubscriber",
-        )  # fmt: skip
-        green.start()
-        assert not green.is_in_recovery()
-        subscription = Subscription(green, "bluegreen", Publication(blue, "bluegreen"))
-        subscription.wait_for_catchup()
-        load.wait_for_commits(load.log.count() + 200)  # blue still takes the writes; green follows
-
-        # The switch: blue stops accepting writes (its sessions end), green catches up, the clients move.
-        blue.set_config(default_transaction_read_only=True)
-        blue.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'client backend' "
-                 "AND pid <> pg_backend_pid()")  # fmt: skip
-        subscription.wait_for_catchup()
-        on_blue = blue.scalar("SELECT count(*) FROM pgharness_load")
-        clients["node"] = green
-        load.wait_for_commits(load.log.count() + 200)
-
-    # Every commit a client saw acknowledged, on blue before the switch or on green after it, is on green,
-    # once (its primary key); blue took none after the switch.
-    assert load.log.lost_commits(green) == set()
-    rows = green.sql("SELECT worker, seq FROM pgharness_load")
-    assert len(rows) == len(set(rows))
-    assert blue.scalar("SELECT count(*) FROM pgharness_load") == on_blue
-
-
 @pytest.mark.slots
 @pytest.mark.pg(">=17")
 def test_a_logical_slot_survives_the_upgrade_and_decodes_on_from_its_position(cluster_factory, pg_major):
@@ -261,8 +212,7 @@ def test_a_logical_slot_survives_the_upgrade_and_decodes_on_from_its_position(cl
     primary.sql("SELECT pg_logical_emit_message(true, 'test', 'before the upgrade')")
     assert any("before the upgrade" in change for change in slot_changes(primary, "kept"))  # consumed
 
-    report = upgrade(cluster, to=to)
-    assert "check" in report.seconds  # pg_upgrade --check passed first
+    upgrade(cluster, to=to)
 
     # The slot is there on the new major, and goes on from where it was: nothing old again, the new change.
     assert primary.major == to
