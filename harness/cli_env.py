@@ -115,6 +115,14 @@ def image(pg_version: int, pg_image: str) -> None:
     help="Replication over TLS (verify-full against a CA made now). [env: PGHARNESS_TLS=1]",
 )
 @click.option(
+    "--fsync",
+    envvar="PG_FSYNC",
+    type=click.Choice(["off", "on"]),
+    default="off",
+    show_default=True,
+    help="fsync on every node: off is fast and loses data only when the machine crashes. [env: PG_FSYNC]",
+)
+@click.option(
     "--storage",
     envvar="PGHARNESS_STORAGE",
     type=click.Choice(STORAGES),
@@ -140,6 +148,7 @@ def up(
     set_settings: tuple[tuple[str, str], ...],
     compose_files: tuple[str, ...],
     tls: bool,
+    fsync: str,
     storage: str,
 ) -> None:
     """Start a primary and a streaming standby sharing a WAL archive; print how to connect.
@@ -181,8 +190,9 @@ def up(
         tls=tls,
         storage=storage,
         settings=[*os.environ.get("PGHARNESS_EXTRA_SETTINGS", "").splitlines(), settings_lines(dict(set_settings))]
-        if set_settings
+        if set_settings or os.environ.get("PGHARNESS_EXTRA_SETTINGS", "").strip()
         else None,
+        env={"PG_FSYNC": fsync},
     )
     with claimed(cluster.docker, name, tag, owner_labels(f"pid-{os.getpid()}")):
         running = cluster.containers()

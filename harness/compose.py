@@ -4,8 +4,10 @@
 topology. A `ComposeProject` runs it under its own project name with its own
 variables (image, host ports, owner label), so that several clusters live side
 by side and each is removed on its own. Commands are argument lists; the
-variables are passed to the compose process explicitly, so a user's exported
-PRIMARY_PORT does not leak into a test cluster.
+variables are passed to the compose process explicitly, and of the caller's
+environment only what compose needs to run and reach the engine
+(`caller_environment`), so a user's exported PRIMARY_PORT or
+PGHARNESS_INIT_SQL does not leak into a test cluster.
 
 Why not testcontainers' ``DockerCompose``: its public API has no project name,
 no variables but an env file on disk (the passwords would be written there),
@@ -20,8 +22,10 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -138,6 +142,22 @@ def _compose_version(path: str) -> str:
     return version
 
 
+#: What a compose process takes from the caller's environment: what it needs to run and to reach the
+#: engine (the docker CLI's own variables, proxies, the ssh agent for ssh:// engines), and nothing of
+#: compose.yaml's: a user's exported PGHARNESS_INIT_SQL, STANDBY_UPSTREAM, PG_FSYNC, port variables or
+#: COMPOSE_PROFILES must not reach a test cluster. The harness's settings reach it as the project's variables.
+CALLER_VARIABLES = re.compile(
+    r"PATH|HOME|USER|LOGNAME|LANG|LC_[A-Z]+|TZ|TMPDIR|XDG_(?:RUNTIME_DIR|CONFIG_HOME)|SSH_AUTH_SOCK"
+    r"|DOCKER_[A-Z_]+|(?:HTTPS?|NO|ALL)_PROXY|(?:https?|no|all)_proxy"
+)
+
+
+def caller_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The part of `environ` (default: this process's) a compose process is given (`CALLER_VARIABLES`)."""
+    environ = os.environ if environ is None else environ
+    return {name: value for name, value in environ.items() if CALLER_VARIABLES.fullmatch(name)}
+
+
 @functools.cache
 def base_services() -> frozenset[str]:
     """Every service of COMPOSE_FILE, of every profile."""
@@ -148,7 +168,7 @@ def base_services() -> frozenset[str]:
             capture_output=True,
             text=True,
             check=False,
-            env={**os.environ, "COMPOSE_PROJECT_NAME": "x"},
+            env={**caller_environment(), "COMPOSE_PROJECT_NAME": "x"},
             timeout=60,
         )
     except subprocess.TimeoutExpired:
@@ -266,7 +286,7 @@ class ComposeProject:
         """Run a compose command (an argv list) with the project's variables; `ClusterError` when it fails or
         has not finished within `timeout` seconds. `detached` runs it in a session of its own, so that a
         signal to this process group (a second Ctrl-C) cannot cut it short."""
-        env = {**os.environ, **self.variables, **(variables or {}), "COMPOSE_PROJECT_NAME": self.project_name}
+        env = {**caller_environment(), **self.variables, **(variables or {}), "COMPOSE_PROJECT_NAME": self.project_name}
         verb = next((c for c in cmd if c in ("up", "down", "run", "config", "stop", "start", "exec", "ps")), cmd)
         try:
             proc = subprocess.run(

@@ -174,7 +174,12 @@ def cluster_arguments(settings: Settings, image: str, own: dict[str, Any]) -> di
     # A test that names its own version (cluster_factory(pg_version=15)) gets that version's image, not the
     # session's.
     session_image = {} if own.get("pg_version") is not None else {"image": image}
-    return {**settings.cluster_kwargs(), **session_image, "owner": f"pytest-{os.getpid()}", **own}
+    kwargs = {**settings.cluster_kwargs(), **session_image, "owner": f"pytest-{os.getpid()}", **own}
+    # compose.yaml's variables: the session's (PG_FSYNC) with the test's own on top.
+    env = {**settings.cluster_kwargs().get("env", {}), **(own.get("env") or {})}
+    if env:
+        kwargs["env"] = env
+    return kwargs
 
 
 @pytest.fixture

@@ -94,6 +94,15 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("pg_tls", "--pg-tls", "PGHARNESS_TLS", "flag", "replication over TLS (verify-full) in every cluster"),
     Option(
+        "pg_fsync",
+        "--pg-fsync",
+        "PG_FSYNC",
+        "text",
+        "fsync on every node: off (the default: fast, and loses data only when the machine crashes) or on",
+        "off|on",
+        ("off", "on"),
+    ),
+    Option(
         "pg_test_timeout",
         "--pg-test-timeout",
         "PGHARNESS_TEST_TIMEOUT",
@@ -154,6 +163,7 @@ class Settings:
     settings: tuple[str, ...] = ()
     init_sql: Path | None = None
     tls: bool = False
+    fsync: str = "off"
     test_timeout: float = DEFAULT_TEST_TIMEOUT
     storage: str = "tmpfs"
     background_teardown: bool = True
@@ -171,6 +181,8 @@ class Settings:
             kwargs["init_sql"] = self.init_sql
         if self.tls:
             kwargs["tls"] = True
+        if self.fsync != "off":
+            kwargs["env"] = {"PG_FSYNC": self.fsync}
         return kwargs
 
     def header(self) -> list[str]:
@@ -184,6 +196,7 @@ class Settings:
             "pg_settings": "; ".join(self.settings),
             "pg_init_sql": str(self.init_sql),
             "pg_tls": "on",
+            "pg_fsync": self.fsync,
             "pg_test_timeout": f"{self.test_timeout:g}",
             "pg_storage": self.storage,
             "pg_sync_teardown": "on",
@@ -267,6 +280,7 @@ def resolve_settings(sources: Sources) -> Settings:
         settings=tuple(values.get("pg_settings", ())),
         init_sql=values["pg_init_sql"][-1] if values.get("pg_init_sql") else None,
         tls=values.get("pg_tls", False),
+        fsync=values.get("pg_fsync", "off"),
         test_timeout=values.get("pg_test_timeout", DEFAULT_TEST_TIMEOUT),
         storage=values.get("pg_storage", "tmpfs"),
         background_teardown=not values.get("pg_sync_teardown", False),

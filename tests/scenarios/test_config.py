@@ -5,8 +5,9 @@ import psycopg
 import psycopg.errors
 import pytest
 from psycopg import sql as pgsql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from pgharness import Cluster
 from pgharness.errors import ClusterError, UnknownNode
 
 
@@ -64,3 +65,35 @@ def test_a_node_added_from_an_upstream_the_cluster_has_not_is_refused_with_its_n
     assert "standbyy" in str(raised.value)
     assert "primary, standby" in str(raised.value)
     assert {node.name for node in shared_cluster.nodes} == {"primary", "standby"}
+
+
+#: compose.yaml's own variables, exported by a user for something else: each, had it reached compose,
+#: would show in the cluster (a table made, the standby's upstream wrong, fixed ports taken, fsync on, a
+#: setting for every node).
+LEAKY = {
+    "PGHARNESS_INIT_SQL": "CREATE TABLE leaked (col integer)",
+    "STANDBY_UPSTREAM": "no-such-upstream",
+    "ARCHIVE_STANDBY_PORT": "1",
+    "SLOT_STANDBY_PORT": "1",
+    "PG_FSYNC": "on",
+    "PGHARNESS_EXTRA_SETTINGS": "work_mem = '7MB'",
+    "STANDBY_SETTINGS": "work_mem = '9MB'",
+    "COMPOSE_PROFILES": "archive-only,slot",
+}
+
+
+def test_nothing_from_the_callers_environment_reaches_a_cluster_unless_it_is_a_setting(harness_image, monkeypatch):
+    for name, value in LEAKY.items():
+        monkeypatch.setenv(name, value)
+    with Cluster(image=harness_image, storage="tmpfs") as cluster:
+        primary, standby = cluster.primary, cluster.standby
+        # The nodes compose.yaml starts by default, and nothing else ...
+        assert sorted(node.name for node in cluster.nodes) == ["primary", "standby"]
+        # ... no table from the exported SQL, the standby streaming from the primary ...
+        assert primary.scalar("SELECT to_regclass('leaked') IS NULL")
+        assert standby.scalar("SELECT status FROM pg_stat_wal_receiver") == "streaming"
+        assert conninfo_to_dict(standby.scalar("SHOW primary_conninfo"))["host"] == "primary"
+        # ... and the settings of compose.yaml and of the harness, not the exported ones.
+        for node in (primary, standby):
+            assert node.scalar("SHOW fsync") == "off"
+            assert node.scalar("SHOW work_mem") == "4MB"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pgharness.compose import ComposeProject
+from pgharness.compose import ComposeProject, caller_environment
 from pgharness.errors import ClusterError
 
 
@@ -49,3 +49,16 @@ def test_the_first_line_carries_compose_own_error_line():
         project.run_command(failing(stderr), timeout=10)
     first = str(excinfo.value).splitlines()[0]
     assert first.endswith("Bind for 127.0.0.1:25448 failed: port is already allocated"), first
+
+
+def test_a_compose_process_gets_what_it_needs_of_the_callers_environment_and_nothing_of_compose_yamls():
+    environ = {
+        "PATH": "/usr/bin", "HOME": "/root", "LANG": "C.UTF-8", "LC_ALL": "C", "DOCKER_HOST": "tcp://10.1.1.2:2375",
+        "DOCKER_CONFIG": "/cfg", "HTTPS_PROXY": "http://proxy:3128", "no_proxy": "localhost", "SSH_AUTH_SOCK": "/s",
+        "PGHARNESS_INIT_SQL": "CREATE TABLE leaked ()", "STANDBY_UPSTREAM": "x", "PG_FSYNC": "on",
+        "ARCHIVE_STANDBY_PORT": "1", "COMPOSE_PROFILES": "slot", "PRIMARY_SETTINGS": "a = 1", "POSTGRES_PASSWORD": "p",
+    }  # fmt: skip
+    kept = caller_environment(environ)
+    assert sorted(kept) == [
+        "DOCKER_CONFIG", "DOCKER_HOST", "HOME", "HTTPS_PROXY", "LANG", "LC_ALL", "PATH", "SSH_AUTH_SOCK", "no_proxy",
+    ]  # fmt: skip

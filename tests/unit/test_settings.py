@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pgharness.errors import ClusterError
+from pgharness.fixtures import cluster_arguments
 from pgharness.options import OPTIONS, OptionError, Sources, resolve_settings
 from pgharness.quoting import read_sql, settings_lines
 
@@ -69,6 +70,7 @@ def test_every_setting_takes_the_environment_over_the_ini_and_the_flag_over_both
         "evidence_dir": ("flag", "env", "ini"),
         "pg_test_timeout": ("3", "2", "1"),
         "pg_storage": ("volume", "tmpfs", "volume"),
+        "pg_fsync": ("on", "off", "on"),
     }
     if option.kind == "flag":
         cli, env, ini = True, "0", True  # the flag says on, the environment off, the ini on
@@ -112,6 +114,17 @@ def test_the_storage_is_the_first_source_that_has_it(tmp_path):
     assert resolved(tmp_path, env={"PGHARNESS_STORAGE": "volume"}).cluster_kwargs() == {"storage": "volume"}
     settings = resolved(tmp_path, cli={"pg_storage": "tmpfs"}, env={"PGHARNESS_STORAGE": "volume"})
     assert settings.cluster_kwargs()["storage"] == "tmpfs"
+
+
+def test_fsync_is_a_setting_that_reaches_compose_as_its_variable(tmp_path):
+    settings = resolved(tmp_path, env={"PG_FSYNC": "on"})
+    assert settings.cluster_kwargs()["env"] == {"PG_FSYNC": "on"}
+    assert settings.header() == ["pg_fsync=on (env PG_FSYNC)"]
+    # A test's own compose variables come on top of the session's.
+    kwargs = cluster_arguments(settings, "img", {"env": {"STANDBY_UPSTREAM": "standby"}})
+    assert kwargs["env"] == {"PG_FSYNC": "on", "STANDBY_UPSTREAM": "standby"}
+    # Off (the default) adds nothing.
+    assert "env" not in resolved(tmp_path).cluster_kwargs()
 
 
 def test_lines_come_one_per_line_from_the_environment(tmp_path):
