@@ -152,3 +152,14 @@ def test_n_auto_asks_every_engine_what_it_holds(remote_engine):
     line = auto_workers_line(LOCAL_ENGINE, silent)
     assert f"{WORKERS_PER_CPU * cpus[0] * 2} ({WORKERS_PER_CPU} per CPU of the engine)" in line
     assert "an engine that did not answer is bounded by the address pools alone" in line
+
+
+def test_every_compose_service_is_published_on_the_remote_engines_address(cluster_factory, remote_engine):
+    # The profile services too (slot-standby, archive-standby): one bind variable for all, no literal loopback.
+    address = url_host(remote_engine)
+    for topology, service in (("slot", "slot-standby"), ("archive-only", "archive-standby")):
+        node = cluster_factory(topology=topology).node(service)
+        bindings = node.container.attrs["NetworkSettings"]["Ports"]["5432/tcp"]
+        assert {b["HostIp"] for b in bindings} == {address}, service
+        with psycopg.connect(node.dsn(), connect_timeout=10) as conn:
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
