@@ -3,7 +3,8 @@
 Real PostgreSQL primaries, standbys and a shared WAL archive in containers,
 described once in ``compose.yaml``. `Cluster` (``pgharness.cluster``) drives a
 compose project; each server is a `Node` (``pgharness.node``) with its waits;
-``cluster.archive`` and ``cluster.backups`` hold the archive and the backups;
+``cluster.archive`` and ``cluster.backups`` hold the archive and the backups,
+``cluster.tools`` runs one-off containers beside the nodes (``pgharness.tools``);
 ``pgharness.failover`` plays the operator and ``pgharness.faults`` breaks things
 on purpose; the pytest plugin (``pgharness.pytest_plugin``) gives tests fresh or
 shared clusters. Every error derives from `HarnessError` (``pgharness.errors``).
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
         BackupError as BackupError,
         ClusterError as ClusterError,
         DockerUnavailable as DockerUnavailable,
+        EnvironmentBusy as EnvironmentBusy,
         FailoverError as FailoverError,
         HarnessError as HarnessError,
         ImageError as ImageError,
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
         RecoveryTargetError as RecoveryTargetError,
         SplitBrain as SplitBrain,
         StartFailed as StartFailed,
+        ToolError as ToolError,
         UnknownEnvironment as UnknownEnvironment,
         UnknownNode as UnknownNode,
         UnsupportedVersion as UnsupportedVersion,
@@ -50,9 +53,10 @@ _EXPORTS = {
     **dict.fromkeys(("Cluster",), "pgharness.cluster"),
     **dict.fromkeys(
         (
-            "BackupError", "ClusterError", "DockerUnavailable", "FailoverError", "HarnessError", "ImageError",
-            "NotConverged", "PortInUse", "QueryTimeout", "QuotingError", "RecoveryTargetError", "SplitBrain",
-            "StartFailed", "UnknownEnvironment", "UnknownNode", "UnsupportedVersion", "UpgradeError", "WaitTimeout",
+            "BackupError", "ClusterError", "DockerUnavailable", "EnvironmentBusy", "FailoverError", "HarnessError",
+            "ImageError", "NotConverged", "PortInUse", "QueryTimeout", "QuotingError", "RecoveryTargetError",
+            "SplitBrain", "StartFailed", "ToolError", "UnknownEnvironment", "UnknownNode", "UnsupportedVersion",
+            "UpgradeError", "WaitTimeout",
         ),
         "pgharness.errors",
     ),

@@ -22,13 +22,14 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict
 
-from pgharness.compose import KEEPER_MOUNTS, run_container
+from pgharness.compose import KEEPER_MOUNTS
 from pgharness.constants import BACKUPS_PATH, DATA_MOUNT
-from pgharness.errors import BackupError, ClusterError, HarnessError
+from pgharness.errors import BackupError, ClusterError, HarnessError, ToolError
 from pgharness.quoting import check_file_name, conninfo
 from pgharness.recovery import ACTIONS, RecoveryTarget, TargetAction
+from pgharness.tools import TOOL_TIMEOUT, last_error_line, resource_name
 from pgharness.versions import supports
-from pgharness.wait import failure_lines, log_tails, poll_until
+from pgharness.wait import log_tails, poll_until
 
 if TYPE_CHECKING:
     from pgharness.cluster import Cluster
@@ -36,27 +37,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pgharness")
 
-#: Seconds a tool run in a throwaway container may take (a dump, a rewind, a listing).
-TOOL_TIMEOUT = 600.0
-
-
-def last_error_line(output: str) -> str:
-    """The line of a tool's output or a server log that says what went wrong."""
-    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
-    for marker in ("FATAL:", "error:", "ERROR:", "PANIC:"):
-        found = failure_lines(lines, marker)
-        if found:
-            return found[-1]
-    return lines[-1] if lines else "(no output)"
-
 
 class Backups:
     """The base backups and dumps of a cluster, and what is made from them: ``cluster.backups``."""
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
-        #: Tools run through this handle so far (a base backup is one): when it has not moved, nothing
-        #: here has written to the backups volume.
+        #: Writes to the backups volume through this handle so far (a base backup, a dump, a user's tool
+        #: with the volume mounted): when it has not moved, the volume holds what it held.
         self.runs = 0
 
     def __repr__(self) -> str:
@@ -87,7 +75,7 @@ class Backups:
 
     def names(self) -> list[str]:
         """The base backups (folders) and dumps (``NAME.dump``) in the backups volume, sorted."""
-        return sorted(self.run_tool(["ls", "-1", BACKUPS_PATH], what="listing the backups").split())
+        return sorted(self._run(["ls", "-1", BACKUPS_PATH], what="listing the backups").split())
 
     def clear(self) -> None:
         """Remove every base backup and dump from the backups volume."""
@@ -96,7 +84,7 @@ class Backups:
             keeper_backups = f"{KEEPER_MOUNTS}/backups"
             self.cluster.in_keeper(["find", keeper_backups, "-mindepth", "1", "-delete"], "clearing the backups")
         else:
-            self.run_tool(["find", BACKUPS_PATH, "-mindepth", "1", "-delete"], what="clearing the backups")
+            self._run(["find", BACKUPS_PATH, "-mindepth", "1", "-delete"], what="clearing the backups")
 
     def verify(self, name: str) -> str:
         """Check base backup `name` against its manifest with ``pg_verifybackup``; return its report.
@@ -105,7 +93,7 @@ class Backups:
         """
         check_file_name("backup name", name)
         log.info("### Verifying backup %r", name)
-        return self.run_tool(["pg_verifybackup", f"{BACKUPS_PATH}/{name}"], what=f"pg_verifybackup of {name!r}")
+        return self._run(["pg_verifybackup", f"{BACKUPS_PATH}/{name}"], what=f"pg_verifybackup of {name!r}")
 
     def restore(
         self,
@@ -228,11 +216,12 @@ class Backups:
             raise BackupError(f"refusing to rebuild {name!r}: it has no primary_conninfo to take a base backup from")
         if upstream in (name, node.container.attrs["Config"].get("Hostname")):
             raise BackupError(f"refusing to rebuild {name!r}: its primary_conninfo points at itself ({upstream})")
-        volume = node.data_volume()
+        tools = self.cluster.tools
+        data = tools.data(node)
 
-        log.info("### Rebuilding node %r from %r (wiping volume %s)", name, upstream, volume)
+        log.info("### Rebuilding node %r from %r (wiping volume %s)", name, upstream, *data)
         node.stop(timeout=timeout)
-        self.run_tool(["rm", "-rf", f"{DATA_MOUNT}/data"], volumes={volume: DATA_MOUNT}, what=f"wiping {volume}")
+        tools.run(["rm", "-rf", f"{DATA_MOUNT}/data"], mounts=data, what=f"wiping {name!r}'s data")
         try:
             node.start(timeout=timeout)
         except HarnessError as e:
@@ -258,7 +247,8 @@ class Backups:
         # A fixed script: the connection string and the path reach it as arguments, never as its text.
         script = 'pg_dump --dbname="$1" --format=custom --file="$2" || { status=$?; rm -f "$2"; exit "$status"; }'
         argv = ["sh", "-c", script, "pg_dump", conninfo(host=node.name, dbname=dbname), path]
-        self.run_tool(argv, image=image, what=f"pg_dump of {dbname!r} on {node.name}")
+        self.runs += 1
+        self._run(argv, image=image, what=f"pg_dump of {dbname!r} on {node.name}")
         return path
 
     def restore_dump(self, name: str, *, target: Node | str, dbname: str) -> None:
@@ -270,7 +260,7 @@ class Backups:
         path = f"{BACKUPS_PATH}/{check_file_name('dump name', name)}.dump"
         node.sql(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(dbname)))
         log.info("### Restoring %s into %s on node %r", path, dbname, node.name)
-        self.run_tool(
+        self._run(
             ["pg_restore", f"--dbname={conninfo(host=node.name, dbname=dbname)}", "--exit-on-error", path],
             what=f"pg_restore of {name!r} into {dbname!r} on {node.name}",
         )
@@ -279,7 +269,7 @@ class Backups:
 
     def volume(self) -> str:
         """The cluster's backups volume, made (with compose's own labels) when it does not exist yet."""
-        name = f"{self.cluster.name}_backups"
+        name = resource_name(self.cluster.name, "backups")
         try:
             self.cluster.docker.volumes.get(name)
         except docker.errors.NotFound:
@@ -298,45 +288,20 @@ class Backups:
         timeout: float = TOOL_TIMEOUT,
         user: str = "postgres",
     ) -> str:
-        """Run a client tool (an argv list, never a shell string) in a throwaway container on the cluster's
-        network; return its output.
-
-        The container uses `image` (default: the cluster's node image, hence
-        the server's major version), runs as `user` (default postgres) with the superuser's
-        password in PGPASSWORD, mounts the backups volume at /backups (and any
-        `volumes`, name to path), reaches the nodes by name, and is removed
-        afterwards, also when it could not start. A non-zero exit raises
-        `BackupError` with the tool's own error line; so does a tool still
-        running after `timeout` seconds (default 600).
+        """Run a client tool (an argv list) with the backups volume at /backups, and any `volumes` (name to
+        path); return its output: ``cluster.tools.run`` for tools that work on backups (pg_combinebackup,
+        pg_restore --list). A shared cluster's reset clears the backups after it. `ToolError` when it fails.
         """
-        cluster = self.cluster
-        what = what or argv[0]
         self.runs += 1
+        mounts = {**self.cluster.tools.backups(), **(volumes or {})}
+        return self.cluster.tools.run(argv, image=image, mounts=mounts, what=what, timeout=timeout, user=user)
+
+    def _run(self, argv: list[str], *, what: str, image: str | None = None) -> str:
+        """One of this module's own tools, with the backups mounted; its failure is a `BackupError`."""
         try:
-            code, output = run_container(
-                cluster.docker,
-                image or cluster.image,
-                argv,
-                timeout=timeout,
-                what=what,
-                entrypoint=[],
-                user=user,
-                environment={"PGPASSWORD": cluster.password, "PGUSER": "postgres"},
-                network=f"{cluster.name}_replication",
-                dns=["127.0.0.1"],
-                volumes={
-                    self.volume(): {"bind": BACKUPS_PATH, "mode": "rw"},
-                    **{name: {"bind": path, "mode": "rw"} for name, path in (volumes or {}).items()},
-                },
-                labels=cluster.labels(),
-            )
-        except ClusterError as e:
+            return self.cluster.tools.run(argv, image=image, mounts=self.cluster.tools.backups(), what=what)
+        except ToolError as e:
             raise BackupError(str(e)) from None
-        if code != 0:
-            error = BackupError(f"{what} failed: {last_error_line(output)}")
-            error.output = output
-            raise error
-        return output
 
 
-__all__ = ["BackupError", "Backups", "last_error_line"]
+__all__ = ["BackupError", "Backups"]

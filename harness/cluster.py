@@ -78,6 +78,7 @@ from pgharness.node import Node
 from pgharness.quoting import Settings, check_file_name, check_secret, settings_lines
 from pgharness.service import Service, container_env
 from pgharness.tls import TlsFiles
+from pgharness.tools import Tools, data_resource, resource_name
 from pgharness.topology import NODE_NAME, TOPOLOGIES, plan, variable
 from pgharness.versions import DEFAULT_VERSION, parse_version_arg, unbuildable
 from pgharness.wait import Deadline, log_tails
@@ -302,6 +303,8 @@ class Cluster:
         self.archive = Archive(self)
         #: Base backups, point-in-time restores, dumps and rebuilds.
         self.backups = Backups(self)
+        #: One-off containers beside the nodes (client tools, pg_rewind, pg_upgrade, file work on volumes).
+        self.tools = Tools(self)
 
     def __repr__(self) -> str:
         return f"Cluster({self.name!r}, image={self.image!r})"
@@ -687,7 +690,7 @@ class Cluster:
         self.in_keeper(
             ["mkdir", "-m", "1777", f"{KEEPER_MOUNTS}/{RUN_TIME_DATA}/{name}"], f"no folder for node {name!r}"
         )
-        held = self._client.volumes.get(f"{self.name}_{RUN_TIME_DATA}")
+        held = self._client.volumes.get(resource_name(self.name, RUN_TIME_DATA))
         device = f"{held.attrs['Mountpoint']}/{name}"
         return {"driver": "local", "driver_opts": {"type": "none", "o": "bind", "device": device}}
 
@@ -723,7 +726,7 @@ class Cluster:
         self._nodes.pop(name, None)
         self._node_ids.pop(name, None)
         with contextlib.suppress(docker.errors.NotFound):
-            self._client.volumes.get(f"{self.name}_{name}-data").remove(force=True)
+            self._client.volumes.get(resource_name(self.name, data_resource(name))).remove(force=True)
         if self.storage == "tmpfs":
             self.in_keeper(
                 ["rm", "-rf", f"{KEEPER_MOUNTS}/{RUN_TIME_DATA}/{name}"], f"node {name!r}'s data stays in memory"
@@ -743,7 +746,7 @@ class Cluster:
         """One more node `name` in `role` (primary, standby): a one-off container of compose.yaml's ``node``
         service, with a labelled data volume of its own, reached on the replication network by its name."""
         self.nodes_run += 1
-        volume = f"{self.name}_{name}-data"
+        volume = resource_name(self.name, data_resource(name))
         self._client.volumes.create(volume, labels={**self.labels(), NODE_LABEL: name}, **self._in_memory(name))
         own_settings = settings_lines(settings) if settings is not None else self.node_settings.get(name, "")
         environment = {

@@ -63,6 +63,15 @@ class BackupError(HarnessError):
     output: str = ""
 
 
+class ToolError(HarnessError):
+    """A one-off container (`pgharness.tools`) failed: its tool exited non-zero, ran past its deadline, or
+    could not start. ``output`` holds what it printed."""
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
+
+
 class UpgradeError(ClusterError):
     """A major upgrade refused or failed (pgharness.upgrade): pg_upgrade's own reason, and the cluster's state."""
 

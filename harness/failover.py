@@ -16,7 +16,7 @@ import psycopg
 
 from pgharness.cluster import Cluster
 from pgharness.constants import ARCHIVE_PATH, CONTAINER_PORT, DATA_MOUNT
-from pgharness.errors import ClusterError, FailoverError, HarnessError, SplitBrain
+from pgharness.errors import ClusterError, FailoverError, HarnessError, SplitBrain, ToolError
 from pgharness.lsn import Lsn, parse_timeline_history
 from pgharness.node import Node
 from pgharness.quoting import conninfo, settings_lines
@@ -159,14 +159,13 @@ def rejoin(cluster: Cluster, node: Node | str, upstream: Node | str, *, timeout:
     `upstream` (primary_conninfo in postgresql.auto.conf, standby.signal) and
     starts it; returns once it streams and has caught up, each wait within
     `timeout` seconds (default ``PGHARNESS_TIMEOUT``, else 60). Raises
-    `FailoverError` when it does not stream afterwards, `BackupError` when
-    pg_rewind fails.
+    `FailoverError` when pg_rewind fails (with its own error line; the node
+    is left stopped) or when the node does not stream afterwards.
     """
     node, source = cluster.node(node), cluster.node(upstream)
     name, upstream = node.name, source.name
     if node.container.status == "running":
         node.stop()
-    volume = node.data_volume()
     # Before PostgreSQL 16, pg_rewind reads the source's timeline from its control
     # file, which a promoted node updates only at its next checkpoint: without one,
     # pg_rewind sees one timeline and decides that no rewind is needed.
@@ -179,7 +178,7 @@ def rejoin(cluster: Cluster, node: Node | str, upstream: Node | str, *, timeout:
         {
             "primary_conninfo": primary_conninfo(cluster, upstream, name),
             "primary_slot_name": "",
-            "restore_command": "cp /archive/%f %p",
+            "restore_command": f"cp {ARCHIVE_PATH}/%f %p",
         }
     )
     # The node is down; a crashed one leaves postmaster.pid naming PID 1, which in the
@@ -201,8 +200,11 @@ def rejoin(cluster: Cluster, node: Node | str, upstream: Node | str, *, timeout:
     argv = ["sh", "-c", script, "pg_rewind", data, source_server, settings]
     # The target's WAL from the last common checkpoint on may be gone from its pg_wal (a restart point
     # recycled it): --restore-target-wal fetches it with the node's restore_command, from the archive.
-    archive = f"{cluster.name}_archive"
-    cluster.backups.run_tool(argv, volumes={volume: DATA_MOUNT, archive: ARCHIVE_PATH}, what=f"pg_rewind of {name}")
+    tools = cluster.tools
+    try:
+        tools.run(argv, mounts={**tools.data(node), **tools.archive()}, what=f"pg_rewind of {name}")
+    except ToolError as e:
+        raise FailoverError(f"{e} (node {name!r} is left stopped)") from None
     node.start(wait=False)
     try:
         node.poll_query_until("SELECT status FROM pg_stat_wal_receiver", "streaming", timeout=timeout)

@@ -23,6 +23,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pgharness.constants import REPLICATION_NETWORK
 from pgharness.errors import ClusterError
 from pgharness.lsn import Lsn
+from pgharness.tools import resource_name
 from pgharness.wait import Deadline
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ PARTITION_TABLE = "pgharness_partition"
 
 def replication_network(node: Node) -> Network:
     """The cluster's network (``<project>_replication``); `ClusterError` when it is gone."""
-    name = f"{node.cluster.name}_{REPLICATION_NETWORK}"
+    name = resource_name(node.cluster.name, REPLICATION_NETWORK)
     networks = node.cluster.docker.networks.list(names=[name])
     if not networks:
         raise ClusterError(f"cluster {node.cluster.name!r} has no network {name!r}: is it up?")

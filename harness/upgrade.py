@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Literal
 
 from pgharness.constants import DATA_MOUNT
-from pgharness.errors import BackupError, HarnessError, UpgradeError
+from pgharness.errors import HarnessError, ToolError, UpgradeError
 from pgharness.image import ImageSpec, ensure_image, server_version, upgrade_image
 from pgharness.lsn import Lsn
 from pgharness.versions import parse_postgres_v, unbuildable
@@ -122,123 +122,180 @@ def upgrade(
         raise UpgradeError(f"upgrade mode {mode!r}: one of {', '.join(MODES)}")
     if standbys not in STANDBY_METHODS:
         raise UpgradeError(f"standbys={standbys!r}: one of {', '.join(STANDBY_METHODS)}")
-    primary = cluster.primary
-    nodes = cluster.nodes
-    added = [node.name for node in nodes if node.name not in (cluster.compose.services or [])]
-    if added:
-        raise UpgradeError(
-            f"cluster {cluster.name!r} has nodes added at run time ({', '.join(added)}): the upgrade brings over "
-            "the compose services' nodes; remove those first (cluster.remove_node)"
-        )
-    from_major = primary.major
-    if isinstance(to, int):
-        # Refused from the numbers, before any image is built.
-        _check_goes_up(from_major, to)
-        why = unbuildable(to, "upgrade to a node image of it instead (to=IMAGE)")
-        if why:
-            raise UpgradeError(why)
-    new_image = ensure_image(ImageSpec(to), out=out) if isinstance(to, int) else to
-    to_major = parse_postgres_v(server_version(new_image))
-    _check_goes_up(from_major, to_major)
-    tool = upgrade_image(cluster.image, new_image, out=out)
-    owners = {image: cluster.backups.run_tool(["id", "-u"], image=image, what="id -u").strip()
-              for image in (cluster.image, tool)}  # fmt: skip
-    if len(set(owners.values())) != 1:
-        raise UpgradeError(
-            f"the postgres user is uid {owners[cluster.image]} in {cluster.image} and {owners[tool]} in {new_image}: "
-            "pg_upgrade runs both servers on one data folder, which needs one owner; use images whose postgres "
-            "users have the same uid (the harness's and the official Debian-based images: 999)"
-        )
-    report = UpgradeReport(cluster.name, from_major, to_major, new_image, mode)
-    followers = [node for node in nodes if node.name != primary.name]
-    log.info("### Upgrading cluster %r from %d to %d (%s; standbys by %s)", cluster.name, from_major, to_major,
-             mode, standbys)  # fmt: skip
-    started = time.monotonic()
+    steps = _Steps.prepare(cluster, to, mode, out=out)
+    log.info("### Upgrading cluster %r from %d to %d (%s; standbys by %s)", cluster.name, steps.report.from_major,
+             steps.report.to_major, mode, standbys)  # fmt: skip
+    # The manual's steps; until pg_upgrade runs, a refusal starts every stopped node again (the one place).
+    try:
+        steps.stop_caught_up(timeout)
+        steps.lap("stop")
+        steps.run_pg_upgrade("check")
+        steps.lap("check")
+    except _NothingChanged as e:
+        _start_stopped([steps.primary, *steps.followers])
+        again = f"the cluster runs on PostgreSQL {steps.report.from_major} again"
+        raise UpgradeError(f"{e}\nnothing was changed: {again}") from None
+    steps.run_pg_upgrade(mode)
+    steps.lap("pg_upgrade")
+    steps.bring_over(standbys, keep_old=keep_old)
+    steps.lap("standbys")
+    steps.switch(timeout)
+    steps.lap("start")
+    log.info("### %s", steps.report)
+    return steps.report
 
-    def lap(step: str) -> None:
-        nonlocal started
+
+class _NothingChanged(UpgradeError):
+    """A step refused before pg_upgrade changed anything: `upgrade` starts the stopped nodes again."""
+
+
+@dataclass
+class _Steps:
+    """One upgrade's state between the manual's steps: the nodes, the images, the report."""
+
+    cluster: Cluster
+    primary: Node
+    followers: list[Node]
+    new_image: str
+    tool: str  #: the upgrade image: the old server beside the new one
+    report: UpgradeReport
+    started: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def prepare(cls, cluster: Cluster, to: int | str, mode: str, *, out: IO[str]) -> _Steps:
+        """Check what can be checked before anything stops (nodes added at run time, a version that does
+        not go up or cannot be built: from the numbers, before any build), build the images, compare the
+        postgres users' uids."""
+        primary, nodes = cluster.primary, cluster.nodes
+        added = [node.name for node in nodes if node.name not in (cluster.compose.services or [])]
+        if added:
+            raise UpgradeError(
+                f"cluster {cluster.name!r} has nodes added at run time ({', '.join(added)}): the upgrade brings "
+                "over the compose services' nodes; remove those first (cluster.remove_node)"
+            )
+        from_major = primary.major
+        if isinstance(to, int):
+            _check_goes_up(from_major, to)
+            why = unbuildable(to, "upgrade to a node image of it instead (to=IMAGE)")
+            if why:
+                raise UpgradeError(why)
+        new_image = ensure_image(ImageSpec(to), out=out) if isinstance(to, int) else to
+        to_major = parse_postgres_v(server_version(new_image))
+        _check_goes_up(from_major, to_major)
+        tool = upgrade_image(cluster.image, new_image, out=out)
+        owners = {image: cluster.tools.run(["id", "-u"], image=image, what="id -u").strip()
+                  for image in (cluster.image, tool)}  # fmt: skip
+        if len(set(owners.values())) != 1:
+            raise UpgradeError(
+                f"the postgres user is uid {owners[cluster.image]} in {cluster.image} and {owners[tool]} in "
+                f"{new_image}: pg_upgrade runs both servers on one data folder, which needs one owner; use "
+                "images whose postgres users have the same uid (the harness's and the official Debian-based "
+                "images: 999)"
+            )
+        followers = [node for node in nodes if node.name != primary.name]
+        report = UpgradeReport(cluster.name, from_major, to_major, new_image, mode)
+        return cls(cluster, primary, followers, new_image, tool, report)
+
+    def lap(self, step: str) -> None:
+        """Note how long `step` took (since the previous one)."""
         now = time.monotonic()
-        report.seconds[step] = round(now - started, 3)
-        started = now
+        self.report.seconds[step] = round(now - self.started, 3)
+        self.started = now
 
-    # Physical slots are not carried over: noted here, made again on the new primary.
-    report.slots = [str(name) for (name,) in primary.sql(
-        "SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'physical' AND NOT temporary ORDER BY 1"
-    )]  # fmt: skip
-    _stop_caught_up(cluster, primary, followers, tool, timeout=timeout)
-    lap("stop")
-
-    def run(argv: list[str], volumes: dict[str, str], what: str) -> str:
+    def run(self, argv: list[str], mounts: dict[str, str], what: str) -> str:
+        """A step's tool in the upgrade image; `UpgradeError` with the tail of its output when it fails."""
         try:
-            return cluster.backups.run_tool(argv, image=tool, what=what, volumes=volumes, timeout=UPGRADE_TIMEOUT)
-        except BackupError as e:
+            return self.cluster.tools.run(argv, image=self.tool, what=what, mounts=mounts, timeout=UPGRADE_TIMEOUT)
+        except ToolError as e:
             # pg_upgrade says why before its last line ("Failure, exiting"): the output's tail.
             tail = "\n".join(line for line in e.output.strip().splitlines()[-TAIL_LINES:])
             raise UpgradeError(f"{what} failed:\n{tail}" if tail else str(e)) from None
 
-    primary_volume = primary.data_volume()
-    try:
-        run(["pgharness", "upgrade", "check"], {primary_volume: DATA_MOUNT}, "pg_upgrade --check")
-    except UpgradeError as e:
-        _start_stopped([primary, *followers])
-        raise UpgradeError(f"{e}\nnothing was changed: the cluster runs on PostgreSQL {from_major} again") from None
-    lap("check")
-    try:
-        run(["pgharness", "upgrade", mode], {primary_volume: DATA_MOUNT}, f"pg_upgrade --{mode}")
-    except UpgradeError as e:
-        kept = "the old data is untouched" if mode != "link" else "the old data may be linked into the new"
-        raise UpgradeError(f"{e}\nthe nodes are stopped; {kept} (in volume {primary_volume})") from None
-    lap("pg_upgrade")
+    def stop_caught_up(self, timeout: float | None) -> None:
+        """Note the physical slots (pg_upgrade does not carry them); stop the primary, then each standby
+        once it has replayed the primary's shutdown checkpoint; check, as the manual does, that every
+        "Latest checkpoint location" matches the primary's. `_NothingChanged` when one does not."""
+        primary = self.primary
+        self.report.slots = [str(name) for (name,) in primary.sql(
+            "SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'physical' AND NOT temporary ORDER BY 1"
+        )]  # fmt: skip
+        primary.stop()
+        checkpoint = self.latest_checkpoint(primary)
+        for node in self.followers:
+            try:
+                _wait_replayed(node, checkpoint, timeout=timeout)
+            except HarnessError as e:
+                raise _NothingChanged(f"standby {node.name!r} is not caught up: {e}") from None
+            # A restart point at that checkpoint now, not at the shutdown: a fast stop can end abnormally (a
+            # WAL receiver just forked to reconnect to the stopped primary dies of the SIGTERM), and then the
+            # standby's control file keeps its previous restart point.
+            node.sql("CHECKPOINT")
+            node.stop()
+            at = self.latest_checkpoint(node)
+            if at != checkpoint:
+                raise _NothingChanged(
+                    f"standby {node.name!r} stopped at checkpoint {at}, the primary at {checkpoint}: rsync would "
+                    "leave it inconsistent"
+                )
 
-    swap = ["pgharness", "upgrade-swap", *([] if keep_old else ["drop-old"])]
-    # One container per standby: the rsync (its argv as arguments), standby.signal, the swap (a fixed text).
-    bring_over = f'"$@" && touch "$PGDATA.new/standby.signal" && {" ".join(swap)}'
-    for node in followers:
-        volume = node.data_volume()
-        if standbys == "rsync":
-            run(["sh", "-c", bring_over, "rsync", *RSYNC, "/primary/data", "/primary/data.new", f"{DATA_MOUNT}/"],
-                {primary_volume: "/primary", volume: DATA_MOUNT}, f"rsync of standby {node.name!r}")  # fmt: skip
-        else:
-            # An empty data folder: the node takes a base backup of the upgraded primary at its start.
-            run(["rm", "-rf", f"{DATA_MOUNT}/data"], {volume: DATA_MOUNT}, f"the removal of {node.name!r}'s data")
-        report.standbys[node.name] = standbys
-    run(swap, {primary_volume: DATA_MOUNT}, "the swap of the primary's data")
-    lap("standbys")
-
-    # Every node on the new major's image: the primary first (the slots its standbys stream through).
-    cluster.switch_image(new_image, [primary.name], timeout=timeout)
-    for slot in report.slots:
-        primary.sql("SELECT pg_create_physical_replication_slot(%s)", (slot,))
-    cluster.switch_image(new_image, [node.name for node in followers], timeout=timeout)
-    lap("start")
-    log.info("### %s", report)
-    return report
-
-
-def _stop_caught_up(cluster: Cluster, primary: Node, standbys: list[Node], tool: str, *,
-                    timeout: float | None) -> None:  # fmt: skip
-    """Stop the primary, then each standby once it has replayed the primary's shutdown checkpoint; check,
-    as the manual does, that every "Latest checkpoint location" matches the primary's."""
-    primary.stop()
-    checkpoint = _latest_checkpoint(cluster, primary, tool)
-    for node in standbys:
+    def run_pg_upgrade(self, mode: str) -> None:
+        """pg_upgrade on the primary's data: ``check`` (its refusal is `_NothingChanged`), or the upgrade in
+        `mode` (its failure leaves the nodes stopped, and says what became of the old data)."""
+        data = self.cluster.tools.data(self.primary)
+        if mode == "check":
+            try:
+                self.run(["pgharness", "upgrade", "check"], data, "pg_upgrade --check")
+            except UpgradeError as e:
+                raise _NothingChanged(str(e)) from None
+            return
         try:
-            _wait_replayed(node, checkpoint, timeout=timeout)
-        except HarnessError as e:
-            _start_stopped([primary, *standbys])
-            raise UpgradeError(f"standby {node.name!r} is not caught up; nothing was changed: {e}") from None
-        # A restart point at that checkpoint now, not at the shutdown: a stop can end abnormally (CI saw a
-        # WAL receiver, just forked to reconnect to the stopped primary, die of the SIGTERM), and then the
-        # standby's control file keeps its previous restart point.
-        node.sql("CHECKPOINT")
-        node.stop()
-        at = _latest_checkpoint(cluster, node, tool)
-        if at != checkpoint:
-            _start_stopped([primary, *standbys])
-            raise UpgradeError(
-                f"standby {node.name!r} stopped at checkpoint {at}, the primary at {checkpoint}: rsync would leave it "
-                "inconsistent; nothing was changed"
+            self.run(["pgharness", "upgrade", mode], data, f"pg_upgrade --{mode}")
+        except UpgradeError as e:
+            kept = "the old data is untouched" if mode != "link" else "the old data may be linked into the new"
+            raise UpgradeError(f"{e}\nthe nodes are stopped; {kept} (in volume {', '.join(data)})") from None
+
+    def bring_over(self, method: StandbyMethod, *, keep_old: bool) -> None:
+        """Each standby by the manual's rsync of the primary's old and new data (one container: the rsync,
+        standby.signal, the swap), or emptied for a fresh base backup at its start; then the primary's swap
+        of data.new for data."""
+        tools = self.cluster.tools
+        primary_data = tools.data(self.primary, at="/primary")
+        swap = ["pgharness", "upgrade-swap", *([] if keep_old else ["drop-old"])]
+        bring_over = f'"$@" && touch "$PGDATA.new/standby.signal" && {" ".join(swap)}'
+        for node in self.followers:
+            if method == "rsync":
+                argv = ["sh", "-c", bring_over, "rsync", *RSYNC, "/primary/data", "/primary/data.new", f"{DATA_MOUNT}/"]
+                self.run(argv, {**primary_data, **tools.data(node)}, f"rsync of standby {node.name!r}")
+            else:
+                # An empty data folder: the node takes a base backup of the upgraded primary at its start.
+                self.run(["rm", "-rf", f"{DATA_MOUNT}/data"], tools.data(node), f"the removal of {node.name!r}'s data")
+            self.report.standbys[node.name] = method
+        self.run(swap, tools.data(self.primary), "the swap of the primary's data")
+
+    def switch(self, timeout: float | None) -> None:
+        """Every node on the new major's image: the primary first, its physical slots made again, then the
+        standbys that stream through them."""
+        self.cluster.switch_image(self.new_image, [self.primary.name], timeout=timeout)
+        for slot in self.report.slots:
+            self.primary.sql("SELECT pg_create_physical_replication_slot(%s)", (slot,))
+        self.cluster.switch_image(self.new_image, [node.name for node in self.followers], timeout=timeout)
+
+    def latest_checkpoint(self, node: Node) -> Lsn:
+        """The "Latest checkpoint location" of stopped `node`, by the old major's pg_controldata. Asked up to
+        three times: a tool's output comes from the engine's log of its container, which can be empty right
+        after the container exited (the engine copies a log for at most 2 s)."""
+        output = ""
+        for _ in range(3):
+            output = self.cluster.tools.run(
+                ["/opt/pgharness/old/bin/pg_controldata", f"{DATA_MOUNT}/data"],
+                image=self.tool,
+                what=f"pg_controldata of {node.name!r}",
+                mounts=self.cluster.tools.data(node),
             )
+            for line in output.splitlines():
+                if line.startswith("Latest checkpoint location:"):
+                    return Lsn.parse(line.split(":", 1)[1].strip())
+        raise UpgradeError(f"pg_controldata of {node.name!r} shows no latest checkpoint:\n{output}")
 
 
 def _start_stopped(nodes: list[Node]) -> None:
@@ -256,24 +313,6 @@ def _wait_replayed(node: Node, checkpoint: Lsn, *, timeout: float | None) -> Non
         timeout=timeout,
         nodes=(node,),
     )
-
-
-def _latest_checkpoint(cluster: Cluster, node: Node, tool: str) -> Lsn:
-    """The "Latest checkpoint location" of stopped `node`, by the old major's pg_controldata. Asked up to three
-    times: a tool's output comes from the engine's log of its container, which under load was once seen
-    empty right after the container exited."""
-    output = ""
-    for _ in range(3):
-        output = cluster.backups.run_tool(
-            ["/opt/pgharness/old/bin/pg_controldata", f"{DATA_MOUNT}/data"],
-            image=tool,
-            what=f"pg_controldata of {node.name!r}",
-            volumes={node.data_volume(): DATA_MOUNT},
-        )
-        for line in output.splitlines():
-            if line.startswith("Latest checkpoint location:"):
-                return Lsn.parse(line.split(":", 1)[1].strip())
-    raise UpgradeError(f"pg_controldata of {node.name!r} shows no latest checkpoint:\n{output}")
 
 
 __all__ = ["MODES", "STANDBY_METHODS", "UpgradeReport", "upgrade"]

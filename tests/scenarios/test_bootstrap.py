@@ -6,10 +6,10 @@ These run the node image directly (no compose): one container start is the unit 
 import pytest
 
 from pgharness.compose import docker_client, run_container
+from pgharness.constants import DATA_MOUNT
 
 pytestmark = pytest.mark.lifecycle
 
-DATA_MOUNT = "/var/lib/pgharness"
 LABELS = {"org.pgharness.managed": "true", "org.pgharness.test": "bootstrap"}
 
 

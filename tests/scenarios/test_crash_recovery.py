@@ -7,6 +7,7 @@ committed stays committed, on the primary and on its standbys.
 import psycopg
 import pytest
 
+from pgharness.constants import DATA_MOUNT
 from pgharness.load import WriteLoad
 from pgharness.lsn import Lsn, segment_start
 from pgharness.recovery import RecoveryTarget
@@ -127,11 +128,12 @@ def test_wal_that_ends_in_a_torn_record_recovers_to_the_last_whole_record(cluste
     # The last write was torn: the segment holds the record's first 3 pages, then zeros (the power failed
     # while the disk wrote it).
     torn_at = offset + 3 * 8192 + 100
-    wal = f"/var/lib/pgharness/data/pg_wal/{segment}"
-    data = {primary.data_volume(): "/var/lib/pgharness"}
-    size = cluster.backups.run_tool(["stat", "-c", "%s", wal], volumes=data)
+    wal = f"{DATA_MOUNT}/data/pg_wal/{segment}"
+    tools = cluster.tools
+    data = tools.data(primary)
+    size = tools.run(["stat", "-c", "%s", wal], mounts=data)
     for length in (torn_at, int(size)):  # cut, then grow back with zeros
-        cluster.backups.run_tool(["truncate", "-s", str(length), wal], volumes=data)
+        tools.run(["truncate", "-s", str(length), wal], mounts=data)
 
     # Recovery stops at the last whole record: the row of the torn transaction is gone, the one before
     # it is there, and the server writes on from the torn record's start, over its first pages.
@@ -140,11 +142,11 @@ def test_wal_that_ends_in_a_torn_record_recovers_to_the_last_whole_record(cluste
     primary.sql("INSERT INTO hoge VALUES (3)")
     # A record in the WAL says that the torn one was given up (its pages past the tear are overwritten),
     # so a standby or a restore that reads this WAL does not take the old pages for its continuation.
-    # (grep's exit status says it: run_tool raises when it is not there.)
-    cluster.backups.run_tool(
+    # (grep's exit status says it: the tool's run raises when it is not there.)
+    tools.run(
         ["sh", "-c", 'pg_waldump --path "$1" --start "$2" --end "$3" | grep -q OVERWRITE_CONTRECORD', "waldump",
-         "/var/lib/pgharness/data/pg_wal", str(segment_start(segment)), str(primary.lsn("flush"))],
-        volumes=data,
+         f"{DATA_MOUNT}/data/pg_wal", str(segment_start(segment)), str(primary.lsn("flush"))],
+        mounts=data,
         what="OVERWRITE_CONTRECORD in the WAL",
     )  # fmt: skip
 

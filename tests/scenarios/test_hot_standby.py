@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import psycopg.errors
 import pytest
 
+from pgharness.constants import DATA_MOUNT
 from pgharness.convergence import assert_converged
 from pgharness.errors import NotConverged
 from pgharness.failover import rejoin, repoint
@@ -125,7 +126,7 @@ def test_tablespace_conflict_cancels_the_standby_query(conflict_cluster):
     primary, standby = conflict_cluster.primary, conflict_cluster.standby
     # A tablespace in a folder each node has (replay makes it on the standby too).
     for node in (primary, standby):
-        node.exec("mkdir", "-p", "/var/lib/pgharness/tblspc")
+        node.exec("mkdir", "-p", f"{DATA_MOUNT}/tblspc")
     primary.sql("CREATE TABLESPACE spill LOCATION '/var/lib/pgharness/tblspc'")
     primary.wait_for_catchup(standby)
 

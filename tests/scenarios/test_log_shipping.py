@@ -8,6 +8,7 @@ back to it, do without it through a slot, and break it on purpose.
 import psycopg.errors
 import pytest
 
+from pgharness.constants import DATA_MOUNT
 from pgharness.faults import partitioned
 from pgharness.lsn import Lsn, segment_start
 from pgharness.wait import poll_until
@@ -314,9 +315,9 @@ def test_archive_cleanup_removes_only_what_the_restart_point_no_longer_needs(clu
     assert shipper.scalar("SELECT count(*) FROM hoge") == 4001
 
     # recovery_end_command runs once, at promotion, and not before.
-    assert shipper.exec("ls", "/var/lib/pgharness").split().count("recovery-ended") == 0
+    assert shipper.exec("ls", DATA_MOUNT).split().count("recovery-ended") == 0
     shipper.promote()
-    assert shipper.exec("cat", "/var/lib/pgharness/recovery-ended").split() == ["ended"]
+    assert shipper.exec("cat", f"{DATA_MOUNT}/recovery-ended").split() == ["ended"]
 
 
 def test_a_promoted_standby_archives_its_partial_segment_and_the_new_timeline_can_be_followed_from_the_archive(

@@ -7,6 +7,7 @@ possibly of another major version: `cluster_factory(topology="logical")`, `clust
 import psycopg.errors
 import pytest
 
+from pgharness.constants import DATA_MOUNT
 from pgharness.errors import WaitTimeout
 from pgharness.failover import primary_conninfo, rejoin, repoint
 from pgharness.faults import partitioned
@@ -488,11 +489,11 @@ def test_blue_green_switch_to_a_standby_turned_subscriber_by_pg_createsubscriber
         # string it is given, the superuser's: blue lets that role replicate, here only.
         blue.add_hba("host", "replication", "postgres", "all", "scram-sha-256")
         green.stop()
-        cluster.backups.run_tool(
+        cluster.tools.run(
             ["sh", "-c", 'cd /tmp && exec pg_createsubscriber "$@"', "pg_createsubscriber",
-             "--pgdata=/var/lib/pgharness/data", f"--publisher-server={blue.conninfo()}", "--database=postgres",
+             f"--pgdata={DATA_MOUNT}/data", f"--publisher-server={blue.conninfo()}", "--database=postgres",
              "--publication=bluegreen", "--subscription=bluegreen", "--socketdir=/tmp"],
-            volumes={green.data_volume(): "/var/lib/pgharness"},
+            mounts=cluster.tools.data(green),
             what="pg_createsubscriber",
         )  # fmt: skip
         green.start()

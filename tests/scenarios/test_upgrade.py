@@ -10,9 +10,9 @@ import threading
 import docker.errors
 import pytest
 
-from pgharness.constants import PROJECT_LABEL
+from pgharness.constants import DATA_MOUNT, PROJECT_LABEL
 from pgharness.convergence import assert_converged
-from pgharness.errors import BackupError, UpgradeError
+from pgharness.errors import ToolError, UpgradeError
 from pgharness.load import WriteLoad, pgbench_init
 from pgharness.logical import create_logical_slot, slot_changes
 from pgharness.upgrade import upgrade
@@ -112,7 +112,7 @@ def test_copy_upgrade_and_a_standby_rebuilt_by_base_backup(request, cluster_fact
     assert contents(standby) == before
     assert_converged(cluster)
     # Copy mode kept the old data whole beside the new (keep_old), in the primary's volume.
-    assert "data.old" in primary.exec("ls", "/var/lib/pgharness").split()
+    assert "data.old" in primary.exec("ls", DATA_MOUNT).split()
 
 
 def test_check_refuses_a_cluster_it_cannot_upgrade_and_nothing_changes(cluster_factory, pg_major):
@@ -144,14 +144,12 @@ def test_after_link_mode_the_old_cluster_cannot_start(cluster_factory, pg_major)
 
     # pg_upgrade --link renamed the old cluster's control file: its old server refuses to start on it (it
     # would write into files the new cluster uses).
-    volume = {primary.data_volume(): "/var/lib/pgharness"}
-    listing = cluster.backups.run_tool(["ls", "/var/lib/pgharness/data.old/global"], volumes=volume)
+    tools = cluster.tools
+    listing = tools.run(["ls", f"{DATA_MOUNT}/data.old/global"], mounts=tools.data(primary))
     assert "pg_control.old" in listing.split()
     assert "pg_control" not in listing.split()
-    with pytest.raises(BackupError):
-        cluster.backups.run_tool(
-            ["postgres", "-D", "/var/lib/pgharness/data.old"], image=old_image, volumes=volume, timeout=60
-        )
+    with pytest.raises(ToolError):
+        tools.run(["postgres", "-D", f"{DATA_MOUNT}/data.old"], image=old_image, mounts=tools.data(primary), timeout=60)
 
 
 def upgrading_server(cluster):
@@ -160,7 +158,7 @@ def upgrading_server(cluster):
         if not any(tag.startswith("pgharness/upgrade:") for tag in container.image.tags):
             continue
         with contextlib.suppress(docker.errors.APIError):  # it may be ending
-            if container.exec_run(["test", "-e", "/var/lib/pgharness/data.new/postmaster.pid"]).exit_code == 0:
+            if container.exec_run(["test", "-e", f"{DATA_MOUNT}/data.new/postmaster.pid"]).exit_code == 0:
                 return container
     return None
 
@@ -197,7 +195,7 @@ def test_an_upgrade_killed_half_way_in_copy_mode_leaves_the_old_cluster_startabl
     assert primary.major == pg_major
     assert primary.table_checksum("hoge") == before
     standby.poll_query_until("SELECT status FROM pg_stat_wal_receiver", "streaming")
-    assert "data.new" in primary.exec("ls", "/var/lib/pgharness").split()
+    assert "data.new" in primary.exec("ls", DATA_MOUNT).split()
 
 
 @pytest.mark.slots
