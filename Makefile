@@ -82,9 +82,10 @@ soak: image ## Run the suite N times (SOAK_ARGS="-m failover" for a family; SHUF
 unit: venv ## Run the unit tests only (no Docker needed)
 	$(BIN)/pytest -m 'not docker' tests/unit $(PYTEST_ARGS)
 
-lint: venv ## ruff (lint and format check) and mypy (strict on harness/ and bench/)
+lint: venv ## ruff (lint and format check), mypy (strict on harness/ and bench/), no function of harness/ over cyclomatic complexity 20
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/xenon --max-absolute C harness
 	@mkdir -p .mypy-path && ln -sfn ../harness .mypy-path/pgharness
 	$(BIN)/mypy
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+from typing import TYPE_CHECKING
 
 import click
 from click.core import ParameterSource
@@ -25,6 +26,10 @@ from pgharness.cli_base import (
     spec_from,
 )
 from pgharness.constants import STORAGES
+
+if TYPE_CHECKING:
+    from pgharness.cluster import Cluster
+
 from pgharness.errors import PortInUse, StartFailed, UnknownEnvironment, UnsupportedVersion
 
 
@@ -155,26 +160,10 @@ def up(
 
     Example: pgharness up --name bug123 --primary-port 6433 --standby-port 6434 --cascade
     """
-
-    if archive_only and (standbys != 1 or synchronous or cascade or logical):
-        raise click.UsageError(
-            "--archive-only has one log-shipping standby: no --standbys, --sync, --cascade or --logical"
-        )
-    if (synchronous or cascade) and standbys == 0:
-        raise click.UsageError("--sync and --cascade need a standby: --standbys 1 or more")
-    ctx = click.get_current_context()
-    # Ports from the environment (make exports PRIMARY_PORT) give way; flags on the same line contradict it.
-    given = [f for f in ("primary_port", "standby_port") if ctx.get_parameter_source(f) is ParameterSource.COMMANDLINE]
-    if port_choice == "ephemeral" and given:
-        raise click.UsageError(f"--ports ephemeral picks every port: drop {' and '.join(given_as(f) for f in given)}")
-    if delayed_standby is not None and not re.fullmatch(r"\d+\s*(ms|s|min|h|d)?", delayed_standby.strip()):
-        raise click.UsageError(f"--delayed-standby {delayed_standby!r}: a duration such as 30s, 5min or 1h")
-    from psycopg import sql as pgsql
-
+    _check_up_flags(standbys, archive_only, logical, synchronous, cascade, delayed_standby, port_choice)
     from pgharness.cluster import Cluster
     from pgharness.environments import claimed, owner_labels
     from pgharness.image import ensure_image
-    from pgharness.quoting import settings_lines
 
     tag = ensure_image(spec_from(pg_version, pg_image))
     # The standby's port goes to the streaming standby, when there is one.
@@ -189,9 +178,7 @@ def up(
         compose_files=compose_files,
         tls=tls,
         storage=storage,
-        settings=[*os.environ.get("PGHARNESS_EXTRA_SETTINGS", "").splitlines(), settings_lines(dict(set_settings))]
-        if set_settings or os.environ.get("PGHARNESS_EXTRA_SETTINGS", "").strip()
-        else None,
+        settings=_everyones_settings(set_settings),
         env={"PG_FSYNC": fsync},
     )
     with claimed(cluster.docker, name, tag, owner_labels(f"pid-{os.getpid()}")):
@@ -199,21 +186,7 @@ def up(
         if running and all(c.status == "running" for c in running.values()):
             click.echo(f"environment {name!r} is already up", err=True)
         else:
-            try:
-                cluster.preflight()
-            except PortInUse as e:
-                flag = {"primary": "primary_port", "standby": "standby_port"}.get(e.service)
-                if flag is None:
-                    raise
-                raise e.with_remedy(f"with {given_as(flag)}") from None
-            click.echo(f"starting {name!r} ...", err=True)
-            try:
-                cluster.start()
-            except StartFailed as e:
-                refused = refused_setting(str(e), set_settings)
-                if refused:
-                    raise click.BadParameter(refused, param_hint="--set") from None
-                raise
+            _start(cluster, set_settings)
             if synchronous:
                 cluster.primary.set_synchronous("FIRST 1 (standby)")
             if cascade:
@@ -221,6 +194,69 @@ def up(
             if delayed_standby:
                 cluster.add_node("delayed", settings={"recovery_min_apply_delay": delayed_standby})
     cluster.release()
+    _print_connections(cluster, logical=logical)
+
+
+def _check_up_flags(
+    standbys: int,
+    archive_only: bool,
+    logical: bool,
+    synchronous: bool,
+    cascade: bool,
+    delayed_standby: str | None,
+    port_choice: str,
+) -> None:
+    """Refuse flags of `up` that contradict each other, naming them (a usage error, before anything runs)."""
+    if archive_only and (standbys != 1 or synchronous or cascade or logical):
+        raise click.UsageError(
+            "--archive-only has one log-shipping standby: no --standbys, --sync, --cascade or --logical"
+        )
+    if (synchronous or cascade) and standbys == 0:
+        raise click.UsageError("--sync and --cascade need a standby: --standbys 1 or more")
+    ctx = click.get_current_context()
+    # Ports from the environment (make exports PRIMARY_PORT) give way; flags on the same line contradict it.
+    given = [f for f in ("primary_port", "standby_port") if ctx.get_parameter_source(f) is ParameterSource.COMMANDLINE]
+    if port_choice == "ephemeral" and given:
+        raise click.UsageError(f"--ports ephemeral picks every port: drop {' and '.join(given_as(f) for f in given)}")
+    if delayed_standby is not None and not re.fullmatch(r"\d+\s*(ms|s|min|h|d)?", delayed_standby.strip()):
+        raise click.UsageError(f"--delayed-standby {delayed_standby!r}: a duration such as 30s, 5min or 1h")
+
+
+def _everyones_settings(set_settings: tuple[tuple[str, str], ...]) -> list[str] | None:
+    """The postgresql.conf lines for every node: PGHARNESS_EXTRA_SETTINGS's, then the --set ones; None
+    when there are none."""
+    from pgharness.quoting import settings_lines
+
+    lines = [*os.environ.get("PGHARNESS_EXTRA_SETTINGS", "").splitlines(), settings_lines(dict(set_settings))]
+    lines = [line for line in lines if line.strip()]
+    return lines or None
+
+
+def _start(cluster: Cluster, set_settings: tuple[tuple[str, str], ...]) -> None:
+    """Check the ports and start `cluster`; a port in use or a --set value PostgreSQL refuses is named in the
+    words the user gave it."""
+    try:
+        cluster.preflight()
+    except PortInUse as e:
+        flag = {"primary": "primary_port", "standby": "standby_port"}.get(e.service)
+        if flag is None:
+            raise
+        raise e.with_remedy(f"with {given_as(flag)}") from None
+    click.echo(f"starting {cluster.name!r} ...", err=True)
+    try:
+        cluster.start()
+    except StartFailed as e:
+        refused = refused_setting(str(e), set_settings)
+        if refused:
+            raise click.BadParameter(refused, param_hint="--set") from None
+        raise
+
+
+def _print_connections(cluster: Cluster, *, logical: bool) -> None:
+    """What `up` prints: one connection string per node, then how to connect, subscribe, look, remove."""
+    from psycopg import sql as pgsql
+
+    name = cluster.name
     click.echo(f"{'node':<16} {'role':<8} connection")
     for node in cluster.nodes:
         click.echo(describe(node))

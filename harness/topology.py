@@ -92,6 +92,21 @@ def check_ports(ports: Mapping[str, object], services: Sequence[str]) -> None:
             raise ClusterError(f"ports[{service!r}]={port!r}: a port number from 1 to 65535")
 
 
+def _own_settings(node_settings: Mapping[str, Settings], shaped: Plan) -> dict[str, str]:
+    """Each node's own settings as postgresql.conf text; `ClusterError` for a name that is no node of `shaped`."""
+    own = {node: settings_lines(lines) for node, lines in node_settings.items()}
+    for node in own:
+        if not NODE_NAME.fullmatch(node):
+            raise ClusterError(f"node_settings for {node!r}: not a node name (lower-case letters, digits, '-')")
+    unknown = sorted(set(own) - set(shaped.nodes))
+    if unknown:
+        raise ClusterError(
+            f"node_settings for {', '.join(map(repr, unknown))}: no such node in this cluster (its nodes: "
+            f"{', '.join(shaped.nodes)}); a node added later takes its own: add_node(name, settings=...)"
+        )
+    return own
+
+
 def plan(
     *,
     topology: str = "streaming",
@@ -118,17 +133,7 @@ def plan(
     subs = tuple(("subscriber" if i == 1 else f"subscriber{i}") for i in range(1, subscribers + 1))
     shaped = Plan(services, extra, subs if topology == "logical" else ())
 
-    own = {node: settings_lines(lines) for node, lines in (node_settings or {}).items()}
-    for node in own:
-        if not NODE_NAME.fullmatch(node):
-            raise ClusterError(f"node_settings for {node!r}: not a node name (lower-case letters, digits, '-')")
-    unknown = sorted(set(own) - set(shaped.nodes))
-    if unknown:
-        raise ClusterError(
-            f"node_settings for {', '.join(map(repr, unknown))}: no such node in this cluster (its nodes: "
-            f"{', '.join(shaped.nodes)}); a node added later takes its own: add_node(name, settings=...)"
-        )
-
+    own = _own_settings(node_settings or {}, shaped)
     variables = {
         **(base or {}),
         # Empty means "an ephemeral port" in compose.yaml's ${PRIMARY_PORT-5433}.
