@@ -69,6 +69,10 @@ _EXPORTS = {
 }  # fmt: skip
 
 
+#: The package's API: every name it exports (each lives in the module `_EXPORTS` names).
+__all__ = sorted(_EXPORTS)
+
+
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)

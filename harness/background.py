@@ -188,7 +188,7 @@ class BackgroundSession:
             deadline = Deadline(10)
             for pending in running:
                 try:
-                    pending._future.result(timeout=deadline.remaining)
+                    pending._future.result(timeout=deadline.remaining)  # noqa: SLF001 -- its own class's state
                 except FutureTimeout:
                     shut_down(self._conn)  # the last resort: a node that does not answer the cancel
                 except (psycopg.Error, HarnessError):

@@ -450,7 +450,7 @@ class Cluster:
             # Compose's containers, volumes and network, and the harness's own (nodes added at run time).
             remove_project(self._client, self.name)
             for node in self._nodes.values():
-                node._forget_port()  # a fresh start publishes new ports
+                node.forget_port()  # a fresh start publishes new ports
             registry.unregister(self)
 
     def release(self) -> None:
@@ -666,7 +666,7 @@ class Cluster:
         for name in services:
             self._node_ids.pop(name, None)
             node = self.node(name)
-            node._forget_port()  # a new container publishes its port anew
+            node.forget_port()  # a new container publishes its port anew
             try:
                 node.wait_ready(timeout=timeout)
             except ClusterError as e:  # it exited: its log says why (data of another major, say)

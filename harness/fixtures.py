@@ -44,26 +44,22 @@ from pgharness.versions import parse_postgres_v, version_matches
 log = logging.getLogger("pgharness")
 
 
-_reports = pytest.StashKey[dict[str, pytest.TestReport]]()
+# The state the fixtures share with the plugin's hooks (`pgharness.pytest_plugin`), kept in pytest's stashes.
 
-
-_clusters = pytest.StashKey[list[Cluster]]()
-
-
-_shared_used = pytest.StashKey[list[tuple[Cluster, shared.Baseline]]]()
-
-
-_next_item = pytest.StashKey["pytest.Item | None"]()
-
-
-#: The session's settings and image, once a test has asked for them (a spare needs both).
-_session = pytest.StashKey[tuple[Settings, str]]()
-
-
-_settings = pytest.StashKey[Settings]()
-
-
-_spare = pytest.StashKey[Spare[Cluster]]()
+#: On a test item: its reports by phase (setup, call, teardown), for `failed_in`.
+REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+#: On a test item: the fresh clusters `cluster_factory` made for it.
+CLUSTERS = pytest.StashKey[list[Cluster]]()
+#: On a test item: the shared clusters it used, each with what it held before the test (`note_baseline`).
+SHARED_USED = pytest.StashKey[list[tuple[Cluster, shared.Baseline]]]()
+#: On a test item: the item that runs after it (the spare is started for that one).
+NEXT_ITEM = pytest.StashKey["pytest.Item | None"]()
+#: On the config: the session's settings and image, once a test has asked for them (a spare needs both).
+SESSION = pytest.StashKey[tuple[Settings, str]]()
+#: On the config: the session's settings, resolved once (`settings_of`).
+SETTINGS_KEY = pytest.StashKey[Settings]()
+#: On the config: the next test's cluster, started ahead (`pgharness.spare`).
+SPARE = pytest.StashKey[Spare[Cluster]]()
 
 
 class SharedClusterChanged(UserWarning):
@@ -73,7 +69,7 @@ class SharedClusterChanged(UserWarning):
 def settings_of(config: pytest.Config) -> Settings:
     """The session's settings by `pgharness.options`' precedence (command line, environment, ini, default),
     resolved once; a bad value is a usage error (exit 4) in one line that names it as the user wrote it."""
-    if _settings not in config.stash:
+    if SETTINGS_KEY not in config.stash:
         sources = Sources(
             command_line={option.name: config.getoption(option.name) for option in OPTIONS},
             env=os.environ,
@@ -83,15 +79,15 @@ def settings_of(config: pytest.Config) -> Settings:
             inifile=config.inipath,
         )
         try:
-            config.stash[_settings] = resolve_settings(sources)
+            config.stash[SETTINGS_KEY] = resolve_settings(sources)
         except OptionError as e:
             raise pytest.UsageError(f"pgharness: {e}") from None
-    return config.stash[_settings]
+    return config.stash[SETTINGS_KEY]
 
 
 def failed_in(node: pytest.Item) -> bool:
     """Whether the test's setup or call phase failed (or errored)."""
-    reports = node.stash.get(_reports, {})
+    reports = node.stash.get(REPORTS, {})
     return any(r.failed for r in reports.values())
 
 
@@ -116,8 +112,8 @@ def pg_major(harness_image: str) -> int:
     return parse_postgres_v(server_version(harness_image))
 
 
-@pytest.fixture(autouse=True)
-def _pg_version_gate(request: pytest.FixtureRequest) -> None:
+@pytest.fixture(autouse=True, name="_pg_version_gate")
+def pg_version_gate(request: pytest.FixtureRequest) -> None:
     """Skip a test marked ``pg(spec)`` on a server version outside spec, saying why."""
     specs = [str(mark.args[0]) for mark in request.node.iter_markers("pg")]
     if not specs:
@@ -135,7 +131,7 @@ def harness_image(pytestconfig: pytest.Config, harness_settings: Settings) -> st
         image = ensure_image(harness_settings.spec)
     except HarnessError as e:
         pytest.exit(f"pgharness: {e}", returncode=1)
-    pytestconfig.stash[_session] = (harness_settings, image)
+    pytestconfig.stash[SESSION] = (harness_settings, image)
     return image
 
 
@@ -192,11 +188,11 @@ def cluster_factory(
     a failed test's clusters leave their logs and status under --evidence-dir.
     """
     made: list[Cluster] = []
-    request.node.stash[_clusters] = made
+    request.node.stash[CLUSTERS] = made
 
     def make(**kwargs: Any) -> Cluster:
         kwargs = cluster_arguments(harness_settings, harness_image, kwargs)
-        spare = request.config.stash[_spare].take(kwargs)
+        spare = request.config.stash[SPARE].take(kwargs)
         if spare is not None:
             made.append(spare)
             return spare
@@ -243,19 +239,19 @@ class SharedClusters:
 
     def __init__(self, image: str, settings: Settings) -> None:
         self.image, self.settings = image, settings
-        self._clusters: dict[str, Cluster] = {}
+        self.CLUSTERS: dict[str, Cluster] = {}
 
     def get(self, kwargs: dict[str, Any]) -> Cluster:
         key = arguments_key(kwargs)
-        if key not in self._clusters:
+        if key not in self.CLUSTERS:
             cluster = Cluster(**cluster_arguments(self.settings, self.image, kwargs))
             cluster.start()
-            self._clusters[key] = cluster
-        return self._clusters[key]
+            self.CLUSTERS[key] = cluster
+        return self.CLUSTERS[key]
 
     def close(self) -> None:
         errors = []
-        for cluster in self._clusters.values():
+        for cluster in self.CLUSTERS.values():
             try:
                 cluster.destroy()
             except HarnessError as e:
@@ -264,8 +260,8 @@ class SharedClusters:
             pytest.fail("could not remove shared clusters: " + "; ".join(errors), pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def _shared_clusters(harness_image: str, harness_settings: Settings) -> Iterator[SharedClusters]:
+@pytest.fixture(scope="session", name="_shared_clusters")
+def shared_clusters(harness_image: str, harness_settings: Settings) -> Iterator[SharedClusters]:
     clusters = SharedClusters(harness_image, harness_settings)
     yield clusters
     clusters.close()
@@ -294,21 +290,21 @@ def shared_cluster_factory(request: pytest.FixtureRequest, _shared_clusters: Sha
 
     def get(**kwargs: Any) -> Cluster:
         cluster = _shared_clusters.get(kwargs)
-        _note_baseline(request.node, cluster)
+        note_baseline(request.node, cluster)
         return cluster
 
     return get
 
 
-def _note_baseline(item: pytest.Item, cluster: Cluster) -> None:
-    used = item.stash.setdefault(_shared_used, [])
+def note_baseline(item: pytest.Item, cluster: Cluster) -> None:
+    used = item.stash.setdefault(SHARED_USED, [])
     if all(known is not cluster for known, _ in used):
         used.append((cluster, shared.take_baseline(cluster)))
 
 
-def _shared_of(item: pytest.Item) -> list[Cluster]:
+def shared_of(item: pytest.Item) -> list[Cluster]:
     """The shared clusters test `item` used."""
-    found = [cluster for cluster, _ in item.stash.get(_shared_used, [])]
+    found = [cluster for cluster, _ in item.stash.get(SHARED_USED, [])]
     fixture = getattr(item, "funcargs", {}).get("shared_cluster")
     if isinstance(fixture, Cluster) and all(known is not fixture for known in found):
         found.append(fixture)
@@ -317,6 +313,10 @@ def _shared_of(item: pytest.Item) -> list[Cluster]:
 
 def asks_for_fresh_cluster(item: pytest.Item) -> bool:
     """Whether `item` uses this plugin's ``cluster`` fixture (not one of the same name of its own)."""
+    if "cluster" not in getattr(item, "fixturenames", ()):  # pytest's public list of the names it asks for
+        return False
+    # Which definition serves the name, this plugin's or the project's own, pytest tells only through the
+    # item's fixture info: no public API says it, and a spare started for a project's own fixture is wasted.
     info = getattr(item, "_fixtureinfo", None)
     definitions = getattr(info, "name2fixturedefs", {}).get("cluster", ())
     return bool(definitions) and getattr(definitions[-1].func, "__module__", None) == __name__

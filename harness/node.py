@@ -139,7 +139,7 @@ class Node(Service):
         try:
             conn = psycopg.connect(self._dsn_at(port, dbname), autocommit=autocommit, **kwargs)
         except psycopg.OperationalError:
-            self._forget_port()
+            self.forget_port()
             fresh = self.port if kept is not None else port  # a port just asked for is not asked for again
             if fresh == port:
                 raise
@@ -148,7 +148,7 @@ class Node(Service):
         self._connect_port = port
         return conn
 
-    def _forget_port(self) -> None:
+    def forget_port(self) -> None:
         """Ask the engine for the port at the next connection (the node was started again, or removed)."""
         self._connect_port = None
 
@@ -688,7 +688,7 @@ class Node(Service):
         """Start the node's container again; with `wait`, return once it is ready (`wait_ready`: answering,
         and streaming when it streams), within `timeout` seconds (default ``PGHARNESS_TIMEOUT``, else 60)."""
         log.info("### Starting node %r", self.name)
-        self._forget_port()  # a start publishes the port anew
+        self.forget_port()  # a start publishes the port anew
         self.container.start()
         if wait:
             self.wait_ready(timeout=timeout)

@@ -31,17 +31,13 @@ from pgharness.cluster import Cluster
 from pgharness.engine import resolve
 from pgharness.errors import HarnessError, StartFailed
 from pgharness.fixtures import (  # the fixtures, re-exported: pytest finds them in the plugin's namespace
+    CLUSTERS,
+    NEXT_ITEM,
+    REPORTS,
+    SESSION,
+    SHARED_USED,
+    SPARE,
     SharedClusterChanged,
-    _clusters,
-    _next_item,
-    _note_baseline,
-    _pg_version_gate as _pg_version_gate,
-    _reports,
-    _session,
-    _shared_clusters as _shared_clusters,
-    _shared_of,
-    _shared_used,
-    _spare,
     asks_for_fresh_cluster,
     cluster as cluster,
     cluster_arguments,
@@ -49,11 +45,15 @@ from pgharness.fixtures import (  # the fixtures, re-exported: pytest finds them
     evidence_path,
     harness_image as harness_image,
     harness_settings as harness_settings,
+    note_baseline,
     pg_major as pg_major,
+    pg_version_gate as pg_version_gate,
     remove_cluster,
     settings_of,
     shared_cluster as shared_cluster,
     shared_cluster_factory as shared_cluster_factory,
+    shared_clusters as shared_clusters,
+    shared_of,
 )
 from pgharness.image import image_exists, server_version
 from pgharness.options import OPTIONS
@@ -110,7 +110,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for name, description in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {description}")
-    config.stash[_spare] = Spare(Cluster)
+    config.stash[SPARE] = Spare(Cluster)
     engines = settings_of(config).engines
     if engines:
         # Before any client exists: the SDK, `docker compose` and `docker import` all read DOCKER_HOST.
@@ -151,9 +151,9 @@ def _reap_left_behind(engines: list[str | None]) -> list[str]:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """After the last fixtures' teardown (an interrupted test's included): remove the spare no test took;
     wait for the clusters still being removed in the background; a removal that failed fails the run."""
-    if _session in session.config.stash:
-        settings, _ = session.config.stash[_session]
-        session.config.stash[_spare].discard(lambda cluster: remove_cluster(cluster, settings))
+    if SESSION in session.config.stash:
+        settings, _ = session.config.stash[SESSION]
+        session.config.stash[SPARE].discard(lambda cluster: remove_cluster(cluster, settings))
     errors = registry.wait_for_removals()
     if errors:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -222,14 +222,14 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report: pytest.TestReport = yield
-    item.stash.setdefault(_reports, {})[report.when] = report
+    item.stash.setdefault(REPORTS, {})[report.when] = report
     if report.failed and call.excinfo is not None and call.excinfo.errisinstance(StartFailed):
         # A cluster that did not start: its own words, states and log tails, not the harness's traceback
         # (a test that expects a failed start catches StartFailed, or any HarnessError, as usual).
         report.longrepr = str(call.excinfo.value)
     if report.failed and report.when in ("setup", "call"):
-        clusters: list[Cluster] = [*item.stash.get(_clusters, [])]
-        clusters += [c for c in _shared_of(item) if all(c is not known for known in clusters)]
+        clusters: list[Cluster] = [*item.stash.get(CLUSTERS, [])]
+        clusters += [c for c in shared_of(item) if all(c is not known for known in clusters)]
         settings = settings_of(item.config)
         for cluster in clusters:
             try:
@@ -268,7 +268,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
-    item.stash[_next_item] = nextitem
+    item.stash[NEXT_ITEM] = nextitem
 
 
 @pytest.hookimpl(wrapper=True)
@@ -277,18 +277,18 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     the next test's fresh cluster meanwhile when it asks for one (`pgharness.spare`)."""
     cluster = getattr(item, "funcargs", {}).get("shared_cluster")
     if isinstance(cluster, Cluster):
-        _note_baseline(item, cluster)
-    _prepare_spare(item)
+        note_baseline(item, cluster)
+    prepare_spare(item)
     return (yield)
 
 
-def _prepare_spare(item: pytest.Item) -> None:
+def prepare_spare(item: pytest.Item) -> None:
     """Start the ``cluster`` of the test after `item` now, when that test asks for the plugin's fixture and
     the session's image is known. Only in a run of one process: pytest-xdist's other workers already use the
     time a test waits, and a start ahead would take its CPU from them (``make test`` on four workers here:
     87 and 89 s without, 92 s with). Not with --pg-sync-teardown (one cluster's life at a time)."""
-    nextitem = item.stash.get(_next_item, None)
-    known = item.config.stash.get(_session, None)
+    nextitem = item.stash.get(NEXT_ITEM, None)
+    known = item.config.stash.get(SESSION, None)
     workers = getattr(item.config, "workerinput", {}).get("workercount", 1)
     if nextitem is None or known is None or workers != 1 or not asks_for_fresh_cluster(nextitem):
         return
@@ -296,7 +296,7 @@ def _prepare_spare(item: pytest.Item) -> None:
     if not settings.background_teardown:
         return
     try:
-        item.config.stash[_spare].prepare(cluster_arguments(settings, image, {}))
+        item.config.stash[SPARE].prepare(cluster_arguments(settings, image, {}))
     except HarnessError as e:
         log.warning("could not start a cluster ahead for %s: %s", nextitem.nodeid, first_line(e))
 
@@ -311,14 +311,14 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     started afresh. Raised before it, it would skip that teardown and fail the
     next test's setup with pytest's own error."""
     changed, failed = [], []
-    for used, before in item.stash.get(_shared_used, []):
+    for used, before in item.stash.get(SHARED_USED, []):
         problem = shared.reset(used, before)
         if problem is not None:
             changed.append(problem)
             error = _start_afresh(used, item, problem)
             if error:
                 failed.append(error)
-    item.stash[_shared_used] = []
+    item.stash[SHARED_USED] = []
     result = yield
     if failed:
         pytest.fail("; ".join(failed), pytrace=False)

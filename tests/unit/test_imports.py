@@ -109,6 +109,6 @@ def test_the_package_api_is_what_it_re_exports_and_each_name_resolves():
         for alias in statement.names
         if alias.asname == alias.name
     }
-    assert re_exported == set(pgharness._EXPORTS)
-    for name in pgharness._EXPORTS:
+    assert re_exported == set(pgharness.__all__)
+    for name in pgharness.__all__:
         assert getattr(pgharness, name).__name__ == name

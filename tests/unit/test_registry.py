@@ -63,7 +63,7 @@ def test_at_exit_every_registered_cluster_gets_its_teardown(monkeypatch):
     registry.register(failing)
     registry.register(working)
     try:
-        registry._destroy_live_clusters()
+        registry._destroy_live_clusters()  # noqa: SLF001 -- the atexit handler itself, called as atexit would
         # The failure of one did not stop the other; the failed one is still registered.
         assert (failing.destroyed, working.destroyed) == (1, 1)
         assert failing in registry.live()

@@ -115,14 +115,18 @@ def fixture_of(module):
 
 def test_the_plugin_starts_ahead_what_the_next_test_asks_of_it_in_a_serial_run_with_background_teardown():
     plugin_cluster = SimpleNamespace(
-        _fixtureinfo=SimpleNamespace(name2fixturedefs={"cluster": [fixture_of(fixtures.__name__)]})
+        fixturenames=["cluster"],
+        _fixtureinfo=SimpleNamespace(name2fixturedefs={"cluster": [fixture_of(fixtures.__name__)]}),
     )
     own_cluster = SimpleNamespace(
+        fixturenames=["cluster"],
         _fixtureinfo=SimpleNamespace(
             name2fixturedefs={"cluster": [fixture_of(fixtures.__name__), fixture_of("test_mine")]}
-        )
+        ),
     )
-    shared_only = SimpleNamespace(_fixtureinfo=SimpleNamespace(name2fixturedefs={"shared_cluster": []}))
+    shared_only = SimpleNamespace(
+        fixturenames=["shared_cluster"], _fixtureinfo=SimpleNamespace(name2fixturedefs={"shared_cluster": []})
+    )
     assert pytest_plugin.asks_for_fresh_cluster(plugin_cluster)
     assert not pytest_plugin.asks_for_fresh_cluster(own_cluster)
     assert not pytest_plugin.asks_for_fresh_cluster(shared_only)
@@ -131,12 +135,12 @@ def test_the_plugin_starts_ahead_what_the_next_test_asks_of_it_in_a_serial_run_w
     def prepared(nextitem, background_teardown=True, known=True, **xdist):
         settings = Settings(ImageSpec(17), settings=("a = 1",), background_teardown=background_teardown)
         config = SimpleNamespace(stash=pytest.Stash(), **xdist)
-        config.stash[fixtures._spare] = spare = RecordingSpare()
+        config.stash[fixtures.SPARE] = spare = RecordingSpare()
         if known:
-            config.stash[fixtures._session] = (settings, "pgharness/postgres:17")
+            config.stash[fixtures.SESSION] = (settings, "pgharness/postgres:17")
         item = SimpleNamespace(stash=pytest.Stash(), config=config, nodeid="test_a")
-        item.stash[fixtures._next_item] = nextitem
-        pytest_plugin._prepare_spare(item)
+        item.stash[fixtures.NEXT_ITEM] = nextitem
+        pytest_plugin.prepare_spare(item)
         return spare.prepared
 
     [kwargs] = prepared(plugin_cluster)

@@ -68,7 +68,7 @@ class Config:
 
     def __init__(self, engines=()):
         self.stash = pytest.Stash()
-        self.stash[fixtures._settings] = Settings(engines=tuple(engines))
+        self.stash[fixtures.SETTINGS_KEY] = Settings(engines=tuple(engines))
 
 
 def test_the_hook_asks_each_engine_and_says_why_in_the_header(monkeypatch):
