@@ -155,26 +155,32 @@ def given_as(parameter: str) -> str:
     return max(option.opts, key=len)
 
 
+def table_option(name: str, dest: str | None = None, **click_kwargs: Any) -> Callable[[F], F]:
+    """The command's option for setting `name` of `pgharness.option_table.OPTIONS`: its flags (the table's
+    ``cli``), environment variable, help, kind and choices come from the table, so the command and the
+    pytest plugin read the same variable with the same precedence (flag, then environment, then default).
+    `click_kwargs` add what only the command has (its default, a parameter type)."""
+    from pgharness.option_table import option
+
+    entry = option(name)
+    kwargs: dict[str, Any] = {
+        "envvar": entry.env,
+        "help": f"{entry.help}. [env: {entry.env}]",
+    }
+    if entry.kind == "flag":
+        kwargs["is_flag"] = True
+    elif entry.kind == "paths":
+        kwargs.update(multiple=True, type=click.Path(exists=True, dir_okay=False), metavar=entry.metavar)
+    else:
+        kwargs["metavar"] = entry.metavar or None
+        if entry.choices:
+            kwargs.update(type=click.Choice(entry.choices), metavar=None)
+    return click.option(*entry.cli, *([dest] if dest else []), **{**kwargs, **click_kwargs})
+
+
 def image_options(func: F) -> F:
-    func = click.option(
-        "--pg-image",
-        "--image",
-        "pg_image",
-        envvar="PG_IMAGE",
-        default="",
-        metavar="IMAGE",
-        help="Build on this image (any image with PostgreSQL server binaries, e.g. postgres:17) "
-        "instead of Debian packages. [env: PG_IMAGE]",
-    )(func)
-    return click.option(
-        "--pg-version",
-        type=PgVersion(),
-        envvar="PG_VERSION",
-        default=str(DEFAULT_VERSION),
-        show_default=True,
-        metavar="N",
-        help="PostgreSQL major version to build from Debian packages. [env: PG_VERSION]",
-    )(func)
+    func = table_option("pg_image", "pg_image", default="")(func)
+    return table_option("pg_version", type=PgVersion(), default=str(DEFAULT_VERSION), show_default=True)(func)
 
 
 def spec_from(pg_version: int, pg_image: str) -> ImageSpec:

@@ -24,8 +24,9 @@ from pgharness.cli_base import (
     image_options,
     main,
     spec_from,
+    table_option,
 )
-from pgharness.constants import STORAGES
+from pgharness.constants import UPGRADE_MODES, UPGRADE_STANDBY_METHODS
 
 if TYPE_CHECKING:
     from pgharness.cluster import Cluster
@@ -102,40 +103,12 @@ def image(pg_version: int, pg_image: str) -> None:
     type=SettingParam(),
     metavar="NAME=VALUE",
     help="A postgresql.conf setting for every node, its value quoted for the file (--set work_mem=64MB); "
-    "repeatable, after PGHARNESS_EXTRA_SETTINGS's lines.",
+    "repeatable, after the lines of PGHARNESS_EXTRA_SETTINGS (the pytest plugin's --pg-setting).",
 )
-@click.option(
-    "--compose-file",
-    "compose_files",
-    multiple=True,
-    envvar="PGHARNESS_COMPOSE_FILES",
-    type=click.Path(exists=True, dir_okay=False),
-    help="A compose override file on top of the harness's (your services); repeatable. "
-    "[env: PGHARNESS_COMPOSE_FILES, ':'-separated]",
-)
-@click.option(
-    "--tls",
-    is_flag=True,
-    envvar="PGHARNESS_TLS",
-    help="Replication over TLS (verify-full against a CA made now). [env: PGHARNESS_TLS=1]",
-)
-@click.option(
-    "--fsync",
-    envvar="PG_FSYNC",
-    type=click.Choice(["off", "on"]),
-    default="off",
-    show_default=True,
-    help="fsync on every node: off is fast and loses data only when the machine crashes. [env: PG_FSYNC]",
-)
-@click.option(
-    "--storage",
-    envvar="PGHARNESS_STORAGE",
-    type=click.Choice(STORAGES),
-    default="volume",
-    show_default=True,
-    help="Where the nodes keep their data: volumes on disk, or memory held while the environment runs "
-    "(starts twice as fast; gone when it is removed or the engine restarts). [env: PGHARNESS_STORAGE]",
-)
+@table_option("pg_compose_files", "compose_files")
+@table_option("pg_tls", "tls")
+@table_option("pg_fsync", "fsync", default="off", show_default=True)
+@table_option("pg_storage", "storage", default="volume", show_default=True)
 @clean_errors
 def up(
     name: str,
@@ -223,11 +196,12 @@ def _check_up_flags(
 
 
 def _everyones_settings(set_settings: tuple[tuple[str, str], ...]) -> list[str] | None:
-    """The postgresql.conf lines for every node: PGHARNESS_EXTRA_SETTINGS's, then the --set ones; None
-    when there are none."""
+    """The postgresql.conf lines for every node: those of the environment variable of the plugin's
+    --pg-setting (PGHARNESS_EXTRA_SETTINGS), then the --set ones; None when there are none."""
+    from pgharness.option_table import option
     from pgharness.quoting import settings_lines
 
-    lines = [*os.environ.get("PGHARNESS_EXTRA_SETTINGS", "").splitlines(), settings_lines(dict(set_settings))]
+    lines = [*os.environ.get(option("pg_settings").env, "").splitlines(), settings_lines(dict(set_settings))]
     lines = [line for line in lines if line.strip()]
     return lines or None
 
@@ -298,12 +272,10 @@ def refused_setting(failure: str, given: tuple[tuple[str, str], ...]) -> str | N
     metavar="VERSION|IMAGE",
     help="The major version to upgrade to (built from Debian packages), or a node image.",
 )
-@click.option(
-    "--mode", type=click.Choice(["link", "copy", "clone"]), default="link", show_default=True, help="pg_upgrade's mode."
-)
+@click.option("--mode", type=click.Choice(UPGRADE_MODES), default="link", show_default=True, help="pg_upgrade's mode.")
 @click.option(
     "--standbys",
-    type=click.Choice(["rsync", "basebackup"]),
+    type=click.Choice(UPGRADE_STANDBY_METHODS),
     default="rsync",
     show_default=True,
     help="How each standby comes over: the manual's rsync, or a fresh base backup.",

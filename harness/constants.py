@@ -11,6 +11,9 @@ HOST = "127.0.0.1"
 CONTAINER_PORT = 5432
 #: Where a cluster's compose services keep their data directories: disk volumes, or memory (tmpfs).
 STORAGES = ("volume", "tmpfs")
+#: pg_upgrade's modes, and how a standby comes over in an upgrade (`pgharness.upgrade`; the command's choices).
+UPGRADE_MODES = ("link", "copy", "clone")
+UPGRADE_STANDBY_METHODS = ("rsync", "basebackup")
 #: Where each node's data volume is mounted (PGDATA is its data/ folder).
 DATA_MOUNT = "/var/lib/pgharness"
 #: Where the shared WAL archive is mounted.

@@ -37,7 +37,8 @@ from pgharness.cluster import Cluster
 from pgharness.compose import ADDRESS_POOLS_EXHAUSTED
 from pgharness.errors import HarnessError
 from pgharness.image import ensure_image, server_version
-from pgharness.options import OPTIONS, OptionError, Settings, Sources, resolve_settings
+from pgharness.option_table import OPTIONS
+from pgharness.options import OptionError, Settings, Sources, resolve_settings
 from pgharness.spare import Spare, arguments_key
 from pgharness.versions import parse_postgres_v, version_matches
 

@@ -9,8 +9,9 @@ Every setting can come from four places, and the first that has it wins:
 
 This is the order pytest plugins use (pytest-django's, among others): a CI job's environment
 overrides the project's file, and a person's command line overrides both. `resolve_settings` applies it to
-every setting in `OPTIONS` and records where each value came from, so that the report header can
-say it (``pg_version=15 (env PG_VERSION)``). Pure logic: unit-tested without pytest or Docker.
+every setting in `OPTIONS` (`pgharness.option_table`, which the command line reads too) and records where
+each value came from, so that the report header can say it (``pg_version=15 (env PG_VERSION)``). Pure
+logic: unit-tested without pytest or Docker.
 """
 
 from __future__ import annotations
@@ -21,15 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pgharness.constants import STORAGES
 from pgharness.errors import HarnessError
 from pgharness.image import ImageSpec
+from pgharness.option_table import DEFAULT_EVIDENCE_DIR, DEFAULT_TEST_TIMEOUT, OPTIONS, Option
 from pgharness.versions import DEFAULT_VERSION, parse_version_arg
-
-#: Where a default evidence folder goes, relative to the run's rootdir.
-DEFAULT_EVIDENCE_DIR = Path("test-results/evidence")
-#: A test that uses a cluster ends within this many seconds unless a pytest-timeout timeout says otherwise.
-DEFAULT_TEST_TIMEOUT = 300.0
 
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off", "")
@@ -37,106 +33,6 @@ FALSE_WORDS = ("0", "false", "no", "off", "")
 
 class OptionError(HarnessError):
     """A setting's value is not one the harness takes; the message names where it came from."""
-
-
-@dataclass(frozen=True)
-class Option:
-    """One setting: its name (the option's dest and its ini name), flag, environment variable and kind.
-
-    Kinds: ``text``; ``flag`` (a switch on the command line, a boolean elsewhere); ``paths`` (repeatable
-    flag; ``os.pathsep``-separated in the environment); ``lines`` (repeatable flag; one per line in the
-    environment); ``words`` (repeatable flag; space-separated in the environment).
-    """
-
-    name: str
-    flag: str
-    env: str
-    kind: str
-    help: str
-    metavar: str = ""
-    choices: tuple[str, ...] = ()
-
-
-OPTIONS: tuple[Option, ...] = (
-    Option(
-        "pg_version", "--pg-version", "PG_VERSION", "text", f"PostgreSQL major version (default {DEFAULT_VERSION})", "N"
-    ),
-    Option(
-        "pg_image", "--pg-image", "PG_IMAGE", "text", "build the node image on this image, e.g. postgres:17", "IMAGE"
-    ),
-    Option("keep_on_failure", "--keep-on-failure", "PGHARNESS_KEEP", "flag", "leave a failed test's cluster running"),
-    Option(
-        "evidence_dir",
-        "--evidence-dir",
-        "PGHARNESS_EVIDENCE_DIR",
-        "text",
-        f"where failed tests' node logs and status go (default {DEFAULT_EVIDENCE_DIR} under the rootdir)",
-        "DIR",
-    ),
-    Option(
-        "pg_compose_files",
-        "--pg-compose-file",
-        "PGHARNESS_COMPOSE_FILES",
-        "paths",
-        f"a compose override file on top of the harness's (your services); repeatable (env: '{os.pathsep}'-separated)",
-        "FILE",
-    ),
-    Option(
-        "pg_settings",
-        "--pg-setting",
-        "PGHARNESS_EXTRA_SETTINGS",
-        "lines",
-        "a postgresql.conf line for every node; repeatable (env: one per line)",
-        "'NAME = VALUE'",
-    ),
-    Option(
-        "pg_init_sql", "--pg-init-sql", "PGHARNESS_INIT_SQL_FILE", "paths", "SQL file run on each new primary", "FILE"
-    ),
-    Option("pg_tls", "--pg-tls", "PGHARNESS_TLS", "flag", "replication over TLS (verify-full) in every cluster"),
-    Option(
-        "pg_fsync",
-        "--pg-fsync",
-        "PG_FSYNC",
-        "text",
-        "fsync on every node: off (the default: fast, and loses data only when the machine crashes) or on",
-        "off|on",
-        ("off", "on"),
-    ),
-    Option(
-        "pg_test_timeout",
-        "--pg-test-timeout",
-        "PGHARNESS_TEST_TIMEOUT",
-        "text",
-        "deadline of a test that uses a cluster when no pytest-timeout timeout is set; 0 for none "
-        f"(default {DEFAULT_TEST_TIMEOUT:g})",
-        "SECONDS",
-    ),
-    Option(
-        "pg_storage",
-        "--pg-storage",
-        "PGHARNESS_STORAGE",
-        "text",
-        "where the compose nodes keep their data: tmpfs (memory, the default) or volume (disk)",
-        "WHERE",
-        STORAGES,
-    ),
-    Option(
-        "pg_sync_teardown",
-        "--pg-sync-teardown",
-        "PGHARNESS_SYNC_TEARDOWN",
-        "flag",
-        "remove each test's clusters before the next test starts, and start none ahead",
-    ),
-    Option(
-        "pg_engines",
-        "--pg-engine",
-        "PGHARNESS_ENGINES",
-        "words",
-        "a Docker engine URL to run clusters on; repeatable: pytest-xdist workers are spread over them "
-        "(env: space-separated)",
-        "URL",
-    ),
-)
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ from pgharness.fixtures import (  # the fixtures, re-exported: pytest finds them
     shared_of,
 )
 from pgharness.image import image_exists, server_version
-from pgharness.options import OPTIONS
+from pgharness.option_table import OPTIONS
 from pgharness.spare import Spare, first_line
 from pgharness.versions import version_matches
 from pgharness.workers import auto_workers, engine_capacity, engine_of_worker, local_cpus

@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Literal
 
-from pgharness.constants import DATA_MOUNT
+from pgharness.constants import DATA_MOUNT, UPGRADE_MODES, UPGRADE_STANDBY_METHODS
 from pgharness.errors import HarnessError, ToolError, UpgradeError
 from pgharness.image import ImageSpec, ensure_image, server_version, upgrade_image
 from pgharness.lsn import Lsn
@@ -51,8 +51,8 @@ log = logging.getLogger("pgharness")
 
 Mode = Literal["link", "copy", "clone"]
 StandbyMethod = Literal["rsync", "basebackup"]
-MODES = ("link", "copy", "clone")
-STANDBY_METHODS = ("rsync", "basebackup")
+MODES = UPGRADE_MODES
+STANDBY_METHODS = UPGRADE_STANDBY_METHODS
 #: The manual's rsync of a standby: the primary's old and new data folders into the standby's volume,
 #: its old files reused where the size matches, the new ones hard-linked to them as on the primary.
 RSYNC = ["rsync", "--archive", "--delete", "--hard-links", "--size-only", "--no-inc-recursive"]

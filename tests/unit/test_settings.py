@@ -10,7 +10,8 @@ import pytest
 
 from pgharness.errors import ClusterError
 from pgharness.fixtures import cluster_arguments
-from pgharness.options import OPTIONS, OptionError, Sources, resolve_settings
+from pgharness.option_table import OPTIONS
+from pgharness.options import OptionError, Sources, resolve_settings
 from pgharness.quoting import read_sql, settings_lines
 
 
@@ -210,3 +211,21 @@ def test_the_options_page_names_every_setting_and_the_precedence():
         assert row is not None, f"{option.flag} has no row"
         assert f"`{option.name}`" in row, row
         assert f"`{option.env}" in row, row
+
+
+def test_the_command_and_the_plugin_read_one_table():
+    # Every option of every pgharness command whose environment variable is a setting of the table is that
+    # setting's: its flags are the table's cli flags, its help the table's. A new setting is added once.
+    from pgharness.cli import main
+
+    by_env = {option.env: option for option in OPTIONS}
+    seen = set()
+    for command in main.commands.values():
+        for param in command.params:
+            entry = by_env.get(getattr(param, "envvar", None) or "")
+            if entry is None:
+                continue
+            seen.add(entry.name)
+            assert set(param.opts) <= set(entry.cli), (command.name, param.opts)
+            assert param.help.startswith(entry.help), (command.name, param.opts)
+    assert seen == {option.name for option in OPTIONS if option.cli}
