@@ -103,7 +103,7 @@ def docker_client(engine: Engine | None = None, *, timeout: int = 120) -> docker
             environment = {**os.environ, "DOCKER_HOST": engine.url}
             client = docker.from_env(timeout=timeout, use_ssh_client=ssh, environment=environment)
         # Straight to the engine, never through a proxy the environment names; requests would also read
-        # those variables again on every API call (~0.25 ms each, thousands in a test run).
+        # those variables again on every API call, thousands of times in a test run.
         client.api.trust_env = False
         client.ping()
     except docker.errors.DockerException as e:
@@ -118,7 +118,7 @@ def check_compose_v2() -> str:
     """The Compose v2 version string, or `DockerUnavailable` saying how to get it.
 
     Asked once per process and PATH (every cluster start checks it; a `docker compose version` costs
-    ~80 ms of CPU); a failure is not remembered."""
+    a whole Go program's start); a failure is not remembered."""
     return _compose_version(os.environ.get("PATH", ""))
 
 
@@ -360,7 +360,7 @@ def remove_project(client: docker.DockerClient, name: str) -> None:
     then its networks and volumes.
 
     What ``compose down --volumes --remove-orphans --timeout 0`` removes, without a compose process (its
-    start and the project's parsing: ~0.1 s of CPU and 0.2 s a removal). What another process removes
+    start and the project's parsing, on every removal). What another process removes
     meanwhile is gone already: not an error. Each engine call has the client's deadline (120 s);
     `ClusterError` names what the engine refused to remove.
     """

@@ -184,8 +184,8 @@ def rejoin(cluster: Cluster, node: Node | str, upstream: Node | str, *, timeout:
     # The node is down; a crashed one leaves postmaster.pid naming PID 1, which in the
     # tool's container is alive: remove it, or pg_rewind's crash recovery refuses to start.
     # A node that did not shut down cleanly is recovered by pg_rewind in single-user mode, which
-    # refuses to run with standby.signal ("standby mode is not supported by single-user servers",
-    # seen once for a standby behind the new primary): the signal goes, and comes back after.
+    # refuses to run with standby.signal ("standby mode is not supported by single-user servers"): the
+    # signal goes, and comes back after.
     # A fixed script: the data directory, the source (its password in PGPASSWORD) and the
     # settings reach it as arguments, never as its text.
     # The settings go in before the rewind too: --restore-target-wal reads the target's restore_command (a

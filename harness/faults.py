@@ -7,6 +7,28 @@ open, nothing answers) and unpaused; its replay is *paused* and resumed::
 
     with partitioned(cluster.standby):      # no traffic between the standby and any other node
         ...                                 # the host still reaches it on its published port
+
+This docstring is the index of every fault the harness causes, wherever it
+lives, with its command-line twin (``pgharness VERB --name ENV ...``):
+
+================================================  ==============================  ====================================
+fault (Python)                                    undone by                       command line
+================================================  ==============================  ====================================
+``node.kill()`` (SIGKILL: a crash)                ``node.start()``                ``kill NODE`` / ``start NODE``
+``node.stop("fast" | "immediate")``               ``node.start()``                ``stop NODE`` / ``start NODE``
+``node.pause()``, ``with paused(node)``           ``node.unpause()``, the block   ``pause NODE`` / ``unpause NODE``
+``with partitioned(node)``, ``partition(node)``   ``heal(node)``, the block       ``partition NODE`` / ``heal``
+``partitioned(node, clients=True)``               ``heal(node)``, the block       ``partition NODE --clients``
+``node.pause_replay()``, ``replay_paused(node)``  ``resume_replay()``, the block  ``pause-replay`` / ``resume-replay``
+``with cluster.archive.read_only()``              the block                       (none)
+``with cluster.archive.missing(walfile)``         the block                       (none)
+``with cluster.archive.corrupted(walfile)``       the block                       (none)
+``backups.rebuild(node)`` (wipes a standby)       (a new base backup)             ``rebuild NODE``
+================================================  ==============================  ====================================
+
+``Node`` holds the process faults (`pgharness.node`), ``cluster.archive``
+the archive's (`pgharness.archive`); the failover and faults guide has the
+same table.
 """
 
 from __future__ import annotations

@@ -285,8 +285,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 def prepare_spare(item: pytest.Item) -> None:
     """Start the ``cluster`` of the test after `item` now, when that test asks for the plugin's fixture and
     the session's image is known. Only in a run of one process: pytest-xdist's other workers already use the
-    time a test waits, and a start ahead would take its CPU from them (``make test`` on four workers here:
-    87 and 89 s without, 92 s with). Not with --pg-sync-teardown (one cluster's life at a time)."""
+    time a test waits, and a start ahead would take its CPU from them (the suite is CPU-bound on workers).
+    Not with --pg-sync-teardown (one cluster's life at a time)."""
     nextitem = item.stash.get(NEXT_ITEM, None)
     known = item.config.stash.get(SESSION, None)
     workers = getattr(item.config, "workerinput", {}).get("workercount", 1)

@@ -37,7 +37,7 @@ class TlsFiles:
     @classmethod
     def make(cls, names: tuple[str, ...] = NODE_NAMES) -> TlsFiles:
         """A new CA and a server certificate it signs for `names`."""
-        import trustme  # here: every CLI call imports this module, few make a CA (cryptography: ~25 ms)
+        import trustme  # here: every CLI call imports this module, few make a CA (cryptography is slow to import)
 
         authority = trustme.CA(organization_name="pgharness test CA")
         server = authority.issue_cert(*names)

@@ -189,11 +189,11 @@ EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
 def free_port():
     """A port free on 127.0.0.1 now, below the ephemeral range. The engine publishes the other workers'
     clusters on ports it takes from that range (``127.0.0.1::5432``), so a free one picked there can be
-    gone before `pgharness up` binds it (seen once in a ``-n 4`` run: "port ... is already in use")."""
+    gone before `pgharness up` binds it ("port ... is already in use")."""
     low = int(EPHEMERAL.read_text().split()[0]) if EPHEMERAL.exists() else 32768
     for _ in range(100):
         # Not the `random` module's shared generator: a shuffled run seeds it alike in every worker, which
-        # then picked the same ports at the same moment (seen in a shuffled -n auto round).
+        # would then pick the same ports at the same moment.
         port = _PORTS.randrange(20000, max(low, 20001))
         with socket.socket() as s:
             try:
