@@ -168,6 +168,9 @@ def test_an_upgrade_killed_half_way_in_copy_mode_leaves_the_old_cluster_startabl
     cluster = cluster_factory()
     primary, standby = cluster.primary, cluster.standby
     primary.sql("CREATE TABLE hoge AS SELECT generate_series(1, 1000) AS col")
+    # Schema enough that the new server's restore takes seconds, not milliseconds: the kill below lands
+    # while it runs, not after the container has finished.
+    primary.sql("DO $$ BEGIN FOR i IN 1..300 LOOP EXECUTE format('CREATE TABLE pad_%s (a int)', i); END LOOP; END $$")
     before = primary.table_checksum("hoge")
 
     # pg_upgrade runs in a container of its own; it is killed once pg_upgrade has started the new server.
