@@ -16,7 +16,7 @@ SOAK_ARGS    ?=
 SHUFFLE      ?=
 SEED         ?=
 ALONE_ARGS   ?=
-MARKERS      ?= streaming archive readonly promotion slots logical pitr backup failover sync cascade hot_standby security downstream lifecycle cli
+MARKERS      ?= streaming archive readonly promotion slots logical pitr backup failover sync crash degraded cascade hot_standby security downstream lifecycle cli
 MATRIX_VERSIONS ?= 13 15 17 18
 MATRIX_DIR   ?= test-results/matrix
 export PG_VERSION PG_IMAGE PRIMARY_PORT STANDBY_PORT

@@ -85,16 +85,16 @@ check_image() {
     ensure_tools
 }
 
-# Tools the harness runs in a node as root: nft, the packet filter that partitions a node
-# (pgharness.faults.partition), and rsync, the manual's step that brings a standby over a major
-# upgrade (pgharness.upgrade). The harness's own images carry both; an image a user brings gets them
+# Tools the harness runs in a node as root: nft, the packet filter that partitions and degrades a
+# node's links (pgharness.faults), tc (iproute2), for a link's delay and jitter, and rsync, the
+# manual's step that brings a standby over a major upgrade (pgharness.upgrade). The harness's own images carry both; an image a user brings gets them
 # from its package manager when the build can reach one, and otherwise builds without them: every
 # other feature works, and the one that needs the tool is refused in one line.
 ensure_tools() {
     missing=""
-    for tool in nft rsync; do command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"; done
+    for tool in nft tc rsync; do command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"; done
     [ -n "$missing" ] || return 0
-    packages=$(printf '%s\n' $missing | sed 's/^nft$/nftables/')
+    packages=$(printf '%s\n' $missing | sed 's/^nft$/nftables/; s/^tc$/iproute2/')
     # shellcheck disable=SC2086  # one word per package
     if command -v apt-get >/dev/null 2>&1; then
         { apt-get update -qq && apt-get install -y -qq --no-install-recommends $packages >/dev/null \
@@ -104,6 +104,8 @@ ensure_tools() {
     fi
     command -v nft >/dev/null 2>&1 \
         || say "warning: no nft in this image and none could be installed: partitions (pgharness.faults.partition) are refused"
+    command -v tc >/dev/null 2>&1 \
+        || say "warning: no tc in this image and none could be installed: a link's delay and jitter (pgharness.faults.degrade) are refused"
     command -v rsync >/dev/null 2>&1 \
         || say "warning: no rsync in this image and none could be installed: upgrades bring standbys over by base backup only"
 }

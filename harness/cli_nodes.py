@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -142,7 +143,7 @@ STATUS_HEADERS = {
     "receive_lsn": "received", "replay_lsn": "replayed", "lag_bytes": "lag bytes", "lag_seconds": "replay_lag s",
     "sync_state": "sync",
     "wal_receiver": "receiver", "last_archived": "last archived", "archive_failed": "arch. failed",
-    "state": "container",
+    "link": "link", "state": "container",
 }  # fmt: skip
 SPLIT_BRAIN = "primary (SPLIT BRAIN)"
 
@@ -310,9 +311,49 @@ def partition(name: str, node: str, clients: bool) -> None:
 
 @main.command()
 @name_option
+@click.argument("node")
+@click.option("--loss", metavar="PERCENT", help="Drop this share of the packets each way, e.g. 10%.")
+@click.option("--rate", metavar="RATE", help="Police each direction to this rate, e.g. 1mbit, 512kbit.")
+@click.option("--delay", metavar="DURATION", help="Hold each packet the node sends, e.g. 50ms (needs sch_netem).")
+@click.option("--jitter", metavar="DURATION", help="Vary --delay by up to this much, e.g. 10ms (needs sch_netem).")
+@click.option("--clients", is_flag=True, help="Degrade its links to the host too (its published port).")
+@clean_errors
+def degrade(
+    name: str, node: str, loss: str | None, rate: str | None, delay: str | None, jitter: str | None, clients: bool
+) -> None:
+    """Degrade NODE's links to the other nodes: packets lost, a slow link, delay; `pgharness heal` undoes it.
+
+    Packets are dropped or held, never refused: a connection that loses them all stays open until
+    wal_sender_timeout or wal_receiver_timeout ends it. Example: pgharness degrade standby --loss 10% --rate 1mbit
+    """
+    from pgharness import faults
+
+    def parsed(flag: str, parse: Callable[[str], Any], text: str | None, default: Any) -> Any:
+        if text is None:
+            return default
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint=flag) from None
+
+    if loss is None and rate is None and delay is None:
+        raise click.UsageError("give what degrades the links: --loss, --rate or --delay")
+    how = faults.Degradation(
+        loss=parsed("--loss", faults.parse_loss, loss, 0.0),
+        rate=parsed("--rate", faults.parse_rate, rate, None),
+        delay=parsed("--delay", lambda t: faults.parse_ms(t, "delay"), delay, 0.0),
+        jitter=parsed("--jitter", lambda t: faults.parse_ms(t, "jitter"), jitter, 0.0),
+        clients=clients,
+    )
+    faults.degrade(attach(name).node(node), how)
+    click.echo(f"{node}: degraded ({how})")
+
+
+@main.command()
+@name_option
 @clean_errors
 def heal(name: str) -> None:
-    """Undo every partition in the environment.
+    """Undo every partition and degraded link in the environment.
 
     Example: pgharness heal
     """

@@ -76,6 +76,7 @@ MARKERS = {
     "failover": "failover under faults: crash, hang, partition, rejoin",
     "sync": "synchronous replication and what commits it keeps: priority and quorum commit",
     "crash": "crash recovery: a killed backend, an immediate stop, prepared transactions, torn WAL",
+    "degraded": "degraded conditions: slow and lossy links, black holes, full disks, starved CPU and memory",
     "cascade": "cascading standbys",
     "upgrade": "major upgrades with pg_upgrade: link and copy modes, standbys by rsync or base backup",
     "hot_standby": "hot standby queries against replay: recovery conflicts, feedback, delayed standbys, convergence",

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql as pgsql
 
-from pgharness import nodeconfig
+from pgharness import faults, nodeconfig
 from pgharness.errors import WaitTimeout
 from pgharness.wait import poll_until
 
@@ -264,6 +264,10 @@ def reset(cluster: Cluster, before: Baseline) -> str | None:
 
 
 def _reset(cluster: Cluster, before: Baseline) -> str | None:
+    # A fault the test switched on and left (a partition, a degraded link): the cluster is made afresh.
+    left = faults.active(cluster, forget=True)
+    if left:
+        return "; ".join(f"{node} is {what}, not healed" for node, what in sorted(left.items()))
     nodes = {node.name: node for node in cluster.nodes}
     missing = sorted(before.states.keys() - nodes.keys())
     if missing:

@@ -34,7 +34,7 @@ SELECT application_name, sync_state,
 
 COLUMNS = (
     "node", "role", "state", "timeline", "upstream", "current_lsn", "receive_lsn", "replay_lsn",
-    "lag_bytes", "lag_seconds", "sync_state", "wal_receiver", "last_archived", "archive_failed", "split_brain",
+    "lag_bytes", "lag_seconds", "sync_state", "wal_receiver", "last_archived", "archive_failed", "link", "split_brain",
     "slots", "publications", "subscriptions",
 )  # fmt: skip
 
@@ -78,6 +78,7 @@ def cluster_status(cluster: Cluster) -> list[dict[str, Any]]:
                 archive_failed=failed,
             )
             row.update(logical_objects(node))
+            row["link"] = link_faults(node)
         except (psycopg.Error, ClusterError) as e:
             row["role"] = f"unreachable ({type(e).__name__})"
     for name, row in rows.items():
@@ -93,6 +94,18 @@ def cluster_status(cluster: Cluster) -> list[dict[str, Any]]:
     for row in rows.values():
         row["split_brain"] = len(primaries) > 1 and row["role"] == "primary"
     return list(rows.values())
+
+
+def link_faults(node: Node) -> str | None:
+    """What is done to `node`'s links now, as the node holds it: partitioned, degraded (loss, rate, delay),
+    or None."""
+    from pgharness import faults
+
+    found = ["partitioned"] if faults.is_partitioned(node) else []
+    degradation = faults.degradation_of(node)
+    if degradation:
+        found.append(f"degraded: {degradation}")
+    return "; ".join(found) or None
 
 
 def split_brain(rows: list[dict[str, Any]]) -> list[str]:

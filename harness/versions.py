@@ -31,9 +31,10 @@ class DebianSuite:
 
     @property
     def packages(self) -> tuple[str, ...]:
-        # nftables: the packet filter that partitions a node (pgharness.faults.partition); rsync: the
-        # manual's step that brings a standby over a major upgrade (pgharness.upgrade).
-        return (f"postgresql-{self.major}", "nftables", "rsync")
+        # nftables: the packet filter that partitions and degrades a node's links (pgharness.faults);
+        # iproute2: tc, for a link's delay and jitter (netem); rsync: the manual's step that brings a
+        # standby over a major upgrade (pgharness.upgrade).
+        return (f"postgresql-{self.major}", "nftables", "iproute2", "rsync")
 
 
 SUITES: dict[int, DebianSuite] = {

@@ -709,3 +709,23 @@ def test_up_with_ephemeral_ports_prints_the_ports_it_got_and_they_work(environme
     result = pgharness("up", "--name", environment, "--ports", "ephemeral", "--primary-port", "6433")
     assert result.returncode == 2
     assert "--ports ephemeral picks every port: drop --primary-port" in result.stderr
+
+
+def test_degrade_shows_in_status_and_heal_undoes_it(running_environment):
+    name = ["--name", running_environment]
+    # A value out of range is a usage error naming the flag, before anything changes.
+    refused = pgharness("degrade", *name, "standby", "--loss", "150%")
+    assert refused.returncode == 2
+    assert "--loss" in refused.stderr
+    assert ok("degrade", *name, "standby", "--loss", "10%", "--rate", "1mbit") == (
+        "standby: degraded (loss 10%, rate 1mbit)"
+    )
+    try:
+        rows = {row["node"]: row for row in json.loads(ok("status", *name, "--json"))}
+        assert rows["standby"]["link"] == "degraded: loss 10%, rate 1mbit"
+        assert rows["primary"]["link"] is None
+    finally:
+        ok("heal", *name)
+    rows = {row["node"]: row for row in json.loads(ok("status", *name, "--json"))}
+    assert rows["standby"]["link"] is None
+    assert rows["standby"]["wal_receiver"] == "streaming"

@@ -30,7 +30,7 @@ def test_sanitize_tag_never_empty():
 def test_mmdebstrap_writes_a_tarball_of_the_suite_to_stdout():
     cmd = mmdebstrap_command(suite_for(18))
     assert cmd[0] == "mmdebstrap"
-    assert "--include=postgresql-18,nftables,rsync" in cmd
+    assert "--include=postgresql-18,nftables,iproute2,rsync" in cmd
     assert cmd[-2:] == ["forky", "-"]
     assert '--aptopt=Acquire::Check-Valid-Until "false"' in cmd
 

@@ -17,7 +17,7 @@ from pgharness.versions import (
 @pytest.mark.parametrize(("major", "suite"), [(13, "bullseye"), (15, "bookworm"), (17, "trixie"), (18, "forky")])
 def test_each_built_version_has_its_debian_suite(major, suite):
     assert suite_for(major).name == suite
-    assert suite_for(major).packages == (f"postgresql-{major}", "nftables", "rsync")
+    assert suite_for(major).packages == (f"postgresql-{major}", "nftables", "iproute2", "rsync")
 
 
 def test_forky_ignores_valid_until():

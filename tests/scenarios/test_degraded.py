@@ -1,0 +1,117 @@
+"""Degraded conditions, the way replication incidents start (the GitLab.com outage began with a standby
+lagging under load): a slow link, a lossy one, a black hole that only a timeout notices. Each fault is
+`pgharness.faults.degraded` (``pgharness degrade``), undone when its block ends; each scenario asserts the
+effect it has on replication, measured, not that the command ran.
+"""
+
+import time
+
+import pytest
+
+from pgharness.convergence import assert_converged
+from pgharness.errors import ClusterError, WaitTimeout
+from pgharness.faults import degraded
+from pgharness.load import WriteLoad
+from pgharness.wait import poll_until
+
+pytestmark = pytest.mark.degraded
+
+#: WAL the bulk write makes (about 9 MB): at 1 Mbit/s a standby needs over a minute to receive it.
+BULK_ROWS = 8000
+#: What a standby behind a 1 Mbit/s link still lacks a few seconds after the bulk write, at the least.
+FAR_BEHIND = 4 << 20
+
+
+def received_gap(primary, standby):
+    """Bytes of WAL the primary has written that `standby` has not received yet."""
+    written, received = primary.lsn("write"), standby.lsn("receive")
+    return written - received
+
+
+def test_a_standby_behind_a_slow_link_falls_behind_under_load_and_catches_up_after_heal(shared_cluster):
+    primary, standby = shared_cluster.primary, shared_cluster.standby
+    WriteLoad.create_table(primary)
+    primary.sql("CREATE TABLE pad (filler text)")
+    primary.wait_for_catchup(standby)
+
+    with WriteLoad(primary.dsn(), workers=2) as load:
+        load.wait_for_commits(100)
+        with degraded(standby, rate="1mbit"):
+            # A bulk write on top of the commits: more WAL than the link carries in a minute.
+            primary.sql("INSERT INTO pad SELECT repeat('x', 1000) FROM generate_series(1, %s)", (BULK_ROWS,))
+            # The standby cannot catch up in a few seconds: the link carries 125 kB/s ...
+            with pytest.raises(WaitTimeout):
+                primary.wait_for_catchup(standby, "write", timeout=3)
+            # ... so most of the WAL is still on its way, and the primary measures a write lag.
+            assert received_gap(primary, standby) > FAR_BEHIND
+            lag = primary.lag(standby)
+            assert lag.bytes is not None
+            assert lag.bytes > FAR_BEHIND
+        # Healed: it catches up, with every commit a writer saw acknowledged.
+        load.wait_for_commits(load.log.count() + 100)
+    primary.wait_for_catchup(standby, timeout=120)
+    assert load.log.lost_commits(standby) == set()
+
+
+def test_a_black_hole_is_noticed_by_the_replication_timeouts_and_the_standby_reconnects(
+    shared_cluster, record_property
+):
+    primary, standby = shared_cluster.primary, shared_cluster.standby
+    # Short timeouts on both sides: the walsender ends a connection that has been silent this long.
+    primary.set_config(wal_sender_timeout="3s")
+    standby.set_config(wal_receiver_timeout="3s")
+    walsender = primary.scalar("SELECT pid FROM pg_stat_replication WHERE application_name = 'standby'")
+    assert walsender is not None
+
+    # Every packet lost, none refused: no reset ends the connection, only a timeout can.
+    with degraded(standby, loss="100%"):
+        lost = time.monotonic()
+        poll_until(
+            lambda: primary.scalar("SELECT count(*) FROM pg_stat_replication WHERE pid = %s", (walsender,)),
+            lambda count: count == 0,
+            what="the primary's walsender to the standby to end by wal_sender_timeout",
+            timeout=60,
+            nodes=(primary,),
+        )
+        record_property("walsender_ended_after_seconds", round(time.monotonic() - lost, 2))
+    # Healed (the block waited for a round trip on every replication link): a new walsender.
+    assert primary.scalar("SELECT pid FROM pg_stat_replication WHERE application_name = 'standby'") != walsender
+
+
+def test_a_lossy_link_slows_streaming_but_it_goes_on_and_converges(shared_cluster):
+    primary, standby = shared_cluster.primary, shared_cluster.standby
+    WriteLoad.create_table(primary)
+    with degraded(standby, loss="20%"), WriteLoad(primary.dsn(), workers=2) as load:
+        load.wait_for_commits(300)
+        # Streaming goes on through the loss (TCP resends what is dropped): the standby receives new WAL.
+        target = primary.lsn("write")
+        standby.wait_for_replay(target, timeout=120)
+        assert standby.scalar("SELECT status FROM pg_stat_wal_receiver") == "streaming"
+    assert load.log.lost_commits(standby) == set()
+    assert_converged(shared_cluster, timeout=120)
+
+
+def test_delay_and_jitter_hold_a_synchronous_commit_at_least_the_delay(cluster_factory):
+    cluster = cluster_factory()
+    primary, standby = cluster.primary, cluster.standby
+    primary.set_synchronous("FIRST 1 (standby)")
+    primary.sql("CREATE TABLE hoge (col integer)")
+    try:
+        with degraded(standby, delay="300ms", jitter="20ms"):
+            # A synchronous commit waits for the standby's reply, which the delay holds back.
+            started = time.monotonic()
+            primary.sql("INSERT INTO hoge VALUES (1)")
+            waited = time.monotonic() - started
+    except ClusterError as e:
+        if "sch_netem" in str(e):
+            pytest.skip(str(e))
+        raise
+    assert waited >= 0.28, f"a synchronous commit took {waited:.3f} s through a 300 ms (±20) delay"
+
+
+def test_values_out_of_range_are_refused_before_anything_changes(shared_cluster):
+    standby = shared_cluster.standby
+    for kwargs in ({"loss": "150%"}, {"rate": "fast"}, {"delay": "soon"}):
+        with pytest.raises(ValueError, match=next(iter(kwargs))), degraded(standby, **kwargs):
+            pass
+    assert shared_cluster.standby.scalar("SELECT status FROM pg_stat_wal_receiver") == "streaming"
