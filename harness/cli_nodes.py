@@ -143,7 +143,7 @@ STATUS_HEADERS = {
     "receive_lsn": "received", "replay_lsn": "replayed", "lag_bytes": "lag bytes", "lag_seconds": "replay_lag s",
     "sync_state": "sync",
     "wal_receiver": "receiver", "last_archived": "last archived", "archive_failed": "arch. failed",
-    "link": "link", "state": "container",
+    "faults": "faults", "state": "container",
 }  # fmt: skip
 SPLIT_BRAIN = "primary (SPLIT BRAIN)"
 
@@ -351,9 +351,38 @@ def degrade(
 
 @main.command()
 @name_option
+@click.argument("node")
+@click.option("--cpus", metavar="SHARE", help="Limit NODE to this share of CPUs, e.g. 0.1 (a tenth of one).")
+@click.option("--memory", metavar="SIZE", help="Limit NODE's memory, swap included, e.g. 256MB (past it: OOM kills).")
+@clean_errors
+def starve(name: str, node: str, cpus: str | None, memory: str | None) -> None:
+    """Starve NODE of CPU or memory through the engine's update of its running container (nothing
+    restarts); `pgharness heal` undoes it.
+
+    Example: pgharness starve standby --cpus 0.1
+    """
+    from pgharness import faults
+
+    if cpus is None and memory is None:
+        raise click.UsageError("give what to limit: --cpus or --memory")
+    try:
+        share = faults.parse_cpus(cpus) if cpus is not None else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--cpus") from None
+    try:
+        size = faults.parse_memory(memory) if memory is not None else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--memory") from None
+    target = attach(name).node(node)
+    faults.starve(target, cpus=share, memory=size)
+    click.echo(f"{node}: starved ({faults.starvation_of(target)})")
+
+
+@main.command()
+@name_option
 @clean_errors
 def heal(name: str) -> None:
-    """Undo every partition and degraded link in the environment.
+    """Undo every partition, degraded link and starvation in the environment.
 
     Example: pgharness heal
     """

@@ -99,6 +99,8 @@ def save_evidence(cluster: Cluster, directory: Path) -> Path:
         (directory / f"{name}.log").write_text(mask_secrets(cluster, container.logs().decode(errors="replace")))
         node_status: dict[str, Any] = {"state": container.attrs["State"]}
         line = f"  {name}: {container.status}"
+        if container.attrs["State"].get("OOMKilled"):
+            line += ", a process OOM-killed (the container's memory limit)"
         if container.status == "running":
             node = cluster.node(name)
             node_status["sql"] = _sql_snapshot(node)

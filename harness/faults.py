@@ -20,6 +20,7 @@ fault (Python)                                    undone by                     
 ``with partitioned(node)``, ``partition(node)``   ``heal(node)``, the block       ``partition NODE`` / ``heal``
 ``partitioned(node, clients=True)``               ``heal(node)``, the block       ``partition NODE --clients``
 ``with degraded(node, loss=, rate=, delay=)``     ``heal(node)``, the block       ``degrade NODE --loss/--rate``
+``with starved(node, cpus=, memory=)``            ``feed(node)``, the block       ``starve NODE --cpus/--memory``
 ``node.pause_replay()``, ``replay_paused(node)``  ``resume_replay()``, the block  ``pause-replay`` / ``resume-replay``
 ``with cluster.archive.read_only()``              the block                       (none)
 ``with cluster.archive.missing(walfile)``         the block                       (none)
@@ -360,7 +361,7 @@ def degradation_of(node: Node) -> str | None:
 
 
 def heal(node: Node, *, wait: bool = True, timeout: float | None = None) -> None:
-    """Undo `partition` and `degrade` for `node` (nothing to do when neither applies, or it is not
+    """Undo `partition`, `degrade` and `starve` for `node` (nothing to do when none applies, or it is not
     running); with `wait`, return only once the cluster replicates again (`wait_replicating`, within
     `timeout` seconds).
 
@@ -381,6 +382,8 @@ def heal(node: Node, *, wait: bool = True, timeout: float | None = None) -> None
         if queues.exit_code == 0 and b"netem" in (queues.output or b""):
             node.exec("tc", "qdisc", "del", "dev", _interface_of(node), "root", user="root")
             undone = True
+    if node.container.status in ("running", "paused") and starvation_of(node):
+        feed(node)
     _ACTIVE.pop((node.cluster.name, node.name), None)
     if undone and wait:
         wait_replicating(node.cluster, timeout=timeout)
@@ -473,6 +476,110 @@ def degraded(
         yield node
     finally:
         heal(node, wait=wait)
+
+
+_MEMORY_UNITS = {"": 1, "b": 1, "kb": 1 << 10, "k": 1 << 10, "mb": 1 << 20, "m": 1 << 20, "gb": 1 << 30, "g": 1 << 30}
+
+
+def parse_memory(text: str | int) -> int:
+    """Bytes from ``64MB``, ``512m``, ``1GB`` or a number of bytes; at least 16MB (less starts nothing);
+    `ValueError` otherwise."""
+    if isinstance(text, int):
+        size = text
+    else:
+        m = re.fullmatch(r"\s*(\d+)\s*([kmg]?b?)\s*", text.lower())
+        if not m:
+            raise ValueError(f"memory {text!r}: a size such as 64MB or 1GB")
+        size = int(m.group(1)) * _MEMORY_UNITS[m.group(2)]
+    if size < 16 << 20:
+        raise ValueError(f"memory {text!r}: at least 16MB")
+    return size
+
+
+def parse_cpus(text: str | float) -> float:
+    """A share of CPUs: ``0.1`` (a tenth of one), ``2``; from 0.01 on; `ValueError` otherwise."""
+    try:
+        cpus = float(text)
+    except ValueError:
+        cpus = -1.0
+    if cpus < 0.01:
+        raise ValueError(f"cpus {text!r}: a share of CPUs such as 0.1 (at least 0.01)")
+    return cpus
+
+
+def starve(node: Node, *, cpus: float | None = None, memory: int | None = None) -> None:
+    """Limit `node`'s container to `cpus` CPUs (a CFS quota: a loop gets that share of one CPU per
+    CPU) and `memory` bytes (swap included: past it the kernel's OOM killer ends the biggest process,
+    usually a backend), through the engine's update of the running container: nothing restarts. `heal`
+    (or `feed`) undoes it."""
+    if cpus is None and memory is None:
+        raise ClusterError("starve needs cpus= or memory=")
+    what = ", ".join(part for part in (
+        f"{cpus:g} CPUs" if cpus is not None else "", f"{memory >> 20}MB" if memory is not None else ""
+    ) if part)  # fmt: skip
+    log.info("### Starving node %r: %s", node.name, what)
+    container = node.container
+    if cpus is not None:
+        container.update(cpu_period=100_000, cpu_quota=max(1000, round(cpus * 100_000)))
+    if memory is not None:
+        container.update(mem_limit=memory, memswap_limit=memory)
+    _ACTIVE[(node.cluster.name, node.name)] = f"starved ({what})"
+
+
+def starvation_of(node: Node) -> str | None:
+    """The CPU and memory limits on `node`'s container that `starve` set, as the engine holds them; None."""
+    container = node.container
+    container.reload()
+    host = container.attrs.get("HostConfig") or {}
+    quota, period, memory = host.get("CpuQuota") or 0, host.get("CpuPeriod") or 0, host.get("Memory") or 0
+    parts = []
+    if quota > 0 and period > 0:
+        parts.append(f"{quota / period:g} CPUs")
+    if 0 < memory < _engine_memory(node):
+        parts.append(f"{memory >> 20}MB")
+    return ", ".join(parts) or None
+
+
+def _engine_memory(node: Node) -> int:
+    return int(node.cluster.docker.info().get("MemTotal") or 1 << 40)
+
+
+def feed(node: Node) -> None:
+    """Undo `starve`: no CPU quota; the memory limit raised to the engine's whole memory (a limit, once set,
+    can be raised but not removed on every engine)."""
+    container = node.container
+    container.reload()
+    host = container.attrs.get("HostConfig") or {}
+    if (host.get("CpuQuota") or 0) > 0:
+        container.update(cpu_quota=-1)
+    total = _engine_memory(node)
+    if 0 < (host.get("Memory") or 0) < total:
+        container.update(mem_limit=total, memswap_limit=2 * total)  # swap first: the kernel wants swap >= memory
+    if _ACTIVE.get((node.cluster.name, node.name), "").startswith("starved"):
+        _ACTIVE.pop((node.cluster.name, node.name), None)
+
+
+def oom_killed(node: Node) -> bool:
+    """Whether the kernel's OOM killer has ended a process of `node`'s container since it started (the
+    engine's ``OOMKilled``: a backend killed past `starve`'s memory limit counts, not only the postmaster)."""
+    container = node.container
+    container.reload()
+    return bool((container.attrs.get("State") or {}).get("OOMKilled"))
+
+
+@contextmanager
+def starved(node: Node, *, cpus: str | float | None = None, memory: str | int | None = None) -> Iterator[Node]:
+    """`starve` for the block (``cpus=0.1``, ``memory="64MB"``); fed afterwards, whatever happens.
+    `ValueError` for a value out of range."""
+    starve(
+        node,
+        cpus=parse_cpus(cpus) if cpus is not None else None,
+        memory=parse_memory(memory) if memory is not None else None,
+    )
+    try:
+        yield node
+    finally:
+        feed(node)
 
 
 @contextmanager

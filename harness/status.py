@@ -34,8 +34,8 @@ SELECT application_name, sync_state,
 
 COLUMNS = (
     "node", "role", "state", "timeline", "upstream", "current_lsn", "receive_lsn", "replay_lsn",
-    "lag_bytes", "lag_seconds", "sync_state", "wal_receiver", "last_archived", "archive_failed", "link", "split_brain",
-    "slots", "publications", "subscriptions",
+    "lag_bytes", "lag_seconds", "sync_state", "wal_receiver", "last_archived", "archive_failed", "faults",
+    "split_brain", "slots", "publications", "subscriptions",
 )  # fmt: skip
 
 #: Every slot: its type, whether it is in use, its positions, whether its WAL is kept (and, 17+, whether
@@ -78,7 +78,7 @@ def cluster_status(cluster: Cluster) -> list[dict[str, Any]]:
                 archive_failed=failed,
             )
             row.update(logical_objects(node))
-            row["link"] = link_faults(node)
+            row["faults"] = faults_on(node)
         except (psycopg.Error, ClusterError) as e:
             row["role"] = f"unreachable ({type(e).__name__})"
     for name, row in rows.items():
@@ -96,15 +96,15 @@ def cluster_status(cluster: Cluster) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
-def link_faults(node: Node) -> str | None:
-    """What is done to `node`'s links now, as the node holds it: partitioned, degraded (loss, rate, delay),
-    or None."""
+def faults_on(node: Node) -> str | None:
+    """The faults on `node` now, as the node and the engine hold them: partitioned, degraded (loss, rate,
+    delay), starved (CPUs, memory); None when there are none. Seen from any process."""
     from pgharness import faults
 
     found = ["partitioned"] if faults.is_partitioned(node) else []
-    degradation = faults.degradation_of(node)
-    if degradation:
-        found.append(f"degraded: {degradation}")
+    for word, what in (("degraded", faults.degradation_of(node)), ("starved", faults.starvation_of(node))):
+        if what:
+            found.append(f"{word}: {what}")
     return "; ".join(found) or None
 
 

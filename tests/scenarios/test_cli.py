@@ -711,7 +711,7 @@ def test_up_with_ephemeral_ports_prints_the_ports_it_got_and_they_work(environme
     assert "--ports ephemeral picks every port: drop --primary-port" in result.stderr
 
 
-def test_degrade_shows_in_status_and_heal_undoes_it(running_environment):
+def test_degrade_and_starve_show_in_status_and_heal_undoes_them(running_environment):
     name = ["--name", running_environment]
     # A value out of range is a usage error naming the flag, before anything changes.
     refused = pgharness("degrade", *name, "standby", "--loss", "150%")
@@ -722,10 +722,21 @@ def test_degrade_shows_in_status_and_heal_undoes_it(running_environment):
     )
     try:
         rows = {row["node"]: row for row in json.loads(ok("status", *name, "--json"))}
-        assert rows["standby"]["link"] == "degraded: loss 10%, rate 1mbit"
-        assert rows["primary"]["link"] is None
+        assert rows["standby"]["faults"] == "degraded: loss 10%, rate 1mbit"
+        assert rows["primary"]["faults"] is None
     finally:
         ok("heal", *name)
     rows = {row["node"]: row for row in json.loads(ok("status", *name, "--json"))}
-    assert rows["standby"]["link"] is None
+    assert rows["standby"]["faults"] is None
     assert rows["standby"]["wal_receiver"] == "streaming"
+
+    # Starved of CPU, through the engine: shown, and healed the same way.
+    assert pgharness("starve", *name, "standby", "--cpus", "0").returncode == 2
+    assert ok("starve", *name, "standby", "--cpus", "0.5") == "standby: starved (0.5 CPUs)"
+    try:
+        rows = {row["node"]: row for row in json.loads(ok("status", *name, "--json"))}
+        assert rows["standby"]["faults"] == "starved: 0.5 CPUs"
+    finally:
+        ok("heal", *name)
+    rows = {row["node"]: row for row in json.loads(ok("status", *name, "--json"))}
+    assert rows["standby"]["faults"] is None

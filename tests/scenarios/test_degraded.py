@@ -6,11 +6,12 @@ effect it has on replication, measured, not that the command ran.
 
 import time
 
+import psycopg
 import pytest
 
 from pgharness.convergence import assert_converged
 from pgharness.errors import ClusterError, WaitTimeout
-from pgharness.faults import degraded
+from pgharness.faults import degraded, oom_killed, starved
 from pgharness.load import WriteLoad
 from pgharness.wait import poll_until
 
@@ -115,3 +116,55 @@ def test_values_out_of_range_are_refused_before_anything_changes(shared_cluster)
         with pytest.raises(ValueError, match=next(iter(kwargs))), degraded(standby, **kwargs):
             pass
     assert shared_cluster.standby.scalar("SELECT status FROM pg_stat_wal_receiver") == "streaming"
+
+
+def replay_gap(standby):
+    """Bytes `standby` has received and not replayed yet."""
+    return standby.lsn("receive") - standby.lsn("replay")
+
+
+def test_a_cpu_starved_standby_receives_but_falls_behind_in_replay_and_catches_up_when_released(shared_cluster):
+    primary, standby = shared_cluster.primary, shared_cluster.standby
+    # Narrow rows with an index: many small WAL records, each of which replay must apply to a page, for
+    # few bytes the WAL receiver must write.
+    primary.sql("CREATE TABLE narrow (id integer PRIMARY KEY)")
+    primary.wait_for_catchup(standby)
+    with starved(standby, cpus=0.01):
+        before = primary.lsn("write")
+        primary.sql("INSERT INTO narrow SELECT generate_series(1, 200000)")
+        # The standby receives the whole write; its replay, a record at a time, cannot follow within seconds
+        # (a standby with its CPUs replays the rest in well under one) ...
+        written = primary.lsn("write")
+        primary.wait_for_catchup(standby, "flush", written, timeout=60)
+        with pytest.raises(WaitTimeout):
+            standby.wait_for_replay(written, timeout=3)
+        # ... so it holds WAL it has received and not replayed.
+        assert replay_gap(standby) > 0
+        assert written > before
+    # Released: it replays what it received and catches up.
+    primary.wait_for_catchup(standby, timeout=120)
+    assert standby.scalar("SELECT count(*) FROM narrow") == 200000
+
+
+def test_a_backend_past_the_memory_limit_is_oom_killed_and_the_cluster_recovers(cluster_factory):
+    cluster = cluster_factory()
+    primary, standby = cluster.primary, cluster.standby
+    WriteLoad.create_table(primary)
+    started = primary.container.attrs["State"]["StartedAt"]
+    with WriteLoad(primary.dsn(), workers=2) as load:
+        load.wait_for_commits(100)
+        with starved(primary, memory="256MB"):
+            # A backend that builds a 600 MB string: past the limit the kernel kills it; its client loses
+            # the connection (no SQLSTATE: the server had no chance to say anything).
+            with pytest.raises(psycopg.OperationalError):
+                primary.sql("SELECT length(string_agg(repeat('x', 1048576), '')) FROM generate_series(1, 600)")
+            # The engine names the kill ...
+            assert oom_killed(primary)
+            # ... the postmaster ends every backend and recovers (restart_after_crash): the writers reconnect.
+            load.wait_for_commits(load.log.count() + 100)
+    # The same container all along (the postmaster survived), the standby streaming, nothing acknowledged lost.
+    primary.container.reload()
+    assert primary.container.attrs["State"]["StartedAt"] == started
+    primary.wait_for_catchup(standby, timeout=120)
+    assert load.log.lost_commits(primary) == set()
+    assert load.log.lost_commits(standby) == set()
