@@ -31,7 +31,7 @@ from pgharness.constants import UPGRADE_MODES, UPGRADE_STANDBY_METHODS
 if TYPE_CHECKING:
     from pgharness.cluster import Cluster
 
-from pgharness.errors import PortInUse, StartFailed, UnknownEnvironment, UnsupportedVersion
+from pgharness.errors import ClusterError, PortInUse, StartFailed, UnknownEnvironment, UnsupportedVersion
 
 
 @main.command()
@@ -105,6 +105,14 @@ def image(pg_version: int, pg_image: str) -> None:
     help="A postgresql.conf setting for every node, its value quoted for the file (--set work_mem=64MB); "
     "repeatable, after the lines of PGHARNESS_EXTRA_SETTINGS (the pytest plugin's --pg-setting).",
 )
+@click.option(
+    "--disk",
+    "disks",
+    multiple=True,
+    metavar="NAME=SIZE",
+    help="A size-limited volume (a tmpfs of SIZE) for node NAME's data, or for archive or backups "
+    "(--disk primary=64MB --disk archive=256MB): a disk that can fill; repeatable.",
+)
 @table_option("pg_compose_files", "compose_files")
 @table_option("pg_tls", "tls")
 @table_option("pg_fsync", "fsync", default="off", show_default=True)
@@ -117,6 +125,7 @@ def up(
     primary_port: int,
     standby_port: int,
     port_choice: str,
+    disks: tuple[str, ...],
     standbys: int,
     archive_only: bool,
     logical: bool,
@@ -141,19 +150,25 @@ def up(
     tag = ensure_image(spec_from(pg_version, pg_image))
     # The standby's port goes to the streaming standby, when there is one.
     fixed_ports = {"primary": primary_port, **({"standby": standby_port} if standbys and not archive_only else {})}
-    cluster = Cluster(
-        name,
-        image=tag,
-        ports={} if port_choice == "ephemeral" else fixed_ports,
-        owner="harness-up",
-        topology="archive-only" if archive_only else "logical" if logical else "streaming",
-        standbys=standbys,
-        compose_files=compose_files,
-        tls=tls,
-        storage=storage,
-        settings=_everyones_settings(set_settings),
-        env={"PG_FSYNC": fsync},
-    )
+    try:
+        cluster = Cluster(
+            name,
+            image=tag,
+            ports={} if port_choice == "ephemeral" else fixed_ports,
+            owner="harness-up",
+            topology="archive-only" if archive_only else "logical" if logical else "streaming",
+            standbys=standbys,
+            compose_files=compose_files,
+            tls=tls,
+            storage=storage,
+            settings=_everyones_settings(set_settings),
+            env={"PG_FSYNC": fsync},
+            disk=_disk_sizes(disks),
+        )
+    except ClusterError as e:
+        if str(e).startswith("disk for"):  # a --disk NAME that is no node of the topology, or a bad SIZE
+            raise click.BadParameter(str(e), param_hint="--disk") from None
+        raise
     with claimed(cluster.docker, name, tag, owner_labels(f"pid-{os.getpid()}")):
         running = cluster.containers()
         if running and all(c.status == "running" for c in running.values()):
@@ -193,6 +208,18 @@ def _check_up_flags(
         raise click.UsageError(f"--ports ephemeral picks every port: drop {' and '.join(given_as(f) for f in given)}")
     if delayed_standby is not None and not re.fullmatch(r"\d+\s*(ms|s|min|h|d)?", delayed_standby.strip()):
         raise click.UsageError(f"--delayed-standby {delayed_standby!r}: a duration such as 30s, 5min or 1h")
+
+
+def _disk_sizes(disks: tuple[str, ...]) -> dict[str, str]:
+    """--disk NAME=SIZE pairs as a mapping; a pair that is none is a usage error naming --disk. (The names
+    and sizes are checked by the cluster, whose refusal names --disk too.)"""
+    sizes = {}
+    for pair in disks:
+        name, sep, size = pair.partition("=")
+        if not sep or not name.strip() or not size.strip():
+            raise click.BadParameter(f"{pair!r}: NAME=SIZE, e.g. primary=64MB", param_hint="--disk")
+        sizes[name.strip()] = size.strip()
+    return sizes
 
 
 def _everyones_settings(set_settings: tuple[tuple[str, str], ...]) -> list[str] | None:

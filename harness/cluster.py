@@ -79,7 +79,7 @@ from pgharness.quoting import Settings, check_file_name, check_secret, settings_
 from pgharness.service import Service, container_env
 from pgharness.tls import TlsFiles
 from pgharness.tools import Tools, data_resource, resource_name
-from pgharness.topology import NODE_NAME, TOPOLOGIES, plan, variable
+from pgharness.topology import NODE_NAME, TOPOLOGIES, parse_size, plan, variable
 from pgharness.versions import DEFAULT_VERSION, parse_version_arg, unbuildable
 from pgharness.wait import Deadline, log_tails
 
@@ -113,6 +113,32 @@ def port_is_free(port: int, address: str = HOST) -> bool:
         except OSError:
             return False
     return True
+
+
+def disk_limits(disk: Mapping[str, str | int], services: Sequence[str]) -> dict[str, int]:
+    """The compose volumes `disk` limits (node name -> ``<node>-data``; ``archive``, ``backups`` as they are),
+    in bytes. `ClusterError` for a name that is no compose service of the cluster nor a shared volume."""
+    limits = {}
+    for name, size in disk.items():
+        if name in ("archive", "backups"):
+            volume = name
+        elif name in services:
+            volume = data_resource(name)
+        else:
+            raise ClusterError(
+                f"disk for {name!r}: not a compose service of this cluster nor archive or backups (its services: "
+                f"{', '.join(services)}); a node added later takes add_node(name, disk=...)"
+            )
+        try:
+            limits[volume] = parse_size(size, f"disk for {name!r}")
+        except ValueError as e:
+            raise ClusterError(str(e)) from None
+    return limits
+
+
+def limited_tmpfs(size: int) -> dict[str, str]:
+    """A local volume's options for a tmpfs of `size` bytes, writable by every node's postgres (sticky)."""
+    return {"type": "tmpfs", "device": "tmpfs", "o": f"size={size},mode=1777"}
 
 
 def chosen_image(image: str | None, pg_version: int | str | None) -> str | None:
@@ -191,6 +217,9 @@ class Cluster:
     - `storage`: where the compose nodes keep their data: ``volume`` (disk, the
       default) or ``tmpfs`` (memory, held for the cluster's lifetime; the pytest
       plugin's default: docker/compose.tmpfs.yaml says why).
+    - `disk`: size-limited storage for single volumes, by node name or ``archive`` / ``backups``
+      (``{"primary": "64MB", "archive": "32MB"}``): each a tmpfs of that size, on any engine, so a disk
+      can fill (``No space left on device``) without filling the machine's.
     - `owner`: the owner label (default ``pid-<this process>``): `pgharness gc`
       removes the cluster once that process is gone.
     - `start_timeout`: seconds `start()` waits for the nodes (default 120).
@@ -222,6 +251,7 @@ class Cluster:
         tls: bool | TlsFiles = False,
         compose_files: Sequence[str | Path] = (),
         storage: str = "volume",
+        disk: Mapping[str, str | int] | None = None,
         env: Mapping[str, str] | None = None,
         owner: str | None = None,
         start_timeout: float = 120.0,
@@ -278,6 +308,8 @@ class Cluster:
         self.compose_files = [Path(p) for p in compose_files]
         #: Where the compose services keep their data directories: "volume" (on disk) or "tmpfs" (in memory).
         self.storage = storage
+        #: Size-limited volumes, by compose volume name (``primary-data``, ``archive``): bytes.
+        self.disk = disk_limits(disk or {}, shape.services)
         variables = dict(shape.variables)
         self.compose = ComposeProject.for_cluster(
             self.name, variables, wait_timeout=start_timeout, overrides=self.compose_files, storage=storage
@@ -400,6 +432,7 @@ class Cluster:
                 self.added_services = self.compose.added_services()
                 known = self.compose.services or []
                 self.compose.services = [*known, *(s for s in self.added_services if s not in known)]
+            self._make_limited_volumes()
             self.compose.start(wait=False)
             deadline = Deadline(self.compose.wait_timeout)
             # The extra standbys and subscribers start with the others, a `compose run` per core (at most
@@ -422,6 +455,21 @@ class Cluster:
                 raise StartFailed(f"cluster {self.name!r} did not start: {first}\n{described}".rstrip()) from None
             raise
         return self
+
+    def _make_limited_volumes(self) -> None:
+        """Make the size-limited volumes (`disk`) before compose does: compose then uses them as they are (a
+        volume of the project, by compose's own labels), with the harness's labels from the start."""
+        for volume, size in self.disk.items():
+            name = resource_name(self.name, volume)
+            with contextlib.suppress(docker.errors.NotFound):
+                self._client.volumes.get(name)
+                continue
+            self._client.volumes.create(
+                name,
+                driver="local",
+                driver_opts=limited_tmpfs(size),
+                labels={**self.labels(), "com.docker.compose.volume": volume},
+            )
 
     def wait_ready(self, *, timeout: float | None = None) -> None:
         """Wait until every started service is ready: nodes asked over SQL (`Node.wait_ready`), a user's
@@ -580,6 +628,7 @@ class Cluster:
         restore: bool = True,
         settings: Settings | None = None,
         env: Mapping[str, str] | None = None,
+        disk: str | int | None = None,
         wait: bool = True,
         timeout: float | None = None,
     ) -> Node:
@@ -590,7 +639,8 @@ class Cluster:
         false); its application_name is `name`. Its own `settings` (default:
         the cluster's `node_settings` for `name`) come after the cluster's.
         Once promoted it archives into the shared archive. Its data lives in a
-        volume of its own, removed with the cluster. With `wait` (the default),
+        volume of its own, removed with the cluster; `disk` (``"64MB"``) makes
+        it a tmpfs of that size. With `wait` (the default),
         returns once it is ready (streaming, when it streams), within `timeout`
         seconds (default ``PGHARNESS_TIMEOUT``, else 60). Raises `ClusterError`
         for a bad name or a failed start.
@@ -611,7 +661,11 @@ class Cluster:
             **({} if restore else {"RESTORE_COMMAND": ""}),
             **(env or {}),
         }
-        return self._run_node(name, "standby", variables, settings=settings, wait=wait, timeout=timeout)
+        try:
+            size = parse_size(disk, "disk") if disk is not None else None
+        except ValueError as e:
+            raise ClusterError(str(e)) from None
+        return self._run_node(name, "standby", variables, settings=settings, wait=wait, timeout=timeout, disk=size)
 
     def add_primary(
         self,
@@ -742,12 +796,14 @@ class Cluster:
         image: str | None = None,
         wait: bool,
         timeout: float | None,
+        disk: int | None = None,
     ) -> Node:
         """One more node `name` in `role` (primary, standby): a one-off container of compose.yaml's ``node``
         service, with a labelled data volume of its own, reached on the replication network by its name."""
         self.nodes_run += 1
         volume = resource_name(self.name, data_resource(name))
-        self._client.volumes.create(volume, labels={**self.labels(), NODE_LABEL: name}, **self._in_memory(name))
+        where = {"driver": "local", "driver_opts": limited_tmpfs(disk)} if disk else self._in_memory(name)
+        self._client.volumes.create(volume, labels={**self.labels(), NODE_LABEL: name}, **where)
         own_settings = settings_lines(settings) if settings is not None else self.node_settings.get(name, "")
         environment = {
             "NODE_NAME": name,

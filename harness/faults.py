@@ -50,6 +50,7 @@ from pgharness.constants import REPLICATION_NETWORK
 from pgharness.errors import ClusterError
 from pgharness.lsn import Lsn
 from pgharness.tools import resource_name
+from pgharness.topology import parse_size
 from pgharness.wait import Deadline
 
 if TYPE_CHECKING:
@@ -478,22 +479,9 @@ def degraded(
         heal(node, wait=wait)
 
 
-_MEMORY_UNITS = {"": 1, "b": 1, "kb": 1 << 10, "k": 1 << 10, "mb": 1 << 20, "m": 1 << 20, "gb": 1 << 30, "g": 1 << 30}
-
-
 def parse_memory(text: str | int) -> int:
-    """Bytes from ``64MB``, ``512m``, ``1GB`` or a number of bytes; at least 16MB (less starts nothing);
-    `ValueError` otherwise."""
-    if isinstance(text, int):
-        size = text
-    else:
-        m = re.fullmatch(r"\s*(\d+)\s*([kmg]?b?)\s*", text.lower())
-        if not m:
-            raise ValueError(f"memory {text!r}: a size such as 64MB or 1GB")
-        size = int(m.group(1)) * _MEMORY_UNITS[m.group(2)]
-    if size < 16 << 20:
-        raise ValueError(f"memory {text!r}: at least 16MB")
-    return size
+    """Bytes from ``64MB``, ``512m``, ``1GB`` or a number of bytes; at least 16MB; `ValueError` otherwise."""
+    return parse_size(text, "memory")
 
 
 def parse_cpus(text: str | float) -> float:

@@ -63,6 +63,21 @@ class Plan:
         return (*self.services, *self.extra_standbys, *self.subscribers)
 
 
+def parse_size(text: str | int, what: str) -> int:
+    """Bytes from ``64MB``, ``512m``, ``1GB`` or a number of bytes, at least 16MB (less starts nothing);
+    `ValueError` naming `what` otherwise."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        size = text
+    else:
+        m = re.fullmatch(r"\s*(\d+)\s*([kmg]?)b?\s*", str(text).lower())
+        if not m:
+            raise ValueError(f"{what} {text!r}: a size such as 64MB or 1GB")
+        size = int(m.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[m.group(2)]
+    if size < 16 << 20:
+        raise ValueError(f"{what} {text!r}: at least 16MB")
+    return size
+
+
 def check_shape(*, topology: str, standbys: object, subscribers: object, compose_services: Sequence[str]) -> None:
     """Refuse a topology the harness does not have and counts it cannot start (`ClusterError` naming the
     argument), as the command line refuses its flags."""

@@ -9,6 +9,7 @@ import time
 import psycopg
 import pytest
 
+from pgharness.constants import ARCHIVE_PATH, DATA_MOUNT
 from pgharness.convergence import assert_converged
 from pgharness.errors import ClusterError, WaitTimeout
 from pgharness.faults import degraded, oom_killed, starved
@@ -165,6 +166,77 @@ def test_a_backend_past_the_memory_limit_is_oom_killed_and_the_cluster_recovers(
     # The same container all along (the postmaster survived), the standby streaming, nothing acknowledged lost.
     primary.container.reload()
     assert primary.container.attrs["State"]["StartedAt"] == started
+    primary.wait_for_catchup(standby, timeout=120)
+    assert load.log.lost_commits(primary) == set()
+    assert load.log.lost_commits(standby) == set()
+
+
+#: A fixed script (its path an argument): write zeros until the file system is full; "no space" is success.
+FILL = 'dd if=/dev/zero of="$1" bs=1M 2>/dev/null; test -s "$1"'
+
+
+def test_a_full_archive_stops_archiving_wal_piles_up_and_freeing_it_catches_up(cluster_factory):
+    cluster = cluster_factory(topology="archive-only", disk={"archive": "256MB"})
+    primary, shipper = cluster.primary, cluster.node("archive-standby")
+    tools = cluster.tools
+    primary.sql("CREATE TABLE hoge (col integer)")
+    primary.wait_for_archived(primary.switch_wal())
+    failed_before = primary.scalar("SELECT failed_count FROM pg_stat_archiver")
+
+    # The archive fills up (a filler file): archive_command fails on the next segment ...
+    tools.run(["sh", "-c", FILL, "fill", f"{ARCHIVE_PATH}/filler"], mounts=tools.archive(), user="root")
+    for value in range(3):
+        primary.sql("INSERT INTO hoge VALUES (%s)", (value,))
+        primary.switch_wal()
+    poll_until(
+        lambda: primary.scalar("SELECT failed_count FROM pg_stat_archiver"),
+        lambda failed: failed > failed_before,
+        what="archive_command to fail on the full archive",
+        nodes=(primary,),
+    )
+    # ... and the primary keeps each segment it could not archive in pg_wal (ready, not done).
+    ready = primary.exec("sh", "-c", 'ls "$PGDATA/pg_wal/archive_status" | grep -c "[.]ready$"').strip()
+    assert int(ready) >= 3
+
+    # Freed: the archiver catches up, and the log-shipping standby restores its way to the primary.
+    tools.run(["rm", "-f", f"{ARCHIVE_PATH}/filler"], mounts=tools.archive(), user="root")
+    target = primary.lsn("write")
+    primary.wait_for_archived(primary.switch_wal(), timeout=60)
+    shipper.wait_for_replay(target, timeout=60)
+    assert shipper.scalar("SELECT count(*) FROM hoge") == 3
+
+
+def write_fails(node):
+    """The error a small write on `node` ends with (its server's, or the lost connection's), or None."""
+    try:
+        node.sql("INSERT INTO pgharness_load (worker, seq) SELECT -1, coalesce(max(seq), 0) + 1 FROM pgharness_load")
+    except psycopg.Error as e:
+        return e
+    return None
+
+
+def test_a_full_data_volume_stops_the_primary_and_freeing_it_recovers_it_with_every_commit(cluster_factory):
+    cluster = cluster_factory(disk={"primary": "160MB"})
+    primary, standby = cluster.primary, cluster.standby
+    tools = cluster.tools
+    WriteLoad.create_table(primary)
+    with WriteLoad(primary.dsn(), workers=2) as load:
+        load.wait_for_commits(100)
+        # The data volume fills up: the server cannot write its WAL.
+        tools.run(["sh", "-c", FILL, "fill", f"{DATA_MOUNT}/filler"], mounts=tools.data(primary), user="root")
+        # Its writes fail: the server cannot extend its WAL (a PANIC, which ends every session).
+        failed = poll_until(
+            lambda: write_fails(primary),
+            lambda error: error is not None,
+            what="a write on the full primary to fail",
+            nodes=(primary,),
+        )
+        assert failed.sqlstate in (None, "53100", "57P02", "58030", "XX000"), failed
+        # Freed and started again: it recovers, and the writers go on.
+        tools.run(["rm", "-f", f"{DATA_MOUNT}/filler"], mounts=tools.data(primary), user="root")
+        if primary.container.status != "running" or not primary.is_responsive():
+            primary.restart()
+        load.wait_for_commits(load.log.count() + 100)
     primary.wait_for_catchup(standby, timeout=120)
     assert load.log.lost_commits(primary) == set()
     assert load.log.lost_commits(standby) == set()

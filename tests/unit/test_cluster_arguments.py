@@ -2,7 +2,7 @@
 
 import pytest
 
-from pgharness.cluster import Cluster
+from pgharness.cluster import Cluster, disk_limits
 from pgharness.errors import ClusterError, HarnessError, UnsupportedVersion
 from pgharness.fixtures import cluster_arguments
 from pgharness.options import Settings
@@ -58,3 +58,16 @@ def test_a_test_that_names_its_version_does_not_get_the_sessions_image():
 def test_a_start_timeout_that_is_no_positive_number_is_refused(start_timeout):
     with pytest.raises(ClusterError, match=r"^start_timeout=.*: seconds, more than 0"):
         Cluster(image="pgharness/postgres:17", start_timeout=start_timeout)
+
+
+def test_disk_limits_name_volumes_by_node_or_shared_volume_and_refuse_the_rest():
+    assert disk_limits({"primary": "64MB", "archive": "1GB"}, ("primary", "standby")) == {
+        "primary-data": 64 << 20,
+        "archive": 1 << 30,
+    }
+    with pytest.raises(ClusterError, match=r"^disk for 'primry': not a compose service of this cluster"):
+        disk_limits({"primry": "64MB"}, ("primary", "standby"))
+    with pytest.raises(ClusterError, match=r"^disk for 'primary' '8MB': at least 16MB"):
+        disk_limits({"primary": "8MB"}, ("primary", "standby"))
+    with pytest.raises(ClusterError, match="a size such as 64MB"):
+        disk_limits({"archive": "big"}, ("primary",))
