@@ -73,6 +73,32 @@ def replication_network(node: Node) -> Network:
     return networks[0]
 
 
+def _filter_table(
+    name: str, priority: int, subnet: str, gateway: str, *, clients: bool, header: str
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """The start of a node's packet filter `name` (nft commands: the table, with `header` as its comment,
+    and an inbound and an outbound chain at `priority` that let loopback through and, unless `clients`, the
+    host's side `gateway`), and each chain with the match its rules take: the other addresses of `subnet`,
+    or everything with `clients`. `ValueError` for a subnet or gateway that is no address."""
+    ipaddress.ip_network(subnet)  # ValueError on anything but an address range
+    ipaddress.ip_address(gateway)
+    table = f"ip {name}"
+    commands = [f'add table {table} {{ comment "{header}" ; }}' if header else f"add table {table}"]
+    chains = []
+    for chain, hook, direction, interface in (
+        ("inbound", "input", "saddr", "iifname"),
+        ("outbound", "output", "daddr", "oifname"),
+    ):
+        commands += [
+            f"add chain {table} {chain} {{ type filter hook {hook} priority {priority} ; policy accept ; }}",
+            f'add rule {table} {chain} {interface} "lo" accept',
+        ]
+        if not clients:
+            commands.append(f"add rule {table} {chain} ip {direction} {gateway} accept")
+        chains.append((chain, "" if clients else f"ip {direction} {subnet} "))
+    return commands, chains
+
+
 def partition_rules(subnet: str, gateway: str, *, clients: bool) -> str:
     """The nft commands that cut a node off from every other address of its network `subnet` (`gateway`, the
     host's side, excepted: published ports keep working) or, with `clients`, from everything but loopback.
@@ -81,26 +107,13 @@ def partition_rules(subnet: str, gateway: str, *, clients: bool) -> str:
     let out), so a peer that sends on an old connection loses it at once, and the node's own attempts fail
     at once; other traffic in is dropped. One nft call is one transaction.
     """
-    ipaddress.ip_network(subnet)  # ValueError on anything but an address range
-    ipaddress.ip_address(gateway)
-    table = f"ip {PARTITION_TABLE}"
-    commands = [f"add table {table}"]
-    for chain, hook, direction, interface in (
-        ("inbound", "input", "saddr", "iifname"),
-        ("outbound", "output", "daddr", "oifname"),
-    ):
-        commands += [
-            f"add chain {table} {chain} {{ type filter hook {hook} priority -10 ; policy accept ; }}",
-            f'add rule {table} {chain} {interface} "lo" accept',
-        ]
-        if not clients:
-            commands.append(f"add rule {table} {chain} ip {direction} {gateway} accept")
+    commands, chains = _filter_table(PARTITION_TABLE, -10, subnet, gateway, clients=clients, header="")
+    for chain, match in chains:
         if chain == "outbound":
             # The resets the rules below send, to the peer or to the node's own socket.
-            commands.append(f"add rule {table} {chain} tcp flags & rst == rst accept")
-        match = "" if clients else f"ip {direction} {subnet} "
-        commands.append(f"add rule {table} {chain} {match}meta l4proto tcp reject with tcp reset")
-        commands.append(f"add rule {table} {chain} {match}" + ("drop" if chain == "inbound" else "reject"))
+            commands.append(f"add rule ip {PARTITION_TABLE} {chain} tcp flags & rst == rst accept")
+        commands.append(f"add rule ip {PARTITION_TABLE} {chain} {match}meta l4proto tcp reject with tcp reset")
+        commands.append(f"add rule ip {PARTITION_TABLE} {chain} {match}" + ("drop" if chain == "inbound" else "reject"))
     return " ; ".join(commands)
 
 
@@ -193,21 +206,9 @@ def degrade_rules(subnet: str, gateway: str, how: Degradation) -> str:
     untouched) or, with `how.clients`, on every link but loopback. Silently: nothing is refused, so a
     connection that loses everything stays open until a timeout notices. One nft call is one transaction.
     """
-    ipaddress.ip_network(subnet)
-    ipaddress.ip_address(gateway)
     table = f"ip {DEGRADE_TABLE}"
-    commands = [f'add table {table} {{ comment "{how}" ; }}']
-    for chain, hook, direction, interface in (
-        ("inbound", "input", "saddr", "iifname"),
-        ("outbound", "output", "daddr", "oifname"),
-    ):
-        commands += [
-            f"add chain {table} {chain} {{ type filter hook {hook} priority -5 ; policy accept ; }}",
-            f'add rule {table} {chain} {interface} "lo" accept',
-        ]
-        if not how.clients:
-            commands.append(f"add rule {table} {chain} ip {direction} {gateway} accept")
-        match = "" if how.clients else f"ip {direction} {subnet} "
+    commands, chains = _filter_table(DEGRADE_TABLE, -5, subnet, gateway, clients=how.clients, header=f"{how}")
+    for chain, match in chains:
         if how.loss >= 100:
             commands.append(f"add rule {table} {chain} {match}drop")  # a black hole
         elif how.loss:
