@@ -12,7 +12,7 @@ import pytest
 from pgharness.constants import ARCHIVE_PATH, DATA_MOUNT
 from pgharness.convergence import assert_converged
 from pgharness.errors import ClusterError, WaitTimeout
-from pgharness.faults import degraded, oom_killed, starved
+from pgharness.faults import degraded, oom_killed, replay_paused, starved
 from pgharness.load import WriteLoad
 from pgharness.wait import poll_until
 
@@ -240,3 +240,49 @@ def test_a_full_data_volume_stops_the_primary_and_freeing_it_recovers_it_with_ev
     primary.wait_for_catchup(standby, timeout=120)
     assert load.log.lost_commits(primary) == set()
     assert load.log.lost_commits(standby) == set()
+
+
+@pytest.mark.sync
+def test_synchronous_commits_slow_down_on_a_lossy_link_and_speed_up_after_heal(cluster_factory):
+    cluster = cluster_factory()
+    primary, standby = cluster.primary, cluster.standby
+    primary.set_synchronous("FIRST 1 (standby)")
+    WriteLoad.create_table(primary)
+
+    def rate(commits):
+        """Commits per second the load reaches for its next `commits` commits (no window of fixed length)."""
+        started, count = time.monotonic(), load.log.count()
+        load.wait_for_commits(count + commits, timeout=120)
+        return commits / (time.monotonic() - started)
+
+    with WriteLoad(primary.dsn(), workers=2) as load:
+        load.wait_for_commits(50)
+        before = rate(200)
+        # Every commit waits for the standby's reply: on a link that loses a third of the packets, a lost
+        # message or reply costs a retransmission timeout, so the commit rate falls, a lot ...
+        with degraded(standby, loss="30%"):
+            during = rate(20)
+        # ... and comes back once healed.
+        after = rate(200)
+    assert during < before / 2, f"{during:.0f} commits/s on the lossy link, {before:.0f} before"
+    assert after > 2 * during, f"{after:.0f} commits/s after heal, {during:.0f} on the lossy link"
+    assert load.log.lost_commits(standby) == set()
+
+
+@pytest.mark.sync
+def test_remote_apply_waits_for_a_standby_that_cannot_replay_where_on_returns_once_flushed(cluster_factory):
+    cluster = cluster_factory()
+    primary, standby = cluster.primary, cluster.standby
+    primary.sql("CREATE TABLE hoge (col integer)")
+    primary.set_synchronous("FIRST 1 (standby)", commit="on")
+    with replay_paused(standby):
+        # synchronous_commit = on: the standby has flushed it: the commit returns, replayed or not.
+        primary.sql("INSERT INTO hoge VALUES (1)")
+        primary.set_synchronous("FIRST 1 (standby)", commit="remote_apply")
+        with primary.background_session() as session:
+            # remote_apply: the commit waits until the standby has replayed it, which it cannot now.
+            commit = session.send("INSERT INTO hoge VALUES (2)")
+            commit.wait_until_blocked("SyncRep")  # raises unless it waits there
+            standby.resume_replay()
+            assert commit.result(timeout=60) == []
+    assert standby.sql("SELECT col FROM hoge ORDER BY col") == [(1,), (2,)]
