@@ -286,3 +286,43 @@ def test_remote_apply_waits_for_a_standby_that_cannot_replay_where_on_returns_on
             standby.resume_replay()
             assert commit.result(timeout=60) == []
     assert standby.sql("SELECT col FROM hoge ORDER BY col") == [(1,), (2,)]
+
+
+@pytest.mark.slots
+def test_a_standby_with_a_full_disk_holds_its_slots_wal_until_the_limit_then_is_lost_and_rebuilt(cluster_factory):
+    cluster = cluster_factory(
+        topology="slot",
+        disk={"slot-standby": "160MB"},
+        node_settings={"primary": {"max_slot_wal_keep_size": "64MB", "wal_keep_size": "0"}},
+    )
+    primary, standby = cluster.primary, cluster.node("slot-standby")
+    tools = cluster.tools
+    primary.sql("CREATE TABLE pad (filler text)")
+    primary.wait_for_catchup(standby)
+    slot = "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'slot_standby'"
+    assert primary.scalar(slot) == "reserved"
+
+    # The standby's disk fills: it cannot write the WAL it receives, and stops taking it.
+    tools.run(["sh", "-c", FILL, "fill", f"{DATA_MOUNT}/filler"], mounts=tools.data(standby), user="root")
+
+    # The primary writes on and keeps the WAL the slot needs, up to max_slot_wal_keep_size, then gives it
+    # up: the slot is lost.
+    def lost():
+        primary.sql("INSERT INTO pad SELECT repeat('x', 1000) FROM generate_series(1, 16000)")
+        primary.sql("CHECKPOINT")
+        return primary.scalar(slot)
+
+    poll_until(lost, lambda status: status == "lost", what="the slot to be lost", timeout=120, nodes=(primary,))
+
+    # Freed, the standby cannot stream again through a lost slot: the harness's rebuild brings it back, after
+    # the lost slot is dropped (the rebuilt standby makes it again with its base backup).
+    tools.run(["rm", "-f", f"{DATA_MOUNT}/filler"], mounts=tools.data(standby), user="root")
+    primary.sql("SELECT pg_drop_replication_slot('slot_standby')")
+    # (The full disk stopped it: a server that cannot write its WAL stops.)
+    if standby.container.status != "running":
+        standby.start(wait=False)
+    poll_until(standby.is_responsive, bool, what="the standby to answer again", nodes=(standby,))
+    cluster.backups.rebuild(standby)
+    primary.wait_for_catchup(standby, timeout=120)
+    assert primary.scalar(slot) == "reserved"
+    assert standby.scalar("SELECT count(*) FROM pad") == primary.scalar("SELECT count(*) FROM pad")
