@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from docker.models.containers import Container
 from pgharness.constants import PROJECT_LABEL
 from pgharness.engine import Engine, resolve
 from pgharness.errors import ClusterError, DockerUnavailable
+from pgharness.wait import Deadline
 
 
 def _compose_file() -> Path:
@@ -410,13 +412,32 @@ def run_container(
     arguments of ``containers.create`` (user, environment, volumes, network,
     labels). `ClusterError` when it has not finished in time.
     """
-    container = client.containers.create(image, argv, **create)
+    # With no entrypoint of the image's, the command runs under a small sh that prints a last line with its
+    # exit status: the engine copies a container's output to its log after the container has exited (for up
+    # to 2 s), so a log read at once can be empty; the last line says the whole output is there.
+    wrapped = create.get("entrypoint") == []
+    command = ["sh", "-c", TOOL_WRAPPER, "tool", *argv] if wrapped else argv
+    container = client.containers.create(image, command, **create)
     try:
         container.start()
         status = container.wait(timeout=timeout)
         output = container.logs().decode(errors="replace")
+        if wrapped:
+            deadline = Deadline(LOG_COPY_TIMEOUT)
+            while TOOL_DONE not in output and not deadline.expired:
+                time.sleep(0.05)  # the engine's log copier: no event says when it is done
+                output = container.logs().decode(errors="replace")
+            output = output.rpartition(f"\n{TOOL_DONE}")[0] if TOOL_DONE in output else output
     except ENGINE_TIMEOUT_ERRORS:
         raise ClusterError(f"{what} did not finish within {timeout:g} s") from None
     finally:
         container.remove(force=True)
     return int(status.get("StatusCode", -1)), str(output)
+
+
+#: The last line a wrapped one-off command prints (`run_container`), and the fixed script that prints it
+#: (the command reaches it as arguments, never as its text).
+TOOL_DONE = "pgharness-tool-exit"
+TOOL_WRAPPER = f'status=0; "$@" || status=$?; printf "\\n{TOOL_DONE} %s\\n" "$status"; exit "$status"'
+#: Seconds the engine may take to copy an exited container's output to its log.
+LOG_COPY_TIMEOUT = 5.0

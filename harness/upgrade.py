@@ -281,20 +281,16 @@ class _Steps:
         self.cluster.switch_image(self.new_image, [node.name for node in self.followers], timeout=timeout)
 
     def latest_checkpoint(self, node: Node) -> Lsn:
-        """The "Latest checkpoint location" of stopped `node`, by the old major's pg_controldata. Asked up to
-        three times: a tool's output comes from the engine's log of its container, which can be empty right
-        after the container exited (the engine copies a log for at most 2 s)."""
-        output = ""
-        for _ in range(3):
-            output = self.cluster.tools.run(
-                ["/opt/pgharness/old/bin/pg_controldata", f"{DATA_MOUNT}/data"],
-                image=self.tool,
-                what=f"pg_controldata of {node.name!r}",
-                mounts=self.cluster.tools.data(node),
-            )
-            for line in output.splitlines():
-                if line.startswith("Latest checkpoint location:"):
-                    return Lsn.parse(line.split(":", 1)[1].strip())
+        """The "Latest checkpoint location" of stopped `node`, by the old major's pg_controldata."""
+        output = self.cluster.tools.run(
+            ["/opt/pgharness/old/bin/pg_controldata", f"{DATA_MOUNT}/data"],
+            image=self.tool,
+            what=f"pg_controldata of {node.name!r}",
+            mounts=self.cluster.tools.data(node),
+        )
+        for line in output.splitlines():
+            if line.startswith("Latest checkpoint location:"):
+                return Lsn.parse(line.split(":", 1)[1].strip())
         raise UpgradeError(f"pg_controldata of {node.name!r} shows no latest checkpoint:\n{output}")
 
 
