@@ -86,15 +86,15 @@ def test_a_container_that_cannot_start_is_removed(harness_image):
     label = "org.pgharness.test=unstartable"
     client = docker_client()
 
-    # The engine creates the container, then cannot start it: its command does not exist.
+    # The engine creates the container, then cannot start it: its entrypoint does not exist.
     with pytest.raises(docker.errors.APIError):
         run_container(
             client,
             harness_image,
-            ["/no/such/command"],
+            [],
             timeout=30,
             what="an unstartable container",
-            entrypoint=[],
+            entrypoint=["/no/such/command"],
             network_mode="none",
             labels={"org.pgharness.managed": "true", "org.pgharness.test": "unstartable"},
         )
