@@ -63,8 +63,3 @@ def test_a_compose_process_gets_what_it_needs_of_the_callers_environment_and_not
         "DOCKER_CONFIG", "DOCKER_HOST", "HOME", "HTTPS_PROXY", "LANG", "LC_ALL", "PATH", "SSH_AUTH_SOCK", "no_proxy",
     ]  # fmt: skip
 
-
-def test_a_wrapped_command_reaches_its_sh_as_arguments_and_the_last_line_is_recognised():
-    # The wrapper is a fixed text: the command is "$@", never part of the script.
-    assert "$@" in TOOL_WRAPPER
-    assert TOOL_DONE in TOOL_WRAPPER
