@@ -62,4 +62,3 @@ def test_a_compose_process_gets_what_it_needs_of_the_callers_environment_and_not
     assert sorted(kept) == [
         "DOCKER_CONFIG", "DOCKER_HOST", "HOME", "HTTPS_PROXY", "LANG", "LC_ALL", "PATH", "SSH_AUTH_SOCK", "no_proxy",
     ]  # fmt: skip
-
