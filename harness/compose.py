@@ -21,11 +21,12 @@ does itself; starting a cluster costs the same (the same compose commands).
 from __future__ import annotations
 
 import functools
+import io
 import os
 import re
 import shutil
 import subprocess
-import time
+import tarfile
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,7 +42,6 @@ from docker.models.containers import Container
 from pgharness.constants import PROJECT_LABEL
 from pgharness.engine import Engine, resolve
 from pgharness.errors import ClusterError, DockerUnavailable
-from pgharness.wait import Deadline
 
 
 def _compose_file() -> Path:
@@ -412,22 +412,19 @@ def run_container(
     arguments of ``containers.create`` (user, environment, volumes, network,
     labels). `ClusterError` when it has not finished in time.
     """
-    # With no entrypoint of the image's, the command runs under a small sh that prints a last line with its
-    # exit status: the engine copies a container's output to its log after the container has exited (for up
-    # to 2 s), so a log read at once can be empty; the last line says the whole output is there.
+    # With no entrypoint of the image's, the command runs under a fixed sh that writes its output to a file
+    # in the container, read back from the exited container: the engine's log of a container's output
+    # can lose what the container printed last (it stops copying 2 s after the process exits, and a busy
+    # engine copies slower than that).
     wrapped = create.get("entrypoint") == []
     command = ["sh", "-c", TOOL_WRAPPER, "tool", *argv] if wrapped else argv
     container = client.containers.create(image, command, **create)
     try:
         container.start()
         status = container.wait(timeout=timeout)
-        output = container.logs().decode(errors="replace")
-        if wrapped:
-            deadline = Deadline(LOG_COPY_TIMEOUT)
-            while TOOL_DONE not in output and not deadline.expired:
-                time.sleep(0.05)  # the engine's log copier: no event says when it is done
-                output = container.logs().decode(errors="replace")
-            output = output.rpartition(f"\n{TOOL_DONE}")[0] if TOOL_DONE in output else output
+        output = _read_output(container) if wrapped else None
+        if output is None:
+            output = container.logs().decode(errors="replace")
     except ENGINE_TIMEOUT_ERRORS:
         raise ClusterError(f"{what} did not finish within {timeout:g} s") from None
     finally:
@@ -435,9 +432,19 @@ def run_container(
     return int(status.get("StatusCode", -1)), str(output)
 
 
-#: The last line a wrapped one-off command prints (`run_container`), and the fixed script that prints it
-#: (the command reaches it as arguments, never as its text).
-TOOL_DONE = "pgharness-tool-exit"
-TOOL_WRAPPER = f'status=0; "$@" || status=$?; printf "\\n{TOOL_DONE} %s\\n" "$status"; exit "$status"'
-#: Seconds the engine may take to copy an exited container's output to its log.
-LOG_COPY_TIMEOUT = 5.0
+#: Where a wrapped one-off command's output goes (`run_container`), and the fixed script that sends it there
+#: (the command reaches it as arguments, never as its text; stdout and stderr in the order written).
+TOOL_OUTPUT = "/tmp/.pgharness-tool-output"
+TOOL_WRAPPER = f'"$@" >{TOOL_OUTPUT} 2>&1'
+
+
+def _read_output(container: Container) -> str | None:
+    """The output file of an exited wrapped command, read from the container; None when it has none (the
+    command could not write it)."""
+    try:
+        chunks, _ = container.get_archive(TOOL_OUTPUT)
+    except docker.errors.NotFound:
+        return None
+    with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as archive:
+        member = archive.extractfile(archive.getmembers()[0])
+        return member.read().decode(errors="replace") if member is not None else None
