@@ -20,7 +20,7 @@ the first cluster a process starts spawns (`ensure_watchdog`):
 
 ``PGHARNESS_REAPER=off`` starts no watchdog (``pgharness gc`` then remains the
 way to remove what a killed process left). The watchdog writes what it did to
-``$XDG_STATE_HOME/pgharness/reaper-<pid>.log``, removed when it found nothing.
+``$XDG_STATE_HOME/pgharness/reaper-<pid>.log``, removed when it found nothing; the newest 20 are kept.
 """
 
 from __future__ import annotations
@@ -169,7 +169,20 @@ def main(argv: list[str] | None = None) -> int:
     if not removed:
         with contextlib.suppress(OSError):
             _log_path(args.pid).unlink()
+    _keep_newest_logs(KEPT_LOGS)
     return 0
+
+
+#: How many watchdog logs (each of a watchdog that removed something) are kept; older ones go.
+KEPT_LOGS = 20
+
+
+def _keep_newest_logs(count: int) -> None:
+    """Remove all but the `count` newest watchdog logs, so they do not pile up."""
+    with contextlib.suppress(OSError):  # another watchdog pruning at the same moment: its files are gone
+        logs = sorted(_log_path(0).parent.glob("reaper-*.log"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in logs[count:]:
+            old.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
