@@ -60,16 +60,21 @@ class Archive:
         """A running node that mounts the archive (read-write when `writable`): `node`, or any."""
         candidates = [self.cluster.node(node)] if node is not None else self.cluster.nodes
         for candidate in candidates:
-            container = candidate.container
-            if container.status != "running":
-                continue
-            for mount in container.attrs.get("Mounts", []):
-                if mount.get("Destination") == ARCHIVE_PATH and (mount.get("RW") or not writable):
-                    return candidate
+            if self._mounts(candidate, writable=writable):
+                return candidate
         what = "read-write" if writable else "at all"
         if node is not None:
             raise ClusterError(f"node {candidates[0].name!r} is not running or does not mount the archive {what}")
         raise ClusterError(f"no running node of cluster {self.cluster.name!r} mounts the archive {what}")
+
+    @staticmethod
+    def _mounts(node: Node, *, writable: bool) -> bool:
+        """Whether `node` runs with the archive mounted (read-write when `writable`)."""
+        container = node.container
+        if container.status != "running":
+            return False
+        mounts = container.attrs.get("Mounts", [])
+        return any(m.get("Destination") == ARCHIVE_PATH and (m.get("RW") or not writable) for m in mounts)
 
     def _exec(self, *argv: str, writable: bool = False) -> str:
         node = self._mounting(writable=writable)
@@ -78,9 +83,15 @@ class Archive:
     def files(self, *, node: Node | str | None = None) -> list[str]:
         """Every file in the archive (segments, .history, .backup, .partial), sorted.
 
-        As `node`'s own mount shows it when given (a standby's read-only view),
-        else through any running node that mounts it. `ClusterError` when none does.
+        As `node`'s own mount shows it when given (a standby's read-only view;
+        `ClusterError` when it is not running or does not mount it), else
+        through any running node that mounts it, else (every node stopped or
+        dead) through a one-off container.
         """
+        if node is None and not any(self._mounts(candidate, writable=False) for candidate in self.cluster.nodes):
+            tools = self.cluster.tools
+            listing = tools.run(["ls", "-1", ARCHIVE_PATH], mounts=tools.archive(), what="listing the archive")
+            return sorted(listing.split())
         return sorted(self._mounting(writable=False, node=node).exec("ls", "-1", ARCHIVE_PATH).split())
 
     def segments(self) -> list[str]:

@@ -25,7 +25,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pgharness.compose import KEEPER_MOUNTS
 from pgharness.constants import BACKUPS_PATH, DATA_MOUNT
 from pgharness.errors import BackupError, ClusterError, HarnessError, ToolError
-from pgharness.quoting import check_file_name, conninfo
+from pgharness.quoting import check_file_name, conninfo, settings_lines
 from pgharness.recovery import ACTIONS, RecoveryTarget, TargetAction
 from pgharness.tools import TOOL_TIMEOUT, last_error_line, resource_name
 from pgharness.versions import supports
@@ -113,7 +113,8 @@ class Backups:
         ``RecoveryTarget.name("before-delete")`` (a ``pg_create_restore_point``),
         ``.time(datetime)``, ``.xid(740)``, ``.lsn("0/3000060")``, ``.immediate()``,
         or ``RecoveryTarget.parse("name:before-delete")`` as the command line
-        takes it. The target's WAL must be in the archive: after the restore
+        takes it, along the server's default timeline (``latest``) or the one
+        ``target.on_timeline(1)`` names. The target's WAL must be in the archive: after the restore
         point, ``switch_wal()`` and ``wait_for_archived()`` on the primary.
 
         The node restores from the cluster's archive but archives nowhere
@@ -140,11 +141,12 @@ class Backups:
             raise BackupError(f"recovery_target_action {action!r}: one of {', '.join(ACTIONS)}")
         log.info("### Restoring node %r from backup %r to %s (%s)", name, backup, target.env(), action)
         own = self.cluster.node_settings.get(name, "").splitlines()
+        no_archiving = [] if archive else ["archive_mode = off"]
         node = self.cluster.add_node(
             name,
             from_backup=backup,
             upstream=None,
-            settings=own if archive else [*own, "archive_mode = off"],
+            settings=[*own, *no_archiving, *settings_lines(target.settings()).splitlines()],
             env={
                 "RECOVERY_TARGET": target.env(),
                 "RECOVERY_TARGET_ACTION": action,

@@ -111,8 +111,13 @@ def verify_backup(name: str, backup_name: str) -> None:
 )
 @click.option("--action", type=click.Choice(["promote", "pause", "shutdown"]), default="promote", show_default=True)
 @click.option("--exclusive", is_flag=True, help="Stop just before the target instead of just after it.")
+@click.option(
+    "--timeline", metavar="TLI", help="recovery_target_timeline: a timeline id, latest or current (default: latest)."
+)
 @clean_errors
-def restore(name: str, node: str, backup_name: str, target_text: str, action: str, exclusive: bool) -> None:
+def restore(
+    name: str, node: str, backup_name: str, target_text: str, action: str, exclusive: bool, timeline: str | None
+) -> None:
     """Point-in-time recovery: a new NODE from a base backup plus the WAL archive, up to a target.
 
     Example: pgharness restore restored --from-backup nightly --target name:before-delete
@@ -120,6 +125,8 @@ def restore(name: str, node: str, backup_name: str, target_text: str, action: st
     from pgharness.recovery import RecoveryTarget
 
     target = RecoveryTarget.parse(target_text)
+    if timeline is not None:
+        target = target.on_timeline(timeline)
     cluster = attach(name)
     restored = cluster.backups.restore(node, backup_name, target, action=action, inclusive=not exclusive)  # type: ignore[arg-type]
     click.echo(describe(restored))

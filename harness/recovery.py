@@ -8,13 +8,14 @@ not start.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from pgharness.errors import RecoveryTargetError
 from pgharness.lsn import Lsn
 
 TargetKind = Literal["name", "xid", "lsn", "time", "immediate"]
+Timeline = int | Literal["latest", "current"]
 TargetAction = Literal["promote", "pause", "shutdown"]
 ACTIONS: tuple[TargetAction, ...] = ("promote", "pause", "shutdown")
 
@@ -25,6 +26,9 @@ class RecoveryTarget:
 
     kind: TargetKind
     value: str = ""
+    #: ``recovery_target_timeline``: the timeline recovery follows to the target; None leaves the server's
+    #: default (``latest`` since PostgreSQL 12). `on_timeline` sets it.
+    timeline: Timeline | None = None
 
     @classmethod
     def name(cls, name: str) -> RecoveryTarget:
@@ -84,6 +88,26 @@ class RecoveryTarget:
                 f"recovery target {text!r}: use name:N, xid:N, lsn:X/Y, time:TIMESTAMP or immediate"
             )
         return makers[kind](value)
+
+    def on_timeline(self, timeline: Timeline | str) -> RecoveryTarget:
+        """This target, reached along `timeline` (``recovery_target_timeline``): a timeline id, ``"latest"``
+        (follow the newest timeline whose history the archive holds) or ``"current"`` (the backup's own).
+        A target on an old timeline after a failover may lie in WAL that only the new timeline's segment
+        holds (the old one ends in ``.partial``): that needs the history of the timeline that has it.
+        `RecoveryTargetError` for anything else."""
+        if timeline in ("latest", "current"):
+            return replace(self, timeline=timeline)  # type: ignore[arg-type]
+        try:
+            number = int(timeline)
+        except ValueError:
+            raise RecoveryTargetError(f"timeline {timeline!r}: a timeline id (1 or more), latest or current") from None
+        if number < 1:
+            raise RecoveryTargetError(f"timeline {timeline!r}: a timeline id (1 or more), latest or current")
+        return replace(self, timeline=number)
+
+    def settings(self) -> dict[str, str]:
+        """The postgresql.conf settings that come with the target besides `setting` (its timeline)."""
+        return {} if self.timeline is None else {"recovery_target_timeline": str(self.timeline)}
 
     def env(self) -> str:
         """The form the node image takes in RECOVERY_TARGET."""

@@ -339,3 +339,51 @@ def test_a_restored_node_asked_to_archive_poisons_the_archive_until_the_reset_ta
     # ... and the standby restarts on the cluster's timeline again.
     shared_cluster.primary.sql("CREATE TABLE hoge (col integer)")
     standby_restarts_and_streams(shared_cluster)
+
+
+@pytest.mark.pitr
+@pytest.mark.failover
+def test_a_target_on_the_old_timeline_held_only_by_the_new_timeline_s_segment_and_a_later_recovery_across_both(
+    cluster_factory,
+):
+    """After ``028_pitr_timelines.pl``: the primary dies before archiving the segment that holds the target;
+    the promoted standby archives that segment's old-timeline part inside its own timeline's segment (the
+    old one only as ``.partial``). Recovery to the target needs the new timeline's history; a node made
+    from the same backup afterwards follows timeline 1 to the third, the one the recovery started."""
+    cluster = cluster_factory(standbys=0)
+    primary, archive = cluster.primary, cluster.archive
+    primary.sql("CREATE TABLE foo (i int)")
+    cluster.backups.take("base")
+    standby = cluster.add_node("standby2")  # archives once promoted
+    primary.sql("INSERT INTO foo VALUES (1)")
+    primary.sql("SELECT pg_create_restore_point('rp')")
+    primary.sql("INSERT INTO foo VALUES (2)")
+    primary.wait_for_catchup(standby)
+    holding_the_target = primary.walfile()
+
+    primary.kill()  # its current segment, with the target, never reaches the archive
+    standby.promote()
+    standby.wait_for_archived(standby.switch_wal())
+    standby.wait_for_archived(f"{holding_the_target}.partial")
+    assert holding_the_target not in archive.segments()
+    assert f"00000002{holding_the_target[8:]}" in archive.segments()
+    standby.kill()
+
+    # Along timeline 1 alone the target is not there: recovery ends before it, and says so.
+    with pytest.raises(BackupError, match="recovery ended before configured recovery target was reached"):
+        cluster.backups.restore("only-tl1", "base", RecoveryTarget.name("rp").on_timeline(1))
+    # Along the latest timeline (2) it reads the target from timeline 2's segment, and stops there.
+    target = RecoveryTarget.name("rp").on_timeline("latest")
+    pitr = cluster.backups.restore("pitr", "base", target, archive=True)
+    assert pitr.sql("SELECT i FROM foo") == [(1,)]
+    assert pitr.timeline() == 3  # 2 is taken: the archive holds its history
+    pitr.sql("INSERT INTO foo VALUES (3)")
+    end = pitr.lsn("write")
+    pitr.wait_for_archived(pitr.switch_wal())
+
+    # A later archive recovery from the same backup follows timeline 1, then 3 (branched at the target).
+    later = cluster.add_node("later", upstream=None, from_backup="base")
+    later.wait_for_replay(end)
+    assert later.sql("SELECT i FROM foo ORDER BY i") == [(1,), (3,)]
+    later.sql("CHECKPOINT")  # a restart point at the promoted node's checkpoint: its timeline shows
+    assert later.timeline() == 3

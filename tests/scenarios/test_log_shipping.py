@@ -352,3 +352,80 @@ def test_a_promoted_standby_archives_its_partial_segment_and_the_new_timeline_ca
     follower = cluster.add_node("follower", upstream=None, from_backup="base")
     follower.wait_for_replay(target)
     assert follower.sql("SELECT col FROM hoge ORDER BY col") == [(1,), (2,)]
+
+
+def stopped_receiver(standby):
+    """Stop `standby`'s WAL receiver (SIGSTOP): it receives nothing until `resume_receiver`. Returns its pid."""
+    receiver = str(standby.scalar("SELECT pid FROM pg_stat_wal_receiver"))
+    standby.exec("sh", "-c", 'kill -STOP "$1"', "sh", receiver)
+    return receiver
+
+
+def resume_receiver(standby, receiver):
+    standby.exec("sh", "-c", 'kill -CONT "$1"', "sh", receiver)
+
+
+def test_a_cascade_ahead_of_its_upstream_through_the_archive_waits_and_streams_once_the_upstream_catches_up(
+    shared_cluster,
+):
+    """After ``055_cascade_reconnect.pl``: a cascading standby that restored WAL its upstream has not received
+    yet asks that upstream for a position beyond its flush position; it waits and asks again instead of
+    failing, and streams once the upstream has caught up."""
+    primary, standby = shared_cluster.primary, shared_cluster.standby
+    primary.sql("CREATE TABLE hoge (col integer)")
+    primary.wait_for_catchup(standby)
+    receiver = stopped_receiver(standby)
+    try:
+        primary.sql("INSERT INTO hoge VALUES (1)")
+        archived = primary.lsn("write")
+        primary.wait_for_archived(primary.switch_wal())
+
+        # The cascade, a copy of the standby, restores from the archive past what the standby has.
+        cascade = shared_cluster.add_node("cascade", upstream=standby, wait=False)
+        cascade.wait_for_replay(archived)
+        assert standby.lsn("receive") < archived
+        # It asks the standby for WAL from there: refused by the standby's walsender and asked again, or (newer
+        # minor releases) told to wait by its own walreceiver. Either way it goes on waiting, in recovery.
+        cascade.poll_log_until(
+            "is ahead of the WAL flush position of this server",
+            "is ahead of the upstream server's flush position",
+            since="",
+        )
+        assert cascade.is_in_recovery()
+    finally:
+        resume_receiver(standby, receiver)
+
+    # Once the standby has caught up, the cascade streams from it: a row that is in no archived segment.
+    primary.sql("INSERT INTO hoge VALUES (2)")
+    primary.wait_for_catchup(standby)
+    cascade.poll_query_until("SELECT status FROM pg_stat_wal_receiver", "streaming")
+    cascade.wait_for_replay(primary.lsn("write"))
+    assert cascade.sql("SELECT col FROM hoge ORDER BY col") == [(1,), (2,)]
+
+
+def test_a_fresh_cascade_with_only_the_history_file_archived_follows_the_new_timeline_by_streaming(shared_cluster):
+    """After ``025_stuck_on_old_timeline.pl``: a cascade made from a backup of a standby taken before its
+    promotion, restoring only history files from the archive, gets all its WAL (the old timeline's and the
+    new one's) from the promoted standby."""
+    primary = shared_cluster.primary
+    primary.sql("CREATE TABLE hoge (col integer)")
+    new_primary = shared_cluster.add_node("new-primary")  # archives once promoted
+    primary.sql("INSERT INTO hoge VALUES (1)")
+    primary.wait_for_catchup(new_primary)
+    shared_cluster.backups.take("of-the-standby", source=new_primary)
+
+    new_primary.promote()
+    new_primary.wait_for_archived("00000002.history")
+    new_primary.sql("INSERT INTO hoge VALUES (2)")
+
+    # The archive gives the cascade history files and nothing else.
+    cascade = shared_cluster.add_node(
+        "cascade",
+        upstream=new_primary,
+        from_backup="of-the-standby",
+        env={"RESTORE_COMMAND": 'case "%f" in *.history) cp "/archive/%f" "%p" ;; *) exit 1 ;; esac'},
+    )
+    new_primary.wait_for_catchup(cascade)
+    assert cascade.timeline() == 2
+    assert cascade.sql("SELECT col FROM hoge ORDER BY col") == [(1,), (2,)]
+    assert 'restored log file "00000002.history" from archive' in cascade.logs(tail=500)

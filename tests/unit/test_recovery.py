@@ -70,3 +70,17 @@ def test_known_lag_is_within_its_bounds():
     assert not lag.within(99)
     assert lag.within(100, max_seconds=2.0)
     assert not lag.within(100, max_seconds=1.0)
+
+
+@pytest.mark.parametrize(("given", "value"), [(1, "1"), ("3", "3"), ("latest", "latest"), ("current", "current")])
+def test_a_target_on_a_timeline_carries_recovery_target_timeline(given, value):
+    target = RecoveryTarget.name("rp").on_timeline(given)
+    assert target.settings() == {"recovery_target_timeline": value}
+    assert target.setting() == ("recovery_target_name", "rp")
+    assert RecoveryTarget.name("rp").settings() == {}  # the server's default, unchanged
+
+
+@pytest.mark.parametrize("given", [0, "-1", "newest", "1.5"])
+def test_a_timeline_that_is_no_timeline_is_refused(given):
+    with pytest.raises(RecoveryTargetError, match="a timeline id"):
+        RecoveryTarget.lsn("0/3000060").on_timeline(given)
