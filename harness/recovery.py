@@ -96,7 +96,7 @@ class RecoveryTarget:
         holds (the old one ends in ``.partial``): that needs the history of the timeline that has it.
         `RecoveryTargetError` for anything else."""
         if timeline in ("latest", "current"):
-            return replace(self, timeline=timeline)  # type: ignore[arg-type]
+            return replace(self, timeline=timeline)
         try:
             number = int(timeline)
         except ValueError:
