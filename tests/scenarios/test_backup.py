@@ -11,6 +11,7 @@ import pytest
 from psycopg import sql as pgsql
 
 from pgharness import WaitTimeout
+from pgharness.constants import BACKUPS_PATH, DATA_MOUNT
 from pgharness.errors import BackupError, QuotingError
 from pgharness.faults import replay_paused
 from pgharness.image import ImageSpec, ensure_image
@@ -387,3 +388,60 @@ def test_a_target_on_the_old_timeline_held_only_by_the_new_timeline_s_segment_an
     assert later.sql("SELECT i FROM foo ORDER BY i") == [(1,), (3,)]
     later.sql("CHECKPOINT")  # a restart point at the promoted node's checkpoint: its timeline shows
     assert later.timeline() == 3
+
+
+# A copy of a running data directory, as a snapshot tool takes it: everything but the WAL and the
+# postmaster's own files (a constant script; the paths come as arguments).
+COPY_DATA = """
+cd "$1" && mkdir -p "$2/pg_wal" && for f in *; do
+    case "$f" in pg_wal | postmaster.pid | postmaster.opts) ;; *) cp -a "$f" "$2/" || exit 1 ;; esac
+done
+"""
+# Then, after the checkpoint: the WAL (the snapshot of its own volume) and pg_control.
+COPY_LAST = 'cp -a "$1/pg_wal/." "$2/pg_wal/" && cp "$1/global/pg_control" "$2/global/pg_control"'
+
+
+@pytest.mark.backup
+def test_a_low_level_backup_restores_with_its_backup_label_and_silently_loses_data_without_it(shared_cluster):
+    """After ``042_low_level_backup.pl``: the data directory copied by hand between ``pg_backup_start`` and
+    ``pg_backup_stop`` (``pg_start_backup``/``pg_stop_backup`` before 15), the way snapshot-based backup
+    tools work, with the WAL and ``pg_control`` copied last, after a checkpoint that came after a canary
+    table."""
+    cluster, primary = shared_cluster, shared_cluster.primary
+    backups, tools = cluster.backups, cluster.tools
+    data = f"{DATA_MOUNT}/data"
+    start, stop = (
+        ("pg_backup_start('snap', true)", "pg_backup_stop()")
+        if primary.major >= 15
+        else ("pg_start_backup('snap', true, false)", "pg_stop_backup(false)")
+    )
+    with primary.background_session() as session:
+        session.run(f"SELECT {start}")  # non-exclusive: the session that starts it must stop it
+        backups.run_tool(
+            ["sh", "-c", COPY_DATA, "sh", data, f"{BACKUPS_PATH}/lowlevel"],
+            volumes=tools.data(primary),
+            what="copying the running data directory",
+        )
+        primary.sql("CREATE TABLE canary (id int)")
+        primary.wait_for_archived(primary.switch_wal())
+        primary.sql("CHECKPOINT")  # pg_control now points past where the backup began
+        backups.run_tool(
+            ["sh", "-c", COPY_LAST, "sh", data, f"{BACKUPS_PATH}/lowlevel"],
+            volumes=tools.data(primary),
+            what="copying the WAL and pg_control last",
+        )
+        label = session.run(f"SELECT labelfile FROM {stop}")[0][0]  # waits for its WAL to be archived
+    canary = "SELECT count(*) FROM pg_class WHERE relname = 'canary'"
+
+    # Without backup_label, crash recovery starts at pg_control's checkpoint: the canary, made before it,
+    # is missing, and nothing says so (the manual's warning).
+    without = cluster.add_node("without-label", from_backup="lowlevel", upstream=None)
+    assert without.scalar(canary) == 0
+
+    # With backup_label, recovery starts where the backup began: the canary is there.
+    backups.run_tool(
+        ["sh", "-c", 'printf "%s" "$1" > "$2"', "sh", label, f"{BACKUPS_PATH}/lowlevel/backup_label"],
+        what="writing backup_label",
+    )
+    labelled = cluster.add_node("with-label", from_backup="lowlevel", upstream=None)
+    labelled.poll_query_until(canary, 1)

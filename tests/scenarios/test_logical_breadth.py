@@ -11,6 +11,7 @@ import pytest
 from psycopg import sql as pgsql
 
 from pgharness.logical import Subscription
+from pgharness.wait import poll_until
 
 pytestmark = pytest.mark.logical
 
@@ -170,3 +171,140 @@ def test_origin_none_lets_two_primaries_replicate_both_ways_without_a_loop(logic
         assert rows(node, "both_ways") == [(1, "left"), (2, "right")]
     for subscription in (to_right, to_left):
         assert subscription.stats()["apply_error_count"] == 0
+
+
+# --- row filters and column lists in motion (028_row_filter.pl, 031_column_list.pl) ------------------
+
+
+@pytest.mark.pg(">=15")
+def test_an_update_that_moves_a_row_across_a_row_filter_arrives_as_an_insert_or_a_delete(logical):
+    """After ``028_row_filter.pl``: the filter is evaluated on the old and the new row of an UPDATE."""
+    _, publisher, subscriber = logical
+    on_both(publisher, subscriber, "CREATE TABLE items (id int PRIMARY KEY, region text)")
+    publisher.sql("ALTER TABLE items REPLICA IDENTITY FULL")  # a filter on a column outside the key needs it
+    publisher.sql("INSERT INTO items VALUES (1, 'jp'), (2, 'us'), (3, 'jp')")
+    publication = publisher.publish("pub", tables=["items"], where={"items": "region = 'jp'"})
+    subscription = subscriber.subscribe(publication, "sub")
+    subscription.wait_for_sync()
+    assert rows(subscriber, "items") == [(1, "jp"), (3, "jp")]
+
+    publisher.sql("UPDATE items SET region = 'jp' WHERE id = 2")  # moves in: an INSERT there
+    publisher.sql("UPDATE items SET region = 'us' WHERE id = 1")  # moves out: a DELETE there
+    publisher.sql("UPDATE items SET region = 'us' WHERE id = 1")  # outside before and after: nothing
+    subscription.wait_for_catchup()
+    assert rows(subscriber, "items") == [(2, "jp"), (3, "jp")]
+    assert subscription.stats()["apply_error_count"] == 0
+
+
+@pytest.mark.pg(">=15")
+def test_the_row_filters_of_two_publications_of_one_table_combine_with_or(logical):
+    _, publisher, subscriber = logical
+    on_both(publisher, subscriber, "CREATE TABLE items (id int PRIMARY KEY, region text)")
+    publisher.sql("INSERT INTO items VALUES (1, 'jp'), (2, 'us'), (3, 'eu')")
+    publisher.publish("pub_jp", tables=["items"], where={"items": "region = 'jp'"})
+    publication = publisher.publish("pub_us", tables=["items"], where={"items": "region = 'us'"})
+    subscription = subscriber.subscribe(publication, "sub")
+    subscriber.sql("ALTER SUBSCRIPTION sub ADD PUBLICATION pub_jp")
+    subscription.wait_for_sync()
+    publisher.sql("INSERT INTO items VALUES (4, 'jp'), (5, 'us'), (6, 'eu')")
+    subscription.wait_for_catchup()
+    # A row either filter lets through arrives: the initial copy and the changes alike.
+    assert rows(subscriber, "items") == [(1, "jp"), (2, "us"), (4, "jp"), (5, "us")]
+
+
+@pytest.mark.pg(">=15")
+def test_a_column_list_changed_by_alter_publication_and_two_lists_that_conflict(logical):
+    """After ``031_column_list.pl``."""
+    _, publisher, subscriber = logical
+    publisher.sql("CREATE TABLE items (id int PRIMARY KEY, price int, secret text)")
+    subscriber.sql("CREATE TABLE items (id int PRIMARY KEY, price int, secret text)")
+    publication = publisher.publish("pub", tables=["items"], columns={"items": ["id"]})
+    subscription = subscriber.subscribe(publication, "sub")
+    subscription.wait_for_sync()
+    publisher.sql("INSERT INTO items VALUES (1, 10, 'x')")
+    subscription.wait_for_catchup()
+    assert rows(subscriber, "items") == [(1, None, None)]
+
+    # The list widened: later changes carry the new column; the rest stays out.
+    publisher.sql("ALTER PUBLICATION pub SET TABLE items (id, price)")
+    publisher.sql("INSERT INTO items VALUES (2, 20, 'y')")
+    publisher.sql("UPDATE items SET price = 11 WHERE id = 1")
+    subscription.wait_for_catchup()
+    assert rows(subscriber, "items") == [(1, 11, None), (2, 20, None)]
+
+    # Two publications of one table with different lists, in one subscription: refused, and counted.
+    publisher.publish("pub_secret", tables=["items"], columns={"items": ["id", "secret"]})
+    subscriber.sql("ALTER SUBSCRIPTION sub ADD PUBLICATION pub_secret WITH (refresh = false)")
+    publisher.sql("INSERT INTO items VALUES (3, 30, 'z')")
+    subscriber.poll_query_until("SELECT apply_error_count > 0 FROM pg_stat_subscription_stats WHERE subname = 'sub'")
+    assert rows(subscriber, "items") == [(1, 11, None), (2, 20, None)]
+    # Taken out again, the subscription goes on.
+    subscriber.sql("ALTER SUBSCRIPTION sub DROP PUBLICATION pub_secret WITH (refresh = false)")
+    subscription.wait_for_catchup()
+    assert rows(subscriber, "items") == [(1, 11, None), (2, 20, None), (3, 30, None)]
+
+
+# --- PostgreSQL 18's conflict kinds (035_conflicts.pl, 026_stats.pl) ------------------------------------
+
+
+def conflicts(subscription):
+    """The subscription's ``confl_*`` counts (PostgreSQL 18), by kind."""
+    return {k.removeprefix("confl_"): v for k, v in subscription.stats().items() if k.startswith("confl_")}
+
+
+@pytest.mark.pg(">=18")
+def test_each_kind_of_conflict_is_counted_and_the_counts_reset(logical):
+    """After ``035_conflicts.pl`` and ``026_stats.pl``: the subscriber's own changes meet the publisher's.
+    Origins differ only where the subscriber tracks commit timestamps (the shared cluster does)."""
+    _, publisher, subscriber = logical
+    publisher.sql("CREATE TABLE conf (a int PRIMARY KEY, b int UNIQUE, c int UNIQUE)")
+    subscriber.sql("CREATE TABLE conf (a int PRIMARY KEY, b int UNIQUE, c int UNIQUE)")
+    subscription = subscriber.subscribe(publisher.publish("pub", tables=["conf"]), "sub")
+    subscription.wait_for_sync()
+    # Rows the apply worker writes carry the subscription's origin (the initial copy's carry another).
+    publisher.sql("INSERT INTO conf VALUES (1, 1, 1), (2, 2, 2), (3, 3, 3), (4, 4, 4), (5, 5, 5)")
+    subscription.wait_for_catchup()
+
+    subscriber.sql("DELETE FROM conf WHERE a IN (1, 2)")  # gone there: the publisher's changes find nothing
+    subscriber.sql("UPDATE conf SET c = 30 WHERE a = 3")  # changed there: a local origin
+    subscriber.sql("UPDATE conf SET c = 40 WHERE a = 4")
+    publisher.sql("UPDATE conf SET c = 10 WHERE a = 1")  # update_missing
+    publisher.sql("DELETE FROM conf WHERE a = 2")  # delete_missing
+    publisher.sql("UPDATE conf SET c = 33 WHERE a = 3")  # update_origin_differs (applied)
+    publisher.sql("DELETE FROM conf WHERE a = 4")  # delete_origin_differs (applied)
+    publisher.sql("UPDATE conf SET c = 55 WHERE a = 5")  # the subscription's own row: no conflict
+    subscription.wait_for_catchup()
+    kinds = ("update_missing", "delete_missing", "update_origin_differs", "delete_origin_differs")
+    # The apply worker reports its counts to the statistics system at its own pace: waited for.
+    counted = poll_until(
+        lambda: conflicts(subscription),
+        lambda counts: all(counts[kind] >= 1 for kind in kinds),
+        what=f"one conflict of each kind {kinds} counted",
+        nodes=(subscriber,),
+    )
+    assert all(counted[kind] == 1 for kind in kinds), counted
+    assert rows(subscriber, "conf") == [(3, 3, 33), (5, 5, 55)]
+
+    # A row that meets two local rows on two unique keys: one conflict of its own kind, and apply stops.
+    subscriber.sql("INSERT INTO conf VALUES (8, 80, 9), (6, 6, 60)")
+    publisher.sql("INSERT INTO conf VALUES (7, 6, 9)")
+    subscriber.poll_query_until(
+        "SELECT confl_multiple_unique_conflicts FROM pg_stat_subscription_stats WHERE subname = 'sub'", 1
+    )
+    subscriber.sql("DELETE FROM conf WHERE a IN (6, 8)")  # resolved by hand: apply goes on
+    subscription.wait_for_catchup()
+    assert rows(subscriber, "conf") == [(3, 3, 33), (5, 5, 55), (7, 6, 9)]
+
+    # A table whose initial copy fails is a sync error; the reset sets every count back to zero.
+    on_both(publisher, subscriber, "CREATE TABLE conf2 (a int PRIMARY KEY)")
+    publisher.sql("INSERT INTO conf2 VALUES (1)")
+    subscriber.sql("INSERT INTO conf2 VALUES (1)")
+    publisher.sql("ALTER PUBLICATION pub ADD TABLE conf2")
+    subscription.refresh()
+    subscriber.poll_query_until("SELECT sync_error_count > 0 FROM pg_stat_subscription_stats WHERE subname = 'sub'")
+    subscriber.sql("DELETE FROM conf2")
+    subscription.wait_for_sync()
+    subscriber.sql("SELECT pg_stat_reset_subscription_stats(oid) FROM pg_subscription WHERE subname = 'sub'")
+    after = subscription.stats()
+    assert after["sync_error_count"] == after["apply_error_count"] == 0
+    assert set(conflicts(subscription).values()) == {0}
