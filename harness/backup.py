@@ -15,6 +15,7 @@ live in the cluster's ``backups`` volume and go with it::
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import docker.errors
@@ -289,14 +290,17 @@ class Backups:
         volumes: dict[str, str] | None = None,
         timeout: float = TOOL_TIMEOUT,
         user: str = "postgres",
+        env: Mapping[str, str] | None = None,
     ) -> str:
         """Run a client tool (an argv list) with the backups volume at /backups, and any `volumes` (name to
-        path); return its output: ``cluster.tools.run`` for tools that work on backups (pg_combinebackup,
-        pg_restore --list). A shared cluster's reset clears the backups after it. `ToolError` when it fails.
+        path); return its output: ``cluster.tools.run`` (`env` as there) for tools that work on backups
+        (pg_combinebackup, pg_restore --list, pg_receivewal into a folder there). A shared cluster's reset
+        clears the backups after it. `ToolError` when it fails.
         """
         self.runs += 1
         mounts = {**self.cluster.tools.backups(), **(volumes or {})}
-        return self.cluster.tools.run(argv, image=image, mounts=mounts, what=what, timeout=timeout, user=user)
+        tools = self.cluster.tools
+        return tools.run(argv, image=image, mounts=mounts, what=what, timeout=timeout, user=user, env=env)
 
     def _run(self, argv: list[str], *, what: str, image: str | None = None) -> str:
         """One of this module's own tools, with the backups mounted; its failure is a `BackupError`."""

@@ -416,26 +416,52 @@ def run_container(
     # in the container, read back from the exited container: the engine's log of a container's output
     # can lose what the container printed last (it stops copying 2 s after the process exits, and a busy
     # engine copies slower than that).
+    container = start_container(client, image, argv, **create)
+    try:
+        return finish_container(container, timeout=timeout, what=what)
+    finally:
+        container.remove(force=True)
+
+
+def start_container(client: docker.DockerClient, image: str, argv: list[str], **create: Any) -> Container:
+    """Create and start a container of `image` running `argv` (`run_container`'s first half, for a command
+    that runs in the background: `finish_container` awaits it, and the caller removes it). A container that
+    could not start is removed."""
     wrapped = create.get("entrypoint") == []
     command = ["sh", "-c", TOOL_WRAPPER, "tool", *argv] if wrapped else argv
     container = client.containers.create(image, command, **create)
     try:
         container.start()
+    except BaseException:
+        container.remove(force=True)
+        raise
+    return container
+
+
+def finish_container(container: Container, *, timeout: float, what: str) -> tuple[int, str]:
+    """Wait at most `timeout` seconds for `container` (from `start_container`) to exit; return its exit code
+    and output. `ClusterError` when it has not exited in time."""
+    try:
         status = container.wait(timeout=timeout)
-        output = _read_output(container) if wrapped else None
-        if output is None:
-            output = container.logs().decode(errors="replace")
+        output = container_output(container)
     except ENGINE_TIMEOUT_ERRORS:
         raise ClusterError(f"{what} did not finish within {timeout:g} s") from None
-    finally:
-        container.remove(force=True)
-    return int(status.get("StatusCode", -1)), str(output)
+    return int(status.get("StatusCode", -1)), output
+
+
+def container_output(container: Container) -> str:
+    """What a one-off container's command has printed so far: its output file when it has no entrypoint
+    (see `run_container`), else the engine's log of it."""
+    wrapped = container.attrs.get("Config", {}).get("Entrypoint") in (None, [])
+    output = _read_output(container) if wrapped else None
+    return output if output is not None else container.logs().decode(errors="replace")
 
 
 #: Where a wrapped one-off command's output goes (`run_container`), and the fixed script that sends it there
-#: (the command reaches it as arguments, never as its text; stdout and stderr in the order written).
+#: (the command reaches it as arguments, never as its text; stdout and stderr in the order written). The
+#: command replaces the shell (exec): a signal sent to the container reaches the command itself.
 TOOL_OUTPUT = "/tmp/.pgharness-tool-output"
-TOOL_WRAPPER = f'"$@" >{TOOL_OUTPUT} 2>&1'
+TOOL_WRAPPER = f'exec "$@" >{TOOL_OUTPUT} 2>&1'
 
 
 def _read_output(container: Container) -> str | None:

@@ -12,22 +12,29 @@ cluster's resources once (`resource_name`)::
     tools.run(["ls", ARCHIVE_PATH], mounts=tools.archive())
 
 A failure raises `ToolError` with the tool's own error line; its ``output``
-holds everything the tool printed. Base backups and dumps are
+holds everything the tool printed. ``tools.start(argv, ...)`` runs a tool in
+the background until it is stopped (`BackgroundTool`: an archiver such as
+pg_receivewal, a client left streaming). Base backups and dumps are
 ``cluster.backups``' business: it runs its tools through here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pgharness.compose import run_container
+import docker.errors
+
+from pgharness.compose import container_output, finish_container, run_container, start_container
 from pgharness.constants import ARCHIVE_PATH, BACKUPS_PATH, DATA_MOUNT, REPLICATION_NETWORK
 from pgharness.errors import ClusterError, ToolError
 from pgharness.wait import failure_lines
 
 if TYPE_CHECKING:
+    from docker.models.containers import Container
+
     from pgharness.cluster import Cluster
     from pgharness.node import Node
 
@@ -82,6 +89,11 @@ class Tools:
         """The cluster's backups volume, at /backups (made, with compose's labels, when it does not exist)."""
         return {self.cluster.backups.volume(): BACKUPS_PATH}
 
+    def replication_env(self) -> dict[str, str]:
+        """libpq's variables for the cluster's replication role: for pg_receivewal, pg_basebackup and the
+        other tools that open replication connections (pg_hba.conf allows those to that role only)."""
+        return {"PGUSER": self.cluster.replication_user, "PGPASSWORD": self.cluster.replication_password}
+
     # --- running ------------------------------------------------------------------
 
     def run(
@@ -93,38 +105,118 @@ class Tools:
         what: str | None = None,
         timeout: float = TOOL_TIMEOUT,
         user: str = "postgres",
+        env: Mapping[str, str] | None = None,
     ) -> str:
         """Run `argv` in a one-off container on the cluster's network; return its output (stdout and stderr).
 
         The container uses `image` (default: the cluster's node image), runs
         as `user`, mounts `mounts` (volume name to path; the helpers `data`,
-        `archive`, `backups` give them), and is removed afterwards. A non-zero
+        `archive`, `backups` give them), and is removed afterwards. Its
+        environment has libpq's ``PGUSER``/``PGPASSWORD`` for the superuser;
+        `env` adds to it or replaces them (``tools.replication_env()`` for the
+        replication role, which pg_hba.conf lets replicate). A non-zero
         exit raises `ToolError` naming `what` (default: the tool) with the
         tool's own error line; so do a tool still running after `timeout`
         seconds and one that could not start.
         """
-        cluster = self.cluster
         what = what or argv[0]
+        create = self._create(image=image, mounts=mounts, user=user, env=env)
         try:
-            code, output = run_container(
-                cluster.docker,
-                image or cluster.image,
-                argv,
-                timeout=timeout,
-                what=what,
-                entrypoint=[],
-                user=user,
-                environment={"PGPASSWORD": cluster.password, "PGUSER": "postgres"},
-                network=resource_name(cluster.name, REPLICATION_NETWORK),
-                dns=["127.0.0.1"],
-                volumes={name: {"bind": path, "mode": "rw"} for name, path in (mounts or {}).items()},
-                labels=cluster.labels(),
-            )
+            code, output = run_container(self.cluster.docker, create.pop("image"), argv, timeout=timeout, what=what,
+                                         **create)  # fmt: skip
         except ClusterError as e:
             raise ToolError(str(e)) from None
         if code != 0:
             raise ToolError(f"{what} failed: {last_error_line(output)}", output)
         return output
 
+    def start(
+        self,
+        argv: list[str],
+        *,
+        image: str | None = None,
+        mounts: Mapping[str, str] | None = None,
+        what: str | None = None,
+        user: str = "postgres",
+        env: Mapping[str, str] | None = None,
+    ) -> BackgroundTool:
+        """Start `argv` in a one-off container as `run` does, and return at once: a tool that runs until it
+        is stopped (an archiver such as ``pg_receivewal``, a client left streaming). Use it as a context
+        manager, or call `BackgroundTool.stop`; it carries the cluster's labels, so the cluster's removal
+        (and the reaper) take it too. `ToolError` when it cannot start."""
+        what = what or argv[0]
+        create = self._create(image=image, mounts=mounts, user=user, env=env)
+        log.info("### Starting %s in the background", what)
+        try:
+            container = start_container(self.cluster.docker, create.pop("image"), argv, **create)
+        except docker.errors.APIError as e:
+            raise ToolError(f"{what} could not start: {e.explanation or e}") from None
+        return BackgroundTool(container, what)
 
-__all__ = ["TOOL_TIMEOUT", "ToolError", "Tools", "data_resource", "last_error_line", "resource_name"]
+    def _create(
+        self, *, image: str | None, mounts: Mapping[str, str] | None, user: str, env: Mapping[str, str] | None
+    ) -> dict[str, Any]:
+        """The engine's arguments for a one-off container (``containers.create``), its image among them."""
+        cluster = self.cluster
+        return {
+            "image": image or cluster.image,
+            "entrypoint": [],
+            "user": user,
+            "environment": {"PGPASSWORD": cluster.password, "PGUSER": "postgres", **(env or {})},
+            "network": resource_name(cluster.name, REPLICATION_NETWORK),
+            "dns": ["127.0.0.1"],
+            "volumes": {name: {"bind": path, "mode": "rw"} for name, path in (mounts or {}).items()},
+            "labels": cluster.labels(),
+        }
+
+
+class BackgroundTool:
+    """A tool running in a one-off container (`Tools.start`) until it is stopped."""
+
+    def __init__(self, container: Container, what: str) -> None:
+        self.container = container
+        self.what = what
+        self._finished: tuple[int, str] | None = None
+
+    def __repr__(self) -> str:
+        return f"BackgroundTool({self.what!r}, container={self.container.name!r})"
+
+    def __enter__(self) -> BackgroundTool:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self.stop(check=kind is None)
+
+    def running(self) -> bool:
+        """Whether the tool is still running."""
+        if self._finished is not None:
+            return False
+        self.container.reload()
+        return self.container.status == "running"
+
+    def output(self) -> str:
+        """What the tool has printed so far (stdout and stderr, in order)."""
+        return self._finished[1] if self._finished is not None else container_output(self.container)
+
+    def stop(self, *, signal: str = "SIGINT", timeout: float = 30.0, check: bool = True) -> str:
+        """Send `signal` (SIGINT: most PostgreSQL tools finish cleanly on it), wait at most `timeout`
+        seconds, remove the container; return the tool's output. With `check`, `ToolError` when it exited
+        non-zero (before the signal, or on it) or did not exit in time (it is killed)."""
+        if self._finished is None:
+            try:
+                with contextlib.suppress(docker.errors.APIError):  # it may have exited already
+                    self.container.kill(signal=signal)
+                try:
+                    self._finished = finish_container(self.container, timeout=timeout, what=self.what)
+                except ClusterError as e:
+                    self._finished = (-1, str(e))
+            finally:
+                self.container.remove(force=True)
+            log.info("### Stopped %s (exit %d)", self.what, self._finished[0])
+        code, output = self._finished
+        if check and code != 0:
+            raise ToolError(f"{self.what} failed: {last_error_line(output)}", output)
+        return output
+
+
+__all__ = ["TOOL_TIMEOUT", "BackgroundTool", "ToolError", "Tools", "data_resource", "last_error_line", "resource_name"]

@@ -2,6 +2,7 @@
 
 import pytest
 
+from pgharness.constants import BACKUPS_PATH
 from pgharness.faults import partitioned
 from pgharness.wait import poll_until
 
@@ -121,3 +122,65 @@ def test_a_standby_with_archive_mode_always_archives_the_same_segments_into_the_
         primary.wait_for_archived(segment)
     archiver.wait_for_archived(segment)
     assert archiver.scalar("SELECT failed_count FROM pg_stat_archiver") == 0
+
+
+def receiving(cluster, source):
+    """pg_receivewal (a one-off container in the background) from `source` through slot `receiver` into
+    /backups/wal, flushing each write and reporting it at once (``--synchronous``). It sends no periodic
+    status (``--status-interval=0``): the flush position the server sees comes from --synchronous alone."""
+    argv = ["pg_receivewal", f"--host={source.name}", f"--directory={BACKUPS_PATH}/wal", "--slot=receiver",
+            "--synchronous", "--status-interval=0", "--verbose"]  # fmt: skip
+    return cluster.tools.start(argv, mounts=cluster.tools.backups(), env=cluster.tools.replication_env())
+
+
+def flushed_by_receiver(source, lsn):
+    """Wait until pg_receivewal has flushed `lsn`, as its walsender on `source` shows it."""
+    source.poll_query_until(
+        f"SELECT flush_lsn >= '{lsn}' FROM pg_stat_replication WHERE application_name = 'pg_receivewal'"
+    )
+
+
+def received(cluster):
+    return cluster.backups.run_tool(["ls", f"{BACKUPS_PATH}/wal"], what="listing the received WAL").split()
+
+
+def test_pg_receivewal_through_a_slot_archives_across_a_timeline_switch_and_a_standby_restores_from_it(shared_cluster):
+    """After ``020_pg_receivewal.pl`` (src/bin/pg_basebackup/t/): pg_receivewal as the archiver, streaming
+    from a standby that is then promoted."""
+    cluster, primary = shared_cluster, shared_cluster.primary
+    primary.sql("CREATE TABLE hoge (col integer)")
+    source = cluster.add_node("source")  # archives once promoted
+    source.sql("SELECT pg_create_physical_replication_slot('receiver', true)")
+    cluster.backups.run_tool(["mkdir", f"{BACKUPS_PATH}/wal"], what="making the receiving folder")
+    cluster.backups.take("base")
+
+    # It flushes and reports what it receives at once, and its slot follows.
+    with receiving(cluster, source):
+        primary.sql("INSERT INTO hoge VALUES (1)")
+        first = primary.lsn("write")
+        flushed_by_receiver(source, first)
+        source.poll_query_until(
+            f"SELECT restart_lsn >= '{first}' FROM pg_replication_slots WHERE slot_name = 'receiver'"
+        )
+    # Stopped, it leaves the segment it was writing as .partial.
+    assert received(cluster)[-1] == f"{primary.walfile(first)}.partial"
+
+    # The source is promoted and writes on timeline 2. Started again, pg_receivewal goes on from the .partial
+    # segment through the slot, takes the new timeline's history, and follows it.
+    source.promote()
+    source.sql("INSERT INTO hoge VALUES (2)")
+    source.switch_wal()
+    end = source.lsn("write")  # where the switched segment ends
+    with receiving(cluster, source) as receiver:
+        flushed_by_receiver(source, end)
+    assert "switched to timeline 2" in receiver.output()
+    files = received(cluster)
+    assert "00000002.history" in files
+    assert f"00000002{primary.walfile(first)[8:]}" in files  # the switch's segment, complete on timeline 2
+
+    # A node restored from the base backup with that folder as its archive follows timeline 2 to the end.
+    restored = cluster.add_node(
+        "restored", upstream=None, from_backup="base", env={"RESTORE_COMMAND": f"cp {BACKUPS_PATH}/wal/%f %p"}
+    )
+    restored.poll_query_until("SELECT count(*) FROM hoge", 2)
+    assert restored.sql("SELECT col FROM hoge ORDER BY col") == [(1,), (2,)]

@@ -10,7 +10,8 @@ import pytest
 
 from pgharness import QueryTimeout, WaitTimeout
 from pgharness.compose import docker_client, run_container
-from pgharness.errors import ClusterError
+from pgharness.errors import ClusterError, ToolError
+from pgharness.wait import poll_until
 from tests.scenarios.helpers import labelled, run_pytest
 
 pytestmark = pytest.mark.failover
@@ -149,3 +150,22 @@ def test_a_pending_statement_tells_how_it_ended(shared_cluster):
         assert isinstance(failed.error(), psycopg.errors.DivisionByZero)
         with pytest.raises(psycopg.errors.DivisionByZero):
             failed.result()
+
+
+def test_a_background_tool_that_fails_or_outlives_its_stop_is_reported_and_removed(shared_cluster):
+    tools, engine = shared_cluster.tools, shared_cluster.docker
+
+    def gone(tool):
+        return engine.containers.list(all=True, filters={"id": tool.container.id}) == []
+
+    # A tool that failed on its own: its stop says so, with its error line.
+    failing = tools.start(["sh", "-c", "echo 'error: no such thing' >&2; exit 3"], what="a failing tool")
+    poll_until(failing.running, lambda running: not running, what="the failing tool to exit")
+    with pytest.raises(ToolError, match="a failing tool failed: error: no such thing"):
+        failing.stop()
+    assert gone(failing)
+
+    # A tool that ignores the signal (sleep, as the container's first process) is killed at the deadline.
+    with pytest.raises(ToolError, match="did not finish within 1 s"), tools.start(["sleep", "60"]) as sleeper:
+        sleeper.stop(timeout=1)
+    assert gone(sleeper)
