@@ -203,15 +203,35 @@ def test_an_upgrade_killed_half_way_in_copy_mode_leaves_the_old_cluster_startabl
 
 @pytest.mark.slots
 @pytest.mark.pg(">=17")
-def test_a_logical_slot_survives_the_upgrade_and_decodes_on_from_its_position(cluster_factory, pg_major):
-    # pg_upgrade carries logical slots from 17 on, once they have confirmed all the old WAL. (A
-    # subscription as well; with tables that needs a pair not blocked, see BLOCKED: this cluster has none.)
+def test_check_refuses_unconsumed_logical_slots_and_too_few_slots_then_a_slot_survives_the_upgrade(
+    cluster_factory, pg_major
+):
+    """After ``003_logical_slots.pl`` (src/bin/pg_upgrade/t/): pg_upgrade carries logical slots from 17 on,
+    once they have confirmed all the old WAL and the new cluster has room for them. (A subscription as well;
+    with tables that needs a pair not blocked, see BLOCKED: this cluster has none.)"""
     to = next_major(pg_major)
-    cluster = cluster_factory(topology="logical", subscribers=0)
+    # The new cluster gets the node's own max_replication_slots (2); ALTER SYSTEM gives the old one more.
+    cluster = cluster_factory(topology="logical", subscribers=0, settings={"max_replication_slots": 2})
     primary = cluster.primary
+    primary.set_config(max_replication_slots=5)
+    primary.restart()
     create_logical_slot(primary, "kept")
     primary.sql("SELECT pg_logical_emit_message(true, 'test', 'before the upgrade')")
-    assert any("before the upgrade" in change for change in slot_changes(primary, "kept"))  # consumed
+
+    # A slot that has not consumed all the WAL: refused, nothing changed.
+    with pytest.raises(UpgradeError, match="nothing was changed") as refused:
+        upgrade(cluster, to=to)
+    assert "logical replication slots" in str(refused.value)
+    assert any("before the upgrade" in change for change in slot_changes(primary, "kept"))  # consumed now
+
+    # Three consumed slots for a new cluster that has room for two: refused.
+    for extra in ("extra1", "extra2"):
+        create_logical_slot(primary, extra)
+    with pytest.raises(UpgradeError, match="nothing was changed") as refused:
+        upgrade(cluster, to=to)
+    assert "max_replication_slots" in str(refused.value)
+    for extra in ("extra1", "extra2"):
+        primary.sql(f"SELECT pg_drop_replication_slot('{extra}')")
 
     upgrade(cluster, to=to)
 
