@@ -19,11 +19,12 @@ from pgharness.background import BackgroundSession, Pending
 from pgharness.backup import Backups
 from pgharness.load import CommitLog, WriteLoad
 from pgharness.logical import Publication, Subscription
+from pgharness.tools import BackgroundTool, Tools
 
 #: The classes whose every public method and property the reference must show.
 CLASSES = [
     pgharness.Cluster, pgharness.Node, Subscription, Publication, Backups, Archive, BackgroundSession, Pending,
-    WriteLoad, CommitLog, pgharness.RecoveryTarget,
+    WriteLoad, CommitLog, pgharness.RecoveryTarget, Tools, BackgroundTool,
 ]  # fmt: skip
 
 
