@@ -16,9 +16,11 @@ SOAK_ARGS    ?=
 SHUFFLE      ?=
 SEED         ?=
 ALONE_ARGS   ?=
+ALONE_JOBS   ?= 1
 MARKERS      ?= streaming archive readonly promotion slots logical pitr backup failover sync crash degraded cascade hot_standby security downstream lifecycle cli
 MATRIX_VERSIONS ?= 13 15 17 18
 MATRIX_DIR   ?= test-results/matrix
+MATRIX_FROM  ?=
 export PG_VERSION PG_IMAGE PRIMARY_PORT STANDBY_PORT
 
 BIN     := $(VENV)/bin
@@ -49,18 +51,21 @@ down: venv ## Remove the `make up` environment (its containers, volumes, network
 test: image ## Run the whole suite on WORKERS pytest-xdist workers (auto: two per core, within what the engine holds; 0: serially)
 	$(BIN)/pytest -n $(WORKERS) $(PYTEST_ARGS)
 
-test-alone: image ## Each scenario file alone (ALONE_ARGS="-n 2" on workers): no file's verdict may depend on the others
-	@status=0; for f in tests/scenarios/test_*.py; do \
-	    echo "### $$f alone"; $(BIN)/pytest -q -p no:cacheprovider $(ALONE_ARGS) $$f || status=1; \
-	done; exit $$status
+test-alone: image ## Each scenario file alone, in a pytest run of its own (ALONE_JOBS=2: two such runs at a time; ALONE_ARGS="-n 2" on workers): no file's verdict may depend on the others
+	@mkdir -p test-results/alone; ls tests/scenarios/test_*.py | xargs -n 1 -P $(ALONE_JOBS) sh -c \
+	    'out=test-results/alone/$$(basename "$$0" .py).log; \
+	    if $(BIN)/pytest -q -p no:cacheprovider $(ALONE_ARGS) "$$0" >"$$out" 2>&1; then \
+	        echo "### $$0 alone: $$(tail -n 1 "$$out")"; \
+	    else echo "### $$0 alone FAILED:"; cat "$$out"; exit 1; fi'
 
 test-families: image ## Each marker family alone (MARKERS), over every scenario file (ALONE_ARGS="-n 2" on workers)
 	@status=0; for m in $(MARKERS); do \
 	    echo "### -m $$m"; $(BIN)/pytest -q -p no:cacheprovider $(ALONE_ARGS) -m $$m tests/scenarios || status=1; \
 	done; exit $$status
 
-test-matrix: venv ## Run the suite on each of MATRIX_VERSIONS in turn; table under MATRIX_DIR
+test-matrix: venv ## Run the suite on each of MATRIX_VERSIONS in turn; table under MATRIX_DIR (MATRIX_FROM=JUNIT.xml: a run already made on PG_VERSION, its column too)
 	@rm -rf $(MATRIX_DIR) && mkdir -p $(MATRIX_DIR)
+	@$(if $(MATRIX_FROM),cp $(MATRIX_FROM) $(MATRIX_DIR)/pg$(PG_VERSION).xml)
 	@status=0; for v in $(MATRIX_VERSIONS); do \
 	    echo "### PostgreSQL $$v"; \
 	    $(MAKE) --no-print-directory image PG_VERSION=$$v || exit 1; \

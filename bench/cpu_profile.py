@@ -1,0 +1,75 @@
+"""A pytest plugin for `bench/profile.py`: what each pytest process spent itself, how many clusters it
+started and of which kind, and (in the controller) each test's time by file.
+
+Loaded with ``-p cpu_profile`` (bench/ on PYTHONPATH); each process writes ``<pid>.json`` into the folder
+named by PGHARNESS_BENCH_PROFILE at its end.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import resource
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pgharness.cluster import Cluster
+
+_starts: Counter[str] = Counter()
+_nodes: Counter[str] = Counter()
+_by_file: dict[str, float] = {}
+_tests = 0
+
+#: The function that starts a cluster, by what kind of start it is (the innermost caller wins).
+_KINDS = {"_started": "spare", "get": "shared", "_start_afresh": "shared afresh", "start": "fresh"}
+
+
+def _kind() -> str:
+    for frame in inspect.stack()[2:8]:
+        kind = _KINDS.get(frame.function)
+        if kind is not None and frame.filename.endswith(("spare.py", "fixtures.py", "pytest_plugin.py")):
+            return kind
+    return "other"
+
+
+def _counting(method: Any, counter: Counter[str], kind: Any) -> Any:
+    def wrapper(self: Cluster, *args: Any, **kwargs: Any) -> Any:
+        counter[kind(*args) if callable(kind) else kind] += 1
+        return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    Cluster.start = _counting(Cluster.start, _starts, lambda *_: _kind())  # type: ignore[method-assign]
+    Cluster.add_node = _counting(Cluster.add_node, _nodes, "standby")  # type: ignore[method-assign]
+    Cluster.add_primary = _counting(Cluster.add_primary, _nodes, "primary")  # type: ignore[method-assign]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    global _tests
+    name = report.nodeid.split("::", 1)[0]
+    _by_file[name] = _by_file.get(name, 0.0) + report.duration
+    if report.when == "call":
+        _tests += 1
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder = os.environ.get("PGHARNESS_BENCH_PROFILE")
+    if not folder:
+        return
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    controller = not hasattr(config, "workerinput")
+    data = {
+        "controller": controller,
+        "self_cpu_s": usage.ru_utime + usage.ru_stime,
+        "cluster_starts": dict(_starts),
+        "nodes_added": dict(_nodes),
+        "test_seconds_by_file": dict(_by_file) if controller else {},
+        "tests": _tests if controller else 0,
+    }
+    Path(folder, f"{os.getpid()}.json").write_text(json.dumps(data))

@@ -1,0 +1,232 @@
+"""Benchmark: where the default suite's CPU goes. Timings live here, never in tests.
+
+    make bench                                  # the startup figures, then this profile
+    python bench/profile.py                     # the default suite (-n auto), profiled
+    python bench/profile.py -- tests/scenarios/test_streaming.py   # other pytest arguments
+    python bench/profile.py --compare HEAD~5 --pairs 2             # this checkout against a commit
+
+On two cores the suite is CPU-bound: its wall time is its CPU work over the cores. The profile runs the
+suite once, as `make test` does, and reports:
+
+- how many clusters the pytest processes started, by kind (fresh, shared, shared started afresh, spare,
+  other), and how many nodes tests added;
+- the machine's busy CPU-seconds (Linux's /proc/stat), in total, per test and per cluster start, split by
+  what spent them: PostgreSQL and everything else inside containers (the engine's ``docker`` cgroup), the
+  engine's daemons (dockerd, containerd), the harness's own Python (each pytest process's own CPU),
+  the child processes of pytest (compose, docker, a child test run; their CPU once reaped), and the rest
+  (container shims, runc, the kernel's network and file-system work, anything else running);
+- the ten scenario files with the most summed test time (setup, call and teardown), with their share.
+
+``--compare REV`` runs the suite alternately in this checkout and in REV's (a git worktree, its own
+images), ``--pairs`` times each, A B A B: a machine whose speed drifts is compared within one run. Each
+side's CPU per test is reported run by run, with the ratio pair by pair. Writes bench/profile-results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+CATEGORIES = (
+    ("containers", "PostgreSQL and the tools in containers"),
+    ("engine", "the engine's daemons (dockerd, containerd)"),
+    ("harness", "the harness's Python (pytest processes)"),
+    ("children", "pytest's child processes (compose, docker, child runs)"),
+    ("rest", "the rest (shims, runc, kernel, other)"),
+)
+ENGINE_DAEMONS = ("dockerd", "containerd")
+
+
+def machine_busy() -> float:
+    """CPU-seconds the whole machine has spent busy since boot (/proc/stat: user, nice, system, irq, softirq)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields)
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def containers_cpu() -> float | None:
+    """CPU-seconds spent inside the engine's containers since it started (its cgroup, which keeps what
+    removed containers spent); None when the cgroup is not where the cgroupfs driver puts it."""
+    v1 = Path("/sys/fs/cgroup/cpuacct/docker/cpuacct.usage")
+    if v1.exists():
+        return int(v1.read_text()) / 1e9
+    v2 = Path("/sys/fs/cgroup/docker/cpu.stat")
+    if v2.exists():
+        usage = dict(line.split() for line in v2.read_text().splitlines())
+        return int(usage["usage_usec"]) / 1e6
+    return None
+
+
+def daemons_cpu() -> float:
+    """CPU-seconds the engine's daemons have spent (their own, and their reaped children's)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        if name in ENGINE_DAEMONS:
+            fields = text[text.rindex(")") + 2 :].split()
+            total += sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def snapshot() -> dict[str, float | None]:
+    return {"busy": machine_busy(), "containers": containers_cpu(), "engine": daemons_cpu(), "children": children_cpu()}
+
+
+def python_path(checkout: Path) -> str:
+    """PYTHONPATH that makes `checkout`'s harness the one imported (ahead of the editable install's hook)."""
+    link = checkout / ".bench-path" / "pgharness"
+    if not link.exists():
+        link.parent.mkdir(exist_ok=True)
+        link.symlink_to(checkout / "harness")
+    return os.pathsep.join([str(link.parent), str(REPOSITORY / "bench")])
+
+
+def run_suite(checkout: Path, pytest_args: list[str], *, quiet: bool = False) -> dict[str, Any]:
+    """Run pytest in `checkout` with `pytest_args`, profiled; return the profile."""
+    with tempfile.TemporaryDirectory(prefix="pgharness-profile-") as folder:
+        env = {**os.environ, "PYTHONPATH": python_path(checkout), "PGHARNESS_BENCH_PROFILE": folder}
+        cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "cpu_profile", "-q", *pytest_args]
+        print(f"### {checkout}: pytest {' '.join(cmd[3:])}", flush=True)
+        before, started = snapshot(), time.perf_counter()
+        result = subprocess.run(cmd, cwd=checkout, env=env, check=False, stdout=subprocess.PIPE, text=True)
+        wall, after = time.perf_counter() - started, snapshot()
+        if not quiet:
+            print(result.stdout.rstrip().splitlines()[-1] if result.stdout.strip() else "(no output)", flush=True)
+        processes = [json.loads(p.read_text()) for p in Path(folder).glob("*.json")]
+    delta = {k: None if before[k] is None or after[k] is None else after[k] - before[k] for k in before}  # type: ignore[operator]
+    harness = sum(p["self_cpu_s"] for p in processes)
+    spent: dict[str, float | None] = {
+        "containers": delta["containers"],
+        "engine": delta["engine"],
+        "harness": harness,
+        "children": None if delta["children"] is None else delta["children"] - harness,
+    }
+    known = [v for v in spent.values() if v is not None]
+    spent["rest"] = None if len(known) < len(spent) or delta["busy"] is None else delta["busy"] - sum(known)
+    starts: dict[str, int] = {}
+    nodes: dict[str, int] = {}
+    by_file: dict[str, float] = {}
+    for process in processes:
+        for kind, count in process["cluster_starts"].items():
+            starts[kind] = starts.get(kind, 0) + count
+        for kind, count in process["nodes_added"].items():
+            nodes[kind] = nodes.get(kind, 0) + count
+        for name, seconds in process["test_seconds_by_file"].items():
+            by_file[name] = by_file.get(name, 0.0) + seconds
+    return {
+        "checkout": str(checkout),
+        "exit": result.returncode,
+        "wall_s": wall,
+        "busy_cpu_s": delta["busy"],
+        "cores": os.cpu_count(),
+        "tests": sum(p["tests"] for p in processes),
+        "cluster_starts": starts,
+        "nodes_added": nodes,
+        "cpu_s": spent,
+        "test_seconds_by_file": by_file,
+    }
+
+
+def per(value: float | None, count: int) -> str:
+    return "unknown" if value is None or count == 0 else f"{value / count:.3f}"
+
+
+def report(profile: dict[str, Any]) -> None:
+    tests, starts = profile["tests"], sum(profile["cluster_starts"].values())
+    busy = profile["busy_cpu_s"]
+    print(f"\nsuite: {tests} tests in {profile['wall_s']:.0f} s (exit {profile['exit']}); machine busy {busy:.0f} "
+          f"of {profile['cores'] * profile['wall_s']:.0f} CPU-s")  # fmt: skip
+    kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(profile["cluster_starts"].items()))
+    added = ", ".join(f"{kind} {n}" for kind, n in sorted(profile["nodes_added"].items())) or "none"
+    print(f"clusters started: {starts} ({kinds}); nodes added by tests: {added}\n")
+    print(f"{'CPU-seconds spent by':<56} {'total':>8} {'per test':>9} {'per start':>10}")
+    for key, label in CATEGORIES:
+        value = profile["cpu_s"][key]
+        total = "unknown" if value is None else f"{value:.0f}"
+        print(f"{label:<56} {total:>8} {per(value, tests):>9} {per(value, starts):>10}")
+    print(f"{'the whole machine':<56} {busy:>8.0f} {per(busy, tests):>9} {per(busy, starts):>10}\n")
+    by_file = profile["test_seconds_by_file"]
+    whole = sum(by_file.values()) or 1.0
+    print(f"{'scenario file (summed test time)':<56} {'seconds':>8} {'share':>9}")
+    for name, seconds in sorted(by_file.items(), key=lambda kv: -kv[1])[:10]:
+        print(f"{name:<56} {seconds:>8.0f} {seconds / whole:>8.0%}")
+
+
+def worktree(rev: str) -> Path:
+    """A git worktree of `rev` beside this checkout (made once, reused)."""
+    commit = subprocess.run(["git", "rev-parse", "--short", rev], cwd=REPOSITORY, check=True, text=True,
+                            stdout=subprocess.PIPE).stdout.strip()  # fmt: skip
+    path = Path(tempfile.gettempdir()) / f"pgharness-compare-{commit}"
+    if not path.exists():
+        subprocess.run(["git", "worktree", "add", "--detach", str(path), commit], cwd=REPOSITORY, check=True)
+    return path
+
+
+def compare(rev: str, pairs: int, pytest_args: list[str]) -> dict[str, Any]:
+    """This checkout (A) against `rev` (B), alternated A B A B; each side warmed up first (its images)."""
+    other = worktree(rev)
+    sides = {"A": REPOSITORY, "B": other}
+    for checkout in sides.values():  # builds each side's images: not part of any measured run
+        run_suite(checkout, ["tests/scenarios/test_readonly.py"], quiet=True)
+    runs: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
+    for _ in range(pairs):
+        for side, checkout in sides.items():
+            runs[side].append(run_suite(checkout, pytest_args))
+    print(f"\nA: this checkout; B: {rev} ({other})")
+    print(f"{'pair':<6} {'A CPU-s/test':>13} {'B CPU-s/test':>13} {'A/B':>7} {'A wall':>8} {'B wall':>8}")
+    ratios = []
+    for i, (a, b) in enumerate(zip(runs["A"], runs["B"], strict=True), 1):
+        a_per, b_per = a["busy_cpu_s"] / a["tests"], b["busy_cpu_s"] / b["tests"]
+        ratios.append(a_per / b_per)
+        print(f"{i:<6} {a_per:>13.3f} {b_per:>13.3f} {a_per / b_per:>7.2f} {a['wall_s']:>7.0f}s {b['wall_s']:>7.0f}s")
+    print(f"median A/B: {statistics.median(ratios):.2f}")
+    return {"rev": rev, "runs": runs, "ratios": ratios}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--compare", metavar="REV", help="alternate this checkout with REV's (a git worktree)")
+    parser.add_argument("--pairs", type=int, default=2, help="with --compare: A B pairs (default 2)")
+    parser.add_argument("--keep-worktree", action="store_true", help="with --compare: leave REV's worktree")
+    parser.add_argument("pytest_args", nargs="*", help="after --: pytest's arguments (default: -n auto)")
+    args = parser.parse_args()
+    pytest_args = args.pytest_args or ["-n", "auto"]
+    out = REPOSITORY / "bench" / "profile-results.json"
+    if args.compare:
+        results = compare(args.compare, args.pairs, pytest_args)
+        for run in results["runs"]["A"]:
+            report(run)
+        if not args.keep_worktree:
+            path = Path(results["runs"]["B"][0]["checkout"])
+            subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=REPOSITORY, check=False)
+    else:
+        results = run_suite(REPOSITORY, pytest_args)
+        report(results)
+    shutil.rmtree(REPOSITORY / ".bench-path", ignore_errors=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\nwritten to {out.relative_to(REPOSITORY)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
