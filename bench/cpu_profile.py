@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from pgharness.cluster import Cluster
 
@@ -23,6 +24,7 @@ _starts: Counter[str] = Counter()
 _nodes: Counter[str] = Counter()
 _by_file: dict[str, float] = {}
 _tests = 0
+_requests: Counter[str] = Counter()
 
 #: The function that starts a cluster, by what kind of start it is (the innermost caller wins).
 _KINDS = {"_started": "spare", "get": "shared", "_start_afresh": "shared afresh", "start": "fresh"}
@@ -44,7 +46,24 @@ def _counting(method: Any, counter: Counter[str], kind: Any) -> Any:
     return wrapper
 
 
+def _endpoint(method: str, url: str) -> str:
+    """``GET /containers/{id}/json``: a request to the engine, ids and names left out."""
+    path = url.split("?", 1)[0].split("/v1.", 1)[-1].split("/", 1)[-1]
+    parts = path.split("/")
+    kept = [parts[0], *("{id}" if i == 1 and len(parts) > 2 else part for i, part in enumerate(parts[1:], 1))]
+    if len(parts) == 2 and parts[1] not in ("json", "create", "prune"):
+        kept[1] = "{id}"
+    return f"{method} /{'/'.join(kept)}"
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    send = requests.Session.send
+
+    def counted(self: requests.Session, request: requests.PreparedRequest, **kwargs: Any) -> Any:
+        _requests[_endpoint(str(request.method), str(request.url))] += 1
+        return send(self, request, **kwargs)
+
+    requests.Session.send = counted  # type: ignore[method-assign]
     Cluster.start = _counting(Cluster.start, _starts, lambda *_: _kind())  # type: ignore[method-assign]
     Cluster.add_node = _counting(Cluster.add_node, _nodes, "standby")  # type: ignore[method-assign]
     Cluster.add_primary = _counting(Cluster.add_primary, _nodes, "primary")  # type: ignore[method-assign]
@@ -71,5 +90,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         "nodes_added": dict(_nodes),
         "test_seconds_by_file": dict(_by_file) if controller else {},
         "tests": _tests if controller else 0,
+        "engine_requests": dict(_requests),
     }
     Path(folder, f"{os.getpid()}.json").write_text(json.dumps(data))

@@ -391,11 +391,15 @@ def test_a_target_on_the_old_timeline_held_only_by_the_new_timeline_s_segment_an
 
 
 # A copy of a running data directory, as a snapshot tool takes it: everything but the WAL and the
-# postmaster's own files (a constant script; the paths come as arguments).
+# postmaster's own files (a constant script; the paths come as arguments). A file removed while it is
+# copied (a dropped table's, a temporary one) is not needed: the copy goes on, as pg_basebackup's does;
+# any other error fails it.
 COPY_DATA = """
-cd "$1" && mkdir -p "$2/pg_wal" && for f in *; do
-    case "$f" in pg_wal | postmaster.pid | postmaster.opts) ;; *) cp -a "$f" "$2/" || exit 1 ;; esac
+cd "$1" && mkdir -p "$2/pg_wal" || exit 1
+for f in *; do
+    case "$f" in pg_wal | postmaster.pid | postmaster.opts) ;; *) cp -a "$f" "$2/" 2>>/tmp/copy-errors ;; esac
 done
+! grep -v 'No such file or directory' /tmp/copy-errors
 """
 # Then, after the checkpoint: the WAL (the snapshot of its own volume) and pg_control.
 COPY_LAST = 'cp -a "$1/pg_wal/." "$2/pg_wal/" && cp "$1/global/pg_control" "$2/global/pg_control"'
