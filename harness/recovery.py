@@ -20,6 +20,17 @@ TargetAction = Literal["promote", "pause", "shutdown"]
 ACTIONS: tuple[TargetAction, ...] = ("promote", "pause", "shutdown")
 
 
+def _integer(text: int | str, minimum: int, not_integer: str, too_small: str) -> int:
+    """`text` as an integer of at least `minimum`; else `RecoveryTargetError` with the message that fits."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise RecoveryTargetError(not_integer) from None
+    if value < minimum:
+        raise RecoveryTargetError(too_small)
+    return value
+
+
 @dataclass(frozen=True)
 class RecoveryTarget:
     """Where a point-in-time recovery stops: ``recovery_target_name``/``_xid``/``_lsn``/``_time``, or ``immediate``."""
@@ -40,12 +51,8 @@ class RecoveryTarget:
     @classmethod
     def xid(cls, xid: int | str) -> RecoveryTarget:
         """A transaction id (``txid_current()``); recovery stops after (or, not inclusive, before) its commit."""
-        try:
-            value = int(xid)
-        except ValueError:
-            raise RecoveryTargetError(f"not a transaction id: {xid!r} (a positive integer, e.g. 750)") from None
-        if value < 3:
-            raise RecoveryTargetError(f"not a transaction id: {xid!r} (normal xids start at 3)")
+        not_one = f"not a transaction id: {xid!r}"
+        value = _integer(xid, 3, f"{not_one} (a positive integer, e.g. 750)", f"{not_one} (normal xids start at 3)")
         return cls("xid", str(value))
 
     @classmethod
@@ -97,13 +104,8 @@ class RecoveryTarget:
         `RecoveryTargetError` for anything else."""
         if timeline in ("latest", "current"):
             return replace(self, timeline=timeline)
-        try:
-            number = int(timeline)
-        except ValueError:
-            raise RecoveryTargetError(f"timeline {timeline!r}: a timeline id (1 or more), latest or current") from None
-        if number < 1:
-            raise RecoveryTargetError(f"timeline {timeline!r}: a timeline id (1 or more), latest or current")
-        return replace(self, timeline=number)
+        refusal = f"timeline {timeline!r}: a timeline id (1 or more), latest or current"
+        return replace(self, timeline=_integer(timeline, 1, refusal, refusal))
 
     def settings(self) -> dict[str, str]:
         """The postgresql.conf settings that come with the target besides `setting` (its timeline)."""
