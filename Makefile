@@ -103,10 +103,11 @@ docs: venv ## The documentation site (Sphinx) into docs/_build/html; any warning
 	$(BIN)/python -m sphinx -E -W --keep-going -b html -q docs docs/_build/html
 	$(BIN)/python docs/check_api.py docs/_build/html
 
-bench: image ## Time a primary + standby to the first replicated row (BENCH_RUNS runs), each fault's apply and undo, upgrades by method, then the suite's CPU profile
+bench: image ## Time a primary + standby to the first replicated row (BENCH_RUNS runs), each fault's apply and undo, upgrades by method, pgharness up against the floor, then the suite's CPU profile
 	$(BIN)/python bench/startup.py --runs $(BENCH_RUNS) --no-suite
 	$(BIN)/python bench/faults.py --runs $(BENCH_RUNS)
 	$(BIN)/python bench/upgrade.py
+	$(BIN)/python bench/floor.py --runs $(BENCH_RUNS)
 	$(BIN)/python bench/profile.py
 
 bench-upgrade: venv ## Time major upgrades by pg_upgrade mode and standby method (UPGRADE_ARGS="--from 13 --to 15 --scale 10")

@@ -122,11 +122,18 @@ def restore(
 
     Example: pgharness restore restored --from-backup nightly --target name:before-delete
     """
+    from pgharness.errors import RecoveryTargetError
     from pgharness.recovery import RecoveryTarget
 
-    target = RecoveryTarget.parse(target_text)
+    try:
+        target = RecoveryTarget.parse(target_text)
+    except RecoveryTargetError as e:
+        raise click.BadParameter(str(e), param_hint="--target") from None
     if timeline is not None:
-        target = target.on_timeline(timeline)
+        try:
+            target = target.on_timeline(timeline)
+        except RecoveryTargetError as e:
+            raise click.BadParameter(str(e), param_hint="--timeline") from None
     cluster = attach(name)
     restored = cluster.backups.restore(node, backup_name, target, action=action, inclusive=not exclusive)  # type: ignore[arg-type]
     click.echo(describe(restored))

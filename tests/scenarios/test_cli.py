@@ -308,6 +308,19 @@ def test_status_json_matches_what_the_nodes_report(environment):
         ["up", "--bogus"],
         ["up", "--standbys", "-1"],
         ["frobnicate"],
+        ["restore", "--name", "pgh-no-such-environment", "r", "--from-backup", "b", "--target", "lsn:0/zz"],
+        [
+            "restore",
+            "--name",
+            "pgh-no-such-environment",
+            "r",
+            "--from-backup",
+            "b",
+            "--target",
+            "immediate",
+            "--timeline",
+            "x",
+        ],
     ],
 )
 def test_unknown_names_and_bad_flags_exit_2_in_one_line(request, args):
@@ -320,6 +333,8 @@ def test_unknown_names_and_bad_flags_exit_2_in_one_line(request, args):
     assert "Traceback" not in result.stderr
     if "nosuch" in args:
         assert "its nodes: primary, standby" in result.stderr
+    if args[0] == "restore":  # refused for its target or timeline, before the environment is looked for
+        assert f"Invalid value for {args[-2]}" in result.stderr, result.stderr
 
 
 def test_gc_removes_what_a_killed_test_run_left(tmp_path, harness_image):

@@ -1,0 +1,122 @@
+"""Benchmark: `pgharness up` against the floor, alternated in one run. Timings live here, never in tests.
+
+    python bench/floor.py --runs 5              # data on disk (up's default), then on tmpfs
+
+The floor is a primary and a streaming standby of the same node image started with the engine's API
+alone, every shortcut taken: no compose, no harness, no archive, no healthcheck, both containers created
+at once (the standby retries its base backup until the primary answers), ready when the standby's WAL
+receiver streams, asked every 10 ms. `pgharness up --ports ephemeral` is timed as a user runs it (its
+process, from start to its return with the standby streaming); its removal, and the floor's, are not
+timed. Runs alternate, floor then up, so both see the machine as it is; the ratio is given pair by pair.
+Writes bench/floor-results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import docker
+import psycopg
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+LABELS = {"org.pgharness.managed": "true", "org.pgharness.owner": "bench-floor"}
+DATA = "/var/lib/pgharness"
+#: The node's port, published on 127.0.0.1 at a port the engine picks.
+EPHEMERAL: dict[str, Any] = {"5432/tcp": ("127.0.0.1", None)}
+
+
+def streaming(port: int) -> bool:
+    try:
+        with psycopg.connect(host="127.0.0.1", port=port, user="postgres", password="postgres",
+                             dbname="postgres", connect_timeout=1) as conn:  # fmt: skip
+            row = conn.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()
+            return row is not None and row[0] == "streaming"
+    except psycopg.Error:
+        return False
+
+
+def floor_pair(client: docker.DockerClient, image: str, storage: str, timeout: float = 120) -> float:
+    """Seconds from nothing to a standby streaming from its primary, by the engine's API alone."""
+    name = f"pghfloor-{uuid.uuid4().hex[:8]}"
+    made: list[Any] = []
+    started = time.perf_counter()
+    try:
+        network = client.networks.create(name, labels=LABELS)
+        made.append(network)
+        containers = {}
+        for role, settings in (
+            ("primary", "wal_level = replica\nmax_wal_senders = 10\nfsync = off"),
+            ("standby", "hot_standby = on\nwal_receiver_status_interval = '1s'\nfsync = off"),
+        ):
+            on_tmpfs = storage == "tmpfs"
+            containers[role] = client.containers.run(
+                image, [role], detach=True, name=f"{name}-{role}", hostname=role, network=name, labels=LABELS,
+                environment={"POSTGRES_PASSWORD": "postgres", "PGHARNESS_SETTINGS": settings,
+                             "UPSTREAM_HOST": f"{name}-primary", "NODE_NAME": role},
+                ports=EPHEMERAL, shm_size="256m",
+                tmpfs={DATA: ""} if on_tmpfs else None,
+                volumes=None if on_tmpfs else {f"{name}-{role}": {"bind": DATA, "mode": "rw"}},
+            )  # fmt: skip
+            made.insert(0, containers[role])
+        standby = containers["standby"]
+        standby.reload()
+        port = int(standby.attrs["NetworkSettings"]["Ports"]["5432/tcp"][0]["HostPort"])
+        while not streaming(port):
+            if time.perf_counter() - started > timeout:
+                raise RuntimeError(
+                    f"the floor's standby did not stream within {timeout:g} s:\n{standby.logs()[-2000:]!r}"
+                )
+            time.sleep(0.01)
+        return time.perf_counter() - started
+    finally:
+        for thing in made:
+            thing.remove(force=True) if hasattr(thing, "status") else thing.remove()
+        if storage != "tmpfs":
+            for role in ("primary", "standby"):
+                with contextlib.suppress(docker.errors.NotFound):
+                    client.volumes.get(f"{name}-{role}").remove(force=True)
+
+
+def up_pair(storage: str) -> float:
+    """Seconds `pgharness up` takes (its whole process), then removed (not timed)."""
+    name = f"pghup-{uuid.uuid4().hex[:8]}"
+    pgharness = str(Path(sys.executable).with_name("pgharness"))
+    started = time.perf_counter()
+    subprocess.run([pgharness, "up", "--name", name, "--ports", "ephemeral", "--storage", storage],
+                   check=True, stdout=subprocess.DEVNULL, cwd=REPOSITORY)  # fmt: skip
+    seconds = time.perf_counter() - started
+    subprocess.run([pgharness, "down", "--name", name], check=True, stdout=subprocess.DEVNULL, cwd=REPOSITORY)
+    return seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--image", default="pgharness/postgres:17", help="the node image (default: 17's)")
+    args = parser.parse_args()
+    client = docker.from_env()
+    results: dict[str, Any] = {}
+    for storage in ("volume", "tmpfs"):
+        floor_pair(client, args.image, storage)  # warm: the first container of a run pays for caches
+        pairs = [(floor_pair(client, args.image, storage), up_pair(storage)) for _ in range(args.runs)]
+        ratios = [up / floor for floor, up in pairs]
+        results[storage] = {"pairs": pairs, "ratios": ratios}
+        where = "on disk (volumes)" if storage == "volume" else "on tmpfs"
+        print(f"data {where}: floor median {statistics.median(p[0] for p in pairs):.2f} s, pgharness up median "
+              f"{statistics.median(p[1] for p in pairs):.2f} s; up/floor pair by pair "
+              f"{', '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f})")  # fmt: skip
+    (REPOSITORY / "bench" / "floor-results.json").write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
