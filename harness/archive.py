@@ -88,11 +88,14 @@ class Archive:
         through any running node that mounts it, else (every node stopped or
         dead) through a one-off container.
         """
-        if node is None and not any(self._mounts(candidate, writable=False) for candidate in self.cluster.nodes):
+        try:
+            listing = self._mounting(writable=False, node=node).exec("ls", "-1", ARCHIVE_PATH)
+        except ClusterError:
+            if node is not None:
+                raise
             tools = self.cluster.tools
             listing = tools.run(["ls", "-1", ARCHIVE_PATH], mounts=tools.archive(), what="listing the archive")
-            return sorted(listing.split())
-        return sorted(self._mounting(writable=False, node=node).exec("ls", "-1", ARCHIVE_PATH).split())
+        return sorted(listing.split())
 
     def segments(self) -> list[str]:
         """The WAL segments in the archive, sorted."""

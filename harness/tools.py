@@ -120,15 +120,13 @@ class Tools:
         seconds and one that could not start.
         """
         what = what or argv[0]
-        create = self._create(image=image, mounts=mounts, user=user, env=env)
+        create = self._create(mounts=mounts, user=user, env=env)
         try:
-            code, output = run_container(self.cluster.docker, create.pop("image"), argv, timeout=timeout, what=what,
-                                         **create)  # fmt: skip
+            code, output = run_container(self.cluster.docker, image or self.cluster.image, argv, timeout=timeout,
+                                         what=what, **create)  # fmt: skip
         except ClusterError as e:
             raise ToolError(str(e)) from None
-        if code != 0:
-            raise ToolError(f"{what} failed: {last_error_line(output)}", output)
-        return output
+        return _succeeded(what, code, output)
 
     def start(
         self,
@@ -145,21 +143,18 @@ class Tools:
         manager, or call `BackgroundTool.stop`; it carries the cluster's labels, so the cluster's removal
         (and the reaper) take it too. `ToolError` when it cannot start."""
         what = what or argv[0]
-        create = self._create(image=image, mounts=mounts, user=user, env=env)
+        create = self._create(mounts=mounts, user=user, env=env)
         log.info("### Starting %s in the background", what)
         try:
-            container = start_container(self.cluster.docker, create.pop("image"), argv, **create)
+            container = start_container(self.cluster.docker, image or self.cluster.image, argv, **create)
         except docker.errors.APIError as e:
             raise ToolError(f"{what} could not start: {e.explanation or e}") from None
         return BackgroundTool(container, what)
 
-    def _create(
-        self, *, image: str | None, mounts: Mapping[str, str] | None, user: str, env: Mapping[str, str] | None
-    ) -> dict[str, Any]:
-        """The engine's arguments for a one-off container (``containers.create``), its image among them."""
+    def _create(self, *, mounts: Mapping[str, str] | None, user: str, env: Mapping[str, str] | None) -> dict[str, Any]:
+        """The engine's arguments for a one-off container (``containers.create``) besides its image."""
         cluster = self.cluster
         return {
-            "image": image or cluster.image,
             "entrypoint": [],
             "user": user,
             "environment": {"PGPASSWORD": cluster.password, "PGUSER": "postgres", **(env or {})},
@@ -214,9 +209,14 @@ class BackgroundTool:
                 self.container.remove(force=True)
             log.info("### Stopped %s (exit %d)", self.what, self._finished[0])
         code, output = self._finished
-        if check and code != 0:
-            raise ToolError(f"{self.what} failed: {last_error_line(output)}", output)
-        return output
+        return _succeeded(self.what, code, output) if check else output
+
+
+def _succeeded(what: str, code: int, output: str) -> str:
+    """A tool's `output`, once its exit `code` says it succeeded; else `ToolError` with its error line."""
+    if code != 0:
+        raise ToolError(f"{what} failed: {last_error_line(output)}", output)
+    return output
 
 
 __all__ = ["TOOL_TIMEOUT", "BackgroundTool", "ToolError", "Tools", "data_resource", "last_error_line", "resource_name"]
