@@ -1,5 +1,6 @@
 """Steps that several scenarios share."""
 
+import contextlib
 import os
 import random
 import re
@@ -15,7 +16,9 @@ import psycopg
 import pytest
 
 from pgharness.constants import DATA_MOUNT
+from pgharness.failover import primary_conninfo
 from pgharness.image import ImageSpec, build_lock
+from pgharness.load import WriteLoad
 from pgharness.wait import poll_until
 
 
@@ -42,6 +45,18 @@ def lose_partitioned_standby(primary, query, expected):
 def notice_lost_standbys_fast(primary):
     """Let the primary drop a silent standby's connection after 2 s instead of wal_sender_timeout's 60 s."""
     primary.set_config(wal_sender_timeout="2s")
+
+
+@contextlib.contextmanager
+def process_stopped(node, backend_type):
+    """The server process of `backend_type` on `node` (``'walreceiver'``, ``'checkpointer'``, as
+    pg_stat_activity names it) stopped by SIGSTOP for the block, continued after it, also on failure."""
+    pid = str(node.scalar("SELECT pid FROM pg_stat_activity WHERE backend_type = %s", (backend_type,)))
+    node.exec("sh", "-c", 'kill -STOP "$1"', "sh", pid)
+    try:
+        yield
+    finally:
+        node.exec("sh", "-c", 'kill -CONT "$1"', "sh", pid)
 
 
 def pg_wal_files(node):
@@ -82,6 +97,45 @@ def in_one_transaction(node, *statements, dbname="postgres", end="COMMIT"):
         for statement in statements:
             session.run(statement)
         session.run(end)
+
+
+def with_a_failover_slot(cluster, *, failover_slots, hold_back=True, sync_worker=True, standby="standby2"):
+    """A logical topology whose subscription's slot is kept for failover: its standby (`standby`, streaming
+    through a physical slot, with feedback) is the one to take over. With `failover_slots` (17+) the slot
+    is a failover slot; `sync_worker` lets the standby's slot-sync worker copy it, and `hold_back` sets
+    synchronized_standby_slots (no change reaches the subscriber before the standby has it). Returns (the
+    publisher, the standby, the subscriber, the subscription).
+
+    By default the standby that takes over is one added at run time: it archives once promoted, as a real
+    primary does (the old publisher's rejoin reads the new timeline's WAL from the archive)."""
+    publisher, subscriber = cluster.primary, cluster.node("subscriber")
+    standby = cluster.node(standby)
+    publisher.sql("SELECT pg_create_physical_replication_slot('standby_slot')")
+    standby_settings = {
+        "primary_slot_name": "standby_slot",
+        "hot_standby_feedback": "on",
+        # The slot-sync worker connects to a database with primary_conninfo's role (see below).
+        "primary_conninfo": primary_conninfo(cluster, "primary", standby.name, dbname="postgres"),
+    }
+    if failover_slots:
+        # Slot synchronisation is a logical walsender connection: pg_hba.conf matches it by database, and the
+        # harness lets the replication role open no database session. This scenario allows it one, here only.
+        publisher.add_hba("host", "postgres", cluster.replication_user, "all", "scram-sha-256")
+        standby_settings["sync_replication_slots"] = "on" if sync_worker else "off"
+        if hold_back:
+            publisher.set_config(synchronized_standby_slots="standby_slot")
+    standby.set_config(standby_settings)
+    publisher.poll_query_until("SELECT active FROM pg_replication_slots WHERE slot_name = 'standby_slot'")
+
+    WriteLoad.create_table(publisher)
+    WriteLoad.create_table(subscriber)
+    publication = publisher.publish("pub", tables=["pgharness_load"])
+    subscription = subscriber.subscribe(publication, "sub", **({"failover": True} if failover_slots else {}))
+    subscription.wait_for_sync()
+    if failover_slots and sync_worker:
+        # The standby holds a synchronised copy of the subscription's slot.
+        standby.poll_query_until("SELECT synced AND NOT temporary FROM pg_replication_slots WHERE slot_name = 'sub'")
+    return publisher, standby, subscriber, subscription
 
 
 # --- child processes: a test run or a `pgharness` command, and what they leave on the engine ---

@@ -171,9 +171,8 @@ def test_pg_receivewal_through_a_slot_archives_across_a_timeline_switch_and_a_st
     source.sql("INSERT INTO hoge VALUES (2)")
     source.switch_wal()
     end = source.lsn("write")  # where the switched segment ends
-    with receiving(cluster, source) as receiver:
+    with receiving(cluster, source):
         flushed_by_receiver(source, end)
-    assert "switched to timeline 2" in receiver.output()
     files = received(cluster)
     assert "00000002.history" in files
     assert f"00000002{primary.walfile(first)[8:]}" in files  # the switch's segment, complete on timeline 2

@@ -26,7 +26,7 @@ from pgharness.failover import (
 from pgharness.faults import partitioned
 from pgharness.load import WriteLoad
 from pgharness.wait import poll_until
-from tests.scenarios.helpers import notice_lost_standbys_fast
+from tests.scenarios.helpers import notice_lost_standbys_fast, process_stopped
 
 pytestmark = pytest.mark.failover
 
@@ -210,16 +210,12 @@ def test_set_synchronous_returns_once_commits_wait(cluster):
     # set_synchronous does not return.
     primary, standby = cluster.primary, cluster.standby
     primary.sql("CREATE TABLE hoge (col integer)")
-    checkpointer = str(primary.scalar("SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'"))
     with ThreadPoolExecutor(1) as pool:
-        primary.exec("sh", "-c", 'kill -STOP "$1"', "sh", checkpointer)
-        try:
+        with process_stopped(primary, "checkpointer"):
             setting = pool.submit(primary.set_synchronous, "FIRST 1 (standby)", commit="remote_apply")
             primary.poll_query_until("SELECT count(*) > 0 FROM pg_stat_replication WHERE sync_state = 'sync'", True)
             with pytest.raises(FutureTimeout):
                 setting.result(timeout=2)
-        finally:
-            primary.exec("sh", "-c", 'kill -CONT "$1"', "sh", checkpointer)
         setting.result(timeout=60)
 
     # From then on a commit waits for the standby to apply it: with replay paused, it stays in the SyncRep

@@ -12,30 +12,18 @@ import pytest
 
 from pgharness.failover import primary_conninfo
 from pgharness.logical import slot, slot_changes
-from tests.scenarios.helpers import generate_segments
+from tests.scenarios.helpers import generate_segments, with_a_failover_slot
 
 pytestmark = [pytest.mark.logical, pytest.mark.slots, pytest.mark.failover, pytest.mark.pg(">=17")]
 
 
 def synced_copy(cluster):
-    """The subscription `sub` of a failover slot, and the standby's synchronised copy of the slot.
-
-    The standby streams through a physical slot with feedback and names a database in primary_conninfo
-    (slot synchronisation is a logical walsender connection, which pg_hba.conf matches by database: the
-    replication role is allowed one here). Returns (publisher, standby, subscriber, subscription)."""
-    publisher, standby, subscriber = cluster.primary, cluster.standby, cluster.node("subscriber")
-    publisher.sql("SELECT pg_create_physical_replication_slot('standby_slot')")
-    publisher.add_hba("host", "postgres", cluster.replication_user, "all", "scram-sha-256")
-    standby.set_config(
-        primary_slot_name="standby_slot",
-        hot_standby_feedback="on",
-        primary_conninfo=primary_conninfo(cluster, "primary", "standby", dbname="postgres"),
+    """The subscription `sub` of a failover slot and the standby's synchronised copy of it, made on demand
+    (`with_a_failover_slot` with the cluster's own standby, no slot-sync worker, nothing held back).
+    Returns (publisher, standby, subscriber, subscription)."""
+    publisher, standby, subscriber, subscription = with_a_failover_slot(
+        cluster, failover_slots=True, hold_back=False, sync_worker=False, standby="standby"
     )
-    publisher.poll_query_until("SELECT active FROM pg_replication_slots WHERE slot_name = 'standby_slot'")
-    for node in (publisher, subscriber):
-        node.sql("CREATE TABLE t (id int PRIMARY KEY)")
-    subscription = subscriber.subscribe(publisher.publish("pub", tables=["t"]), "sub", failover=True)
-    subscription.wait_for_sync()
     standby.sql("SELECT pg_sync_replication_slots()")
     assert slot(standby, "sub")["synced"]
     return publisher, standby, subscriber, subscription

@@ -12,7 +12,13 @@ from pgharness.constants import DATA_MOUNT
 from pgharness.faults import partitioned
 from pgharness.lsn import Lsn, segment_start
 from pgharness.wait import poll_until
-from tests.scenarios.helpers import generate_segments, lose_partitioned_standby, notice_lost_standbys_fast, pg_wal_files
+from tests.scenarios.helpers import (
+    generate_segments,
+    lose_partitioned_standby,
+    notice_lost_standbys_fast,
+    pg_wal_files,
+    process_stopped,
+)
 
 pytestmark = pytest.mark.archive
 
@@ -354,17 +360,6 @@ def test_a_promoted_standby_archives_its_partial_segment_and_the_new_timeline_ca
     assert follower.sql("SELECT col FROM hoge ORDER BY col") == [(1,), (2,)]
 
 
-def stopped_receiver(standby):
-    """Stop `standby`'s WAL receiver (SIGSTOP): it receives nothing until `resume_receiver`. Returns its pid."""
-    receiver = str(standby.scalar("SELECT pid FROM pg_stat_wal_receiver"))
-    standby.exec("sh", "-c", 'kill -STOP "$1"', "sh", receiver)
-    return receiver
-
-
-def resume_receiver(standby, receiver):
-    standby.exec("sh", "-c", 'kill -CONT "$1"', "sh", receiver)
-
-
 def test_a_cascade_ahead_of_its_upstream_through_the_archive_waits_and_streams_once_the_upstream_catches_up(
     shared_cluster,
 ):
@@ -374,8 +369,7 @@ def test_a_cascade_ahead_of_its_upstream_through_the_archive_waits_and_streams_o
     primary, standby = shared_cluster.primary, shared_cluster.standby
     primary.sql("CREATE TABLE hoge (col integer)")
     primary.wait_for_catchup(standby)
-    receiver = stopped_receiver(standby)
-    try:
+    with process_stopped(standby, "walreceiver"):
         primary.sql("INSERT INTO hoge VALUES (1)")
         archived = primary.lsn("write")
         primary.wait_for_archived(primary.switch_wal())
@@ -392,8 +386,6 @@ def test_a_cascade_ahead_of_its_upstream_through_the_archive_waits_and_streams_o
             since="",
         )
         assert cascade.is_in_recovery()
-    finally:
-        resume_receiver(standby, receiver)
 
     # Once the standby has caught up, the cascade streams from it: a row that is in no archived segment.
     primary.sql("INSERT INTO hoge VALUES (2)")

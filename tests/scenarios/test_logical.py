@@ -9,7 +9,7 @@ import pytest
 
 from pgharness.constants import DATA_MOUNT
 from pgharness.errors import WaitTimeout
-from pgharness.failover import primary_conninfo, rejoin, repoint
+from pgharness.failover import rejoin, repoint
 from pgharness.faults import partitioned
 from pgharness.load import WriteLoad
 from pgharness.logical import Publication, Subscription, create_logical_slot, pg_recvlogical, slot, slot_changes
@@ -19,6 +19,8 @@ from tests.scenarios.helpers import (
     in_one_transaction,
     lose_partitioned_standby,
     notice_lost_standbys_fast,
+    process_stopped,
+    with_a_failover_slot,
 )
 
 pytestmark = pytest.mark.logical
@@ -274,44 +276,6 @@ def test_a_standby_slot_survives_the_standby_s_promotion(cluster_factory):
     ]
 
 
-def with_a_failover_slot(cluster, *, failover_slots, hold_back=True, sync_worker=True):
-    """A logical topology whose subscription's slot is kept for failover: its standby (standby2, streaming
-    through a physical slot, with feedback) is the one to take over. With `failover_slots` (17+) the slot
-    is a failover slot; `sync_worker` lets the standby's slot-sync worker copy it, and `hold_back` sets
-    synchronized_standby_slots (no change reaches the subscriber before the standby has it). Returns (the
-    publisher, the standby, the subscriber, the subscription).
-
-    The standby that takes over is one added at run time: it archives once promoted, as a real primary
-    does (the old publisher's rejoin reads the new timeline's WAL from the archive)."""
-    publisher, standby, subscriber = cluster.primary, cluster.node("standby2"), cluster.node("subscriber")
-    publisher.sql("SELECT pg_create_physical_replication_slot('standby_slot')")
-    standby_settings = {
-        "primary_slot_name": "standby_slot",
-        "hot_standby_feedback": "on",
-        # The slot-sync worker connects to a database with primary_conninfo's role (see below).
-        "primary_conninfo": primary_conninfo(cluster, "primary", "standby2", dbname="postgres"),
-    }
-    if failover_slots:
-        # Slot synchronisation is a logical walsender connection: pg_hba.conf matches it by database, and the
-        # harness lets the replication role open no database session. This scenario allows it one, here only.
-        publisher.add_hba("host", "postgres", cluster.replication_user, "all", "scram-sha-256")
-        standby_settings["sync_replication_slots"] = "on" if sync_worker else "off"
-        if hold_back:
-            publisher.set_config(synchronized_standby_slots="standby_slot")
-    standby.set_config(standby_settings)
-    publisher.poll_query_until("SELECT active FROM pg_replication_slots WHERE slot_name = 'standby_slot'")
-
-    WriteLoad.create_table(publisher)
-    WriteLoad.create_table(subscriber)
-    publication = publisher.publish("pub", tables=["pgharness_load"])
-    subscription = subscriber.subscribe(publication, "sub", **({"failover": True} if failover_slots else {}))
-    subscription.wait_for_sync()
-    if failover_slots and sync_worker:
-        # The standby holds a synchronised copy of the subscription's slot.
-        standby.poll_query_until("SELECT synced AND NOT temporary FROM pg_replication_slots WHERE slot_name = 'sub'")
-    return publisher, standby, subscriber, subscription
-
-
 def publisher_failover(cluster, *, failover_slots):
     """`with_a_failover_slot`, then the publisher crashes under load: its synchronous standby is promoted,
     and the subscription is pointed at it. Returns (the old publisher, the new one, the subscriber, the
@@ -427,9 +391,7 @@ def test_pg_sync_replication_slots_on_demand_and_a_slot_that_cannot_sync(cluster
 
     # The standby stops receiving (its WAL receiver is stopped) while the subscriber confirms more: a copy
     # of the slot now would be ahead of the standby's WAL, and the standby refuses to make it.
-    receiver = str(standby.scalar("SELECT pid FROM pg_stat_wal_receiver"))
-    standby.exec("sh", "-c", 'kill -STOP "$1"', "sh", receiver)
-    try:
+    with process_stopped(standby, "walreceiver"):
         received = standby.lsn("receive")
         publisher.sql("INSERT INTO pgharness_load VALUES (99, 1)")
         ahead = subscription.wait_for_catchup()
@@ -439,8 +401,6 @@ def test_pg_sync_replication_slots_on_demand_and_a_slot_that_cannot_sync(cluster
         with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
             standby.sql("SELECT pg_sync_replication_slots()")
         assert Lsn.parse(standby.scalar(synced)) == first
-    finally:
-        standby.exec("sh", "-c", 'kill -CONT "$1"', "sh", receiver)
 
     # Once it has the WAL, the copy catches up.
     publisher.wait_for_catchup(standby)
