@@ -91,25 +91,18 @@ def snapshot() -> dict[str, float | None]:
     return {"busy": machine_busy(), "containers": containers_cpu(), "engine": daemons_cpu(), "children": children_cpu()}
 
 
-class EngineEvents:
-    """The engine's events while the suite runs (``docker events``), tallied by type and action."""
-
-    def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            ["docker", "events", "--format", "{{.Type}} {{.Action}}"], stdout=subprocess.PIPE, text=True
-        )
-
-    def stop(self) -> None:
-        time.sleep(0.5)  # the last events of the run reach the stream
-        self.process.terminate()
-        self.lines = (self.process.communicate(timeout=10)[0] or "").splitlines()
-
-    def tally(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for line in self.lines:
-            key = line.split(":", 1)[0]  # "container exec_start: sh -c ..." -> "container exec_start"
-            counts[key] = counts.get(key, 0) + 1
-        return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+def engine_events(since: float, until: float) -> dict[str, int]:
+    """The engine's events between two moments (``docker events --since --until``, which returns once it
+    has listed them), tallied by type and action."""
+    listing = subprocess.run(
+        ["docker", "events", "--since", f"{since:.3f}", "--until", f"{until:.3f}", "--format", "{{.Type}} {{.Action}}"],
+        check=True, stdout=subprocess.PIPE, text=True, timeout=60,
+    ).stdout  # fmt: skip
+    counts: dict[str, int] = {}
+    for line in listing.splitlines():
+        key = line.split(":", 1)[0]  # "container exec_start: sh -c ..." -> "container exec_start"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 #: With another checkout's harness on PYTHONPATH, a test that builds the wheel and checks a project of its
@@ -135,11 +128,10 @@ def run_suite(checkout: Path, pytest_args: list[str], *, quiet: bool = False) ->
         env = {**os.environ, "PYTHONPATH": python_path(checkout), "PGHARNESS_BENCH_PROFILE": folder}
         cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "cpu_profile", "-q", *pytest_args]
         print(f"### {checkout}: pytest {' '.join(cmd[3:])}", flush=True)
-        events = EngineEvents()
-        before, started = snapshot(), time.perf_counter()
+        before, started, since = snapshot(), time.perf_counter(), time.time()
         result = subprocess.run(cmd, cwd=checkout, env=env, check=False, stdout=subprocess.PIPE, text=True)
         wall, after = time.perf_counter() - started, snapshot()
-        events.stop()
+        events = engine_events(since, time.time())
         if not quiet:
             lines = result.stdout.rstrip().splitlines() or ["(no output)"]
             for line in [*(x for x in lines if x.startswith(("FAILED", "ERROR"))), lines[-1]]:
@@ -180,7 +172,7 @@ def run_suite(checkout: Path, pytest_args: list[str], *, quiet: bool = False) ->
         "cpu_s": spent,
         "test_seconds_by_file": by_file,
         "engine_requests": requests,
-        "engine_events": events.tally(),
+        "engine_events": events,
     }
 
 
