@@ -203,8 +203,11 @@ def test_the_row_filters_of_two_publications_of_one_table_combine_with_or(logica
     publisher.sql("INSERT INTO items VALUES (1, 'jp'), (2, 'us'), (3, 'eu')")
     publisher.publish("pub_jp", tables=["items"], where={"items": "region = 'jp'"})
     publication = publisher.publish("pub_us", tables=["items"], where={"items": "region = 'us'"})
-    subscription = subscriber.subscribe(publication, "sub")
-    subscriber.sql("ALTER SUBSCRIPTION sub ADD PUBLICATION pub_jp")
+    # Both publications before the initial copy starts (enabled only then): a copy already under way with
+    # one publication's filter would stay that way.
+    subscription = subscriber.subscribe(publication, "sub", enabled=False)
+    subscriber.sql("ALTER SUBSCRIPTION sub ADD PUBLICATION pub_jp WITH (refresh = false)")
+    subscription.enable()
     subscription.wait_for_sync()
     publisher.sql("INSERT INTO items VALUES (4, 'jp'), (5, 'us'), (6, 'eu')")
     subscription.wait_for_catchup()
