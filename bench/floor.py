@@ -5,12 +5,14 @@
 The floor is a primary and a streaming standby of the same node image started with the engine's API
 alone, every shortcut taken: no compose, no harness, no archive, no healthcheck, both containers created
 at once (the standby retries its base backup until the primary answers), ready when the standby's WAL
-receiver streams, asked every 10 ms. `pgharness up --ports ephemeral` is timed as a user runs it (its
-process, from start to its return with the standby streaming); its removal, and the floor's, are not
-timed. Each round times the four in turn (floor and up on disk, up and floor on tmpfs), so all see the
-machine as it is; each ratio is given round by round: up on disk against the floor on disk, up on tmpfs
-against the floor on disk (what a plain `docker run` pair gives a user) and against the floor on tmpfs.
-Writes bench/floor-results.json.
+receiver streams, asked every 10 ms. Its standby takes a base backup, as a `docker run` pair's does;
+`floor_template` is the same floor with the standby from the image's template (STANDBY_SOURCE=template,
+what `pgharness up` does by default), on disk. `pgharness up --ports ephemeral` is timed as a user runs it
+(its process, from start to its return with the standby streaming); its removal, and the floors', are
+not timed. Each round times the five in turn (the floors and up on disk, up and the floor on tmpfs), so
+all see the machine as it is; each ratio is given round by round: up on disk against the floor on disk
+and against the template floor, up on tmpfs against the floor on disk (what a plain `docker run` pair
+gives a user) and against the floor on tmpfs. Writes bench/floor-results.json.
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ def tmpfs_owner(client: docker.DockerClient, image: str) -> str:
     return f"uid={uid},gid={gid}"
 
 
-def floor_pair(client: docker.DockerClient, image: str, storage: str, timeout: float = 120) -> float:
+def floor_pair(
+    client: docker.DockerClient, image: str, storage: str, timeout: float = 120, standby_source: str = "basebackup"
+) -> float:
     """Seconds from nothing to a standby streaming from its primary, by the engine's API alone."""
     name = f"pghfloor-{uuid.uuid4().hex[:8]}"
     owner = tmpfs_owner(client, image) if storage == "tmpfs" else ""
@@ -71,7 +75,8 @@ def floor_pair(client: docker.DockerClient, image: str, storage: str, timeout: f
             containers[role] = client.containers.run(
                 image, [role], detach=True, name=f"{name}-{role}", hostname=role, network=name, labels=LABELS,
                 environment={"POSTGRES_PASSWORD": "postgres", "PGHARNESS_SETTINGS": settings,
-                             "UPSTREAM_HOST": f"{name}-primary", "NODE_NAME": role},
+                             "UPSTREAM_HOST": f"{name}-primary", "NODE_NAME": role,
+                             "STANDBY_SOURCE": standby_source},
                 ports=EPHEMERAL, shm_size="256m",
                 tmpfs={DATA: owner} if on_tmpfs else None,
                 volumes=None if on_tmpfs else {f"{name}-{role}": {"bind": DATA, "mode": "rw"}},
@@ -116,16 +121,24 @@ def main() -> int:
     client = docker.from_env()
     for storage in ("volume", "tmpfs"):  # warm: the first container of a run pays for caches
         floor_pair(client, args.image, storage)
-    # Each round times all four, in turn: the floor and up with data on disk, then on tmpfs.
+    # Each round times all five, in turn: the floors and up with data on disk, then on tmpfs.
     rounds = [
-        {"floor_volume": floor_pair(client, args.image, "volume"), "up_volume": up_pair("volume"),
-         "up_tmpfs": up_pair("tmpfs"), "floor_tmpfs": floor_pair(client, args.image, "tmpfs")}
+        {"floor_volume": floor_pair(client, args.image, "volume"),
+         "floor_template": floor_pair(client, args.image, "volume", standby_source="template"),
+         "up_volume": up_pair("volume"), "up_tmpfs": up_pair("tmpfs"),
+         "floor_tmpfs": floor_pair(client, args.image, "tmpfs")}
         for _ in range(args.runs)
     ]  # fmt: skip
-    for key in ("floor_volume", "up_volume", "floor_tmpfs", "up_tmpfs"):
+    for key in ("floor_volume", "floor_template", "up_volume", "floor_tmpfs", "up_tmpfs"):
         print(f"{key:<13} median {statistics.median(r[key] for r in rounds):.2f} s")
     results: dict[str, Any] = {"rounds": rounds}
-    for up, floor in (("up_volume", "floor_volume"), ("up_tmpfs", "floor_volume"), ("up_tmpfs", "floor_tmpfs")):
+    pairs = (
+        ("up_volume", "floor_volume"),
+        ("up_volume", "floor_template"),
+        ("up_tmpfs", "floor_volume"),
+        ("up_tmpfs", "floor_tmpfs"),
+    )
+    for up, floor in pairs:
         ratios = [r[up] / r[floor] for r in rounds]
         results[f"{up}/{floor}"] = ratios
         print(f"{up}/{floor}: {', '.join(f'{x:.2f}' for x in ratios)} (median {statistics.median(ratios):.2f})")

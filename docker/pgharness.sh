@@ -2,7 +2,8 @@
 # pgharness: entrypoint, healthcheck and build steps of the harness's node image.
 #
 #   pgharness primary [postgres args]   bootstrap a primary (first start) and run postgres
-#   pgharness standby [postgres args]   pg_basebackup from the primary (first start), run postgres
+#   pgharness standby [postgres args]   pg_basebackup from the primary, or the template (STANDBY_SOURCE),
+#                                       on the first start; run postgres
 #   pgharness backup NAME [OPTIONS]     pg_basebackup from the upstream into /backups/NAME
 #   pgharness health ready|standby      healthcheck (exit 0 = healthy)
 #   pgharness archive PATH NAME         archive_command: copy a WAL file into /archive, crash-safe
@@ -36,6 +37,8 @@
 #   SLOT_NAME             a physical slot: made by pg_basebackup, used as primary_slot_name
 #   RESTORE_COMMAND       restore_command (empty: none)
 #   FROM_BACKUP           start from /backups/NAME instead of a fresh pg_basebackup
+#   STANDBY_SOURCE        basebackup (default) or template: the image's template data directory, with
+#                         the rest replayed from the upstream's WAL (a volume's first bootstrap only)
 #   RECOVERY_TARGET       point-in-time recovery instead of a standby: name:N, xid:N,
 #                         lsn:X/Y, time:TIMESTAMP or immediate (recovery.signal, not standby.signal)
 #   RECOVERY_TARGET_ACTION, RECOVERY_TARGET_INCLUSIVE   promote|pause|shutdown, on|off
@@ -280,6 +283,23 @@ finish_datadir() {
     mv "$PGDATA.new" "$PGDATA"
 }
 
+# The nodes' pg_hba.conf in $1: the replication role may replicate (over TLS when TLS is on) and do
+# nothing else; every other role logs in with its password; local connections are trusted.
+write_hba() {
+    repl_user=${REPLICATION_USER:-repli}
+    repl_host=host
+    if tls_enabled; then repl_host=hostssl; fi
+    cat >"$1/pg_hba.conf" <<EOF
+# TYPE  DATABASE     USER          ADDRESS  METHOD
+local   all          all                    trust
+local   replication  all                    trust
+$repl_host  replication  $(hba_name "$repl_user")    all      scram-sha-256
+host    replication  all           all      reject
+host    all          $(hba_name "$repl_user")    all      reject
+host    all          all           all      scram-sha-256
+EOF
+}
+
 bootstrap_primary() {
     say "bootstrapping a primary in $PGDATA from the template"
     repl_user=${REPLICATION_USER:-repli}
@@ -289,18 +309,7 @@ bootstrap_primary() {
     fresh_datadir
     new=$PGDATA.new
     cp -a "$TEMPLATE/." "$new/"
-    # With TLS, replication connections must use it.
-    repl_host=host
-    if tls_enabled; then repl_host=hostssl; fi
-    cat >"$new/pg_hba.conf" <<EOF
-# TYPE  DATABASE     USER          ADDRESS  METHOD
-local   all          all                    trust
-local   replication  all                    trust
-$repl_host  replication  $(hba_name "$repl_user")    all      scram-sha-256
-host    replication  all           all      reject
-host    all          $(hba_name "$repl_user")    all      reject
-host    all          all           all      scram-sha-256
-EOF
+    write_hba "$new"
     write_settings primary "$new"
     # Roles are made in single-user mode: no server to start and stop. SCRAM_ITERATIONS (PostgreSQL 16+)
     # is the iteration count of their passwords' SCRAM secrets, which every client login pays for.
@@ -347,14 +356,7 @@ basebackup() {
     dest=$1; shift
     host=${UPSTREAM_HOST:-primary}
     port=${UPSTREAM_PORT:-5432}
-    timeout=${BASEBACKUP_TIMEOUT:-120}
-    check_upstream_resolves "$host"
-    start=$(date +%s)
-    until pg_isready -q -h "$host" -p "$port" -t 2; do
-        [ $(( $(date +%s) - start )) -lt "$timeout" ] \
-            || die "no base backup from $host:$port: it did not answer within ${timeout}s"
-        sleep 0.05  # retry back-off while the upstream comes up
-    done
+    wait_for_upstream "base backup"
     say "taking a base backup from $host:$port into $dest"
     write_tls >/dev/null
     PGPASSWORD="${REPLICATION_PASSWORD:-repli}" pg_basebackup --pgdata="$dest" --wal-method=stream \
@@ -370,12 +372,55 @@ check_backup_name() {
     esac
 }
 
+# wait_for_upstream WHAT: wait until the upstream answers, at most BASEBACKUP_TIMEOUT seconds (WHAT: what
+# the failure line says the standby could not get).
+wait_for_upstream() {
+    host=${UPSTREAM_HOST:-primary}
+    port=${UPSTREAM_PORT:-5432}
+    timeout=${BASEBACKUP_TIMEOUT:-120}
+    check_upstream_resolves "$host"
+    start=$(date +%s)
+    until pg_isready -q -h "$host" -p "$port" -t 2; do
+        [ $(( $(date +%s) - start )) -lt "$timeout" ] \
+            || die "no $1 from $host:$port: it did not answer within ${timeout}s"
+        sleep 0.05  # retry back-off while the upstream comes up
+    done
+}
+
+# STANDBY_SOURCE=template: the standby starts from the image's template, the data directory its primary
+# was made from (the same system identifier), and replays everything the primary wrote since from WAL
+# (streamed, or restored from the archive), instead of copying the primary's files with pg_basebackup.
+# Only for a volume's first standby, started with its primary: the WAL back to the template's checkpoint
+# is then still at the primary (its first checkpoint is minutes away; one that archives removes nothing
+# unarchived) or in the archive (RESTORE_COMMAND). A later bootstrap of the same
+# volume (a rebuild) takes a base backup: .bootstrapped, beside the data directory, says it has had one.
+standby_source() {
+    src=${STANDBY_SOURCE:-basebackup}
+    case $src in
+    basebackup) ;;
+    template)
+        [ -z "${FROM_BACKUP:-}${SLOT_NAME:-}${RECOVERY_TARGET:-}" ] \
+            || die "STANDBY_SOURCE=template: not with FROM_BACKUP, SLOT_NAME or RECOVERY_TARGET (they need a base backup)"
+        { [ -n "${UPSTREAM_HOST:-}" ] && [ "${STREAMING:-on}" != off ]; } \
+            || die "STANDBY_SOURCE=template: needs streaming (UPSTREAM_HOST, STREAMING on)"
+        [ ! -e "$(dirname "$PGDATA")/.bootstrapped" ] || src=basebackup ;;
+    *) die "STANDBY_SOURCE=$src: template or basebackup" ;;
+    esac
+    echo "$src"
+}
+
 bootstrap_standby() {
     check_value REPLICATION_USER "${REPLICATION_USER:-repli}"
     check_value REPLICATION_PASSWORD "${REPLICATION_PASSWORD:-repli}"
+    src=$(standby_source)
     fresh_datadir
     new=$PGDATA.new
-    if [ -n "${FROM_BACKUP:-}" ]; then
+    if [ "$src" = template ]; then
+        say "starting $PGDATA from the template; the rest comes from ${UPSTREAM_HOST:-primary}'s WAL"
+        cp -a "$TEMPLATE/." "$new/"
+        write_hba "$new"
+        wait_for_upstream "stream"
+    elif [ -n "${FROM_BACKUP:-}" ]; then
         check_backup_name "$FROM_BACKUP"
         [ -s "/backups/$FROM_BACKUP/PG_VERSION" ] || die "no backup named '$FROM_BACKUP' in /backups"
         say "restoring $PGDATA from backup $FROM_BACKUP"
@@ -394,6 +439,7 @@ bootstrap_standby() {
         touch "$new/standby.signal"
     fi
     finish_datadir
+    : >"$(dirname "$PGDATA")/.bootstrapped"
 }
 
 # archive_wal PATH NAME: archive_command's work (archive_command = '/usr/local/bin/pgharness archive %p %f'),

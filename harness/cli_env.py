@@ -117,6 +117,7 @@ def image(pg_version: int, pg_image: str) -> None:
 @table_option("pg_tls", "tls")
 @table_option("pg_fsync", "fsync", default="off", show_default=True)
 @table_option("pg_storage", "storage", default="volume", show_default=True)
+@table_option("pg_standby_source", "standby_source", default="template", show_default=True)
 @clean_errors
 def up(
     name: str,
@@ -137,6 +138,7 @@ def up(
     tls: bool,
     fsync: str,
     storage: str,
+    standby_source: str,
 ) -> None:
     """Start a primary and a streaming standby sharing a WAL archive; print how to connect.
 
@@ -161,6 +163,7 @@ def up(
             compose_files=compose_files,
             tls=tls,
             storage=storage,
+            standby_source=standby_source,
             settings=_everyones_settings(set_settings),
             env={"PG_FSYNC": fsync},
             disk=_disk_sizes(disks),

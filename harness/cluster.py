@@ -43,7 +43,7 @@ from pgharness.compose import (
     STORAGE_SERVICE,
     TMPFS_OVERRIDE,
     ComposeProject,
-    check_compose_v2,
+    check_docker_cli,
     docker_client,
     list_containers,
     remove_project,
@@ -217,6 +217,11 @@ class Cluster:
     - `storage`: where the compose nodes keep their data: ``volume`` (disk, the
       default) or ``tmpfs`` (memory, held for the cluster's lifetime; the pytest
       plugin's default: docker/compose.tmpfs.yaml says why).
+    - `standby_source`: where the compose ``standby`` starts from: ``template`` (the default), the
+      image's template data directory, which the primary is made from too, with the rest replayed from
+      the primary's WAL, so the two start side by side; or ``basebackup``, exercise 26-1's pg_basebackup
+      once the primary answers. `start()` returns once either has replayed what the primary wrote. Nodes
+      added later (`add_node`, rebuilds) always take a base backup.
     - `disk`: size-limited storage for single volumes, by node name or ``archive`` / ``backups``
       (``{"primary": "64MB", "archive": "32MB"}``): each a tmpfs of that size, on any engine, so a disk
       can fill (``No space left on device``) without filling the machine's.
@@ -251,6 +256,7 @@ class Cluster:
         tls: bool | TlsFiles = False,
         compose_files: Sequence[str | Path] = (),
         storage: str = "volume",
+        standby_source: str = "template",
         disk: Mapping[str, str | int] | None = None,
         env: Mapping[str, str] | None = None,
         owner: str | None = None,
@@ -300,6 +306,7 @@ class Cluster:
             node_settings=node_settings,
             init_sql=init_sql,
             storage=storage,
+            standby_source=standby_source,
             base=base,
             env=env,
         )
@@ -400,12 +407,13 @@ class Cluster:
     # --- lifecycle -------------------------------------------------------
 
     def preflight(self) -> None:
-        """Check what start-up needs before anything is created: Compose v2, free host ports (on a local
-        engine; a remote one refuses a port in use itself).
+        """Check what start-up needs before anything is created: the docker command, free host ports (on a
+        local engine; a remote one refuses a port in use itself). Compose v2 is asked for once a compose
+        command fails (`ComposeProject.run_command`).
 
         Raises `DockerUnavailable` or `PortInUse`, each in one line saying what to do.
         """
-        check_compose_v2()
+        check_docker_cli()
         if self.engine.remote:
             return
         # A port held by this project's own containers is not in use by someone else.
@@ -444,6 +452,7 @@ class Cluster:
                 adding += [pool.submit(self.add_primary, name, wait=False) for name in self.subscribers]
                 added = [future.result() for future in adding]
             self.wait_ready(timeout=deadline.remaining)
+            self._standby_caught_up(deadline)
             for node in added:
                 node.wait_ready(timeout=deadline.remaining)
         except BaseException as e:
@@ -455,6 +464,15 @@ class Cluster:
                 raise StartFailed(f"cluster {self.name!r} did not start: {first}\n{described}".rstrip()) from None
             raise
         return self
+
+    def _standby_caught_up(self, deadline: Deadline) -> None:
+        """Wait until the compose standby of the primary has replayed what the primary wrote before it
+        answered (its roles, the init SQL): a standby from the template (`standby_source`) streams that in
+        after it answers; one from a base backup has it already."""
+        services = self.compose.services or []
+        upstream = self.compose.variables.get("STANDBY_UPSTREAM") or "primary"
+        if "primary" in services and "standby" in services and upstream == "primary":
+            self.primary.wait_for_catchup("standby", timeout=deadline.remaining)
 
     def _make_limited_volumes(self) -> None:
         """Make the size-limited volumes (`disk`) before compose does: compose then uses them as they are (a

@@ -116,18 +116,25 @@ def docker_client(engine: Engine | None = None, *, timeout: int = 120) -> docker
     return client
 
 
+def check_docker_cli() -> None:
+    """`DockerUnavailable` when there is no ``docker`` command on PATH (what a start checks first: Compose
+    itself is asked only when a compose command fails, by `check_compose_v2`)."""
+    if shutil.which("docker", path=os.environ.get("PATH", "")) is None:
+        raise DockerUnavailable("no 'docker' command on PATH: install the Docker CLI with the Compose v2 plugin")
+
+
 def check_compose_v2() -> str:
     """The Compose v2 version string, or `DockerUnavailable` saying how to get it.
 
-    Asked once per process and PATH (every cluster start checks it; a `docker compose version` costs
-    a whole Go program's start); a failure is not remembered."""
+    Asked once per process and PATH, and only once a compose command has failed: a `docker compose
+    version` costs a whole Go program's start, which a start that works need not pay; a failure is not
+    remembered."""
     return _compose_version(os.environ.get("PATH", ""))
 
 
 @functools.cache
 def _compose_version(path: str) -> str:
-    if shutil.which("docker", path=path) is None:
-        raise DockerUnavailable("no 'docker' command on PATH: install the Docker CLI with the Compose v2 plugin")
+    check_docker_cli()
     try:
         proc = subprocess.run(
             ["docker", "compose", "version", "--short"], capture_output=True, text=True, check=False, timeout=30
@@ -304,7 +311,12 @@ class ComposeProject:
             raise ClusterError(
                 f"docker compose {verb} did not finish within {timeout:g} s for project {self.project_name!r}"
             ) from None
+        except FileNotFoundError:
+            check_docker_cli()
+            raise
         if proc.returncode != 0:
+            # No Compose v2 (no plugin, or the old docker-compose) is said as such, not as this command's failure.
+            check_compose_v2()
             stderr = proc.stderr.decode(errors="replace")
             if ADDRESS_POOLS_EXHAUSTED in stderr:
                 raise ClusterError(

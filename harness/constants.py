@@ -11,6 +11,8 @@ HOST = "127.0.0.1"
 CONTAINER_PORT = 5432
 #: Where a cluster's compose services keep their data directories: disk volumes, or memory (tmpfs).
 STORAGES = ("volume", "tmpfs")
+#: Where the compose `standby` starts from (compose.yaml's STANDBY_SOURCE): the template, or a base backup.
+STANDBY_SOURCES = ("template", "basebackup")
 #: pg_upgrade's modes, and how a standby comes over in an upgrade (`pgharness.upgrade`; the command's choices).
 UPGRADE_MODES = ("link", "copy", "clone")
 UPGRADE_STANDBY_METHODS = ("rsync", "basebackup")

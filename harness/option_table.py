@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgharness.constants import STORAGES
+from pgharness.constants import STANDBY_SOURCES, STORAGES
 from pgharness.versions import DEFAULT_VERSION
 
 #: Where a default evidence folder goes, relative to the run's rootdir.
@@ -127,6 +127,18 @@ OPTIONS: tuple[Option, ...] = (
         "WHERE",
         STORAGES,
         cli=("--storage",),
+    ),
+    Option(
+        "pg_standby_source",
+        "--pg-standby-source",
+        "PGHARNESS_STANDBY_SOURCE",
+        "text",
+        "where a new cluster's standby starts from: template (the default: the data directory the primary "
+        "is made from, the rest replayed from the primary's WAL, started beside the primary) or basebackup "
+        "(exercise 26-1's pg_basebackup, once the primary answers)",
+        "FROM",
+        STANDBY_SOURCES,
+        cli=("--standby-from",),
     ),
     Option(
         "pg_sync_teardown",

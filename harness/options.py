@@ -62,6 +62,7 @@ class Settings:
     fsync: str = "off"
     test_timeout: float = DEFAULT_TEST_TIMEOUT
     storage: str = "tmpfs"
+    standby_source: str = "template"
     background_teardown: bool = True
     engines: tuple[str, ...] = ()
     origins: Mapping[str, str] = field(default_factory=dict)
@@ -69,6 +70,8 @@ class Settings:
     def cluster_kwargs(self) -> dict[str, Any]:
         """The `Cluster` arguments these settings give every cluster of the session (a test's own win)."""
         kwargs: dict[str, Any] = {"storage": self.storage}
+        if self.standby_source != "template":
+            kwargs["standby_source"] = self.standby_source
         if self.compose_files:
             kwargs["compose_files"] = list(self.compose_files)
         if self.settings:
@@ -95,6 +98,7 @@ class Settings:
             "pg_fsync": self.fsync,
             "pg_test_timeout": f"{self.test_timeout:g}",
             "pg_storage": self.storage,
+            "pg_standby_source": self.standby_source,
             "pg_sync_teardown": "on",
             "pg_engines": " ".join(self.engines),
         }
@@ -179,6 +183,7 @@ def resolve_settings(sources: Sources) -> Settings:
         fsync=values.get("pg_fsync", "off"),
         test_timeout=values.get("pg_test_timeout", DEFAULT_TEST_TIMEOUT),
         storage=values.get("pg_storage", "tmpfs"),
+        standby_source=values.get("pg_standby_source", "template"),
         background_teardown=not values.get("pg_sync_teardown", False),
         engines=tuple(values.get("pg_engines", ())),
         origins={name: origin for name, origin in origins.items() if values[name] not in (False, "", (), [])},

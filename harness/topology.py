@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pgharness.constants import STORAGES
+from pgharness.constants import STANDBY_SOURCES, STORAGES
 from pgharness.errors import ClusterError
 from pgharness.quoting import Settings, read_sql, settings_lines
 
@@ -133,6 +133,7 @@ def plan(
     node_settings: Mapping[str, Settings] | None = None,
     init_sql: str | Path | None = None,
     storage: str = "volume",
+    standby_source: str = "template",
     base: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Plan:
@@ -142,6 +143,8 @@ def plan(
     check_shape(topology=topology, standbys=standbys, subscribers=subscribers, compose_services=compose_services)
     if storage not in STORAGES:
         raise ClusterError(f"storage {storage!r}: one of {', '.join(STORAGES)}")
+    if standby_source not in STANDBY_SOURCES:
+        raise ClusterError(f"standby_source {standby_source!r}: one of {', '.join(STANDBY_SOURCES)}")
     services = ("primary",) if standbys == 0 else tuple(compose_services or TOPOLOGIES[topology])
     check_ports(ports or {}, services)
     extra = tuple(f"standby{i}" for i in range(2, standbys + 1))
@@ -159,6 +162,7 @@ def plan(
         # status `docker ps` shows is still set at start-up, and kept up to date every 30 s.
         "PGHARNESS_HEALTH_START_INTERVAL": "1s",
         "PGHARNESS_HEALTH_INTERVAL": "30s",
+        "STANDBY_SOURCE": standby_source,
     }
     variables.update({variable(service, "PORT"): str(port) for service, port in (ports or {}).items()})
     variables.update({variable(node, "SETTINGS"): own.get(node, "") for node in COMPOSE_NODES})

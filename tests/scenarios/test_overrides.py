@@ -81,7 +81,8 @@ def test_settings_and_init_sql_reach_every_node(cluster_factory):
     for node in (primary, standby):
         assert node.scalar("SHOW work_mem") == "12MB"
         assert node.scalar("SHOW log_min_duration_statement") == "250ms"
-    # The init SQL ran once on the primary; the standby has its result through the base backup.
+    # The init SQL ran once on the primary; the standby has its result through its base backup or, from the
+    # template, the primary's WAL.
     primary.sql("INSERT INTO app.accounts DEFAULT VALUES")
     primary.wait_for_catchup(standby)
     assert standby.scalar("SELECT count(*) FROM app.accounts") == 1

@@ -64,3 +64,34 @@ def test_catchup_waits_until_the_standby_has_the_target(shared_cluster, mode):
     primary.sql(f"INSERT INTO catchup_{mode} SELECT g FROM generate_series(1, 1000) g")
     newer = primary.wait_for_catchup(standby, mode)
     assert primary.wait_for_catchup(standby, mode, target) >= newer > target
+
+
+def has_backup_manifest(node):
+    """Whether `node`'s data directory holds pg_basebackup's backup_manifest (a template's copy has none)."""
+    return node.scalar("SELECT count(*) FROM pg_ls_dir('.') AS f WHERE f = 'backup_manifest'") == 1
+
+
+@pytest.mark.parametrize("source", ["template", "basebackup"])
+def test_a_new_clusters_standby_from_either_source_is_the_primarys_copy(cluster_factory, source):
+    # The init SQL writes enough WAL (about 20 MB) that replaying it outlasts the standby's first streaming.
+    init_sql = "CREATE TABLE made_at_init AS SELECT 1 AS id; CREATE TABLE bulk AS SELECT generate_series(1, 400000) n;"
+    cluster = cluster_factory(standby_source=source, init_sql=init_sql)
+    primary, standby = cluster.primary, cluster.standby
+
+    # One system: the standby started from the data directory the primary was made from, or from a copy of it.
+    system = "SELECT system_identifier FROM pg_control_system()"
+    assert standby.scalar(system) == primary.scalar(system)
+    # When the start returns, the standby has what the primary wrote before it answered (the roles it
+    # logged in with, the init SQL's table), with no wait of the test's own.
+    assert standby.scalar("SELECT id FROM made_at_init") == 1
+    assert standby.scalar("SELECT count(*) FROM bulk") == 400000
+    assert has_backup_manifest(standby) == (source == "basebackup")
+
+    if source == "template":
+        # A rebuild of the same volume takes a base backup: the WAL back to the template may be gone by then.
+        primary.sql("INSERT INTO made_at_init VALUES (2)")
+        cluster.backups.rebuild(standby)
+        assert has_backup_manifest(standby)
+        primary.sql("INSERT INTO made_at_init VALUES (3)")
+        primary.wait_for_catchup(standby)
+        assert standby.sql("SELECT id FROM made_at_init ORDER BY id") == [(1,), (2,), (3,)]

@@ -57,3 +57,35 @@ def test_a_failed_compose_check_is_asked_again(tmp_path, monkeypatch):
     # The user installs Compose v2 and the same process tries again.
     answer.write_text("v2.27.0")
     assert check_compose_v2() == "2.27.0"
+
+
+def compose_project(tmp_path):
+    from pgharness.compose import ComposeProject
+
+    return ComposeProject(context=tmp_path, compose_file_name=["compose.yaml"], project_name="preflight")
+
+
+def test_a_start_asks_compose_nothing_but_its_command(tmp_path, monkeypatch):
+    # A start that works runs `compose up` alone: no `docker compose version` before it.
+    calls = tmp_path / "calls"
+    monkeypatch.setenv("PATH", fake_docker(tmp_path, f'echo "$*" >> {calls}'))
+    project = compose_project(tmp_path)
+    project.start(wait=False)
+    assert [line.split()[-2:] for line in calls.read_text().splitlines()] == [["up", "--detach"]]
+
+
+def test_a_compose_command_without_compose_v2_says_how_to_get_it(tmp_path, monkeypatch):
+    # The docker CLI without the plugin: the failed `compose up` is told as Compose v2 missing.
+    monkeypatch.setenv("PATH", fake_docker(tmp_path, "echo \"docker: 'compose' is not a docker command.\" >&2; exit 1"))
+    with pytest.raises(DockerUnavailable, match=r"Compose v2\) is not available"):
+        compose_project(tmp_path).start(wait=False)
+
+
+def test_a_failing_compose_command_with_compose_v2_is_its_own_failure(tmp_path, monkeypatch):
+    from pgharness.errors import ClusterError
+
+    script = 'case "$*" in *version*) echo v2.26.1 ;; *) echo "no such service: x" >&2; exit 1 ;; esac'
+    monkeypatch.setenv("PATH", fake_docker(tmp_path, script))
+    with pytest.raises(ClusterError, match=r"docker compose up failed .*no such service: x") as excinfo:
+        compose_project(tmp_path).start(wait=False)
+    assert not isinstance(excinfo.value, DockerUnavailable)

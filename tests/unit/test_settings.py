@@ -71,6 +71,7 @@ def test_every_setting_takes_the_environment_over_the_ini_and_the_flag_over_both
         "evidence_dir": ("flag", "env", "ini"),
         "pg_test_timeout": ("3", "2", "1"),
         "pg_storage": ("volume", "tmpfs", "volume"),
+        "pg_standby_source": ("basebackup", "template", "basebackup"),
         "pg_fsync": ("on", "off", "on"),
     }
     if option.kind == "flag":
