@@ -222,6 +222,8 @@ class Cluster:
       the primary's WAL, so the two start side by side; or ``basebackup``, exercise 26-1's pg_basebackup
       once the primary answers. `start()` returns once either has replayed what the primary wrote. Nodes
       added later (`add_node`, rebuilds) always take a base backup.
+    - `healthchecks`: Docker's healthchecks of the nodes (what `docker ps` shows; the harness itself asks
+      the nodes over SQL). The pytest plugin turns them off: each check is a `docker exec`.
     - `disk`: size-limited storage for single volumes, by node name or ``archive`` / ``backups``
       (``{"primary": "64MB", "archive": "32MB"}``): each a tmpfs of that size, on any engine, so a disk
       can fill (``No space left on device``) without filling the machine's.
@@ -257,6 +259,7 @@ class Cluster:
         compose_files: Sequence[str | Path] = (),
         storage: str = "volume",
         standby_source: str = "template",
+        healthchecks: bool = True,
         disk: Mapping[str, str | int] | None = None,
         env: Mapping[str, str] | None = None,
         owner: str | None = None,
@@ -307,6 +310,7 @@ class Cluster:
             init_sql=init_sql,
             storage=storage,
             standby_source=standby_source,
+            healthchecks=healthchecks,
             base=base,
             env=env,
         )

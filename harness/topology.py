@@ -94,6 +94,12 @@ def check_shape(*, topology: str, standbys: object, subscribers: object, compose
         raise ClusterError(f"subscribers={subscribers}: only the logical topology has subscribers")
 
 
+def check_choice(argument: str, value: str, choices: Sequence[str]) -> None:
+    """`ClusterError` naming `argument` when `value` is none of `choices`."""
+    if value not in choices:
+        raise ClusterError(f"{argument} {value!r}: one of {', '.join(choices)}")
+
+
 def check_ports(ports: Mapping[str, object], services: Sequence[str]) -> None:
     """Refuse fixed host ports for a node that is no compose service of the cluster (nodes added later get
     ephemeral ports), and ports outside 1-65535 (`ClusterError` naming the argument)."""
@@ -134,6 +140,7 @@ def plan(
     init_sql: str | Path | None = None,
     storage: str = "volume",
     standby_source: str = "template",
+    healthchecks: bool = True,
     base: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Plan:
@@ -141,10 +148,8 @@ def plan(
     (image, credentials, owner, TLS files), `env` the caller's own compose variables (they win over all).
     Raises `ClusterError` for a combination the harness cannot start, naming the argument."""
     check_shape(topology=topology, standbys=standbys, subscribers=subscribers, compose_services=compose_services)
-    if storage not in STORAGES:
-        raise ClusterError(f"storage {storage!r}: one of {', '.join(STORAGES)}")
-    if standby_source not in STANDBY_SOURCES:
-        raise ClusterError(f"standby_source {standby_source!r}: one of {', '.join(STANDBY_SOURCES)}")
+    check_choice("storage", storage, STORAGES)
+    check_choice("standby_source", standby_source, STANDBY_SOURCES)
     services = ("primary",) if standbys == 0 else tuple(compose_services or TOPOLOGIES[topology])
     check_ports(ports or {}, services)
     extra = tuple(f"standby{i}" for i in range(2, standbys + 1))
@@ -163,6 +168,7 @@ def plan(
         "PGHARNESS_HEALTH_START_INTERVAL": "1s",
         "PGHARNESS_HEALTH_INTERVAL": "30s",
         "STANDBY_SOURCE": standby_source,
+        "PGHARNESS_HEALTH_DISABLE": "false" if healthchecks else "true",
     }
     variables.update({variable(service, "PORT"): str(port) for service, port in (ports or {}).items()})
     variables.update({variable(node, "SETTINGS"): own.get(node, "") for node in COMPOSE_NODES})

@@ -204,20 +204,38 @@ def pgharness(*args, env=None, timeout=180):
     )
 
 
-def wait_until_healthy(label, count=2, timeout=120, *, present=None):
-    """Wait until `count` nodes (PostgreSQL containers) carry `label` and all are healthy; with `present`,
-    until that many carry it and `count` of them are healthy."""
+def node_ready(container):
+    """Whether the node in `container` is ready as the harness means it (answering over SQL; a standby
+    streaming), asked through its cluster (a test run's clusters run no Docker healthchecks)."""
+    from pgharness.cluster import Cluster
+    from pgharness.errors import HarnessError
+
+    if container.status != "running":
+        return False
+    try:
+        node = Cluster.attach(container.labels["com.docker.compose.project"]).node(
+            container.labels["com.docker.compose.service"]
+        )
+        query = "SELECT NOT pg_is_in_recovery() OR EXISTS (SELECT FROM pg_stat_wal_receiver WHERE status = 'streaming')"
+        return node.scalar(query, timeout=5) is True
+    except (HarnessError, psycopg.Error, docker.errors.NotFound):
+        return False
+
+
+def wait_until_ready(label, count=2, timeout=120, *, present=None):
+    """Wait until `count` nodes (PostgreSQL containers) carry `label` and all are ready (`node_ready`); with
+    `present`, until that many carry it and `count` of them are ready."""
     client = docker.from_env()
     filters = {"label": [label, "org.pgharness.kind=postgres"]}
     present = count if present is None else present
 
-    def health():
-        return [client.containers.get(c.id).health for c in client.containers.list(all=True, filters=filters)]
+    def readiness():
+        return [node_ready(c) for c in client.containers.list(all=True, filters=filters)]
 
     poll_until(
-        health,
-        lambda status: len(status) == present and status.count("healthy") >= count,
-        what=f"{present} containers labelled {label}, {count} of them healthy",
+        readiness,
+        lambda ready: len(ready) == present and ready.count(True) >= count,
+        what=f"{present} containers labelled {label}, {count} of them ready",
         timeout=timeout,
         retry_on=(docker.errors.NotFound,),
     )

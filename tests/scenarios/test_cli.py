@@ -25,7 +25,7 @@ from tests.scenarios.helpers import (
     pgharness,
     remove_image_built_from,
     run_pytest,
-    wait_until_healthy,
+    wait_until_ready,
 )
 
 pytestmark = pytest.mark.cli
@@ -109,6 +109,9 @@ def test_up_prints_connection_strings_that_work_and_down_removes_everything(envi
     up = pgharness("up", "--name", environment, *ports)
     assert up.returncode == 0, up.stderr
     assert (primary_file_system(environment) == "tmpfs") == (harness_settings.storage == "tmpfs")
+    # Its nodes run Docker's healthchecks, for `docker ps` (a test run's clusters run none).
+    for node in Cluster.attach(environment).nodes:
+        assert node.container.attrs["Config"]["Healthcheck"]["Test"][:3] == ["CMD", "pgharness", "health"]
 
     # It prints one connection string per node, with its role.
     rows = [line.split() for line in up.stdout.splitlines()]
@@ -349,7 +352,7 @@ def test_gc_removes_what_a_killed_test_run_left(tmp_path, harness_image):
     owner = f"org.pgharness.owner=pytest-{child.pid}"
     client = docker.from_env()
     try:
-        wait_until_healthy(owner)
+        wait_until_ready(owner)
     finally:
         child.kill()
         child.wait()

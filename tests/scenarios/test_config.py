@@ -97,3 +97,9 @@ def test_nothing_from_the_callers_environment_reaches_a_cluster_unless_it_is_a_s
         for node in (primary, standby):
             assert node.scalar("SHOW fsync") == "off"
             assert node.scalar("SHOW work_mem") == "4MB"
+
+
+def test_a_test_runs_nodes_run_no_docker_healthcheck(shared_cluster):
+    # The harness asks the nodes over SQL; a healthcheck would be a `docker exec` now and then, for no one.
+    for node in (shared_cluster.primary, shared_cluster.standby):
+        assert node.container.attrs["Config"]["Healthcheck"]["Test"] == ["NONE"]

@@ -25,7 +25,7 @@ from tests.scenarios.helpers import (
     remove_image_built_from,
     remove_projects,
     run_pytest,
-    wait_until_healthy,
+    wait_until_ready,
 )
 
 pytestmark = pytest.mark.lifecycle
@@ -170,8 +170,8 @@ def test_ctrl_c_or_sigterm_in_the_middle_of_a_scenario_removes_the_cluster(tmp_p
     )
     owner = f"org.pgharness.owner=pytest-{proc.pid}"
     try:
-        # Once the test's cluster is healthy and the next one's nodes exist (starting, or up) ...
-        wait_until_healthy(owner, count=2, present=4)
+        # Once the test's cluster is ready and the next one's nodes exist (starting, or up) ...
+        wait_until_ready(owner, count=2, present=4)
         # ... press Ctrl-C, or cancel the CI job (SIGTERM); a runner may signal again 0.2 s later,
         # while the cluster comes down: that teardown must finish all the same.
         for number, signum in enumerate(signals):
@@ -366,7 +366,7 @@ def test_a_run_killed_with_sigkill_is_reaped_by_its_watchdog(tmp_path, harness_i
     )
     owner = f"org.pgharness.owner=pytest-{proc.pid}"
     try:
-        wait_until_healthy(owner)
+        wait_until_ready(owner)
     except BaseException:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -71,3 +71,16 @@ def test_disk_limits_name_volumes_by_node_or_shared_volume_and_refuse_the_rest()
         disk_limits({"primary": "8MB"}, ("primary", "standby"))
     with pytest.raises(ClusterError, match="a size such as 64MB"):
         disk_limits({"archive": "big"}, ("primary",))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"storage": "ssd"}, "storage 'ssd': one of volume, tmpfs"),
+        ({"standby_source": "rsync"}, "standby_source 'rsync': one of template, basebackup"),
+    ],
+)
+def test_a_choice_the_harness_has_not_is_refused_naming_the_argument(kwargs, says):
+    with pytest.raises(ClusterError) as raised:
+        Cluster(image="pgharness/postgres:17", **kwargs)
+    assert str(raised.value) == says

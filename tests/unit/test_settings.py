@@ -32,7 +32,7 @@ def resolved(tmp_path, cli=None, env=None, ini=None):
 
 def test_nothing_given_gives_the_defaults_and_no_header(tmp_path):
     settings = resolved(tmp_path)
-    assert settings.cluster_kwargs() == {"storage": "tmpfs"}
+    assert settings.cluster_kwargs() == {"storage": "tmpfs", "healthchecks": False}
     assert settings.spec.pg_version == 17
     # The default evidence folder is the rootdir's, wherever the run was started from.
     assert settings.evidence_dir == tmp_path / "project" / "test-results" / "evidence"
@@ -113,7 +113,7 @@ def test_a_bad_value_is_named_as_the_user_wrote_it(tmp_path, cli, env, ini, line
 
 
 def test_the_storage_is_the_first_source_that_has_it(tmp_path):
-    assert resolved(tmp_path, env={"PGHARNESS_STORAGE": "volume"}).cluster_kwargs() == {"storage": "volume"}
+    assert resolved(tmp_path, env={"PGHARNESS_STORAGE": "volume"}).cluster_kwargs()["storage"] == "volume"
     settings = resolved(tmp_path, cli={"pg_storage": "tmpfs"}, env={"PGHARNESS_STORAGE": "volume"})
     assert settings.cluster_kwargs()["storage"] == "tmpfs"
 
@@ -158,6 +158,7 @@ def test_paths_are_relative_to_where_they_were_given(tmp_path):
         "init_sql": tmp_path / "schema.sql",
         "tls": True,
         "storage": "tmpfs",
+        "healthchecks": False,
     }
 
 
