@@ -223,7 +223,8 @@ class Cluster:
       once the primary answers. `start()` returns once either has replayed what the primary wrote. Nodes
       added later (`add_node`, rebuilds) always take a base backup.
     - `healthchecks`: Docker's healthchecks of the nodes (what `docker ps` shows; the harness itself asks
-      the nodes over SQL). The pytest plugin turns them off: each check is a `docker exec`.
+      the nodes over SQL). The pytest plugin turns them off, as each check is a `docker exec`, unless
+      there are `compose_files`, whose services may wait for a node to be healthy.
     - `disk`: size-limited storage for single volumes, by node name or ``archive`` / ``backups``
       (``{"primary": "64MB", "archive": "32MB"}``): each a tmpfs of that size, on any engine, so a disk
       can fill (``No space left on device``) without filling the machine's.
@@ -310,7 +311,8 @@ class Cluster:
             init_sql=init_sql,
             storage=storage,
             standby_source=standby_source,
-            healthchecks=healthchecks,
+            # A service of an override file may wait for a node's health (depends_on: service_healthy).
+            healthchecks=healthchecks or bool(compose_files),
             base=base,
             env=env,
         )
