@@ -392,8 +392,8 @@ wait_for_upstream() {
 # (streamed, or restored from the archive), instead of copying the primary's files with pg_basebackup.
 # Only for a volume's first standby, started with its primary: the WAL back to the template's checkpoint
 # is then still at the primary (its first checkpoint is minutes away; one that archives removes nothing
-# unarchived) or in the archive (RESTORE_COMMAND). A later bootstrap of the same
-# volume (a rebuild) takes a base backup: .bootstrapped, beside the data directory, says it has had one.
+# unarchived) or in the archive (RESTORE_COMMAND). A later bootstrap of the same volume (a rebuild)
+# takes a base backup: .bootstrapped, beside the data directory, says it has had one.
 standby_source() {
     src=${STANDBY_SOURCE:-basebackup}
     case $src in
