@@ -698,6 +698,13 @@ class Node(Service):
         self.stop(mode, timeout=timeout)
         self.start(wait=wait, timeout=timeout)
 
+    def readiness(self, *, timeout: float | None = None) -> str:
+        """``ready`` when the node is now what its healthcheck calls healthy, else what it is instead (one
+        probe over SQL, within `timeout` seconds; see `_readiness`). `ClusterError` when it has exited."""
+        deadline = Deadline(timeout)
+        with self.session(deadline=deadline) as session:
+            return _readiness(self, session)
+
     def wait_ready(self, *, timeout: float | None = None) -> None:
         """Wait until the node is what its healthcheck calls healthy, asking it over SQL (see `_readiness`)."""
         deadline = Deadline(timeout)

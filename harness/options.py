@@ -70,9 +70,7 @@ class Settings:
     def cluster_kwargs(self) -> dict[str, Any]:
         """The `Cluster` arguments these settings give every cluster of the session (a test's own win)."""
         # Docker's healthchecks off: the harness asks the nodes over SQL, and each check is a `docker exec`.
-        kwargs: dict[str, Any] = {"storage": self.storage, "healthchecks": False}
-        if self.standby_source != "template":
-            kwargs["standby_source"] = self.standby_source
+        kwargs: dict[str, Any] = {"storage": self.storage, "standby_source": self.standby_source, "healthchecks": False}
         if self.compose_files:
             kwargs["compose_files"] = list(self.compose_files)
         if self.settings:

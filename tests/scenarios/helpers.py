@@ -205,8 +205,8 @@ def pgharness(*args, env=None, timeout=180):
 
 
 def node_ready(container):
-    """Whether the node in `container` is ready as the harness means it (answering over SQL; a standby
-    streaming), asked through its cluster (a test run's clusters run no Docker healthchecks)."""
+    """Whether the node in `container` is ready as the harness means it (`Node.readiness`), asked through
+    its cluster (a test run's clusters run no Docker healthchecks)."""
     from pgharness.cluster import Cluster
     from pgharness.errors import HarnessError
 
@@ -216,8 +216,7 @@ def node_ready(container):
         node = Cluster.attach(container.labels["com.docker.compose.project"]).node(
             container.labels["com.docker.compose.service"]
         )
-        query = "SELECT NOT pg_is_in_recovery() OR EXISTS (SELECT FROM pg_stat_wal_receiver WHERE status = 'streaming')"
-        return node.scalar(query, timeout=5) is True
+        return node.readiness(timeout=5) == "ready"
     except (HarnessError, psycopg.Error, docker.errors.NotFound):
         return False
 

@@ -32,7 +32,7 @@ def resolved(tmp_path, cli=None, env=None, ini=None):
 
 def test_nothing_given_gives_the_defaults_and_no_header(tmp_path):
     settings = resolved(tmp_path)
-    assert settings.cluster_kwargs() == {"storage": "tmpfs", "healthchecks": False}
+    assert settings.cluster_kwargs() == {"storage": "tmpfs", "standby_source": "template", "healthchecks": False}
     assert settings.spec.pg_version == 17
     # The default evidence folder is the rootdir's, wherever the run was started from.
     assert settings.evidence_dir == tmp_path / "project" / "test-results" / "evidence"
@@ -158,6 +158,7 @@ def test_paths_are_relative_to_where_they_were_given(tmp_path):
         "init_sql": tmp_path / "schema.sql",
         "tls": True,
         "storage": "tmpfs",
+        "standby_source": "template",
         "healthchecks": False,
     }
 
