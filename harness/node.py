@@ -229,7 +229,7 @@ class Node(Service):
     def poll_query_until(self, query: Query, expected: Any = True, *, timeout: float | None = None) -> Any:
         """Run `query` until its single value equals `expected`; return it.
 
-        Probes every 10 ms for a second, then every 100 ms; raises `WaitTimeout`
+        Probes as `poll_until` does (every 10 ms at first, at most every 100 ms); raises `WaitTimeout`
         after `timeout` seconds (default ``PGHARNESS_TIMEOUT``, else 60), with the
         last value seen and the node's log tail, even when the node hangs.
         """
@@ -723,7 +723,7 @@ def _readiness(node: Node, session: Session) -> str:
 
     The healthcheck's test, asked over SQL from the host: a node answers; one
     that streams (UPSTREAM_HOST set, STREAMING not off) is streaming, or promoted.
-    Polled every 10 ms, it sees readiness sooner than Docker's health status can.
+    Polled as `poll_until` paces it, it sees readiness sooner than Docker's health status can.
     """
     container = node.container
     if container.status in ("exited", "dead"):

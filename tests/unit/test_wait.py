@@ -75,3 +75,53 @@ def test_failure_lines_skip_the_refusals_of_clients_during_start_up():
         "2026-11-25 20:11:28.536 UTC [1] 00000 LOG:  startup process (PID 60) exited with exit code 1",
     ]
     assert failure_lines(lines) == [lines[0]]
+
+
+class FakeClock:
+    """`time` for pgharness.wait: monotonic() is what sleep() has added up; each pause is kept."""
+
+    def __init__(self):
+        self.now, self.pauses = 1000.0, []
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.pauses.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    import pgharness.wait
+
+    fake = FakeClock()
+    monkeypatch.setattr(pgharness.wait, "time", fake)
+    return fake
+
+
+def test_probes_come_every_10_ms_at_first_then_back_off_to_100_ms(clock):
+    from pgharness.wait import poll_until
+
+    start = clock.now
+    assert poll_until(lambda: clock.now - start >= 3.0, what="three seconds", timeout=10) is True
+    assert clock.pauses[:3] == [0.01, 0.01, 0.01]
+    assert clock.pauses == sorted(clock.pauses), clock.pauses
+    assert max(clock.pauses) == pytest.approx(0.1)
+    # Seen at most a quarter of the time waited late (10 ms at the start), and probed a few dozen times in
+    # three seconds, not 120 (a probe every 10 ms for the first second).
+    waited = 0.0
+    for pause in clock.pauses:
+        assert pause <= max(0.01, 0.25 * waited) + 1e-9
+        waited += pause
+    assert len(clock.pauses) < 45, len(clock.pauses)
+
+
+def test_a_wait_paces_from_its_own_start_not_its_deadlines(clock):
+    from pgharness.wait import Deadline, poll_until
+
+    deadline = Deadline(60)
+    clock.now += 5.0  # an earlier wait spent five seconds of the shared deadline
+    answers = iter([False, False, True])
+    poll_until(lambda: next(answers), what="the third probe", deadline=deadline)
+    assert clock.pauses == [0.01, 0.01]
