@@ -467,7 +467,9 @@ class Cluster:
             self.destroy()
             if isinstance(e, HarnessError):
                 first = f"{reason}\n{e}" if reason else str(e)
-                raise StartFailed(f"cluster {self.name!r} did not start: {first}\n{described}".rstrip()) from None
+                failed = StartFailed(f"cluster {self.name!r} did not start: {first}\n{described}".rstrip())
+                failed.stopped_by = e
+                raise failed from None
             raise
         return self
 

@@ -48,6 +48,10 @@ class StartFailed(ClusterError):
     """A cluster did not start (it was removed): the first line says why, in the failing node's or compose's
     own words; the nodes' states and log tails follow. In a test, the plugin reports it in that one line."""
 
+    #: The harness's error that ended the start: a `WaitTimeout` when a node never became ready, a
+    #: `ClusterError` when one exited, compose's failure... (None when it was not the harness's).
+    stopped_by: HarnessError | None = None
+
 
 class UnknownNode(ClusterError, KeyError):
     """A node name that the cluster does not have."""

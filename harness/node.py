@@ -33,7 +33,7 @@ from pgharness.recovery import Lag
 from pgharness.service import Service, container_env
 from pgharness.session import Query, Session, bounded, open_connection
 from pgharness.versions import major_from_version_num
-from pgharness.wait import Deadline, log_tails, poll_until, resolve_timeout
+from pgharness.wait import Deadline, backoff, log_tails, poll_until, resolve_timeout
 
 if TYPE_CHECKING:
     from pgharness.cluster import Cluster
@@ -702,38 +702,58 @@ class Node(Service):
         """``ready`` when the node is now what its healthcheck calls healthy, else what it is instead (one
         probe over SQL, within `timeout` seconds; see `_readiness`). `ClusterError` when it has exited."""
         deadline = Deadline(timeout)
+        question = _readiness_question(self)
         with self.session(deadline=deadline) as session:
-            return _readiness(self, session)
+            return _readiness(self, session, question)
 
     def wait_ready(self, *, timeout: float | None = None) -> None:
-        """Wait until the node is what its healthcheck calls healthy, asking it over SQL (see `_readiness`)."""
+        """Wait until the node is what its healthcheck calls healthy, asking it over SQL (see `_readiness`).
+
+        Its probes back off (`backoff`): until the node answers, each is a connection attempt and an
+        inspection, on the CPU the starting server needs."""
         deadline = Deadline(timeout)
+        question = _readiness_question(self)
         with self.session(deadline=deadline) as session:
             poll_until(
-                lambda: _readiness(self, session),
+                lambda: _readiness(self, session, question),
                 lambda state: state == "ready",
                 what=f"node {self.name!r} to be ready (answering; streaming when it has an upstream)",
                 deadline=deadline,
+                interval=backoff,
                 nodes=(self,),
             )
 
 
-def _readiness(node: Node, session: Session) -> str:
-    """``ready`` when `node` is what its healthcheck calls healthy, else what it is now.
+#: What a node that streams must answer to be ready: it streams, or it was promoted.
+_STREAMING = "SELECT NOT pg_is_in_recovery() OR EXISTS (SELECT FROM pg_stat_wal_receiver WHERE status = 'streaming')"
 
-    The healthcheck's test, asked over SQL from the host: a node answers; one
-    that streams (UPSTREAM_HOST set, STREAMING not off) is streaming, or promoted.
-    Polled as `poll_until` paces it, it sees readiness sooner than Docker's health status can.
-    """
+
+def _readiness_question(node: Node) -> str:
+    """The query `_readiness` asks `node`, by how its container was made (one inspection): a node that
+    streams (UPSTREAM_HOST set, STREAMING not off, not started as a primary) must stream, any other answer."""
     container = node.container
-    if container.status in ("exited", "dead"):
-        state = container.attrs["State"]
-        raise ClusterError(f"node {node.name!r} exited while starting (exit code {state.get('ExitCode')})")
     env = container_env(container)
     streams = bool(env.get("UPSTREAM_HOST")) and env.get("STREAMING", "on") != "off"
-    if container.attrs["Config"].get("Cmd", [""])[:1] == ["primary"] or not streams:
-        return "ready" if session.scalar("SELECT 1") == 1 else "not answering"
-    streaming = session.scalar(
-        "SELECT NOT pg_is_in_recovery() OR EXISTS (SELECT FROM pg_stat_wal_receiver WHERE status = 'streaming')"
-    )
-    return "ready" if streaming else "answering, not streaming yet"
+    primary = container.attrs["Config"].get("Cmd", [""])[:1] == ["primary"]
+    return _STREAMING if streams and not primary else "SELECT true"
+
+
+def _readiness(node: Node, session: Session, question: str) -> str:
+    """``ready`` when `node` is what its healthcheck calls healthy, else what it is now.
+
+    The healthcheck's test (`question`), asked over SQL from the host. While the node does not answer,
+    each connection attempt asks the engine for its port, which says when the container is stopped: that
+    is told as its exit (`ClusterError`), and a probe of a node that answers asks the engine nothing.
+    """
+    try:
+        answer = session.scalar(question)
+    except ClusterError:
+        state = node.container.attrs["State"]
+        if state.get("Status") in ("exited", "dead"):
+            raise ClusterError(
+                f"node {node.name!r} exited while starting (exit code {state.get('ExitCode')})"
+            ) from None
+        raise
+    if answer:
+        return "ready"
+    return "answering, not streaming yet" if question == _STREAMING else "not answering"

@@ -22,13 +22,13 @@ T = TypeVar("T")
 
 #: Default deadline of a wait or an outside call, in seconds, when ``PGHARNESS_TIMEOUT`` is not set.
 DEFAULT_TIMEOUT = 60.0
-#: Seconds between two probes: FIRST_INTERVAL at first (most waits end within a fraction of a second), then
-#: BACKOFF times what the wait has waited so far, at most DEFAULT_INTERVAL. A wait is seen over at most a
-#: quarter of its time late (and never more than DEFAULT_INTERVAL), and a probe, often a connection and an
-#: inspection besides its query, does not take the CPU from what it waits for: on few cores that is the
-#: same CPU.
+#: Seconds between two probes: short at first (most waits end within a second), then longer.
 FIRST_INTERVAL = 0.01
 DEFAULT_INTERVAL = 0.1
+#: How long a wait polls at FIRST_INTERVAL.
+FAST_POLLING_SECONDS = 1.0
+#: A wait whose probes cost more than a query on an open connection (`backoff`) sleeps this share of the time
+#: it has waited between two of them.
 BACKOFF = 0.25
 #: Log lines of each node attached to a timeout.
 LOG_TAIL_LINES = 30
@@ -112,8 +112,17 @@ def log_tails(nodes: Iterable[HasLogs], lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(parts)
 
 
-def next_pause(waited: float) -> float:
-    """Seconds to sleep before the next probe of a wait that has waited `waited` seconds so far."""
+def fixed_pace(waited: float) -> float:
+    """The default pause before the next probe of a wait that has waited `waited` seconds: FIRST_INTERVAL
+    for FAST_POLLING_SECONDS, DEFAULT_INTERVAL after; a probe is a query on an open connection."""
+    return FIRST_INTERVAL if waited < FAST_POLLING_SECONDS else DEFAULT_INTERVAL
+
+
+def backoff(waited: float) -> float:
+    """A pause for waits whose probes are dear (a connection attempt, an inspection of the container):
+    FIRST_INTERVAL at first, then BACKOFF times the time waited, at most DEFAULT_INTERVAL. The end is seen at
+    most a quarter of the wait late, for a fraction of the probes: on few cores they take the CPU from what
+    they wait for."""
     return min(DEFAULT_INTERVAL, max(FIRST_INTERVAL, BACKOFF * waited))
 
 
@@ -123,7 +132,7 @@ def poll_until(
     *,
     what: str,
     timeout: float | None = None,
-    interval: float | None = None,
+    interval: float | Callable[[float], float] | None = None,
     nodes: Iterable[HasLogs] = (),
     retry_on: tuple[type[BaseException], ...] = TRANSIENT_ERRORS,
     deadline: Deadline | None = None,
@@ -135,9 +144,10 @@ def poll_until(
     Exceptions in `retry_on` (by default a lost connection, or a query that
     got no answer in time) count as "not yet" and are reported as the last
     value seen. On timeout, raises `WaitTimeout` with `what`, the last value
-    and the log tails of `nodes`. Probes come every `interval` seconds; by
-    default as `next_pause` says: every 10 ms at first, then a quarter of the
-    time waited, at most every 100 ms.
+    and the log tails of `nodes`. Probes come every `interval` seconds, or
+    after `interval(seconds waited so far)`; by default every 10 ms for the
+    first second, then every 100 ms (`fixed_pace`; `backoff` for dear probes).
+    The pace is the wait's own, whatever `deadline` it shares.
     """
     if deadline is None:
         deadline = Deadline(timeout)
@@ -154,5 +164,6 @@ def poll_until(
             last = result
         if deadline.expired:
             raise WaitTimeout(what, deadline.timeout, last, log_tails(nodes))
-        pause = next_pause(time.monotonic() - started) if interval is None else interval
+        pace = fixed_pace if interval is None else interval
+        pause = pace(time.monotonic() - started) if callable(pace) else pace
         time.sleep(min(pause, deadline.remaining))

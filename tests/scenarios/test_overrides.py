@@ -125,3 +125,6 @@ def test_init_sql_that_fails_stops_the_start_with_its_error(harness_image):
     assert "PGHARNESS_INIT_SQL failed" in str(excinfo.value)
     # psql reports it with its SQLSTATE (VERBOSITY verbose): undefined_object.
     assert re.search(r"ERROR:\s+42704:", str(excinfo.value))
+    # The start ended when the primary exited (the readiness probes saw it), not at its deadline (a
+    # WaitTimeout, no ClusterError).
+    assert isinstance(excinfo.value.stopped_by, ClusterError), repr(excinfo.value.stopped_by)

@@ -100,11 +100,11 @@ def clock(monkeypatch):
     return fake
 
 
-def test_probes_come_every_10_ms_at_first_then_back_off_to_100_ms(clock):
-    from pgharness.wait import poll_until
+def test_backoff_probes_every_10_ms_at_first_then_a_quarter_of_the_time_waited_up_to_100_ms(clock):
+    from pgharness.wait import backoff, poll_until
 
     start = clock.now
-    assert poll_until(lambda: clock.now - start >= 3.0, what="three seconds", timeout=10) is True
+    assert poll_until(lambda: clock.now - start >= 3.0, what="three seconds", timeout=10, interval=backoff) is True
     assert clock.pauses[:3] == [0.01, 0.01, 0.01]
     assert clock.pauses == sorted(clock.pauses), clock.pauses
     assert max(clock.pauses) == pytest.approx(0.1)
@@ -117,11 +117,23 @@ def test_probes_come_every_10_ms_at_first_then_back_off_to_100_ms(clock):
     assert len(clock.pauses) < 45, len(clock.pauses)
 
 
-def test_a_wait_paces_from_its_own_start_not_its_deadlines(clock):
-    from pgharness.wait import Deadline, poll_until
+def test_by_default_probes_come_every_10_ms_for_a_second_then_every_100_ms(clock):
+    from pgharness.wait import poll_until
 
-    deadline = Deadline(60)
-    clock.now += 5.0  # an earlier wait spent five seconds of the shared deadline
-    answers = iter([False, False, True])
-    poll_until(lambda: next(answers), what="the third probe", deadline=deadline)
-    assert clock.pauses == [0.01, 0.01]
+    start = clock.now
+    poll_until(lambda: clock.now - start >= 1.5, what="a second and a half", timeout=10)
+    assert set(clock.pauses[:99]) == {0.01}
+    assert set(clock.pauses[101:]) == {0.1}
+    assert 100 <= len(clock.pauses) <= 107, len(clock.pauses)
+
+
+def test_a_wait_paces_from_its_own_start_not_its_deadlines(clock):
+    from pgharness.wait import Deadline, backoff, poll_until
+
+    for interval in (None, backoff):
+        deadline = Deadline(60)
+        clock.now += 5.0  # an earlier wait spent five seconds of the shared deadline
+        clock.pauses.clear()
+        answers = iter([False, False, True])
+        poll_until(lambda answers=answers: next(answers), what="the third probe", deadline=deadline, interval=interval)
+        assert clock.pauses == [0.01, 0.01], interval
