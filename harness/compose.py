@@ -41,7 +41,8 @@ from docker.models.containers import Container
 
 from pgharness.constants import PROJECT_LABEL
 from pgharness.engine import Engine, resolve
-from pgharness.errors import ClusterError, DockerUnavailable
+from pgharness.errors import ClusterError, DockerUnavailable, WaitTimeout
+from pgharness.wait import backoff, poll_until
 
 
 def _compose_file() -> Path:
@@ -368,26 +369,47 @@ class ComposeProject:
         return self.run_command(cmd, timeout=timeout, variables=variables).stdout.decode(errors="replace")
 
 
+#: The engine's refusals of a removal that another one in progress explains: 409, a container's removal
+#: already running or a volume in use; 403, a network with endpoints (a container being removed).
+WAIT_FOR_OTHER_REMOVAL = (403, 409)
+#: Seconds a removal waits for another process's removal of the same project to let it through.
+OTHER_REMOVAL_TIMEOUT = 30.0
+
+
 def remove_project(client: docker.DockerClient, name: str) -> None:
     """Remove everything of compose project `name`, found by compose's project label: its containers of
     every service and profile, one-off ones too, killed and removed at once with their anonymous volumes;
     then its networks and volumes.
 
     What ``compose down --volumes --remove-orphans --timeout 0`` removes, without a compose process (its
-    start and the project's parsing, on every removal). What another process removes
-    meanwhile is gone already: not an error. Each engine call has the client's deadline (120 s);
-    `ClusterError` names what the engine refused to remove.
+    start and the project's parsing, on every removal). What another process removes meanwhile (a
+    session's start-up reaping, `pgharness gc`, a second teardown) is not an error: gone already, or
+    waited for while the engine refuses a second removal, or a network or volume a container being
+    removed still holds (`WAIT_FOR_OTHER_REMOVAL`, within OTHER_REMOVAL_TIMEOUT). Each engine call has
+    the client's deadline (120 s); `ClusterError` names what the engine refused to remove.
     """
     label: dict[str, Any] = {"label": f"{PROJECT_LABEL}={name}"}
 
     def remove(thing: Any, **options: Any) -> None:
+        what = f"{type(thing).__name__.lower()} {thing.name or thing.short_id!r}"
+
+        def attempt() -> str:
+            """'' once it is gone; the engine's refusal while another removal holds it up."""
+            try:
+                thing.remove(**options)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as e:
+                if e.status_code not in WAIT_FOR_OTHER_REMOVAL:
+                    raise ClusterError(f"could not remove {what} of {name!r}: {e.explanation}") from None
+                return str(e.explanation)
+            return ""
+
         try:
-            thing.remove(**options)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as e:
-            what = f"{type(thing).__name__.lower()} {thing.name or thing.short_id!r}"
-            raise ClusterError(f"could not remove {what} of {name!r}: {e.explanation}") from None
+            poll_until(attempt, lambda refused: not refused, what=f"{what} of {name!r} to be removed",
+                       timeout=OTHER_REMOVAL_TIMEOUT, interval=backoff, retry_on=())  # fmt: skip
+        except WaitTimeout as e:
+            raise ClusterError(f"could not remove {what} of {name!r}: {e.last_seen}") from None
 
     containers = client.containers.list(all=True, filters=label, sparse=True)
     try:

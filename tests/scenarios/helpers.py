@@ -192,6 +192,17 @@ def file_system(node, path=DATA_MOUNT):
     return node.exec("stat", "--file-system", "--format=%T", path).strip()
 
 
+def project_resources(name):
+    """Every container, volume and network labelled with compose project `name`."""
+    client = docker.from_env()
+    label = {"label": f"com.docker.compose.project={name}"}
+    return (
+        client.containers.list(all=True, filters=label)
+        + client.volumes.list(filters=label)
+        + client.networks.list(filters=label)
+    )
+
+
 def pgharness(*args, env=None, timeout=180):
     """Run `python -m pgharness ARGS` the way a user would; return the completed process."""
     return subprocess.run(

@@ -23,6 +23,7 @@ from tests.scenarios.helpers import (
     file_system,
     free_port,
     pgharness,
+    project_resources,
     remove_image_built_from,
     run_pytest,
     wait_until_ready,
@@ -64,17 +65,6 @@ def up_on_free_ports(name, *flags):
 def primary_file_system(name):
     """The file system environment `name`'s primary keeps its data on (tmpfs, ext2/ext3, ...)."""
     return file_system(Cluster.attach(name).primary)
-
-
-def project_resources(name):
-    """Every container, volume and network labelled with compose project `name`."""
-    client = docker.from_env()
-    label = {"label": f"com.docker.compose.project={name}"}
-    return (
-        client.containers.list(all=True, filters=label)
-        + client.volumes.list(filters=label)
-        + client.networks.list(filters=label)
-    )
 
 
 @pytest.fixture

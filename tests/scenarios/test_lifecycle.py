@@ -22,6 +22,7 @@ from tests.scenarios.helpers import (
     default_sigint,
     free_port,
     labelled,
+    project_resources,
     remove_image_built_from,
     remove_projects,
     run_pytest,
@@ -423,3 +424,33 @@ def test_two_checkouts_whose_images_differ_alternate_on_one_engine_without_a_reb
         for image in client.images.list(filters={"reference": f"{family.tag}*"}):
             client.images.remove(image.id, force=True)
         build_lock(family).unlink(missing_ok=True)
+
+
+def test_two_removals_of_one_project_at_once_both_succeed_and_leave_nothing(harness_image):
+    # Two processes removing one project at once (a session's start-up reaping and `pgharness gc` on a
+    # shared runner, two teardowns): the engine refuses the second removal of a container while the first
+    # runs, and a network or volume while a container being removed still holds it. Neither is a failure.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pgharness.cluster import new_cluster_name
+    from pgharness.compose import remove_project
+
+    client = docker.from_env()
+    project = new_cluster_name("pgh-race")
+    labels = {"com.docker.compose.project": project, "org.pgharness.managed": "true"}
+    network = client.networks.create(f"{project}_default", labels=labels)
+    for i in range(4):
+        volume = client.volumes.create(f"{project}_data{i}", labels=labels)
+        client.containers.run(
+            harness_image, ["sleep", "600"], entrypoint=[], detach=True, labels=labels, network=network.name,
+            volumes={volume.name: {"bind": "/data", "mode": "rw"}}, name=f"{project}-node{i}",
+        )  # fmt: skip
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            for removal in [pool.submit(remove_project, client, project) for _ in range(2)]:
+                removal.result()
+    finally:
+        left = project_resources(project)
+        for thing in left:
+            thing.remove(force=True)
+    assert left == []
