@@ -25,6 +25,10 @@ _nodes: Counter[str] = Counter()
 _by_file: dict[str, float] = {}
 _tests = 0
 _requests: Counter[str] = Counter()
+#: The machine's busy CPU-seconds while each file's tests ran in this process (setup, call, teardown): what
+#: they cost when this process is the only one running tests (a serial run, `profile.py --serial`).
+_machine_by_file: dict[str, float] = {}
+_tests_by_file: Counter[str] = Counter()
 
 #: The function that starts a cluster, by what kind of start it is (the innermost caller wins).
 _KINDS = {"_started": "spare", "get": "shared", "_start_afresh": "shared afresh", "start": "fresh"}
@@ -69,12 +73,28 @@ def pytest_configure(config: pytest.Config) -> None:
     Cluster.add_primary = _counting(Cluster.add_primary, _nodes, "primary")  # type: ignore[method-assign]
 
 
+def machine_busy() -> float:
+    """CPU-seconds the whole machine has spent busy since boot (/proc/stat: user, nice, system, irq, softirq)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields)
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    before = machine_busy()
+    yield
+    name = item.nodeid.split("::", 1)[0]
+    _machine_by_file[name] = _machine_by_file.get(name, 0.0) + machine_busy() - before
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     global _tests
     name = report.nodeid.split("::", 1)[0]
     _by_file[name] = _by_file.get(name, 0.0) + report.duration
     if report.when == "call":
         _tests += 1
+        _tests_by_file[name] += 1
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -90,6 +110,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         "nodes_added": dict(_nodes),
         "test_seconds_by_file": dict(_by_file) if controller else {},
         "tests": _tests if controller else 0,
+        "tests_by_file": dict(_tests_by_file) if controller else {},
         "engine_requests": dict(_requests),
+        "machine_cpu_s_by_file": dict(_machine_by_file),
     }
     Path(folder, f"{os.getpid()}.json").write_text(json.dumps(data))

@@ -4,6 +4,7 @@
     python bench/profile.py                     # the default suite (-n auto), profiled
     python bench/profile.py -- tests/scenarios/test_streaming.py   # other pytest arguments
     python bench/profile.py --compare HEAD~5 --pairs 2             # this checkout against a commit
+    python bench/profile.py --serial                               # in one process: each file's own CPU
 
 On two cores the suite is CPU-bound: its wall time is its CPU work over the cores. The profile runs the
 suite once, as `make test` does, and reports:
@@ -15,7 +16,9 @@ suite once, as `make test` does, and reports:
   engine's daemons (dockerd, containerd), the harness's own Python (each pytest process's own CPU),
   the child processes of pytest (compose, docker, a child test run; their CPU once reaped), and the rest
   (container shims, runc, the kernel's network and file-system work, anything else running);
-- the ten scenario files with the most summed test time (setup, call and teardown), with their share.
+- the ten scenario files with the most summed test time (setup, call and teardown), with their share;
+  with ``--serial`` (``-n 0``: one process runs every test, so what the machine spends while a test runs is
+  that test's), the ten files that cost the machine the most CPU-seconds, with their share and per test.
 
 ``--compare REV`` runs the suite alternately in this checkout and in REV's (a git worktree, its own
 images), ``--pairs`` times each, A B A B: a machine whose speed drifts is compared within one run. Each
@@ -36,6 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cpu_profile import machine_busy  # bench/, this script's folder, is first on sys.path
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 CATEGORIES = (
     ("containers", "PostgreSQL and the tools in containers"),
@@ -45,13 +50,6 @@ CATEGORIES = (
     ("rest", "the rest (shims, runc, kernel, other)"),
 )
 ENGINE_DAEMONS = ("dockerd", "containerd")
-
-
-def machine_busy() -> float:
-    """CPU-seconds the whole machine has spent busy since boot (/proc/stat: user, nice, system, irq, softirq)."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]
-    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields)
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def containers_cpu() -> float | None:
@@ -151,6 +149,9 @@ def run_suite(checkout: Path, pytest_args: list[str], *, quiet: bool = False) ->
     nodes: dict[str, int] = {}
     requests: dict[str, int] = {}
     by_file: dict[str, float] = {}
+    # Only a serial run's figures are a file's own: with workers, each saw the others' work too.
+    runners = [p for p in processes if p.get("machine_cpu_s_by_file")]
+    machine_by_file = runners[0]["machine_cpu_s_by_file"] if len(runners) == 1 else {}
     for process in processes:
         for kind, count in process["cluster_starts"].items():
             starts[kind] = starts.get(kind, 0) + count
@@ -173,6 +174,8 @@ def run_suite(checkout: Path, pytest_args: list[str], *, quiet: bool = False) ->
         "test_seconds_by_file": by_file,
         "engine_requests": requests,
         "engine_events": events,
+        "machine_cpu_s_by_file": machine_by_file,
+        "tests_by_file": {k: v for p in processes for k, v in p.get("tests_by_file", {}).items()},
     }
 
 
@@ -205,6 +208,13 @@ def report(profile: dict[str, Any]) -> None:
     print(f"{'scenario file (summed test time)':<56} {'seconds':>8} {'share':>9}")
     for name, seconds in sorted(by_file.items(), key=lambda kv: -kv[1])[:10]:
         print(f"{name:<56} {seconds:>8.0f} {seconds / whole:>8.0%}")
+    machine = profile.get("machine_cpu_s_by_file") or {}
+    if machine:
+        counts = profile.get("tests_by_file") or {}
+        spent = sum(machine.values()) or 1.0
+        print(f"\n{'scenario file (machine CPU-s while it ran, serial)':<56} {'CPU-s':>8} {'share':>9} {'per test':>9}")
+        for name, seconds in sorted(machine.items(), key=lambda kv: -kv[1])[:10]:
+            print(f"{name:<56} {seconds:>8.0f} {seconds / spent:>8.0%} {per(seconds, counts.get(name, 0)):>9}")
 
 
 def worktree(rev: str) -> Path:
@@ -251,9 +261,13 @@ def main() -> int:
     parser.add_argument("--compare", metavar="REV", help="alternate this checkout with REV's (a git worktree)")
     parser.add_argument("--pairs", type=int, default=2, help="with --compare: A B pairs (default 2)")
     parser.add_argument("--keep-worktree", action="store_true", help="with --compare: leave REV's worktree")
+    parser.add_argument("--serial", action="store_true", help="run the suite in one process (-n 0): adds each "
+                        "file's own machine CPU-seconds")  # fmt: skip
     parser.add_argument("pytest_args", nargs="*", help="after --: pytest's arguments (default: -n auto)")
     args = parser.parse_args()
     pytest_args = args.pytest_args or ["-n", "auto"]
+    if args.serial:  # after the others: pytest's last -n wins
+        pytest_args = [*pytest_args, "-n", "0"]
     out = REPOSITORY / "bench" / "profile-results.json"
     if args.compare:
         results = compare(args.compare, args.pairs, pytest_args)
