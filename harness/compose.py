@@ -393,6 +393,9 @@ def remove_project(client: docker.DockerClient, name: str) -> None:
     def remove(thing: Any, **options: Any) -> None:
         what = f"{type(thing).__name__.lower()} {thing.name or thing.short_id!r}"
 
+        def refused(why: str) -> ClusterError:
+            return ClusterError(f"could not remove {what} of {name!r}: {why}")
+
         def attempt() -> str:
             """'' once it is gone; the engine's refusal while another removal holds it up."""
             try:
@@ -401,7 +404,7 @@ def remove_project(client: docker.DockerClient, name: str) -> None:
                 pass
             except docker.errors.APIError as e:
                 if e.status_code not in WAIT_FOR_OTHER_REMOVAL:
-                    raise ClusterError(f"could not remove {what} of {name!r}: {e.explanation}") from None
+                    raise refused(str(e.explanation)) from None
                 return str(e.explanation)
             return ""
 
@@ -409,7 +412,7 @@ def remove_project(client: docker.DockerClient, name: str) -> None:
             poll_until(attempt, lambda refused: not refused, what=f"{what} of {name!r} to be removed",
                        timeout=OTHER_REMOVAL_TIMEOUT, interval=backoff, retry_on=())  # fmt: skip
         except WaitTimeout as e:
-            raise ClusterError(f"could not remove {what} of {name!r}: {e.last_seen}") from None
+            raise refused(str(e.last_seen)) from None
 
     containers = client.containers.list(all=True, filters=label, sparse=True)
     try:

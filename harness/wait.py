@@ -152,6 +152,7 @@ def poll_until(
     if deadline is None:
         deadline = Deadline(timeout)
     started = time.monotonic()
+    pace = fixed_pace if interval is None else interval
     last: object = "(nothing yet)"
     while True:
         try:
@@ -164,6 +165,5 @@ def poll_until(
             last = result
         if deadline.expired:
             raise WaitTimeout(what, deadline.timeout, last, log_tails(nodes))
-        pace = fixed_pace if interval is None else interval
         pause = pace(time.monotonic() - started) if callable(pace) else pace
         time.sleep(min(pause, deadline.remaining))
