@@ -22,7 +22,11 @@ suite once, as `make test` does, and reports:
 
 ``--compare REV`` runs the suite alternately in this checkout and in REV's (a git worktree, its own
 images), ``--pairs`` times each, A B A B: a machine whose speed drifts is compared within one run. Each
-side's CPU per test is reported run by run, with the ratio pair by pair. Writes bench/profile-results.json.
+side's CPU per test is reported run by run, with the ratio pair by pair.
+
+Each mode writes its own results, so that one mode's run does not replace another's: bench/profile-results.json
+(the default suite), bench/profile-serial-results.json (``--serial``), bench/profile-compare-results.json
+(``--compare``, both sides' runs).
 """
 
 from __future__ import annotations
@@ -268,7 +272,8 @@ def main() -> int:
     pytest_args = args.pytest_args or ["-n", "auto"]
     if args.serial:  # after the others: pytest's last -n wins
         pytest_args = [*pytest_args, "-n", "0"]
-    out = REPOSITORY / "bench" / "profile-results.json"
+    mode = "-compare" if args.compare else "-serial" if args.serial else ""
+    out = REPOSITORY / "bench" / f"profile{mode}-results.json"
     if args.compare:
         results = compare(args.compare, args.pairs, pytest_args)
         for run in results["runs"]["A"]:
