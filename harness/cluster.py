@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import docker
 import docker.errors
@@ -61,6 +61,7 @@ from pgharness.constants import (
     OWNER_LABEL,
     OWNER_STARTED_LABEL,
     PROJECT_LABEL,
+    REPLICATION_NETWORK,
     SERVICE_LABEL,
 )
 from pgharness.engine import resolve
@@ -607,6 +608,36 @@ class Cluster:
         return self._nodes[name]
 
     @property
+    def network_name(self) -> str:
+        """The cluster's network (``<project>_replication``), where the nodes reach each other by name."""
+        return resource_name(self.name, REPLICATION_NETWORK)
+
+    def connect_container(self, container: WrapsContainer | Container | str, *aliases: str) -> Container:
+        """Join a container of your own to the cluster's network: a testcontainers container (anything with
+        ``get_wrapped_container()``), a Docker SDK container, or a container's id or name; return it.
+
+        The nodes reach it by its container name and by `aliases`; it reaches them by theirs
+        (`Node.conninfo` is the connection string from there). It stays yours: `destroy` disconnects it,
+        never removes it, so that the network can go. An alias that is the name of one of the cluster's
+        services or nodes (``primary``, say) is refused: two addresses under one name would send some
+        connections to the wrong node. `ClusterError` when the cluster's network is gone.
+        """
+        taken = set(self._project_ids(nodes=True)) | set(self._project_ids(nodes=False)) | set(self._nodes)
+        clashing = sorted(set(aliases) & taken)
+        if clashing:
+            raise ClusterError(f"alias {', '.join(clashing)}: the name of a service of cluster {self.name!r}")
+        try:
+            if isinstance(container, str):
+                target = self._client.containers.get(container)
+            else:
+                target = container if isinstance(container, Container) else container.get_wrapped_container()
+            self._client.networks.get(self.network_name).connect(target, aliases=list(aliases) or None)
+        except docker.errors.NotFound as e:
+            raise ClusterError(f"cannot connect a container to cluster {self.name!r}: {e.explanation}") from None
+        log.info("### %s joined the network of cluster %r (aliases: %s)", target.name, self.name, list(aliases))
+        return target
+
+    @property
     def nodes(self) -> list[Node]:
         """Every PostgreSQL node of the cluster (running or not), by name (one listing of the project)."""
         return [self._handle(name) for name in sorted(self._project_ids(nodes=True))]
@@ -855,4 +886,10 @@ class Cluster:
         return node
 
 
-__all__ = ["TOPOLOGIES", "Cluster"]
+class WrapsContainer(Protocol):
+    """What `Cluster.connect_container` takes of a testcontainers container: the Docker SDK container it wraps."""
+
+    def get_wrapped_container(self) -> Container: ...
+
+
+__all__ = ["TOPOLOGIES", "Cluster", "WrapsContainer"]

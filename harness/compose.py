@@ -20,6 +20,7 @@ does itself; starting a cluster costs the same (the same compose commands).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
@@ -379,7 +380,7 @@ OTHER_REMOVAL_TIMEOUT = 30.0
 def remove_project(client: docker.DockerClient, name: str) -> None:
     """Remove everything of compose project `name`, found by compose's project label: its containers of
     every service and profile, one-off ones too, killed and removed at once with their anonymous volumes;
-    then its networks and volumes.
+    then its networks (a container of someone else's on one is disconnected, not removed) and volumes.
 
     What ``compose down --volumes --remove-orphans --timeout 0`` removes, without a compose process (its
     start and the project's parsing, on every removal). What another process removes meanwhile (a
@@ -422,9 +423,26 @@ def remove_project(client: docker.DockerClient, name: str) -> None:
         for container in containers:
             remove(container, force=True, v=True)
     for network in client.networks.list(filters=label):
+        _disconnect_strangers(client, network, name)
         remove(network)
     for volume in client.volumes.list(filters=label):
         remove(volume, force=True)
+
+
+def _disconnect_strangers(client: docker.DockerClient, network: Any, name: str) -> None:
+    """Disconnect from `network` of project `name` the containers that are not the project's (a user's own,
+    joined by `Cluster.connect_container` or by a network option of theirs): they stay, the network can go.
+    A container of the project still on it is one being removed, which the network's removal waits for."""
+    with contextlib.suppress(docker.errors.NotFound):
+        network.reload()
+    for container_id in network.attrs.get("Containers") or {}:
+        try:
+            labels = client.containers.get(container_id).labels
+        except docker.errors.NotFound:
+            continue
+        if labels.get(PROJECT_LABEL) != name:
+            with contextlib.suppress(docker.errors.NotFound):
+                network.disconnect(container_id, force=True)
 
 
 def list_containers(client: docker.DockerClient, filters: dict[str, Any]) -> list[Container]:
