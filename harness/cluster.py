@@ -75,6 +75,7 @@ from pgharness.errors import (
     UnknownNode,
     UnsupportedVersion,
 )
+from pgharness.lsn import Lsn
 from pgharness.node import Node
 from pgharness.quoting import Settings, check_file_name, check_secret, settings_lines
 from pgharness.service import Service, container_env
@@ -477,11 +478,18 @@ class Cluster:
     def _standby_caught_up(self, deadline: Deadline) -> None:
         """Wait until the compose standby of the primary has replayed what the primary wrote before it
         answered (its roles, the init SQL): a standby from the template (`standby_source`) streams that in
-        after it answers; one from a base backup has it already."""
+        after it answers; one from a base backup has it already.
+
+        The target is the primary's last checkpoint: the shutdown checkpoint of its bootstrap (or the
+        checkpoint of a base backup since), after everything it wrote before it answered. Not its write
+        position: that can end inside a record written since it started (the WAL writer writes whole
+        pages), which the standby cannot replay until the primary flushes the rest, at its next commit
+        or the background writer's next snapshot, 15 s later; a start waited for that."""
         services = self.compose.services or []
         upstream = self.compose.variables.get("STANDBY_UPSTREAM") or "primary"
         if "primary" in services and "standby" in services and upstream == "primary":
-            self.primary.wait_for_catchup("standby", timeout=deadline.remaining)
+            checkpoint = self.primary.scalar("SELECT checkpoint_lsn FROM pg_control_checkpoint()")
+            self.primary.wait_for_catchup("standby", target_lsn=Lsn.parse(str(checkpoint)), timeout=deadline.remaining)
 
     def _make_limited_volumes(self) -> None:
         """Make the size-limited volumes (`disk`) before compose does: compose then uses them as they are (a
