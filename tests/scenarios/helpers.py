@@ -181,10 +181,31 @@ def run_pytest(tmp_path, test_source, *args, env_extra=None, **popen):
         cwd=tmp_path,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PGHARNESS_EVIDENCE_DIR": str(tmp_path / "evidence"), **(env_extra or {})},
+        # faulthandler: `finish` has a child that is past its deadline print every thread's stack.
+        env={
+            **os.environ,
+            "PGHARNESS_EVIDENCE_DIR": str(tmp_path / "evidence"),
+            "PYTHONFAULTHANDLER": "1",
+            **(env_extra or {}),
+        },
         preexec_fn=default_sigint,
         **popen,
     )
+
+
+def finish(proc, timeout):
+    """The output of child run `proc` (`run_pytest`) once it exits within `timeout` seconds. Past that, it is
+    made to print every thread's stack (faulthandler, on SIGABRT) and the test fails with that output: where
+    the child hangs, instead of a bare TimeoutExpired."""
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            output = proc.communicate(timeout=30)[0]
+        except subprocess.TimeoutExpired as e:
+            output = e.output
+        pytest.fail(f"the child run did not exit within {timeout} s; its output and stacks:\n{output}")
 
 
 def file_system(node, path=DATA_MOUNT):

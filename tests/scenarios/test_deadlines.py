@@ -12,7 +12,7 @@ from pgharness import QueryTimeout, WaitTimeout
 from pgharness.compose import docker_client, run_container
 from pgharness.errors import ClusterError, ToolError
 from pgharness.wait import poll_until
-from tests.scenarios.helpers import labelled, run_pytest
+from tests.scenarios.helpers import finish, labelled, run_pytest
 
 pytestmark = pytest.mark.failover
 
@@ -131,7 +131,7 @@ def test_a_project_that_only_installs_the_plugin_gets_a_test_deadline(tmp_path, 
         env_extra={"PGHARNESS_TEST_TIMEOUT": "1"},
     )
     started = time.monotonic()
-    output, _ = proc.communicate(timeout=100)
+    output = finish(proc, 100)
     took = time.monotonic() - started
 
     # The plugin's deadline (signal method) ends the test.

@@ -20,6 +20,7 @@ from pgharness.image import ImageSpec, build_lock, ensure_image
 from pgharness.wait import poll_until
 from tests.scenarios.helpers import (
     default_sigint,
+    finish,
     free_port,
     labelled,
     project_resources,
@@ -89,7 +90,7 @@ def test_passing_run_leaves_nothing(tmp_path, harness_image):
         "log_cli=true",
         "--log-cli-level=INFO",
     )
-    output, _ = proc.communicate(timeout=300)
+    output = finish(proc, 300)
     owner = f"org.pgharness.owner=pytest-{proc.pid}"
     left = labelled(owner)
     remove_projects(owner)  # after looking: what the run left is the finding
@@ -116,7 +117,7 @@ def test_failed_test_leaves_evidence_files_and_no_cluster(tmp_path, harness_imag
             assert cluster.standby.scalar("SELECT 1") == 2
         """,
     )
-    output, _ = proc.communicate(timeout=300)
+    output = finish(proc, 300)
     assert proc.returncode == 1, output
 
     # Its evidence is on disk: logs, pg_controldata, the replication views, the archive, the compose config.
@@ -179,7 +180,7 @@ def test_ctrl_c_or_sigterm_in_the_middle_of_a_scenario_removes_the_cluster(tmp_p
             if number:
                 time.sleep(0.2)  # the gap between two signals is what the sigterm-twice case is about
             proc.send_signal(signum)
-        output, _ = proc.communicate(timeout=120)
+        output = finish(proc, 120)
         left = labelled(owner)  # what the interrupted run left, before the cleanup below
     finally:
         proc.kill()
@@ -224,7 +225,7 @@ def test_pytest_timeout_expiry_removes_the_cluster_and_keeps_evidence(tmp_path, 
     )
     owner = f"org.pgharness.owner=pytest-{proc.pid}"
     try:
-        output, _ = proc.communicate(timeout=180)
+        output = finish(proc, 180)
         left = labelled(owner)  # what the timed-out run left, before the cleanup below
     finally:
         proc.kill()
@@ -319,7 +320,7 @@ def test_a_failed_start_can_be_caught_and_otherwise_reads_as_its_cause(tmp_path,
     # pytest.raises catches a failed start (it was pytest's own failure, out of reach); one that no test
     # expects is reported in the cause's words, compose's own line first (a port clash), no traceback.
     child = run_pytest(tmp_path, FAILED_STARTS.replace("PORT", str(free_port())))
-    output, _ = child.communicate(timeout=300)
+    output = finish(child, 300)
     assert child.returncode == 1, output
     assert output.strip().splitlines()[-1].startswith("1 failed, 1 passed"), output
     first = next(line for line in output.splitlines() if "did not start:" in line)

@@ -6,7 +6,7 @@ import pytest
 from pgharness.recovery import RecoveryTarget
 from pgharness.shared import reset, take_baseline
 from pgharness.wait import poll_until
-from tests.scenarios.helpers import run_pytest
+from tests.scenarios.helpers import finish, run_pytest
 
 pytestmark = pytest.mark.lifecycle
 
@@ -133,7 +133,7 @@ def test_a_test_that_changed_the_shared_cluster_is_named_and_the_next_gets_a_fre
     # As a warning, or (with warnings as errors, as this suite runs) as the changing test's own error at its
     # teardown: either way the next test's setup is untouched and it gets a fresh cluster.
     child = run_pytest(tmp_path, PLUGIN_RUN, "-W", warnings)
-    output, _ = child.communicate(timeout=300)
+    output = finish(child, 300)
 
     assert child.returncode == (0 if warnings == "always" else 1), output
     assert outcome in output.splitlines()[-1], output
