@@ -628,7 +628,8 @@ class Cluster:
         (`Node.conninfo` is the connection string from there). It stays yours: `destroy` disconnects it,
         never removes it, so that the network can go. An alias that is the name of one of the cluster's
         services or nodes (``primary``, say) is refused: two addresses under one name would send some
-        connections to the wrong node. `ClusterError` when the cluster's network is gone.
+        connections to the wrong node. `ClusterError` when the engine refuses (the container or the
+        network is gone, or the container is on the network already).
         """
         taken = set(self._project_ids(nodes=True)) | set(self._project_ids(nodes=False)) | set(self._nodes)
         clashing = sorted(set(aliases) & taken)
@@ -640,7 +641,7 @@ class Cluster:
             else:
                 target = container if isinstance(container, Container) else container.get_wrapped_container()
             self._client.networks.get(self.network_name).connect(target, aliases=list(aliases) or None)
-        except docker.errors.NotFound as e:
+        except docker.errors.APIError as e:  # not there, on the network already, ...
             raise ClusterError(f"cannot connect a container to cluster {self.name!r}: {e.explanation}") from None
         log.info("### %s joined the network of cluster %r (aliases: %s)", target.name, self.name, list(aliases))
         return target

@@ -441,7 +441,8 @@ def _disconnect_strangers(client: docker.DockerClient, network: Any, name: str) 
         except docker.errors.NotFound:
             continue
         if labels.get(PROJECT_LABEL) != name:
-            with contextlib.suppress(docker.errors.NotFound):
+            # Refused (gone meanwhile, say): the network's removal below waits for it, or names it.
+            with contextlib.suppress(docker.errors.APIError):
                 network.disconnect(container_id, force=True)
 
 

@@ -65,10 +65,16 @@ def test_a_testcontainers_container_reads_the_standby_by_name_and_outlives_the_c
         assert container.get_wrapped_container().status == "running"
 
 
-def test_an_alias_that_names_a_node_and_a_container_that_is_not_there_are_refused(shared_cluster, user_container):
+def test_an_alias_that_names_a_node_a_container_not_there_and_one_connected_twice_are_refused(
+    shared_cluster, user_container
+):
     app = user_container(shared_cluster)
     with pytest.raises(ClusterError):
         shared_cluster.connect_container(app, "standby")
     assert shared_cluster.network_name not in networks(app)
     with pytest.raises(ClusterError):
         shared_cluster.connect_container("pgharness-no-such-container")
+    # Twice: the engine's refusal, as a ClusterError (the container leaves the network with its removal).
+    shared_cluster.connect_container(app, "app")
+    with pytest.raises(ClusterError):
+        shared_cluster.connect_container(app, "app")
