@@ -152,8 +152,19 @@ class Tools:
         return BackgroundTool(container, what)
 
     def _create(self, *, mounts: Mapping[str, str] | None, user: str, env: Mapping[str, str] | None) -> dict[str, Any]:
-        """The engine's arguments for a one-off container (``containers.create``) besides its image."""
+        """The engine's arguments for a one-off container (``containers.create``) besides its image.
+
+        Every volume in `mounts` must exist: the engine would make a missing one, with no label (nothing
+        would ever remove it), as a failed test's evidence did for the archive of a cluster it had removed.
+        `ToolError` names it."""
         cluster = self.cluster
+        for name in mounts or {}:
+            try:
+                cluster.docker.volumes.get(name)
+            except docker.errors.NotFound:
+                raise ToolError(
+                    f"volume {name!r} of cluster {cluster.name!r} is gone (was the cluster removed?)"
+                ) from None
         return {
             "entrypoint": [],
             "user": user,

@@ -7,6 +7,7 @@ from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 
 from pgharness import ClusterError
+from pgharness.errors import ToolError
 from tests.scenarios.helpers import project_resources
 
 pytestmark = pytest.mark.downstream
@@ -59,6 +60,10 @@ def test_a_testcontainers_container_reads_the_standby_by_name_and_outlives_the_c
 
     # The cluster's removal disconnects the user's containers instead of failing on the network they hold.
     cluster.destroy()
+    # Reading the removed cluster's archive (as a failed test's evidence does) is refused: it does not make
+    # the volume again, unlabelled, for nothing to remove.
+    with pytest.raises(ToolError):
+        cluster.archive.files()
     assert project_resources(cluster.name) == []
     for container in (app, born_there):
         assert cluster.network_name not in networks(container)  # reloads its state too
