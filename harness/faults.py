@@ -46,10 +46,8 @@ from typing import TYPE_CHECKING
 from docker.models.networks import Network
 from psycopg.conninfo import conninfo_to_dict
 
-from pgharness.constants import REPLICATION_NETWORK
 from pgharness.errors import ClusterError
 from pgharness.lsn import Lsn
-from pgharness.tools import resource_name
 from pgharness.topology import parse_size
 from pgharness.wait import Deadline
 
@@ -66,7 +64,7 @@ PARTITION_TABLE = "pgharness_partition"
 
 def replication_network(node: Node) -> Network:
     """The cluster's network (``<project>_replication``); `ClusterError` when it is gone."""
-    name = resource_name(node.cluster.name, REPLICATION_NETWORK)
+    name = node.cluster.network_name
     networks = node.cluster.docker.networks.list(names=[name])
     if not networks:
         raise ClusterError(f"cluster {node.cluster.name!r} has no network {name!r}: is it up?")

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import docker.errors
 
 from pgharness.compose import container_output, finish_container, run_container, start_container
-from pgharness.constants import ARCHIVE_PATH, BACKUPS_PATH, DATA_MOUNT, REPLICATION_NETWORK
+from pgharness.constants import ARCHIVE_PATH, BACKUPS_PATH, DATA_MOUNT
 from pgharness.errors import ClusterError, ToolError
 from pgharness.wait import failure_lines
 
@@ -169,7 +169,7 @@ class Tools:
             "entrypoint": [],
             "user": user,
             "environment": {"PGPASSWORD": cluster.password, "PGUSER": "postgres", **(env or {})},
-            "network": resource_name(cluster.name, REPLICATION_NETWORK),
+            "network": cluster.network_name,
             "dns": ["127.0.0.1"],
             "volumes": {name: {"bind": path, "mode": "rw"} for name, path in (mounts or {}).items()},
             "labels": cluster.labels(),
