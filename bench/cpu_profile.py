@@ -7,6 +7,7 @@ named by PGHARNESS_BENCH_PROFILE at its end.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import os
@@ -18,7 +19,10 @@ from typing import Any
 import pytest
 import requests
 
-from pgharness.cluster import Cluster
+try:
+    Cluster: Any = importlib.import_module("pgharness.cluster").Cluster
+except ImportError:  # a checkout from before the package's rename (63352ba), run by profile.py --compare
+    Cluster = importlib.import_module("harness.cluster").Cluster
 
 _starts: Counter[str] = Counter()
 _nodes: Counter[str] = Counter()
@@ -43,7 +47,7 @@ def _kind() -> str:
 
 
 def _counting(method: Any, counter: Counter[str], kind: Any) -> Any:
-    def wrapper(self: Cluster, *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         counter[kind(*args) if callable(kind) else kind] += 1
         return method(self, *args, **kwargs)
 
@@ -68,9 +72,9 @@ def pytest_configure(config: pytest.Config) -> None:
         return send(self, request, **kwargs)
 
     requests.Session.send = counted  # type: ignore[method-assign]
-    Cluster.start = _counting(Cluster.start, _starts, lambda *_: _kind())  # type: ignore[method-assign]
-    Cluster.add_node = _counting(Cluster.add_node, _nodes, "standby")  # type: ignore[method-assign]
-    Cluster.add_primary = _counting(Cluster.add_primary, _nodes, "primary")  # type: ignore[method-assign]
+    Cluster.start = _counting(Cluster.start, _starts, lambda *_: _kind())
+    Cluster.add_node = _counting(Cluster.add_node, _nodes, "standby")
+    Cluster.add_primary = _counting(Cluster.add_primary, _nodes, "primary")
 
 
 def machine_busy() -> float:

@@ -20,9 +20,9 @@ suite once, as `make test` does, and reports:
   with ``--serial`` (``-n 0``: one process runs every test, so what the machine spends while a test runs is
   that test's), the ten files that cost the machine the most CPU-seconds, with their share and per test.
 
-``--compare REV`` runs the suite alternately in this checkout and in REV's (a git worktree, its own
-images), ``--pairs`` times each, A B A B: a machine whose speed drifts is compared within one run. Each
-side's CPU per test is reported run by run, with the ratio pair by pair.
+``--compare REV`` runs the suite alternately in this checkout and in REV's (a git worktree, with its own
+virtual environment and images), ``--pairs`` times each, A B A B: a machine whose speed drifts is compared
+within one run. Each side's CPU per test is reported run by run, with the ratio pair by pair.
 
 Each mode writes its own results, so that one mode's run does not replace another's: bench/profile-results.json
 (the default suite), bench/profile-serial-results.json (``--serial``), bench/profile-compare-results.json
@@ -107,28 +107,26 @@ def engine_events(since: float, until: float) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-#: With another checkout's harness on PYTHONPATH, a test that builds the wheel and checks a project of its
-#: own imports it cannot pass: left out of both sides of a comparison.
-LEAKS_PYTHONPATH = "tests/scenarios/test_downstream.py::test_the_wheel_works_in_a_project_of_its_own"
-
-
-def python_path(checkout: Path) -> str:
-    """PYTHONPATH that makes `checkout`'s harness the one imported: this checkout's is the installed one;
-    another's goes ahead of the editable install's import hook."""
+def python_of(checkout: Path) -> str:
+    """The interpreter that runs `checkout`'s suite: this checkout's own (the one running this script), or
+    the other's virtual environment, made by its own `make venv` once. Each side imports its own harness
+    and its own command, as its `make test` would: a checkout from before the package's rename (63352ba)
+    imports ``harness``, and a child ``pgharness`` process must be that checkout's, not this one's."""
     if checkout == REPOSITORY:
-        return str(REPOSITORY / "bench")
-    link = checkout / ".bench-path" / "pgharness"
-    if not link.exists():
-        link.parent.mkdir(exist_ok=True)
-        link.symlink_to(checkout / "harness")
-    return os.pathsep.join([str(link.parent), str(REPOSITORY / "bench")])
+        return sys.executable
+    python = checkout / ".venv" / "bin" / "python"
+    if not python.exists():
+        print(f"### {checkout}: make venv", flush=True)
+        subprocess.run(["make", "-C", str(checkout), "venv", f"PYTHON={sys.executable}"], check=True,
+                       stdout=subprocess.DEVNULL, timeout=900)  # fmt: skip
+    return str(python)
 
 
 def run_suite(checkout: Path, pytest_args: list[str], *, quiet: bool = False) -> dict[str, Any]:
     """Run pytest in `checkout` with `pytest_args`, profiled; return the profile."""
     with tempfile.TemporaryDirectory(prefix="pgharness-profile-") as folder:
-        env = {**os.environ, "PYTHONPATH": python_path(checkout), "PGHARNESS_BENCH_PROFILE": folder}
-        cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "cpu_profile", "-q", *pytest_args]
+        env = {**os.environ, "PYTHONPATH": str(REPOSITORY / "bench"), "PGHARNESS_BENCH_PROFILE": folder}
+        cmd = [python_of(checkout), "-m", "pytest", "-p", "no:cacheprovider", "-p", "cpu_profile", "-q", *pytest_args]
         print(f"### {checkout}: pytest {' '.join(cmd[3:])}", flush=True)
         before, started, since = snapshot(), time.perf_counter(), time.time()
         result = subprocess.run(cmd, cwd=checkout, env=env, check=False, stdout=subprocess.PIPE, text=True)
@@ -240,7 +238,7 @@ def compare(rev: str, pairs: int, pytest_args: list[str]) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
     for _ in range(pairs):
         for side, checkout in sides.items():
-            runs[side].append(run_suite(checkout, [*pytest_args, "--deselect", LEAKS_PYTHONPATH]))
+            runs[side].append(run_suite(checkout, pytest_args))
     print(f"\nA: this checkout; B: {rev} ({other})")
     # Per test, and in total: two checkouts seldom run the same tests, and cheap tests added lower the first.
     head = ("pair", "A CPU-s/test", "B CPU-s/test", "A/B", "A CPU-s", "B CPU-s", "A/B", "A tests", "B tests")
