@@ -554,13 +554,18 @@ class Cluster:
 
     # --- nodes and services -------------------------------------------------
 
-    def _project_ids(self, *, nodes: bool) -> dict[str, str]:
-        """The ids of the project's nodes (or its other services), by name: one listing, nothing inspected."""
-        listed = self.docker.containers.list(all=True, filters={"label": [f"{PROJECT_LABEL}={self.name}"]}, sparse=True)
+    def _listed(self) -> list[Container]:
+        """Every container of the project, as one listing shows it (nothing inspected)."""
+        return self.docker.containers.list(all=True, filters={"label": [f"{PROJECT_LABEL}={self.name}"]}, sparse=True)
+
+    def _project_ids(self, *, nodes: bool | None) -> dict[str, str]:
+        """The ids of the project's nodes (or its other services; None: both), by name: one listing, nothing
+        inspected."""
         named = {}
-        for c in listed:
+        for c in self._listed():
             labels = c.attrs.get("Labels") or {}
-            if labels.get(KIND_LABEL) == "storage" or (labels.get(KIND_LABEL) == "postgres") != nodes:
+            kind = labels.get(KIND_LABEL)
+            if kind == "storage" or (nodes is not None and (kind == "postgres") != nodes):
                 continue
             oneoff = labels.get(ONEOFF_LABEL) == "True"
             name = labels.get(NODE_LABEL) or (None if oneoff else labels.get(SERVICE_LABEL))
@@ -631,7 +636,7 @@ class Cluster:
         connections to the wrong node. `ClusterError` when the engine refuses (the container or the
         network is gone, or the container is on the network already).
         """
-        taken = set(self._project_ids(nodes=True)) | set(self._project_ids(nodes=False)) | set(self._nodes)
+        taken = set(self._project_ids(nodes=None)) | set(self._nodes)
         clashing = sorted(set(aliases) & taken)
         if clashing:
             raise ClusterError(f"alias {', '.join(clashing)}: the name of a service of cluster {self.name!r}")
@@ -797,6 +802,34 @@ class Cluster:
             raise ClusterError(f"node name {name!r}: use lower-case letters, digits and '-' (at most 31)")
         if name in self._project_ids(nodes=True):
             raise ClusterError(f"cluster {self.name!r} has a node {name!r} already")
+        held = self._strangers_names().get(name)
+        if held is not None:
+            raise ClusterError(
+                f"node name {name!r}: container {held!r}, not the cluster's, answers to it on the cluster's"
+                " network (an alias of connect_container, say): choose another name"
+            )
+
+    def _strangers_names(self) -> dict[str, str]:
+        """The names the containers on the cluster's network that are not the project's answer to (their
+        container names and aliases), each with the container's name: a user's own, joined by
+        `connect_container` or by a network option of theirs. A node given one of them would share it, and
+        the engine's DNS would send some of the node's connections to that container."""
+        try:
+            network = self._client.networks.get(self.network_name)
+        except docker.errors.NotFound:
+            return {}
+        own = {str(c.attrs["Id"]) for c in self._listed()}
+        names: dict[str, str] = {}
+        for container_id in set(network.attrs.get("Containers") or {}) - own:
+            try:
+                attrs = self._client.containers.get(container_id).attrs
+            except docker.errors.NotFound:  # gone since the network was inspected
+                continue
+            container_name = str(attrs["Name"]).lstrip("/")
+            endpoint = (attrs["NetworkSettings"]["Networks"] or {}).get(self.network_name) or {}
+            for alias in (container_name, *(endpoint.get("Aliases") or []), *(endpoint.get("DNSNames") or [])):
+                names[alias] = container_name
+        return names
 
     def _in_memory(self, name: str) -> dict[str, Any]:
         """The volume options that put node `name`'s data in memory when the cluster's storage is "tmpfs":

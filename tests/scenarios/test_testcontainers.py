@@ -70,9 +70,7 @@ def test_a_testcontainers_container_reads_the_standby_by_name_and_outlives_the_c
         assert container.get_wrapped_container().status == "running"
 
 
-def test_an_alias_that_names_a_node_a_container_not_there_and_one_connected_twice_are_refused(
-    shared_cluster, user_container
-):
+def test_clashing_names_and_containers_not_there_or_connected_twice_are_refused(shared_cluster, user_container):
     app = user_container(shared_cluster)
     with pytest.raises(ClusterError):
         shared_cluster.connect_container(app, "standby")
@@ -83,3 +81,7 @@ def test_an_alias_that_names_a_node_a_container_not_there_and_one_connected_twic
     shared_cluster.connect_container(app, "app")
     with pytest.raises(ClusterError):
         shared_cluster.connect_container(app, "app")
+    # A node added later under the alias a user's container holds is refused before anything is made.
+    with pytest.raises(ClusterError):
+        shared_cluster.add_node("app")
+    assert "app" not in [node.name for node in shared_cluster.nodes]
