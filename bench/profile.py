@@ -136,6 +136,11 @@ def run_suite(checkout: Path, pytest_args: list[str], *, quiet: bool = False) ->
             lines = result.stdout.rstrip().splitlines() or ["(no output)"]
             for line in [*(x for x in lines if x.startswith(("FAILED", "ERROR"))), lines[-1]]:
                 print(line, flush=True)
+        if result.returncode != 0:  # the failures' tracebacks, which the summary lines above cut short
+            kept = REPOSITORY / "test-results" / f"profile-{checkout.name}-{time.strftime('%Y%m%dT%H%M%S')}.txt"
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            kept.write_text(result.stdout)
+            print(f"(pytest's whole output: {kept.relative_to(REPOSITORY)})", flush=True)
         processes = [json.loads(p.read_text()) for p in Path(folder).glob("*.json")]
     delta = {k: None if before[k] is None or after[k] is None else after[k] - before[k] for k in before}  # type: ignore[operator]
     harness = sum(p["self_cpu_s"] for p in processes)

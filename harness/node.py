@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -52,7 +53,48 @@ _LSN_FUNCTIONS: dict[str, str] = {
 }
 _STOP_SIGNALS: dict[str, str] = {"smart": "SIGTERM", "fast": "SIGINT", "immediate": "SIGQUIT"}
 #: Where a node's WAL is now: its write position (a primary) or its replay position (a standby).
-_POSITION_QUERY = "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END"
+_POSITION_QUERY = """SELECT pg_is_in_recovery(),
+    CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END"""
+
+#: How long a standby may hold a primary's WAL up to the target without replaying any of it before the primary
+#: is asked to write the rest of the record that the target cuts (`_PartialRecord`).
+_STALL_BEFORE_NUDGE = 0.5
+
+
+class _PartialRecord:
+    """A primary's write position can end inside a record: the WAL writer writes whole pages, and the rest of a
+    record that no commit flushed (a hint bit's page image, say) waits for the next flush, at worst the 15 s
+    until the background writer's next snapshot record. A standby replays whole records only, so a wait for
+    it to replay up to that position would wait as long. When a standby has held the WAL up to the target
+    for `_STALL_BEFORE_NUDGE` seconds without replaying any more of it, the primary is nudged once: from
+    PostgreSQL 16 on, a snapshot record of our own (``pg_log_standby_snapshot()``), which the WAL writer
+    flushes at once; before, a transaction id taken and committed, synchronous locally only (a synchronous
+    standby that is down does not hold it). A server that refuses (read-only, say) is left as it is."""
+
+    def __init__(self, session: Session, *, primary: bool) -> None:
+        self.session = session
+        self.replayed: Lsn | None = None
+        self.since = 0.0
+        self.nudged = not primary  # a standby's replay position, a target, always ends a record
+
+    def check(self, target: Lsn, replayed: Lsn, held: Lsn | None) -> None:
+        if self.nudged or held is None or not replayed < target <= held:
+            self.replayed = None
+            return
+        if replayed != self.replayed:  # still replaying: not stalled
+            self.replayed, self.since = replayed, time.monotonic()
+            return
+        if time.monotonic() - self.since < _STALL_BEFORE_NUDGE:
+            return
+        self.nudged = True
+        log.debug("a standby holds WAL up to %s, replayed up to %s: nudging the primary", target, replayed)
+        try:
+            if int(self.session.scalar("SHOW server_version_num")) >= 160000:
+                self.session.scalar("SELECT pg_log_standby_snapshot()")
+            else:
+                self.session.scalar("SELECT set_config('synchronous_commit', 'local', true), pg_current_xact_id()")
+        except psycopg.Error as e:
+            log.debug("the nudge was refused: %s", e)
 
 
 def _log_time(stamp: str) -> tuple[str, int]:
@@ -344,7 +386,11 @@ class Node(Service):
         Called on the upstream (the primary, or a cascading standby); polls
         ``pg_stat_replication.<mode>_lsn`` for the row whose application_name
         is the standby's name. `target_lsn` defaults to this node's current
-        write LSN (its replay LSN when it is itself a standby). Raises
+        write LSN (its replay LSN when it is itself a standby). A primary
+        whose write position ends inside a record, which the standby cannot
+        replay until the rest is written, is asked to write it once the
+        standby holds that WAL and replays no more (see `_PartialRecord`:
+        PostgreSQL itself would leave it for up to 15 s). Raises
         `WaitTimeout` after `timeout` seconds (default ``PGHARNESS_TIMEOUT``,
         else 60), also when this node hangs. `standby` may also be the
         application_name of another client, a logical subscription's say.
@@ -357,21 +403,28 @@ class Node(Service):
             standby_node, name = None, str(standby)
         if mode not in ("write", "flush", "replay"):
             raise ValueError(f"unknown catch-up mode {mode!r}: write, flush or replay")
-        query = pgsql.SQL("SELECT {} FROM pg_stat_replication WHERE application_name = %s").format(
+        query = pgsql.SQL("SELECT {}, flush_lsn FROM pg_stat_replication WHERE application_name = %s").format(
             pgsql.Identifier(f"{mode}_lsn")
         )
         deadline = Deadline(timeout)
         target: list[Lsn] = [target_lsn] if target_lsn is not None else []
         # One connection for the target and every probe: a connection costs more than a replayed commit.
         with self.session(deadline=deadline) as session:
+            partial: _PartialRecord | None = None
 
             def probe() -> Lsn | str:
-                if not target:
-                    target.append(Lsn.parse(str(session.scalar(_POSITION_QUERY))))
-                value = session.scalar(query, (name,))
+                nonlocal partial
+                if partial is None:
+                    recovering, position = session.row(_POSITION_QUERY) or (True, None)
+                    if not target:
+                        target.append(Lsn.parse(str(position)))
+                    partial = _PartialRecord(session, primary=mode == "replay" and not recovering)
+                value, held = session.row(query, (name,)) or (None, None)
                 if value is None:
                     return f"no {mode}_lsn for application_name {name!r} in pg_stat_replication"
-                return Lsn.parse(str(value))
+                reached = Lsn.parse(str(value))
+                partial.check(target[0], reached, None if held is None else Lsn.parse(str(held)))
+                return reached
 
             reached = poll_until(
                 probe,

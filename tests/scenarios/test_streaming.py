@@ -1,8 +1,10 @@
 """Exercise 26-1, streaming: a row inserted on the primary appears on the standby."""
 
+import psycopg
 import pytest
 
 from pgharness import Lsn
+from pgharness.wait import poll_until
 
 pytestmark = pytest.mark.streaming
 
@@ -64,6 +66,48 @@ def test_catchup_waits_until_the_standby_has_the_target(shared_cluster, mode):
     primary.sql(f"INSERT INTO catchup_{mode} SELECT g FROM generate_series(1, 1000) g")
     newer = primary.wait_for_catchup(standby, mode)
     assert primary.wait_for_catchup(standby, mode, target) >= newer > target
+
+
+def cut_record(primary):
+    """Leave a record on `primary` that the WAL writer writes in part and nothing flushes, with the rest
+    waiting in memory; return the write position, which cuts it.
+
+    A login that fails after reading a role whose row has no hint bits yet: with wal_log_hints, setting
+    them after a checkpoint logs the page whole, and the failed login's abort, unlike a commit, does not
+    ask the WAL writer to flush it. A message of WAL first puts the page image across a page boundary: the
+    WAL writer writes whole pages, and stops at that boundary."""
+    primary.sql("CREATE ROLE hoge_cutter LOGIN PASSWORD 'right'")
+    primary.sql("CHECKPOINT")
+    position = Lsn.parse(str(primary.scalar("SELECT pg_current_wal_insert_lsn()"))).value
+    boundary = (position // 8192 + 2) * 8192  # a page on, room for the message's own header
+    primary.sql("SELECT pg_logical_emit_message(false, 'pgharness', repeat('x', %s))", (boundary - 1000 - position,))
+    with pytest.raises(psycopg.OperationalError):
+        primary.connect(user="hoge_cutter", password="wrong")
+
+    def positions():
+        written, inserted = primary.sql("SELECT pg_current_wal_lsn(), pg_current_wal_insert_lsn()")[0]
+        [(held,)] = primary.sql("SELECT flush_lsn FROM pg_stat_replication WHERE application_name = 'standby'")
+        return tuple(Lsn.parse(str(lsn)) for lsn in (written, inserted, held))
+
+    written, _, _ = poll_until(
+        positions,
+        lambda seen: seen[0].value % 8192 == 0 and 0 < seen[1] - seen[0] <= 8192 and seen[2] >= seen[0],
+        what="the WAL writer to stop at a page boundary inside the page image, and the standby to hold that",
+    )
+    return written
+
+
+def test_a_catch_up_wait_has_the_primary_write_the_rest_of_a_record_its_write_position_cuts(shared_cluster):
+    primary, standby = shared_cluster.primary, shared_cluster.standby
+    try:
+        written = cut_record(primary)
+        # The standby holds the WAL up to the write position, and cannot replay the record it ends in.
+        assert Lsn.parse(str(standby.scalar("SELECT pg_last_wal_replay_lsn()"))) < written
+        # PostgreSQL writes the rest at the next flush: a commit, or the background writer's snapshot record
+        # every 15 s. The wait does not wait for it: it has the primary write it.
+        assert primary.wait_for_catchup(standby, timeout=10) >= written
+    finally:
+        primary.sql("DROP ROLE IF EXISTS hoge_cutter")
 
 
 def has_backup_manifest(node):
