@@ -71,11 +71,11 @@ class _PartialRecord:
     flushes at once; before, a transaction id taken and committed, synchronous locally only (a synchronous
     standby that is down does not hold it). A server that refuses (read-only, say) is left as it is."""
 
-    def __init__(self, session: Session, *, primary: bool) -> None:
+    def __init__(self, session: Session, *, armed: bool) -> None:
         self.session = session
         self.replayed: Lsn | None = None
         self.since = 0.0
-        self.nudged = not primary  # a standby's replay position, a target, always ends a record
+        self.nudged = not armed
 
     def check(self, target: Lsn, replayed: Lsn, held: Lsn | None) -> None:
         if self.nudged or held is None or not replayed < target <= held:
@@ -418,7 +418,8 @@ class Node(Service):
                     recovering, position = session.row(_POSITION_QUERY) or (True, None)
                     if not target:
                         target.append(Lsn.parse(str(position)))
-                    partial = _PartialRecord(session, primary=mode == "replay" and not recovering)
+                    # A standby's target, its replay position, ends a record; a received position is no record's.
+                    partial = _PartialRecord(session, armed=mode == "replay" and not recovering)
                 value, held = session.row(query, (name,)) or (None, None)
                 if value is None:
                     return f"no {mode}_lsn for application_name {name!r} in pg_stat_replication"
