@@ -46,6 +46,7 @@ from pgharness.compose import (
     check_docker_cli,
     docker_client,
     list_containers,
+    network_strangers,
     remove_project,
 )
 from pgharness.constants import (
@@ -554,15 +555,12 @@ class Cluster:
 
     # --- nodes and services -------------------------------------------------
 
-    def _listed(self) -> list[Container]:
-        """Every container of the project, as one listing shows it (nothing inspected)."""
-        return self.docker.containers.list(all=True, filters={"label": [f"{PROJECT_LABEL}={self.name}"]}, sparse=True)
-
     def _project_ids(self, *, nodes: bool | None) -> dict[str, str]:
         """The ids of the project's nodes (or its other services; None: both), by name: one listing, nothing
         inspected."""
+        listed = self.docker.containers.list(all=True, filters={"label": [f"{PROJECT_LABEL}={self.name}"]}, sparse=True)
         named = {}
-        for c in self._listed():
+        for c in listed:
             labels = c.attrs.get("Labels") or {}
             kind = labels.get(KIND_LABEL)
             if kind == "storage" or (nodes is not None and (kind == "postgres") != nodes):
@@ -811,24 +809,18 @@ class Cluster:
 
     def _strangers_names(self) -> dict[str, str]:
         """The names the containers on the cluster's network that are not the project's answer to (their
-        container names and aliases), each with the container's name: a user's own, joined by
-        `connect_container` or by a network option of theirs. A node given one of them would share it, and
-        the engine's DNS would send some of the node's connections to that container."""
+        container names and aliases), each with the container's name (`compose.network_strangers`). A node
+        given one of them would share it, and the engine's DNS would send some of the node's connections to
+        that container."""
         try:
             network = self._client.networks.get(self.network_name)
         except docker.errors.NotFound:
             return {}
-        own = {str(c.attrs["Id"]) for c in self._listed()}
         names: dict[str, str] = {}
-        for container_id in set(network.attrs.get("Containers") or {}) - own:
-            try:
-                attrs = self._client.containers.get(container_id).attrs
-            except docker.errors.NotFound:  # gone since the network was inspected
-                continue
-            container_name = str(attrs["Name"]).lstrip("/")
-            endpoint = (attrs["NetworkSettings"]["Networks"] or {}).get(self.network_name) or {}
-            for alias in (container_name, *(endpoint.get("Aliases") or []), *(endpoint.get("DNSNames") or [])):
-                names[alias] = container_name
+        for container in network_strangers(self._client, network, self.name):
+            endpoint = (container.attrs["NetworkSettings"]["Networks"] or {}).get(self.network_name) or {}
+            for alias in (container.name, *(endpoint.get("Aliases") or []), *(endpoint.get("DNSNames") or [])):
+                names[alias] = str(container.name)
         return names
 
     def _in_memory(self, name: str) -> dict[str, Any]:

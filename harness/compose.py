@@ -430,20 +430,29 @@ def remove_project(client: docker.DockerClient, name: str) -> None:
 
 
 def _disconnect_strangers(client: docker.DockerClient, network: Any, name: str) -> None:
-    """Disconnect from `network` of project `name` the containers that are not the project's (a user's own,
-    joined by `Cluster.connect_container` or by a network option of theirs): they stay, the network can go.
-    A container of the project still on it is one being removed, which the network's removal waits for."""
+    """Disconnect from `network` of project `name` the containers that are not the project's: they stay,
+    the network can go. A container of the project still on it is one being removed, which the network's
+    removal waits for."""
     with contextlib.suppress(docker.errors.NotFound):
         network.reload()
+    for container in network_strangers(client, network, name):
+        # Refused (gone meanwhile, say): the network's removal below waits for it, or names it.
+        with contextlib.suppress(docker.errors.APIError):
+            network.disconnect(container.id, force=True)
+
+
+def network_strangers(client: docker.DockerClient, network: Any, name: str) -> list[Container]:
+    """The containers on `network` (as last inspected) that are not project `name`'s, each inspected: a
+    user's own, joined by `Cluster.connect_container` or by a network option of theirs."""
+    found = []
     for container_id in network.attrs.get("Containers") or {}:
         try:
-            labels = client.containers.get(container_id).labels
-        except docker.errors.NotFound:
+            container = client.containers.get(container_id)
+        except docker.errors.NotFound:  # gone since the network was inspected
             continue
-        if labels.get(PROJECT_LABEL) != name:
-            # Refused (gone meanwhile, say): the network's removal below waits for it, or names it.
-            with contextlib.suppress(docker.errors.APIError):
-                network.disconnect(container_id, force=True)
+        if container.labels.get(PROJECT_LABEL) != name:
+            found.append(container)
+    return found
 
 
 def list_containers(client: docker.DockerClient, filters: dict[str, Any]) -> list[Container]:

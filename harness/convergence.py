@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from pgharness.errors import NotConverged
 from pgharness.failover import single_primary
+from pgharness.node import FLUSH_WAL_SQL
 from pgharness.wait import Deadline
 
 if TYPE_CHECKING:
@@ -132,11 +133,9 @@ def assert_converged(cluster: Cluster, *, nodes: Iterable[Node | str] = (), time
     deadline = Deadline(timeout)
     chosen = [cluster.node(n) for n in nodes]
     primary = single_primary(cluster, ignore=chosen)
-    # A standby receives flushed WAL only, and the primary's last WAL may be written and never flushed
-    # until its next checkpoint: the full-page images a read sets hint bits with (wal_log_hints; a dump
-    # of fresh rows writes hundreds of kB) belong to no transaction. A commit flushes all WAL before it
-    # (locally: a synchronous standby that is down must not hold the check).
-    primary.sql("SELECT set_config('synchronous_commit', 'local', true), pg_current_xact_id()")
+    # A standby receives flushed WAL only, and the full-page images a read sets hint bits with
+    # (wal_log_hints; a dump of fresh rows writes hundreds of kB) may not be: flush it, then take the target.
+    primary.sql(FLUSH_WAL_SQL)
     target = primary.lsn("write")
     assert target is not None
     standbys = [n for n in cluster.nodes if n is not primary and n.container.status == "running" and n.is_in_recovery()]

@@ -56,6 +56,12 @@ _STOP_SIGNALS: dict[str, str] = {"smart": "SIGTERM", "fast": "SIGINT", "immediat
 _POSITION_QUERY = """SELECT pg_is_in_recovery(),
     CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END"""
 
+#: Flush all WAL written so far: a transaction id taken and committed, synchronous locally only (a synchronous
+#: standby that is down must not hold it). WAL that belongs to no transaction (a hint bit's page image) is
+#: otherwise written only up to the last whole page, and flushed at the next commit or the background writer's
+#: next snapshot record, up to 15 s later.
+FLUSH_WAL_SQL = "SELECT set_config('synchronous_commit', 'local', true), pg_current_xact_id()"
+
 #: How long a standby may hold a primary's WAL up to the target without replaying any of it before the primary
 #: is asked to write the rest of the record that the target cuts (`_PartialRecord`).
 _STALL_BEFORE_NUDGE = 0.5
@@ -66,10 +72,8 @@ class _PartialRecord:
     record that no commit flushed (a hint bit's page image, say) waits for the next flush, at worst the 15 s
     until the background writer's next snapshot record. A standby replays whole records only, so a wait for
     it to replay up to that position would wait as long. When a standby has held the WAL up to the target
-    for `_STALL_BEFORE_NUDGE` seconds without replaying any more of it, the primary is nudged once: from
-    PostgreSQL 16 on, a snapshot record of our own (``pg_log_standby_snapshot()``), which the WAL writer
-    flushes at once; before, a transaction id taken and committed, synchronous locally only (a synchronous
-    standby that is down does not hold it). A server that refuses (read-only, say) is left as it is."""
+    for `_STALL_BEFORE_NUDGE` seconds without replaying any more of it, the primary is asked once to flush
+    (`FLUSH_WAL_SQL`). A server that refuses (read-only, say) is left as it is."""
 
     def __init__(self, session: Session, *, armed: bool) -> None:
         self.session = session
@@ -89,10 +93,7 @@ class _PartialRecord:
         self.nudged = True
         log.debug("a standby holds WAL up to %s, replayed up to %s: nudging the primary", target, replayed)
         try:
-            if int(self.session.scalar("SHOW server_version_num")) >= 160000:
-                self.session.scalar("SELECT pg_log_standby_snapshot()")
-            else:
-                self.session.scalar("SELECT set_config('synchronous_commit', 'local', true), pg_current_xact_id()")
+            self.session.rows(FLUSH_WAL_SQL)
         except psycopg.Error as e:
             log.debug("the nudge was refused: %s", e)
 
